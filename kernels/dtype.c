@@ -1,0 +1,48 @@
+/* dtype.c: sizes and names of the element types (see dtype.h). */
+#include "dtype.h"
+
+int opg_dtype_block_elems(opg_dtype t) {
+    switch (t) {
+    case OPG_F32: case OPG_F16: case OPG_BF16: return 1;
+    case OPG_Q4_0: case OPG_Q4_1: case OPG_Q8_0: return OPG_QK;
+    case OPG_Q4_K: case OPG_Q6_K: return OPG_QK_K;
+    }
+    return 0;
+}
+
+size_t opg_dtype_block_bytes(opg_dtype t) {
+    switch (t) {
+    case OPG_F32: return 4;
+    case OPG_F16: case OPG_BF16: return 2;
+    case OPG_Q4_0: return sizeof(opg_block_q4_0);
+    case OPG_Q4_1: return sizeof(opg_block_q4_1);
+    case OPG_Q8_0: return sizeof(opg_block_q8_0);
+    case OPG_Q4_K: return sizeof(opg_block_q4_K);
+    case OPG_Q6_K: return sizeof(opg_block_q6_K);
+    }
+    return 0;
+}
+
+size_t opg_dtype_row_bytes(opg_dtype t, int64_t n) {
+    int be = opg_dtype_block_elems(t);
+    if (be == 0 || n < 0 || n % be != 0) return 0;
+    return (size_t)(n / be) * opg_dtype_block_bytes(t);
+}
+
+const char *opg_dtype_name(opg_dtype t) {
+    switch (t) {
+    case OPG_F32: return "f32";
+    case OPG_F16: return "f16";
+    case OPG_BF16: return "bf16";
+    case OPG_Q4_0: return "q4_0";
+    case OPG_Q4_1: return "q4_1";
+    case OPG_Q8_0: return "q8_0";
+    case OPG_Q4_K: return "q4_K";
+    case OPG_Q6_K: return "q6_K";
+    }
+    return "unknown";
+}
+
+int opg_dtype_is_quant(opg_dtype t) {
+    return t == OPG_Q4_0 || t == OPG_Q4_1 || t == OPG_Q8_0 || t == OPG_Q4_K || t == OPG_Q6_K;
+}

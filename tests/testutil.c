@@ -1,0 +1,110 @@
+/* testutil.c: see testutil.h. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "opg_math.h"
+
+uint64_t tu_u64(tu_rng *r) {
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+float tu_uniform(tu_rng *r, float lo, float hi) {
+    float u = (float)(tu_u64(r) >> 40) * 0x1p-24f;
+    return lo + (hi - lo) * u;
+}
+
+int tu_int(tu_rng *r, int lo, int hi) {
+    return lo + (int)(tu_u64(r) % (uint64_t)(hi - lo + 1));
+}
+
+void tu_fill(tu_rng *r, float *x, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = tu_uniform(r, lo, hi);
+}
+
+void tu_fill_wild(tu_rng *r, float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint64_t u = tu_u64(r);
+        switch (u & 15) {
+        case 0: x[i] = 0.0f; break;
+        case 1: x[i] = -0.0f; break;
+        default: {
+            float m = tu_uniform(r, 0.5f, 1.0f);
+            int e = (int)((u >> 8) % 24) - 12;
+            x[i] = ldexpf((u >> 4) & 1 ? -m : m, e);
+        }
+        }
+    }
+}
+
+void tu_assert_bits_(const float *a, const float *b, size_t n, const char *what,
+                     const char *file, int line) {
+    size_t first = n, count = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (opg_f32_bits(a[i]) != opg_f32_bits(b[i])) {
+            if (first == n) first = i;
+            count++;
+        }
+    }
+    if (count) {
+        print_error("%s:%d: %s: %zu of %zu values differ in bits; first at [%zu]: "
+                    "%.9g (0x%08x) vs %.9g (0x%08x)\n",
+                    file, line, what, count, n, first, (double)a[first],
+                    opg_f32_bits(a[first]), (double)b[first], opg_f32_bits(b[first]));
+        fail();
+    }
+}
+
+void tu_assert_bytes_(const void *a, const void *b, size_t n, const char *what,
+                      const char *file, int line) {
+    const unsigned char *x = a, *y = b;
+    for (size_t i = 0; i < n; i++) {
+        if (x[i] != y[i]) {
+            print_error("%s:%d: %s: bytes differ first at [%zu]: 0x%02x vs 0x%02x\n", file,
+                        line, what, i, x[i], y[i]);
+            fail();
+        }
+    }
+}
+
+static int64_t ordered(float f) {
+    int32_t i = (int32_t)opg_f32_bits(f);
+    return i < 0 ? (int64_t)INT32_MIN - i : i;
+}
+
+uint64_t tu_ulp_f32(float a, float b) {
+    if (a == b) return 0;
+    int64_t d = ordered(a) - ordered(b);
+    return (uint64_t)(d < 0 ? -d : d);
+}
+
+double tu_ulp_vs_f64(float a, double ref) {
+    if ((double)a == ref) return 0.0;
+    double r = fabs(ref);
+    int e;
+    frexp(r, &e);               /* r = m * 2^e, m in [0.5, 1) */
+    int ulp_e = e - 24;
+    if (ulp_e < -149) ulp_e = -149; /* subnormal spacing */
+    return fabs((double)a - ref) / ldexp(1.0, ulp_e);
+}
+
+void *tu_alloc(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) {
+        print_error("out of memory (%zu bytes)\n", bytes);
+        fail();
+    }
+    memset(p, 0, bytes);
+    return p;
+}
+
+void tu_free(void *p) { free(p); }
+
+const char *tu_data_dir(void) { return OPG_TEST_DATA_DIR; }
+const char *tu_shared_dir(void) { return OPG_SHARED_DIR; }

@@ -1,0 +1,49 @@
+/* testutil.h: helpers shared by the cmocka tests: seeded data, bit-exact
+ * comparison that prints both sides, ulp distance, float64 references. */
+#ifndef OPG_TESTUTIL_H
+#define OPG_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* Deterministic generator (splitmix64), so a failure is reproducible. */
+typedef struct { uint64_t s; } tu_rng;
+uint64_t tu_u64(tu_rng *r);
+/* Uniform in [lo, hi). */
+float tu_uniform(tu_rng *r, float lo, float hi);
+/* Integer in [lo, hi]. */
+int tu_int(tu_rng *r, int lo, int hi);
+void tu_fill(tu_rng *r, float *x, size_t n, float lo, float hi);
+/* Fills with values of mixed magnitudes and signs (wide exponent range,
+ * a few exact zeros and negative zeros), to exercise rounding. */
+void tu_fill_wild(tu_rng *r, float *x, size_t n);
+
+/* Fails the current test when a and b differ in any bit; reports the first
+ * differing index, both values and their bit patterns, and how many differ. */
+#define tu_assert_bits(a, b, n, what) tu_assert_bits_(a, b, n, what, __FILE__, __LINE__)
+void tu_assert_bits_(const float *a, const float *b, size_t n, const char *what,
+                     const char *file, int line);
+/* Same for raw bytes. */
+#define tu_assert_bytes(a, b, n, what) tu_assert_bytes_(a, b, n, what, __FILE__, __LINE__)
+void tu_assert_bytes_(const void *a, const void *b, size_t n, const char *what,
+                      const char *file, int line);
+
+/* Distance in units in the last place between two finite floats (0 when
+ * bitwise equal or both zero). */
+uint64_t tu_ulp_f32(float a, float b);
+/* Distance in f32 ulps between the f32 a and the exact value ref. */
+double tu_ulp_vs_f64(float a, double ref);
+
+/* Aligned, zeroed allocation that fails the test when out of memory; free
+ * with tu_free. */
+void *tu_alloc(size_t bytes);
+void tu_free(void *p);
+
+/* Directory of checked-in test data; of ../shared (may not exist). */
+const char *tu_data_dir(void);
+const char *tu_shared_dir(void);
+
+#endif
