@@ -1,0 +1,15 @@
+/* embed.h: token embedding lookup (dequantized rows, docs/determinism.md section 10). */
+#ifndef OPG_EMBED_H
+#define OPG_EMBED_H
+
+#include <stdint.h>
+
+#include "dtype.h"
+
+/* out[i][:] = row tokens[i] of table ([n_vocab][dim] in dtype t), for i < n.
+ * Returns 0, or -1 (out untouched from that token on) when a token is
+ * outside [0, n_vocab) or t/dim are unsupported. */
+int opg_embed_ref(float *out, const void *table, opg_dtype t, int64_t dim, int64_t n_vocab,
+                  const int32_t *tokens, int64_t n);
+
+#endif
