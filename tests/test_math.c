@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cpu.h"
+#include "math_impl.h"
 #include "opg_math.h"
 
 /* Bounds stated in docs/determinism.md section 3. */
@@ -138,6 +140,28 @@ static void test_half_formats(void **state) {
     assert_int_equal(opg_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
 }
 
+/* The AVX2 mirrors give the scalar bits on every lane, including the edges. */
+static void test_avx2_bits(void **state) {
+    (void)state;
+    if (opg_cpu_best_level() < OPG_CPU_AVX2) { skip(); return; }
+    enum { N = 1 << 16 };
+    static float x[N], a[N], b[N];
+    for (uint64_t base = 0; base <= 0xffffffffull; base += (uint64_t)N * 97) {
+        for (int i = 0; i < N; i++) x[i] = opg_bits_f32((uint32_t)(base + (uint64_t)i * 97));
+        for (int i = 0; i < N; i++) a[i] = opg_expf(x[i]);
+        opg__expf_avx2_array(b, x, N);
+        tu_assert_bits(a, b, N, "expf avx2 vs scalar");
+        for (int i = 0; i < N; i++) a[i] = opg_siluf(x[i]);
+        opg__siluf_avx2_array(b, x, N);
+        tu_assert_bits(a, b, N, "siluf avx2 vs scalar");
+    }
+    float edge[16] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, OPG_EXP_HI, OPG_EXP_LO, 89.0f,
+                      -104.0f, -103.9f, 88.72f, 1e-45f, -1e-45f, 0.5f, -87.5f, 3.0f};
+    for (int i = 0; i < 16; i++) a[i] = opg_expf(edge[i]);
+    opg__expf_avx2_array(b, edge, 16);
+    tu_assert_bits(a, b, 16, "expf avx2 edges");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expf_special),
@@ -146,6 +170,7 @@ int main(void) {
         cmocka_unit_test(test_sincos_accuracy),
         cmocka_unit_test(test_f64_helpers),
         cmocka_unit_test(test_half_formats),
+        cmocka_unit_test(test_avx2_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
