@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# deps.sh: installs what building and testing opg needs on a fresh Debian/Ubuntu
+# machine, only the packages that are missing. Sourced by run.sh and test.sh.
+set -euo pipefail
+
+OPG_DEB_PACKAGES=(build-essential cmake pkg-config libcmocka-dev python3)
+
+opg_install_deps() {
+    local missing=()
+    for p in "${OPG_DEB_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "opg: installing ${missing[*]}" >&2
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# CUDA: nvcc is used when present (the kernels' .cu files are compiled even
+# without a GPU); add the usual install location to PATH.
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH="/usr/local/cuda/bin:$PATH"
+fi

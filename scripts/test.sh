@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# test.sh: builds opg and runs the whole test suite twice: a Release build and
+# an ASan+UBSan build. Prints the number of tests. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+opg_install_deps
+
+jobs=$(nproc 2>/dev/null || echo 2)
+run_suite() { # build-dir build-type
+    local dir=$1 type=$2
+    echo "== $type build ($dir)"
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$type" >/dev/null
+    cmake --build "$dir" -j"$jobs"
+    echo "== $type tests"
+    (cd "$dir" && ctest -j"$jobs" --output-on-failure --timeout 900) | tee "$dir/ctest.log"
+    local summary
+    summary=$(grep -E 'tests passed|tests failed' "$dir/ctest.log" | tail -1)
+    echo "== $type: $summary"
+}
+run_suite build Release
+run_suite build-asan Asan
+echo "== all test suites passed"
