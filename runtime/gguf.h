@@ -1,0 +1,85 @@
+/* gguf.h: read-only GGUF (v2, v3) files, memory-mapped and fully validated.
+ *
+ * opg_gguf_open checks every count, string length, type, offset, alignment
+ * and tensor extent before anything is used, so every accessor below is safe
+ * on any file that opened. Hostile or truncated input gets OPG_ERR_FORMAT and
+ * a message (opg_last_error) naming the problem and its byte offset.
+ *
+ * Ownership: the handle owns the mapping; every pointer returned by an
+ * accessor (strings, array data, tensor data) points into it and is valid
+ * until opg_gguf_close. Strings are NOT NUL-terminated: use the length. */
+#ifndef OPG_GGUF_H
+#define OPG_GGUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "status.h"
+
+typedef struct opg_gguf opg_gguf;
+
+/* Value types, GGUF's numbering (never renumbered). */
+typedef enum {
+    OPG_GGUF_UINT8 = 0, OPG_GGUF_INT8 = 1, OPG_GGUF_UINT16 = 2, OPG_GGUF_INT16 = 3,
+    OPG_GGUF_UINT32 = 4, OPG_GGUF_INT32 = 5, OPG_GGUF_FLOAT32 = 6, OPG_GGUF_BOOL = 7,
+    OPG_GGUF_STRING = 8, OPG_GGUF_ARRAY = 9, OPG_GGUF_UINT64 = 10, OPG_GGUF_INT64 = 11,
+    OPG_GGUF_FLOAT64 = 12,
+} opg_gguf_type;
+
+typedef struct {
+    const char *name;     /* not NUL-terminated */
+    size_t name_len;
+    int n_dims;           /* 1..4 */
+    int64_t ne[4];        /* elements per dimension, ne[0] fastest; unused dims are 1 */
+    opg_dtype type;       /* a type opg supports; others fail at open */
+    uint64_t offset;      /* from the start of the data section */
+    size_t size;          /* bytes */
+    const void *data;     /* into the mapping */
+} opg_gguf_tensor;
+
+/* Opens and validates path (mmap). On success *out owns the file; on error
+ * *out is NULL and the status says why (opg_last_error has details). */
+opg_status opg_gguf_open(const char *path, opg_gguf **out);
+/* Same over bytes in memory (fuzzing, tests). The caller keeps data alive
+ * and unchanged until close; nothing is copied. */
+opg_status opg_gguf_open_memory(const void *data, size_t size, opg_gguf **out);
+/* Unmaps and frees; NULL is a no-op. */
+void opg_gguf_close(opg_gguf *g);
+
+uint32_t opg_gguf_version(const opg_gguf *g);
+size_t opg_gguf_file_size(const opg_gguf *g);
+/* SHA-256 of the whole file (libsodium), computed on first call and cached:
+ * the model id, the same digest Hugging Face shows for the file. */
+void opg_gguf_sha256(opg_gguf *g, uint8_t out[32]);
+
+/* ---- metadata (key/value pairs) -------------------------------------------- */
+int64_t opg_gguf_kv_count(const opg_gguf *g);
+/* Index of key, or -1. */
+int64_t opg_gguf_find_key(const opg_gguf *g, const char *key);
+const char *opg_gguf_kv_key(const opg_gguf *g, int64_t i, size_t *len);
+opg_gguf_type opg_gguf_kv_type(const opg_gguf *g, int64_t i);
+
+/* Typed getters by key. Integers of any integer type (and bool) convert to
+ * int64 when they fit; float32/float64 to double. OPG_ERR_NOT_FOUND when the
+ * key is absent, OPG_ERR_FORMAT when the type does not fit. */
+opg_status opg_gguf_get_int(const opg_gguf *g, const char *key, int64_t *out);
+opg_status opg_gguf_get_float(const opg_gguf *g, const char *key, double *out);
+opg_status opg_gguf_get_bool(const opg_gguf *g, const char *key, int *out);
+opg_status opg_gguf_get_str(const opg_gguf *g, const char *key, const char **s, size_t *len);
+/* Arrays: element type and count; for non-string element types, data points
+ * at count packed little-endian elements (possibly unaligned: read with memcpy). */
+opg_status opg_gguf_get_array(const opg_gguf *g, const char *key, opg_gguf_type *elem_type,
+                              uint64_t *count, const void **data);
+/* i-th string of a string array. */
+opg_status opg_gguf_get_array_str(const opg_gguf *g, const char *key, uint64_t i,
+                                  const char **s, size_t *len);
+
+/* ---- tensors ----------------------------------------------------------------- */
+int64_t opg_gguf_tensor_count(const opg_gguf *g);
+/* Index of the tensor named name, or -1. */
+int64_t opg_gguf_find_tensor(const opg_gguf *g, const char *name);
+/* Fills *t for tensor i (0 <= i < count). */
+opg_status opg_gguf_tensor_info(const opg_gguf *g, int64_t i, opg_gguf_tensor *t);
+
+#endif
