@@ -32,7 +32,9 @@ typedef struct {
     size_t name_len;
     int n_dims;           /* 1..4 */
     int64_t ne[4];        /* elements per dimension, ne[0] fastest; unused dims are 1 */
-    opg_dtype type;       /* a type opg supports; others fail at open */
+    opg_dtype type;       /* GGML type id; known to GGML but not to opg (Q5_K, IQ*, ...)
+                             means opg_dtype_block_elems(type) == 0: the model
+                             loader reports it, the file still opens */
     uint64_t offset;      /* from the start of the data section */
     size_t size;          /* bytes */
     const void *data;     /* into the mapping */
