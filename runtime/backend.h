@@ -1,0 +1,89 @@
+/* backend.h: the interface between the model code and whatever runs the ops.
+ *
+ * The model (model.c) only ever calls these functions on opaque buffers;
+ * the cpu backend (backend_cpu.c) runs the kernels/ reference-equivalent
+ * paths on host memory, the cuda backend (issue 4) the CUDA kernels on device
+ * memory. Every op has the bits docs/determinism.md defines, so the model's
+ * outputs and trace do not depend on the backend.
+ *
+ * Buffers hold f32 activations (or raw weight bytes); offsets and sizes are
+ * in bytes unless the parameter says elements. */
+#ifndef OPG_BACKEND_H
+#define OPG_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "rope.h"
+#include "status.h"
+
+typedef struct opg_backend opg_backend;
+typedef struct opg_buf opg_buf;
+
+/* A view into a buffer: base + byte offset. Ops take views so the model can
+ * address rows of a batch or a cache slot without copies. */
+typedef struct {
+    opg_buf *buf;
+    size_t off;
+} opg_view;
+
+typedef struct opg_backend_ops {
+    const char *name; /* "cpu", "cuda" */
+    void (*destroy)(opg_backend *be);
+    /* Memory. alloc returns zeroed memory; free(NULL) is a no-op. */
+    opg_status (*alloc)(opg_backend *be, size_t bytes, opg_buf **out);
+    void (*free)(opg_backend *be, opg_buf *b);
+    opg_status (*upload)(opg_backend *be, opg_view dst, const void *src, size_t bytes);
+    opg_status (*download)(opg_backend *be, void *dst, opg_view src, size_t bytes);
+    /* Weights that already live in host memory (an mmap'd GGUF): the cpu
+     * backend wraps them without a copy, a device backend uploads them. */
+    opg_status (*wrap_weights)(opg_backend *be, const void *host, size_t bytes, opg_buf **out);
+
+    /* ---- ops (all f32 activations, row-major, rows contiguous) ---- */
+    /* y[M][N] = x[M][K] * w[N][K]^T (+ bias[N], f32 view or buf NULL) */
+    opg_status (*matmul)(opg_backend *be, opg_view y, opg_view x, opg_view w, opg_dtype wt,
+                         opg_view bias, int64_t M, int64_t N, int64_t K);
+    /* y[M][D] = rmsnorm(x) * w */
+    opg_status (*rmsnorm)(opg_backend *be, opg_view y, opg_view x, opg_view w, int64_t M,
+                          int64_t D, float eps);
+    /* x[n_tok][n_heads*head_dim] rotated in place; pos: host array of n_tok positions;
+     * inv_freq: host table of n_dims/2 binary64 frequencies. */
+    opg_status (*rope)(opg_backend *be, opg_view x, int64_t n_tok, const int32_t *pos,
+                       int n_heads, int head_dim, int n_dims, const double *inv_freq,
+                       opg_rope_mode mode);
+    /* Causal attention of n_q queries at pos0.. over cache rows 0..pos0+n_q-1. */
+    opg_status (*attention)(opg_backend *be, opg_view out, opg_view q, opg_view k, opg_view v,
+                            int64_t n_q, int64_t pos0, int n_head, int n_kv, int head_dim,
+                            float scale);
+    /* out[n] = silu(gate[n]) * up[n] */
+    opg_status (*swiglu)(opg_backend *be, opg_view out, opg_view gate, opg_view up, int64_t n);
+    /* y[n] = a[n] + b[n] (one rounding each) */
+    opg_status (*add)(opg_backend *be, opg_view y, opg_view a, opg_view b, int64_t n);
+    /* out[n][dim] = rows tokens[] (host array) of table; checks token range */
+    opg_status (*embed)(opg_backend *be, opg_view out, opg_view table, opg_dtype t, int64_t dim,
+                        int64_t n_vocab, const int32_t *tokens, int64_t n);
+    /* Copies bytes between views of this backend. */
+    opg_status (*copy)(opg_backend *be, opg_view dst, opg_view src, size_t bytes);
+    /* Trace fingerprints (docs/determinism.md, "Trace") of n rows of len f32
+     * each, row stride `stride` elements, written to host out[n]. */
+    opg_status (*fingerprint)(opg_backend *be, uint64_t *out, opg_view x, int64_t n,
+                              int64_t len, int64_t stride);
+} opg_backend_ops;
+
+struct opg_backend {
+    const opg_backend_ops *ops;
+};
+
+/* The cpu backend with n_threads workers (<= 0: one per CPU). Caller owns it:
+ * opg_backend_free. */
+opg_status opg_backend_cpu_new(int n_threads, opg_backend **out);
+/* Frees any backend; NULL is a no-op. */
+void opg_backend_free(opg_backend *be);
+
+static inline opg_view opg_view_of(opg_buf *b, size_t off) {
+    opg_view v = {b, off};
+    return v;
+}
+
+#endif
