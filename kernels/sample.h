@@ -23,10 +23,19 @@ typedef struct {
 } opg_sample_params;
 
 /* Samples a token from logits[0..n) for step `step` of a job. Needs scratch
- * of opg_sample_scratch_bytes(n) bytes (caller owns it). Returns the token id
- * (>= 0), or -1 when n <= 0 or every logit is NaN. */
+ * of opg_sample_scratch_bytes(n) bytes, 8-byte aligned (caller owns it; any
+ * malloc'd block will do). Returns the token id (>= 0), or -1 when n <= 0 or
+ * every logit is NaN. */
 int64_t opg_sample_ref(const float *logits, int64_t n, const opg_sample_params *p,
                        uint64_t step, void *scratch);
+/* Enough scratch for opg_sample_ref over n logits, whatever the params. */
 size_t opg_sample_scratch_bytes(int64_t n);
+
+/* The sampling order of the contract: writes to ids[0..) the token ids sorted
+ * by (logit desc, id asc), NaN dropped, and with top_k > 0 only the first
+ * min(top_k, count) of them (found by partial selection, the same ids as a
+ * full sort's prefix). ids must hold n entries. Returns how many were
+ * written (0 when n <= 0 or all are NaN). */
+int64_t opg_sample_order_ref(const float *logits, int64_t n, int32_t top_k, int64_t *ids);
 
 #endif
