@@ -117,13 +117,16 @@ int64_t opg_sample_ref(const float *logits, int64_t n, const opg_sample_params *
     if (first < 0) return -1; /* every logit NaN: no token */
 
     const float T = p->temperature;
-    if (T <= 0.0f || p->top_k == 1) return opg_argmax_ref(logits, n);
+    if (!(T > 0.0f) || p->top_k == 1) return opg_argmax_ref(logits, n); /* NaN T too */
 
     int64_t *order = (int64_t *)scratch;                       /* [n] ids, best first */
     float *e = (float *)((char *)scratch + (size_t)n * sizeof(int64_t)); /* [kept] */
     int64_t kept = opg_sample_order_ref(logits, n, p->top_k, order);
 
     const float z_first = logits[order[0]] / T;
+    /* An infinite largest z (an inf logit, l/T overflowing, all -inf) would
+     * make e_first NaN: the contract picks the top token then. */
+    if (z_first - z_first != 0.0f) return order[0];
     float S = 0.0f;
     for (int64_t j = 0; j < kept; j++) {
         float z = logits[order[j]] / T;

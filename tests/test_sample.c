@@ -64,12 +64,16 @@ static int64_t ref_sample(const float *l, int64_t n, float T, int32_t K, float P
     assert_true(ids && e);
     int64_t cnt = ref_order(l, n, ids), tokn = -1;
     if (cnt == 0) goto done;
-    if (T <= 0.0f || K == 1) { /* the first of the order is the argmax */
+    if (!(T > 0.0f) || K == 1) { /* the first of the order is the argmax */
         tokn = ids[0];
         goto done;
     }
     int64_t kept = K > 0 && K < cnt ? K : cnt;
     float zf = l[ids[0]] / T;
+    if (isinf(zf)) { /* spec: an infinite largest z picks the top token */
+        tokn = ids[0];
+        goto done;
+    }
     for (int64_t j = 0; j < kept; j++)
         e[j] = mut == MUT_DIFF_DIV ? opg_expf((l[ids[j]] - l[ids[0]]) / T)
                                    : opg_expf(l[ids[j]] / T - zf);
@@ -627,6 +631,26 @@ static void test_sample_rounding_pinned(void **state) {
     }
 }
 
+/* Infinite scaled logits: the top token, never the "fall-through" last one. */
+static void test_sample_infinite_scale(void **state) {
+    (void)state;
+    void *scratch = tu_alloc(opg_sample_scratch_bytes(8));
+    float l[4] = {97.0f, 100.0f, 99.0f, 98.0f};
+    opg_sample_params p = {1e-37f, 0, 1.0f, 5};
+    for (uint64_t step = 0; step < 16; step++)
+        assert_int_equal(opg_sample_ref(l, 4, &p, step, scratch), 1); /* l/T overflows */
+    float inf_l[4] = {1.0f, INFINITY, 3.0f, INFINITY};
+    p.temperature = 0.7f;
+    p.top_p = 0.9f;
+    for (uint64_t step = 0; step < 16; step++)
+        assert_int_equal(opg_sample_ref(inf_l, 4, &p, step, scratch), 1);
+    float neg[3] = {-INFINITY, -INFINITY, -INFINITY};
+    assert_int_equal(opg_sample_ref(neg, 3, &p, 0, scratch), 0);
+    p.temperature = NAN; /* NaN temperature: greedy */
+    assert_int_equal(opg_sample_ref(l, 4, &p, 0, scratch), 1);
+    tu_free(scratch);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rng_known_answers),
@@ -638,6 +662,7 @@ int main(void) {
         cmocka_unit_test(test_sample_distribution),
         cmocka_unit_test(test_sample_vs_reference_random),
         cmocka_unit_test(test_sample_rounding_pinned),
+        cmocka_unit_test(test_sample_infinite_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
