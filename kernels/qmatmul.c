@@ -1,0 +1,63 @@
+/* qmatmul.c: opg_matmul_q8a (matmul.h), the threaded integer-path matmul.
+ *
+ * The output is cut into fixed tiles of QM_NROWS weight rows x QM_MROWS
+ * activation rows, one pool task each. Every output value is computed whole
+ * inside one task by the canonical sequence of docs/determinism.md section 5
+ * (opg_qdot_ref, then + bias), so the tiling, the thread count and the CPU
+ * level never change a bit; the tile sizes only matter for speed. */
+#include "matmul.h"
+
+#include "cpu.h"
+#include "quant.h"
+#include "quant_impl.h"
+
+#define QM_NROWS 64 /* weight rows per task: a multiple of the AVX2 kernel's 8 */
+#define QM_MROWS 32 /* activation rows per task */
+
+typedef struct {
+    float *y;
+    const opg_block_q8a *xq;
+    const unsigned char *w;
+    opg_dtype wt;
+    const float *bias;
+    int64_t M, N, K;
+    int64_t n_tiles; /* tiles along N */
+    size_t row_bytes;
+    int avx2;
+} qm_job;
+
+static void qm_task(void *ctx, int64_t t) {
+    const qm_job *j = ctx;
+    int64_t n0 = (t % j->n_tiles) * QM_NROWS, m0 = (t / j->n_tiles) * QM_MROWS;
+    int64_t n1 = n0 + QM_NROWS < j->N ? n0 + QM_NROWS : j->N;
+    int64_t m1 = m0 + QM_MROWS < j->M ? m0 + QM_MROWS : j->M;
+    if (j->avx2) {
+        opg__qmatmul_tile_avx2(j->y, j->xq, j->w, j->wt, j->bias, j->N, j->K, m0, m1, n0, n1);
+        return;
+    }
+    int64_t nb = j->K / OPG_QK;
+    for (int64_t m = m0; m < m1; m++) {
+        for (int64_t n = n0; n < n1; n++) {
+            float v = opg_qdot_ref(j->w + (size_t)n * j->row_bytes, j->wt, j->xq + m * nb, j->K);
+            if (j->bias) v = v + j->bias[n];
+            j->y[m * j->N + n] = v;
+        }
+    }
+}
+
+int opg_matmul_q8a(opg_pool *pool, float *y, const opg_block_q8a *xq, const void *w,
+                   opg_dtype wt, const float *bias, int64_t M, int64_t N, int64_t K) {
+    if (!opg_dtype_is_quant(wt) || M < 0 || N < 0 || K < 0) return -1;
+    if (K % opg_dtype_block_elems(wt) != 0) return -1;
+    if (M == 0 || N == 0) return 0;
+    if (!y || (K > 0 && (!xq || !w))) return -1;
+    qm_job j = {
+        .y = y, .xq = xq, .w = w, .wt = wt, .bias = bias, .M = M, .N = N, .K = K,
+        .n_tiles = (N + QM_NROWS - 1) / QM_NROWS,
+        .row_bytes = opg_dtype_row_bytes(wt, K),
+        .avx2 = opg_cpu_get_level() == OPG_CPU_AVX2,
+    };
+    int64_t m_tiles = (M + QM_MROWS - 1) / QM_MROWS;
+    opg_pool_run(pool, qm_task, &j, j.n_tiles * m_tiles);
+    return 0;
+}
