@@ -79,10 +79,15 @@ ALWAYS_INLINE uint32_t ld32(const uint8_t *p) {
 
 /* Lane r = the 32-bit word at p + r*stride (one field of 8 rows' blocks). */
 ALWAYS_INLINE __m256i load_u32x8(const uint8_t *p, size_t stride) {
-    return _mm256_setr_epi32((int)ld32(p), (int)ld32(p + stride), (int)ld32(p + 2 * stride),
-                             (int)ld32(p + 3 * stride), (int)ld32(p + 4 * stride),
-                             (int)ld32(p + 5 * stride), (int)ld32(p + 6 * stride),
-                             (int)ld32(p + 7 * stride));
+    __m128i lo = _mm_cvtsi32_si128((int)ld32(p));
+    lo = _mm_insert_epi32(lo, (int)ld32(p + stride), 1);
+    lo = _mm_insert_epi32(lo, (int)ld32(p + 2 * stride), 2);
+    lo = _mm_insert_epi32(lo, (int)ld32(p + 3 * stride), 3);
+    __m128i hi = _mm_cvtsi32_si128((int)ld32(p + 4 * stride));
+    hi = _mm_insert_epi32(hi, (int)ld32(p + 5 * stride), 1);
+    hi = _mm_insert_epi32(hi, (int)ld32(p + 6 * stride), 2);
+    hi = _mm_insert_epi32(hi, (int)ld32(p + 7 * stride), 3);
+    return _mm256_set_m128i(hi, lo);
 }
 
 /* The f16 in the low 16 bits of each lane, converted exactly to f32. */
@@ -96,8 +101,11 @@ ALWAYS_INLINE __m256 f16lo_ps(__m256i v) {
 /* The f16 in the high 16 bits of each lane. */
 ALWAYS_INLINE __m256 f16hi_ps(__m256i v) { return f16lo_ps(_mm256_srli_epi32(v, 16)); }
 
+ALWAYS_INLINE __m256i loadu256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+ALWAYS_INLINE __m128i loadu128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+
 /* Lane r = the sum of the 8 int32 lanes of s[r] (exact). */
-ALWAYS_INLINE __m256i hsum8(const __m256i s[8]) {
+ALWAYS_INLINE __m256i hsum8_epi32(const __m256i s[8]) {
     __m256i a = _mm256_hadd_epi32(s[0], s[1]);
     __m256i b = _mm256_hadd_epi32(s[2], s[3]);
     __m256i c = _mm256_hadd_epi32(s[4], s[5]);
@@ -109,25 +117,114 @@ ALWAYS_INLINE __m256i hsum8(const __m256i s[8]) {
     return _mm256_add_epi32(lo, hi);
 }
 
-/* 32 unsigned 4-bit values from 16 bytes: low nibbles are elements 0..15,
- * high nibbles 16..31 (Q4_0/Q4_1 order). */
-ALWAYS_INLINE __m256i unpack_nibbles16(const uint8_t *p) {
-    __m128i v = _mm_loadu_si128((const __m128i *)p);
-    __m256i w = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
-    return _mm256_and_si256(w, _mm256_set1_epi8(0x0f));
+/* Lane r = the sum of the 16 int16 lanes of P[r]. Three levels of pairwise
+ * int16 adds, then int32: exact when any 8 lanes of one P[r] sum within
+ * int16 (every |lane| <= 4095 suffices). */
+ALWAYS_INLINE __m256i hsum8_epi16(const __m256i P[8]) {
+    __m256i a = _mm256_hadd_epi16(P[0], P[1]);
+    __m256i b = _mm256_hadd_epi16(P[2], P[3]);
+    __m256i c = _mm256_hadd_epi16(P[4], P[5]);
+    __m256i d = _mm256_hadd_epi16(P[6], P[7]);
+    __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(a, b), _mm256_hadd_epi16(c, d));
+    /* h: rows 0..7 over lanes 0-7 | rows 0..7 over lanes 8-15 */
+    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
 }
 
-ALWAYS_INLINE __m256i loadu256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+/* ---- exact block sums of 8 rows, lane r = row r -------------------------------
+ * Operand ranges (maddubs adds two u8*s8 products with int16 saturation):
+ * Q8_0 |q| <= 128 as |q| x (x*sign q): pairs <= 2*128*127 = 32512; 4-bit q:
+ * pairs <= 2*15*127 = 3810; Q6_K q <= 63: pairs <= 16002. None saturates. */
+
+/* Q8_0: sum q*x over the block; p = qs of row 0. */
+ALWAYS_INLINE __m256i sums_q8_0(const uint8_t *p, size_t rb, __m256i ax) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) {
+        __m256i q = loadu256(p + r * rb);
+        s[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(ax, q)), ones);
+    }
+    return hsum8_epi32(s);
+}
+
+/* Q4_0/Q4_1: sum q*x with q the unsigned nibbles; p = qs of row 0. Rows r and
+ * r+4 share a vector (16 bytes each), against x[0..15] (low nibbles) and
+ * x[16..31] (high nibbles) broadcast to both halves: every int16 lane then
+ * holds 4 products (<= 7620), two hadd levels 16 (<= 30480), then int32.
+ * The final lanes come out in row order: [rows 0-3 | rows 4-7]. */
+ALWAYS_INLINE __m256i sums_q4(const uint8_t *p, size_t rb, __m256i xlo, __m256i xhi) {
+    const __m256i m0f = _mm256_set1_epi8(0x0f);
+    __m256i P[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_set_m128i(loadu128(p + (k + 4) * rb), loadu128(p + k * rb));
+        __m256i lo = _mm256_and_si256(v, m0f), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+        P[k] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
+    }
+    __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(P[0], P[1]), _mm256_hadd_epi16(P[2], P[3]));
+    return _mm256_madd_epi16(h, _mm256_set1_epi16(1));
+}
+
+/* Q4_K: sub-blocks 2i (low nibbles) and 2i+1 (high) of the same 32 bytes;
+ * p = qs + 32i of row 0. */
+ALWAYS_INLINE void sums_q4_K(const uint8_t *p, size_t rb, __m256i ax0, __m256i ax1, __m256i *I0,
+                             __m256i *I1) {
+    const __m256i m0f = _mm256_set1_epi8(0x0f);
+    __m256i P0[8], P1[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) {
+        __m256i v = loadu256(p + r * rb);
+        P0[r] = _mm256_maddubs_epi16(_mm256_and_si256(v, m0f), ax0);
+        P1[r] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m0f), ax1);
+    }
+    *I0 = hsum8_epi16(P0);
+    *I1 = hsum8_epi16(P1);
+}
+
+/* Q6_K sub-block j = 4h + g of the super-block at p (row 0): returns
+ * sc_2j * sum_{first 16} (q-32)*x + sc_2j+1 * sum_{last 16} (q-32)*x per row.
+ * Per row the int16 lanes hold sum (q-32)*x of 2 elements (<= 8128); two hadd
+ * levels give sums of 8 elements (<= 32512), in the lanes
+ * [r r r' r' ... | same for the last 16] for 4 rows, so one madd with the
+ * scales laid out the same way (sc0123 / sc4567) finishes each half. */
+ALWAYS_INLINE __m256i sums_q6_K(const uint8_t *p, size_t rb, int j, __m256i ax, __m256i sc0123,
+                                __m256i sc4567) {
+    const int h = j / 4, g = j % 4;
+    const __m256i m0f = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    const __m256i x32 = _mm256_maddubs_epi16(_mm256_set1_epi8(32), ax);
+    __m256i P[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) {
+        const uint8_t *b = p + r * rb;
+        __m256i ql = loadu256(b + offsetof(opg_block_q6_K, ql) + 64 * h + 32 * (g & 1));
+        __m256i lo = _mm256_and_si256(g < 2 ? ql : _mm256_srli_epi16(ql, 4), m0f);
+        __m256i qh = loadu256(b + offsetof(opg_block_q6_K, qh) + 32 * h);
+        /* bits 2g, 2g+1 of qh to bits 4, 5 */
+        __m256i hb = g == 0 ? _mm256_slli_epi16(qh, 4)
+                   : g == 1 ? _mm256_slli_epi16(qh, 2)
+                   : g == 2 ? qh
+                            : _mm256_srli_epi16(qh, 2);
+        __m256i q = _mm256_or_si256(lo, _mm256_and_si256(hb, m30));
+        P[r] = _mm256_sub_epi16(_mm256_maddubs_epi16(q, ax), x32);
+    }
+    __m256i a = _mm256_hadd_epi16(_mm256_hadd_epi16(P[0], P[1]), _mm256_hadd_epi16(P[2], P[3]));
+    __m256i b = _mm256_hadd_epi16(_mm256_hadd_epi16(P[4], P[5]), _mm256_hadd_epi16(P[6], P[7]));
+    __m256i x = _mm256_madd_epi16(a, sc0123); /* rows 0-3: first 16 | last 16 */
+    __m256i y = _mm256_madd_epi16(b, sc4567);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(x, y, 0x20),
+                            _mm256_permute2x128_si256(x, y, 0x31));
+}
 
 /* ---- one 8-row chunk per type ----------------------------------------------
- * prep_*: the per-chunk weight data shared by all activation rows (scales
- * of the 8 rows, converted or unpacked once); chunk_*: the partial p_c of the
- * 8 rows against one activation row, exactly the spec's acc sequence. */
+ * prep_chunk: the per-chunk weight data shared by all activation rows (the 8
+ * rows' scales, converted or unpacked once); chunk_dot: the partial p_c of
+ * the 8 rows against one activation row, exactly the spec's acc sequence. */
 
 typedef struct {
-    __m256 d[8], m[8];           /* Q8_0/Q4_0/Q4_1: per block; Q4_K/Q6_K: d[0], m[0] */
-    __m256i sc[8], mn[8];        /* Q4_K: 6-bit scale and min per sub-block */
-    __m256i sclo[8], schi[8];    /* Q6_K: int16 scales of each row, halves broadcast */
+    __m256 d[8], m[8];          /* Q8_0/Q4_0/Q4_1: per block; Q4_K/Q6_K: d[0], m[0] */
+    __m256i sc[8], mn[8];       /* Q4_K: 6-bit scale and min per sub-block;
+                                   Q6_K: int16 scales per sub-block, rows 0-3 / 4-7 */
 } chunk_prep;
 
 ALWAYS_INLINE void prep_chunk(chunk_prep *pr, opg_dtype wt, const uint8_t *w8, size_t rb,
@@ -158,38 +255,44 @@ ALWAYS_INLINE void prep_chunk(chunk_prep *pr, opg_dtype wt, const uint8_t *w8, s
         __m256i w2 = load_u32x8(base + 12, rb);
         const __m256i m3f = _mm256_set1_epi8(0x3f), m0f = _mm256_set1_epi8(0x0f);
         const __m256i m30 = _mm256_set1_epi8(0x30), mff = _mm256_set1_epi32(0xff);
-        __m256i sc_lo = _mm256_and_si256(w0, m3f), mn_lo = _mm256_and_si256(w1, m3f);
-        __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(w2, m0f),
-                                        _mm256_and_si256(_mm256_srli_epi32(w0, 2), m30));
-        __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m0f),
-                                        _mm256_and_si256(_mm256_srli_epi32(w1, 2), m30));
-        pr->sc[0] = _mm256_and_si256(sc_lo, mff);
-        pr->sc[1] = _mm256_and_si256(_mm256_srli_epi32(sc_lo, 8), mff);
-        pr->sc[2] = _mm256_and_si256(_mm256_srli_epi32(sc_lo, 16), mff);
-        pr->sc[3] = _mm256_srli_epi32(sc_lo, 24);
-        pr->sc[4] = _mm256_and_si256(sc_hi, mff);
-        pr->sc[5] = _mm256_and_si256(_mm256_srli_epi32(sc_hi, 8), mff);
-        pr->sc[6] = _mm256_and_si256(_mm256_srli_epi32(sc_hi, 16), mff);
-        pr->sc[7] = _mm256_srli_epi32(sc_hi, 24);
-        pr->mn[0] = _mm256_and_si256(mn_lo, mff);
-        pr->mn[1] = _mm256_and_si256(_mm256_srli_epi32(mn_lo, 8), mff);
-        pr->mn[2] = _mm256_and_si256(_mm256_srli_epi32(mn_lo, 16), mff);
-        pr->mn[3] = _mm256_srli_epi32(mn_lo, 24);
-        pr->mn[4] = _mm256_and_si256(mn_hi, mff);
-        pr->mn[5] = _mm256_and_si256(_mm256_srli_epi32(mn_hi, 8), mff);
-        pr->mn[6] = _mm256_and_si256(_mm256_srli_epi32(mn_hi, 16), mff);
-        pr->mn[7] = _mm256_srli_epi32(mn_hi, 24);
+        __m256i sc4[2], mn4[2];
+        sc4[0] = _mm256_and_si256(w0, m3f);
+        mn4[0] = _mm256_and_si256(w1, m3f);
+        sc4[1] = _mm256_or_si256(_mm256_and_si256(w2, m0f),
+                                 _mm256_and_si256(_mm256_srli_epi32(w0, 2), m30));
+        mn4[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m0f),
+                                 _mm256_and_si256(_mm256_srli_epi32(w1, 2), m30));
+        for (int j = 0; j < 8; j++) {
+            pr->sc[j] = _mm256_and_si256(_mm256_srli_epi32(sc4[j / 4], 8 * (j % 4)), mff);
+            pr->mn[j] = _mm256_and_si256(_mm256_srli_epi32(mn4[j / 4], 8 * (j % 4)), mff);
+        }
         break;
     }
     case OPG_Q6_K: {
         const uint8_t *base = w8 + c * sizeof(opg_block_q6_K);
         /* d is the last field: read the word ending at it, not past the row */
         pr->d[0] = f16hi_ps(load_u32x8(base + offsetof(opg_block_q6_K, d) - 2, rb));
-        for (int r = 0; r < 8; r++) {
-            __m128i s8 = _mm_loadu_si128((const __m128i *)(base + r * rb + offsetof(opg_block_q6_K, scales)));
-            __m256i s16 = _mm256_cvtepi8_epi16(s8);
-            pr->sclo[r] = _mm256_permute2x128_si256(s16, s16, 0x00);
-            pr->schi[r] = _mm256_permute2x128_si256(s16, s16, 0x11);
+        /* transpose the rows' scales: word j of row r = (sc_2j, sc_2j+1) */
+        __m128i s[8], t[8], u[8];
+        for (int r = 0; r < 8; r++) s[r] = loadu128(base + r * rb + offsetof(opg_block_q6_K, scales));
+        for (int k = 0; k < 4; k++) {
+            t[2 * k] = _mm_unpacklo_epi16(s[2 * k], s[2 * k + 1]);
+            t[2 * k + 1] = _mm_unpackhi_epi16(s[2 * k], s[2 * k + 1]);
+        }
+        for (int k = 0; k < 2; k++) {
+            u[4 * k + 0] = _mm_unpacklo_epi32(t[4 * k + 0], t[4 * k + 2]); /* words 0,1 */
+            u[4 * k + 1] = _mm_unpackhi_epi32(t[4 * k + 0], t[4 * k + 2]); /* words 2,3 */
+            u[4 * k + 2] = _mm_unpacklo_epi32(t[4 * k + 1], t[4 * k + 3]); /* words 4,5 */
+            u[4 * k + 3] = _mm_unpackhi_epi32(t[4 * k + 1], t[4 * k + 3]); /* words 6,7 */
+        }
+        const __m128i pick0123 = _mm_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 1, 1, 3, 3, 5, 5, 7, 7);
+        const __m128i pick4567 = _mm_setr_epi8(8, 8, 10, 10, 12, 12, 14, 14, 9, 9, 11, 11, 13, 13, 15, 15);
+        for (int j = 0; j < 8; j++) {
+            /* T: word r = (sc_2j, sc_2j+1) of row r */
+            __m128i T = j % 2 ? _mm_unpackhi_epi64(u[j / 2], u[4 + j / 2])
+                              : _mm_unpacklo_epi64(u[j / 2], u[4 + j / 2]);
+            pr->sc[j] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(T, pick0123));
+            pr->mn[j] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(T, pick4567));
         }
         break;
     }
@@ -201,104 +304,63 @@ ALWAYS_INLINE void prep_chunk(chunk_prep *pr, opg_dtype wt, const uint8_t *w8, s
  * activation row xa (all its blocks). */
 ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t *w8,
                                size_t rb, int64_t c, int nblk, const opg_block_q8a *xa) {
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc = _mm256_setzero_ps();
-    __m256i s[8];
+    const opg_block_q8a *a = xa + c * 8;
     switch (wt) {
     case OPG_Q8_0:
         for (int i = 0; i < nblk; i++) {
-            const opg_block_q8a *a = xa + c * 8 + i;
-            const __m256i ax = loadu256(a->qs);
             const uint8_t *p = w8 + (c * 8 + i) * sizeof(opg_block_q8_0) + offsetof(opg_block_q8_0, qs);
-            for (int r = 0; r < 8; r++) {
-                __m256i q = loadu256(p + r * rb);
-                /* q*x = |q| * (x*sign(q)): unsigned x signed for maddubs; |q| <= 128 */
-                __m256i prod = _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(ax, q));
-                s[r] = _mm256_madd_epi16(prod, ones);
-            }
-            __m256 I = _mm256_cvtepi32_ps(hsum8(s));
-            __m256 sd = _mm256_mul_ps(pr->d[i], _mm256_set1_ps(a->d));
-            acc = _mm256_fmadd_ps(sd, I, acc);
+            __m256 I = _mm256_cvtepi32_ps(sums_q8_0(p, rb, loadu256(a[i].qs)));
+            __m256 s = _mm256_mul_ps(pr->d[i], _mm256_set1_ps(a[i].d));
+            acc = _mm256_fmadd_ps(s, I, acc);
         }
         break;
     case OPG_Q4_0:
         for (int i = 0; i < nblk; i++) {
-            const opg_block_q8a *a = xa + c * 8 + i;
-            const __m256i ax = loadu256(a->qs);
             const uint8_t *p = w8 + (c * 8 + i) * sizeof(opg_block_q4_0) + offsetof(opg_block_q4_0, qs);
-            for (int r = 0; r < 8; r++)
-                s[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(unpack_nibbles16(p + r * rb), ax), ones);
+            __m256i xlo = _mm256_broadcastsi128_si256(loadu128(a[i].qs));
+            __m256i xhi = _mm256_broadcastsi128_si256(loadu128(a[i].qs + 16));
             /* sum (q-8)*x = sum q*x - 8*sum x */
-            __m256i Ii = _mm256_sub_epi32(hsum8(s), _mm256_set1_epi32(8 * a->sum));
-            __m256 sd = _mm256_mul_ps(pr->d[i], _mm256_set1_ps(a->d));
-            acc = _mm256_fmadd_ps(sd, _mm256_cvtepi32_ps(Ii), acc);
+            __m256i Ii = _mm256_sub_epi32(sums_q4(p, rb, xlo, xhi), _mm256_set1_epi32(8 * a[i].sum));
+            __m256 s = _mm256_mul_ps(pr->d[i], _mm256_set1_ps(a[i].d));
+            acc = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(Ii), acc);
         }
         break;
     case OPG_Q4_1:
         for (int i = 0; i < nblk; i++) {
-            const opg_block_q8a *a = xa + c * 8 + i;
-            const __m256i ax = loadu256(a->qs);
             const uint8_t *p = w8 + (c * 8 + i) * sizeof(opg_block_q4_1) + offsetof(opg_block_q4_1, qs);
-            for (int r = 0; r < 8; r++)
-                s[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(unpack_nibbles16(p + r * rb), ax), ones);
-            __m256 A = _mm256_mul_ps(pr->d[i], _mm256_cvtepi32_ps(hsum8(s)));
-            __m256 B = _mm256_mul_ps(pr->m[i], _mm256_set1_ps((float)a->sum));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(a->d), _mm256_add_ps(A, B), acc);
+            __m256i xlo = _mm256_broadcastsi128_si256(loadu128(a[i].qs));
+            __m256i xhi = _mm256_broadcastsi128_si256(loadu128(a[i].qs + 16));
+            __m256 A = _mm256_mul_ps(pr->d[i], _mm256_cvtepi32_ps(sums_q4(p, rb, xlo, xhi)));
+            __m256 B = _mm256_mul_ps(pr->m[i], _mm256_set1_ps((float)a[i].sum));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(a[i].d), _mm256_add_ps(A, B), acc);
         }
         break;
     case OPG_Q4_K: {
         const uint8_t *p = w8 + c * sizeof(opg_block_q4_K) + offsetof(opg_block_q4_K, qs);
-        const __m256i m0f = _mm256_set1_epi8(0x0f);
-        for (int j = 0; j < 8; j++) {
-            const opg_block_q8a *a = xa + c * 8 + j;
-            const __m256i ax = loadu256(a->qs);
-            for (int r = 0; r < 8; r++) {
-                __m256i v = loadu256(p + r * rb + 32 * (j / 2));
-                __m256i q = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, m0f);
-                s[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(q, ax), ones);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m256i I[2];
+            sums_q4_K(p + 32 * i, rb, loadu256(a[2 * i].qs), loadu256(a[2 * i + 1].qs), &I[0], &I[1]);
+#pragma GCC unroll 2
+            for (int k = 0; k < 2; k++) {
+                const int j = 2 * i + k;
+                __m256i scI = _mm256_mullo_epi32(pr->sc[j], I[k]);
+                __m256i mS = _mm256_mullo_epi32(pr->mn[j], _mm256_set1_epi32(a[j].sum));
+                __m256 A = _mm256_mul_ps(pr->d[0], _mm256_cvtepi32_ps(scI));
+                __m256 B = _mm256_mul_ps(pr->m[0], _mm256_cvtepi32_ps(mS));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(a[j].d), _mm256_sub_ps(A, B), acc);
             }
-            __m256i scI = _mm256_mullo_epi32(pr->sc[j], hsum8(s));
-            __m256i mS = _mm256_mullo_epi32(pr->mn[j], _mm256_set1_epi32(a->sum));
-            __m256 A = _mm256_mul_ps(pr->d[0], _mm256_cvtepi32_ps(scI));
-            __m256 B = _mm256_mul_ps(pr->m[0], _mm256_cvtepi32_ps(mS));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(a->d), _mm256_sub_ps(A, B), acc);
         }
         break;
     }
     case OPG_Q6_K: {
         const uint8_t *p = w8 + c * sizeof(opg_block_q6_K);
-        const __m256i m0f = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
-            const int h = j / 4, g = j % 4;
-            const opg_block_q8a *a = xa + c * 8 + j;
-            const __m256i ax = loadu256(a->qs);
-            /* sum (q-32)*x per pair = maddubs(q, x) - maddubs(32, x), both exact in int16 */
-            const __m256i x32 = _mm256_maddubs_epi16(_mm256_set1_epi8(32), ax);
-            /* int16 scale of the first 16 elements in the low half, of the last 16 in the high */
-            const __m256i pick = _mm256_setr_epi8(
-                (char)(4 * g), (char)(4 * g + 1), (char)(4 * g), (char)(4 * g + 1), (char)(4 * g), (char)(4 * g + 1),
-                (char)(4 * g), (char)(4 * g + 1), (char)(4 * g), (char)(4 * g + 1), (char)(4 * g), (char)(4 * g + 1),
-                (char)(4 * g), (char)(4 * g + 1), (char)(4 * g), (char)(4 * g + 1),
-                (char)(4 * g + 2), (char)(4 * g + 3), (char)(4 * g + 2), (char)(4 * g + 3), (char)(4 * g + 2),
-                (char)(4 * g + 3), (char)(4 * g + 2), (char)(4 * g + 3), (char)(4 * g + 2), (char)(4 * g + 3),
-                (char)(4 * g + 2), (char)(4 * g + 3), (char)(4 * g + 2), (char)(4 * g + 3), (char)(4 * g + 2),
-                (char)(4 * g + 3));
-            for (int r = 0; r < 8; r++) {
-                const uint8_t *pr_ = p + r * rb;
-                __m256i ql = loadu256(pr_ + 64 * h + 32 * (g & 1));
-                __m256i lo = _mm256_and_si256(g < 2 ? ql : _mm256_srli_epi16(ql, 4), m0f);
-                __m256i qh = loadu256(pr_ + offsetof(opg_block_q6_K, qh) + 32 * h);
-                __m256i hb = g == 0 ? _mm256_slli_epi16(qh, 4)
-                           : g == 1 ? _mm256_slli_epi16(qh, 2)
-                           : g == 2 ? qh
-                                    : _mm256_srli_epi16(qh, 2);
-                __m256i q = _mm256_or_si256(lo, _mm256_and_si256(hb, m30));
-                __m256i prod = _mm256_sub_epi16(_mm256_maddubs_epi16(q, ax), x32);
-                __m256i scv = _mm256_shuffle_epi8(h ? pr->schi[r] : pr->sclo[r], pick);
-                s[r] = _mm256_madd_epi16(prod, scv);
-            }
-            __m256 sd = _mm256_mul_ps(pr->d[0], _mm256_set1_ps(a->d));
-            acc = _mm256_fmadd_ps(sd, _mm256_cvtepi32_ps(hsum8(s)), acc);
+            __m256i I = sums_q6_K(p, rb, j, loadu256(a[j].qs), pr->sc[j], pr->mn[j]);
+            __m256 s = _mm256_mul_ps(pr->d[0], _mm256_set1_ps(a[j].d));
+            acc = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc);
         }
         break;
     }
@@ -311,14 +373,36 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
 
 #define MSUB 32 /* activation rows whose running totals are kept per chunk pass */
 
-/* Rows [n, n+8) x activation rows [m0, m1): chunk by chunk, so the 8 rows'
- * chunk of weights stays in L1 while every activation row uses it. */
+/* One activation row against 8 weight rows (the GEMV case: every weight
+ * byte is used once, so nothing is staged). */
+ALWAYS_INLINE __m256 dot8(const opg_block_q8a *xa, const uint8_t *w8, opg_dtype wt, size_t rb,
+                          int64_t nb) {
+    chunk_prep pr;
+    __m256 total = _mm256_setzero_ps(); /* K == 0: +0 */
+    for (int64_t c = 0; c * OPG_QCHUNK_BLOCKS < nb; c++) {
+        int nblk = nb - c * 8 < 8 ? (int)(nb - c * 8) : 8;
+        prep_chunk(&pr, wt, w8, rb, c, nblk);
+        __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xa);
+        total = c == 0 ? p : _mm256_add_ps(total, p);
+    }
+    return total;
+}
+
+/* Rows [n, n+8) x activation rows [m0, m1). Several activation rows go
+ * chunk by chunk, so the 8 rows' chunk of weights stays in L1 while each
+ * activation row uses it. */
 ALWAYS_INLINE void tile8(float *y, const opg_block_q8a *xq, const uint8_t *w8, opg_dtype wt,
                          const float *bias, int64_t n, int64_t N, int64_t K, int64_t m0,
                          int64_t m1) {
     const size_t rb = opg_dtype_row_bytes(wt, K);
     const int64_t nb = K / OPG_QK;
     const __m256 bv = bias ? _mm256_loadu_ps(bias + n) : _mm256_setzero_ps();
+    if (m1 - m0 == 1) {
+        __m256 t = dot8(xq + m0 * nb, w8, wt, rb, nb);
+        if (bias) t = _mm256_add_ps(t, bv);
+        _mm256_storeu_ps(y + m0 * N + n, t);
+        return;
+    }
     chunk_prep pr;
     for (int64_t ms = m0; ms < m1; ms += MSUB) {
         int64_t me = ms + MSUB < m1 ? ms + MSUB : m1;
