@@ -17,7 +17,9 @@ void opg_rope_table(float *cos_out, float *sin_out, int64_t pos, const double *i
 
 /* Rotates one token's heads in place: x is [n_heads][head_dim]; the first
  * n_dims dimensions of each head rotate (n_dims <= head_dim, even), the rest
- * stay. cs/sn are the table of that token's position (n_dims/2 each). */
+ * stay. cs/sn are the table of that token's position (n_dims/2 each).
+ * An n_dims that is odd, <= 0 or > head_dim leaves x unchanged (here and in
+ * opg_rope); a mode other than OPG_ROPE_NEOX rotates as OPG_ROPE_NORMAL. */
 void opg_rope_apply_ref(float *x, int n_heads, int head_dim, int n_dims, const float *cs,
                         const float *sn, opg_rope_mode mode);
 

@@ -92,6 +92,16 @@ static void test_known_values(void **state) {
     float cs[4], sn[4];
     opg_rope_table(cs, sn, 0, f, 4);
     for (int i = 0; i < 4; i++) assert_true(cs[i] == 1.0f && sn[i] == 0.0f);
+    /* shapes the header rules out (n_dims odd, 0 or above head_dim) change nothing */
+    float w[8] = {1, 2, 3, 4, 5, 6, 7, 8}, v[8];
+    const int bad[][2] = {{8, 3}, {8, 0}, {4, 6}};
+    int32_t p5 = 5;
+    for (int b = 0; b < 3; b++) {
+        memcpy(v, w, sizeof w);
+        opg_rope(NULL, v, 1, &p5, 1, bad[b][0], bad[b][1], f, OPG_ROPE_NORMAL);
+        opg_rope_apply_ref(v, 1, bad[b][0], bad[b][1], cs, sn, OPG_ROPE_NEOX);
+        tu_assert_bits(w, v, 8, "invalid shape is a no-op");
+    }
     /* position 0 is the identity (for nonzero values) */
     float x[8] = {1, -2, 3, -4, 5, -6, 7, -8}, y[8];
     for (int mode = 0; mode <= 2; mode += 2) {
