@@ -10,7 +10,10 @@
 
 /* ---- reference ------------------------------------------------------------ */
 
-/* Quantizes K floats (K % 32 == 0) into K/32 activation blocks. */
+/* Quantizes K floats (K % 32 == 0) into K/32 activation blocks. Every q is in
+ * [-127, 127]; opg_qdot_ref and opg_matmul_q8a expect blocks with that
+ * property (the AVX2 kernels' int16 partial sums rely on it), and with
+ * sum == the sum of qs. */
 void opg_quantize_act_ref(opg_block_q8a *out, const float *x, int64_t K);
 
 /* Canonical dot of one quantized weight row (K elements) with quantized

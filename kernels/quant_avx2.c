@@ -6,12 +6,14 @@
  *
  * Matmul: 8 weight rows at once, one output row per float lane. Per 32-block
  * the 8 rows' exact int32 block sums are formed with byte multiplies
- * (maddubs: unsigned x signed, pairs summed in int16 without saturation for
- * every operand range here) and a horizontal-add tree that leaves row r's sum
- * in lane r; from there each lane runs exactly the f32 steps of the spec for
- * its row (section 5: block terms fma'd into the chunk accumulator in block
- * order, chunk partials combined left to right). Integer sums are exact, so
- * their evaluation order is free. Rows left over (N % 8) use opg_qdot_ref. */
+ * (maddubs: unsigned x signed, two products summed in int16) and a
+ * horizontal-add tree that leaves row r's sum in lane r; from there each lane
+ * runs exactly the f32 steps of the spec for its row (section 5: block terms
+ * fma'd into the chunk accumulator in block order, chunk partials combined
+ * left to right). Integer sums are exact whatever their order, so the tree
+ * is free to use int16 levels as long as no partial can leave int16: the
+ * bounds are stated at each tree and assume activation q in [-127, 127]
+ * (which quantization guarantees). Rows left over (N % 8) use opg_qdot_ref. */
 #include <immintrin.h>
 #include <string.h>
 

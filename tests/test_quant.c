@@ -481,6 +481,47 @@ static void test_matmul_batch_invariance(void **state) {
     tu_free(x); tu_free(xq); tu_free(bias); tu_free(yb);
 }
 
+/* Extreme operands at the int16 limits of the AVX2 reduction trees: weight
+ * bytes all 0x00 / 0xFF / 0x80 / 0x7F (q = -128, 127, all-15 nibbles, Q6_K
+ * q - 32 = -32 or 31) against activations of all +127 or all -127. */
+static void test_matmul_extremes(void **state) {
+    (void)state;
+    static const uint8_t fills[4] = {0x00, 0xFF, 0x80, 0x7F};
+    const int64_t N = 9, K = 512;
+    float x[2 * 512], want[2 * 9], got[2 * 9];
+    opg_block_q8a xq[2 * 16];
+    for (int ti = 0; ti < 5; ti++) {
+        opg_dtype t = QTYPES[ti];
+        size_t rb = opg_dtype_row_bytes(t, K), bb = opg_dtype_block_bytes(t);
+        uint8_t *w = tu_alloc(rb * (size_t)N);
+        for (int f = 0; f < 4; f++) {
+            memset(w, fills[f], rb * (size_t)N);
+            for (size_t off = 0; off < rb * (size_t)N; off += bb) { /* finite scales */
+                uint16_t h = opg_f32_to_f16(0.015625f), mh = opg_f32_to_f16(-0.25f);
+                if (t == OPG_Q6_K) memcpy(w + off + offsetof(opg_block_q6_K, d), &h, 2);
+                else memcpy(w + off, &h, 2);
+                if (t == OPG_Q4_1 || t == OPG_Q4_K) memcpy(w + off + 2, &mh, 2);
+            }
+            for (int sx = 0; sx < 3; sx++) {
+                for (int i = 0; i < 2 * K; i++) x[i] = sx == 0 ? 1.0f : sx == 1 ? -1.0f : (i / K ? -1.0f : 1.0f);
+                opg_quantize_act_ref(xq, x, 2 * K);
+                assert_int_equal(xq[0].qs[0], sx == 1 ? -127 : 127);
+                for (int64_t M = 1; M <= 2; M++) {
+                    matmul_by_definition(want, xq, w, t, NULL, M, N, K);
+                    opg_cpu_set_level(OPG_CPU_AVX2);
+                    assert_int_equal(opg_matmul_q8a(NULL, got, xq, w, t, NULL, M, N, K), 0);
+                    opg_cpu_set_level(opg_cpu_best_level());
+                    char what[96];
+                    snprintf(what, sizeof what, "%s fill 0x%02x x sign %d M=%lld", opg_dtype_name(t),
+                             fills[f], sx, (long long)M);
+                    tu_assert_bits(got, want, (size_t)(M * N), what);
+                }
+            }
+        }
+        tu_free(w);
+    }
+}
+
 static void test_matmul_args(void **state) {
     (void)state;
     float y[4] = {0};
@@ -508,6 +549,7 @@ int main(void) {
         cmocka_unit_test(test_qdot_accuracy),
         cmocka_unit_test(test_matmul_bit_identity),
         cmocka_unit_test(test_matmul_batch_invariance),
+        cmocka_unit_test(test_matmul_extremes),
         cmocka_unit_test(test_matmul_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
