@@ -7,9 +7,11 @@
  * total + p_c), exactly as opg_dot_*_ref. f16/bf16 weights are widened to
  * f32 exactly when loaded, so all three types share the arithmetic.
  *
- * GEMV (small M): 8 rows of W x 8 k are loaded and transposed 8x8 in
+ * GEMV (M <= 8): 8 rows of W x 8 k are loaded and transposed 8x8 in
  * registers so that one vector holds W[n..n+7][k]; it is fma'd with a
- * broadcast x[k] into an accumulator whose lane i is output n+i.
+ * broadcast x[k] into an accumulator whose lane i is output n+i. Up to 4 rows
+ * of X share each transposed tile; with fewer, several chunks of the same
+ * rows run side by side (independent chains, combined in chunk order).
  * GEMM: per 256-chunk, 16 rows of W are packed k-major (panel[k][16], lane =
  * output column) and a 6x16 register tile of Y is fed in k order. */
 #include <immintrin.h>
@@ -24,6 +26,8 @@ enum {
     CHUNK = OPG_DOT_CHUNK,
     GEMV_MAX_M = 4,    /* x rows sharing one pass over W in the GEMV kernel */
     GEMV_TILE_N = 64,  /* rows of W per GEMV task */
+    GEMV_AUTO_MAX_M = 8, /* above this M, GEMM (packing W pays off); measured */
+    GEMV_MAX_CP = 4,   /* chunks in flight in the GEMV kernel (4 for M = 1, 2 for M = 2) */
     MR = 6, NR = 16,   /* GEMM register tile: 6 rows of X x 16 columns of Y */
     GEMM_TILE_N = 64,  /* columns of Y per GEMM task */
     GEMM_TILE_M = 240, /* rows of Y per GEMM task (a multiple of MR) */
@@ -42,17 +46,9 @@ typedef struct {
 
 /* ---- loading W --------------------------------------------------------------- */
 
-/* [a[k..k+3] | b[k..k+3]] as exact f32. */
-AI __m256 pair4(const void *a, const void *b, int64_t k, opg_dtype wt) {
-    if (wt == OPG_F32) {
-        const float *fa = a, *fb = b;
-        return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(fa + k)),
-                                    _mm_loadu_ps(fb + k), 1);
-    }
-    const uint16_t *ha = a, *hb = b;
-    __m128i h = _mm_unpacklo_epi64(_mm_loadu_si64(ha + k), _mm_loadu_si64(hb + k));
-    if (wt == OPG_F16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); /* bf16 */
+/* [a[0..3] | b[0..3]] of two f32 rows. */
+AI __m256 pair4(const float *a, const float *b) {
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(a)), _mm_loadu_ps(b), 1);
 }
 
 /* 4x4 transpose inside each 128-bit half. */
@@ -66,12 +62,31 @@ AI void tr4(__m256 *t, __m256 a0, __m256 a1, __m256 a2, __m256 a3) {
 }
 
 /* t[j] lane i = W row r[i] at k + j, for i, j < 8. Loading rows i and i+4
- * into the two halves leaves only in-half 4x4 transposes to do. */
+ * into the two halves leaves only in-half 4x4 transposes to do. f16/bf16
+ * rows are loaded 8 values at a time and split into halves before widening. */
 AI void tile8(__m256 t[8], const void *const r[8], int64_t k, opg_dtype wt) {
-    tr4(t, pair4(r[0], r[4], k, wt), pair4(r[1], r[5], k, wt), pair4(r[2], r[6], k, wt),
-        pair4(r[3], r[7], k, wt));
-    tr4(t + 4, pair4(r[0], r[4], k + 4, wt), pair4(r[1], r[5], k + 4, wt),
-        pair4(r[2], r[6], k + 4, wt), pair4(r[3], r[7], k + 4, wt));
+    __m256 a[4], b[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (wt == OPG_F32) {
+            const float *ri = (const float *)r[i] + k, *ri4 = (const float *)r[i + 4] + k;
+            a[i] = pair4(ri, ri4);
+            b[i] = pair4(ri + 4, ri4 + 4);
+        } else {
+            __m128i lo = _mm_loadu_si128((const __m128i *)((const uint16_t *)r[i] + k));
+            __m128i hi = _mm_loadu_si128((const __m128i *)((const uint16_t *)r[i + 4] + k));
+            if (wt == OPG_F16) {
+                a[i] = _mm256_cvtph_ps(_mm_unpacklo_epi64(lo, hi));
+                b[i] = _mm256_cvtph_ps(_mm_unpackhi_epi64(lo, hi));
+            } else { /* bf16: (0, h) interleaved as 16-bit pairs is h << 16 */
+                __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+                a[i] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), v));
+                b[i] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), v));
+            }
+        }
+    }
+    tr4(t, a[0], a[1], a[2], a[3]);
+    tr4(t + 4, b[0], b[1], b[2], b[3]);
 }
 
 /* tile8 for the last rem < 8 k of a chunk; t[j] for j >= rem are zero and
@@ -120,68 +135,76 @@ static void add_bias(const mm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_
 
 /* ---- GEMV: lanes = 8 consecutive rows of W ----------------------------------- */
 
-/* Outputs y[m0 .. m0+mx)[n0 .. n0+16): two groups of 8 rows of W share each
- * broadcast x[k]; mx rows of X share each transposed tile of W. */
-AI void gemv16(const mm_job *j, int64_t n0, int64_t m0, const int mx, const opg_dtype wt) {
-    const void *r[2][8];
-    const float *xr[GEMV_MAX_M];
-    for (int g = 0; g < 2; g++)
-        for (int i = 0; i < 8; i++) r[g][i] = wrow(j, n0 + 8 * g + i);
-    for (int m = 0; m < mx; m++) xr[m] = j->x + (m0 + m) * j->K;
-    for (int64_t c0 = 0; c0 < j->K; c0 += CHUNK) {
-        int64_t c1 = j->K - c0 < CHUNK ? j->K : c0 + CHUNK;
-        __m256 acc[2][GEMV_MAX_M], t[8];
+/* Chunks c0, c0 + 256, ... (ncp of them, each of length L: all full, or
+ * ncp = 1) of outputs y[m0 .. m0+mx)[n0 .. n0+8), rows r of W. The ncp
+ * chunks are independent fma chains (more work in flight than one chain of
+ * 8 dependent fmas per tile); their partials are folded into y in chunk order:
+ * total = p_0, then total = total + p_c. */
+AI void gemv_chunks(const mm_job *j, const void *const r[8], const float *const xr[],
+                    int64_t n0, int64_t m0, int64_t c0, int64_t L, const int ncp, const int mx,
+                    const opg_dtype wt) {
+    __m256 acc[GEMV_MAX_CP][GEMV_MAX_M], t[8];
 #pragma GCC unroll 8
-        for (int g = 0; g < 2; g++)
+    for (int c = 0; c < ncp; c++)
 #pragma GCC unroll 8
-            for (int m = 0; m < mx; m++) acc[g][m] = _mm256_setzero_ps();
-        int64_t k = c0;
-        for (; k + 8 <= c1; k += 8) {
+        for (int m = 0; m < mx; m++) acc[c][m] = _mm256_setzero_ps();
+    int64_t kk = 0;
+    for (; kk + 8 <= L; kk += 8) {
 #pragma GCC unroll 8
-            for (int g = 0; g < 2; g++) {
-                tile8(t, r[g], k, wt);
+        for (int c = 0; c < ncp; c++) {
+            int64_t k = c0 + c * CHUNK + kk;
+            tile8(t, r, k, wt);
 #pragma GCC unroll 8
-                for (int q = 0; q < 8; q++)
+            for (int q = 0; q < 8; q++)
 #pragma GCC unroll 8
-                    for (int m = 0; m < mx; m++)
-                        acc[g][m] = _mm256_fmadd_ps(t[q], _mm256_broadcast_ss(xr[m] + k + q),
-                                                    acc[g][m]);
-            }
-        }
-        if (k < c1) {
-            int rem = (int)(c1 - k);
-#pragma GCC unroll 8
-            for (int g = 0; g < 2; g++) {
-                tile8_tail(t, r[g], k, rem, wt);
-                for (int q = 0; q < rem; q++)
-#pragma GCC unroll 8
-                    for (int m = 0; m < mx; m++)
-                        acc[g][m] = _mm256_fmadd_ps(t[q], _mm256_broadcast_ss(xr[m] + k + q),
-                                                    acc[g][m]);
-            }
-        }
-        /* the partials go through y: total = p_0, then total = total + p_c */
-#pragma GCC unroll 8
-        for (int m = 0; m < mx; m++) {
-#pragma GCC unroll 8
-            for (int g = 0; g < 2; g++) {
-                int64_t n = n0 + 8 * g, left = j->N - n;
-                if (left > 0) put8(j->y + (m0 + m) * j->N + n, acc[g][m], left < 8 ? (int)left : 8,
-                                   c0 == 0);
-            }
+                for (int m = 0; m < mx; m++)
+                    acc[c][m] = _mm256_fmadd_ps(t[q], _mm256_broadcast_ss(&xr[m][k + q]), acc[c][m]);
         }
     }
+    if (kk < L) { /* ncp == 1 here: only the last chunk is partial */
+        int rem = (int)(L - kk);
+        tile8_tail(t, r, c0 + kk, rem, wt);
+        for (int q = 0; q < rem; q++)
+#pragma GCC unroll 8
+            for (int m = 0; m < mx; m++)
+                acc[0][m] = _mm256_fmadd_ps(t[q], _mm256_broadcast_ss(&xr[m][c0 + kk + q]),
+                                            acc[0][m]);
+    }
+    int64_t left = j->N - n0;
+    int cnt = left < 8 ? (int)left : 8;
+#pragma GCC unroll 8
+    for (int c = 0; c < ncp; c++)
+#pragma GCC unroll 8
+        for (int m = 0; m < mx; m++)
+            put8(j->y + (m0 + m) * j->N + n0, acc[c][m], cnt, c0 + c * CHUNK == 0);
 }
 
+/* Outputs y[m0 .. m0+mx)[n0 .. n0+8): ncp full chunks at a time, then the
+ * rest one by one. */
+AI void gemv_rows(const mm_job *j, int64_t n0, int64_t m0, const int mx, const int ncp,
+                  const opg_dtype wt) {
+    const void *r[8];
+    const float *xr[GEMV_MAX_M];
+    for (int i = 0; i < 8; i++) r[i] = wrow(j, n0 + i);
+    for (int m = 0; m < mx; m++) xr[m] = j->x + (m0 + m) * j->K;
+    int64_t c0 = 0;
+    for (; c0 + ncp * CHUNK <= j->K; c0 += ncp * CHUNK)
+        gemv_chunks(j, r, xr, n0, m0, c0, CHUNK, ncp, mx, wt);
+    for (; c0 < j->K; c0 += CHUNK)
+        gemv_chunks(j, r, xr, n0, m0, c0, j->K - c0 < CHUNK ? j->K - c0 : CHUNK, 1, mx, wt);
+}
+
+/* Rows [n0, n1) of W against every row of X. The last group of 8 may run
+ * past N: it reads row N-1 again (wrow) and stores only rows < N. */
 AI void gemv_tile(const mm_job *j, int64_t n0, int64_t n1, const opg_dtype wt) {
     for (int64_t m0 = 0; m0 < j->M; m0 += GEMV_MAX_M) {
         int64_t mx = j->M - m0 < GEMV_MAX_M ? j->M - m0 : GEMV_MAX_M;
-        for (int64_t n = n0; n < n1; n += 16) {
+        for (int64_t n = n0; n < n1; n += 8) {
             switch (mx) {
-            case 1: gemv16(j, n, m0, 1, wt); break;
-            case 2: gemv16(j, n, m0, 2, wt); break;
-            case 3: gemv16(j, n, m0, 3, wt); break;
-            default: gemv16(j, n, m0, 4, wt); break;
+            case 1: gemv_rows(j, n, m0, 1, 4, wt); break;
+            case 2: gemv_rows(j, n, m0, 2, 2, wt); break;
+            case 3: gemv_rows(j, n, m0, 3, 1, wt); break;
+            default: gemv_rows(j, n, m0, 4, 1, wt); break;
             }
         }
     }
@@ -285,7 +308,7 @@ void opg__matmul_float_avx2(opg_pool *pool, float *y, const float *x, const void
                             opg_dtype wt, const float *bias, int64_t M, int64_t N, int64_t K,
                             opg__mm_path path) {
     mm_job j = {y, x, w, (size_t)K * (wt == OPG_F32 ? 4 : 2), wt, bias, M, N, K, 0};
-    if (path == OPG__MM_AUTO) path = M <= GEMV_MAX_M ? OPG__MM_GEMV : OPG__MM_GEMM;
+    if (path == OPG__MM_AUTO) path = M <= GEMV_AUTO_MAX_M ? OPG__MM_GEMV : OPG__MM_GEMM;
     if (path == OPG__MM_GEMV) {
         j.tiles_n = (N + GEMV_TILE_N - 1) / GEMV_TILE_N;
         opg_pool_run(pool, gemv_task, &j, j.tiles_n);
