@@ -1,0 +1,325 @@
+/* opg.c: the opg command line (client side of the network; local generation). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "chat.h"
+#include "contract.h"
+#include "generate.h"
+#include "model.h"
+#include "tokenizer.h"
+#include "trace.h"
+
+#ifndef OPG_DEFAULT_MODEL
+#define OPG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#endif
+
+/* Prompts of other lengths that --batch-with runs beside the user's prompt. */
+static const char *k_neighbours[] = {
+    "The capital of France is",
+    "Write a haiku about the sea.",
+    "1, 2, 3, 4,",
+    "Explain in one paragraph why the sky is blue, and mention Rayleigh scattering and the "
+    "wavelength dependence of the effect.",
+    "Hi",
+    "List three prime numbers greater than one hundred:",
+    "Once upon a time, in a small village at the edge of a great forest, there lived an old "
+    "clockmaker who",
+};
+#define N_NEIGHBOURS (int)(sizeof k_neighbours / sizeof k_neighbours[0])
+
+static void usage_main(FILE *f) {
+    fprintf(f,
+            "usage: opg <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  run     generate text locally from a GGUF model, with its trace root\n"
+            "\n"
+            "opg <command> --help shows the command's options.\n");
+}
+
+static void usage_run(FILE *f) {
+    fprintf(f,
+            "usage: opg run [-m MODEL.gguf] -p PROMPT [options]\n"
+            "\n"
+            "  -m, --model PATH     GGUF model (default: $OPG_MODEL or %s)\n"
+            "  -p, --prompt TEXT    the prompt\n"
+            "      --chat           wrap the prompt in the model's chat template\n"
+            "  -n, --max-tokens N   tokens to generate (default 64)\n"
+            "      --seed S         sampling seed (default 0)\n"
+            "      --temp T         temperature, 0 = greedy (default 0)\n"
+            "      --top-k K        top-k cut, 0 = off (default 40)\n"
+            "      --top-p P        nucleus cut, 1 = off (default 0.95)\n"
+            "  -t, --threads T      CPU threads (default: all)\n"
+            "  -c, --ctx N          context per sequence (default: prompt + max tokens)\n"
+            "      --batch-with K   also generate for K other prompts (0..%d) in the same\n"
+            "                       batches; the output and trace root of yours must not change\n"
+            "      --verify         re-execute the job by teacher-forced prefill and compare\n"
+            "                       its trace root (what a validator does)\n"
+            "  -q, --quiet          no streamed text, only the summary\n"
+            "  -h, --help           this help\n",
+            OPG_DEFAULT_MODEL, N_NEIGHBOURS);
+}
+
+typedef struct {
+    const opg_tokenizer *tok;
+    int quiet;
+} stream_ctx;
+
+static int on_token(void *ctx, int seq, int32_t token) {
+    stream_ctx *s = ctx;
+    if (seq != 0 || s->quiet) return 0;
+    char piece[256];
+    size_t n = 0;
+    if (opg_tokenizer_token_to_piece(s->tok, token, 0, piece, sizeof piece, &n) == OPG_OK) {
+        fwrite(piece, 1, n, stdout);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+static void progress_bar(void *ctx, uint64_t done, uint64_t total) {
+    (void)ctx;
+    if (!isatty(STDERR_FILENO)) return;
+    int width = 40, filled = total ? (int)(width * done / total) : width;
+    fprintf(stderr, "\rloading [%.*s%*s] %3d%%", filled, "########################################",
+            width - filled, "", total ? (int)(100 * done / total) : 100);
+    if (done >= total) fputs("\r\033[K", stderr);
+    fflush(stderr);
+}
+
+static int die(const char *what, opg_status st) {
+    fprintf(stderr, "opg: %s: %s (%s)\n", what, opg_last_error(), opg_strerror(st));
+    return 1;
+}
+
+static int parse_i64(const char *s, const char *name, int64_t lo, int64_t hi, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "opg run: %s must be an integer in [%lld, %lld], got '%s'\n", name,
+                (long long)lo, (long long)hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_f(const char *s, const char *name, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || end == s || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "opg run: %s must be a number in [%g, %g], got '%s'\n", name, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Tokenizes text (optionally through the chat template) into a new array. */
+static opg_status tokenize(const opg_tokenizer *tok, opg_gguf *g, const char *text, int chat,
+                           int32_t **ids, int64_t *n) {
+    char *templated = NULL;
+    const char *src = text;
+    unsigned flags = OPG_TOK_ADD_SPECIAL;
+    if (chat) {
+        opg_chat_format fmt;
+        opg_status st = opg_chat_format_from_gguf(g, &fmt);
+        if (st) return st;
+        opg_chat_msg msg = {"user", text};
+        size_t tlen;
+        if ((st = opg_chat_apply(fmt, &msg, 1, 1, &templated, &tlen))) return st;
+        src = templated;
+        /* the rendered template already holds BOS where the format wants it */
+        flags = OPG_TOK_PARSE_SPECIAL;
+    }
+    size_t need = 0, len = strlen(src);
+    opg_status st = opg_tokenizer_encode(tok, src, len, flags, NULL, 0, &need);
+    if (st && st != OPG_ERR_LIMIT) { free(templated); return st; }
+    *ids = malloc((need ? need : 1) * sizeof **ids);
+    if (!*ids) { free(templated); return opg__fail(OPG_ERR_NOMEM, "out of memory"); }
+    st = opg_tokenizer_encode(tok, src, len, flags, *ids, need, &need);
+    free(templated);
+    if (st) { free(*ids); *ids = NULL; return st; }
+    *n = (int64_t)need;
+    return OPG_OK;
+}
+
+static int cmd_run(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
+        {"chat", no_argument, 0, 'C'},        {"max-tokens", required_argument, 0, 'n'},
+        {"seed", required_argument, 0, 'S'},  {"temp", required_argument, 0, 'T'},
+        {"top-k", required_argument, 0, 'K'}, {"top-p", required_argument, 0, 'P'},
+        {"threads", required_argument, 0, 't'}, {"ctx", required_argument, 0, 'c'},
+        {"batch-with", required_argument, 0, 'B'}, {"verify", no_argument, 0, 'V'},
+        {"quiet", no_argument, 0, 'q'},       {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *model_path = getenv("OPG_MODEL") ? getenv("OPG_MODEL") : OPG_DEFAULT_MODEL;
+    const char *prompt = NULL;
+    int chat = 0, verify = 0, quiet = 0;
+    int64_t max_tokens = 64, seed = 0, top_k = 40, threads = 0, n_ctx = 0, batch_with = 0;
+    double temp = 0.0, top_p = 0.95;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:p:n:t:c:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'p': prompt = optarg; break;
+        case 'C': chat = 1; break;
+        case 'n': if (parse_i64(optarg, "--max-tokens", 0, 1 << 20, &max_tokens)) return 2; break;
+        case 'S': if (parse_i64(optarg, "--seed", 0, INT64_MAX, &seed)) return 2; break;
+        case 'T': if (parse_f(optarg, "--temp", 0, 100, &temp)) return 2; break;
+        case 'K': if (parse_i64(optarg, "--top-k", 0, 1 << 24, &top_k)) return 2; break;
+        case 'P': if (parse_f(optarg, "--top-p", 0, 1, &top_p)) return 2; break;
+        case 't': if (parse_i64(optarg, "--threads", 1, 1024, &threads)) return 2; break;
+        case 'c': if (parse_i64(optarg, "--ctx", 1, 1 << 24, &n_ctx)) return 2; break;
+        case 'B': if (parse_i64(optarg, "--batch-with", 0, N_NEIGHBOURS, &batch_with)) return 2; break;
+        case 'V': verify = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': usage_run(stdout); return 0;
+        default: usage_run(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "opg run: unexpected argument '%s'\n", argv[optind]);
+        usage_run(stderr);
+        return 2;
+    }
+    if (!prompt) {
+        fprintf(stderr, "opg run: a prompt is required (-p TEXT)\n");
+        usage_run(stderr);
+        return 2;
+    }
+    if (access(model_path, R_OK) != 0) {
+        fprintf(stderr, "opg run: cannot read model %s: %s\n%s", model_path, strerror(errno),
+                strcmp(model_path, OPG_DEFAULT_MODEL) == 0
+                    ? "  (scripts/fetch-model.sh downloads the default model)\n" : "");
+        return 1;
+    }
+
+    opg_backend *be = NULL;
+    opg_model *m = NULL;
+    opg_tokenizer *tok = NULL;
+    int rc = 1;
+    opg_status st = opg_backend_cpu_new((int)threads, &be);
+    if (st) return die("backend", st);
+    if ((st = opg_model_load(model_path, be, progress_bar, NULL, &m))) { rc = die(model_path, st); goto out; }
+    if ((st = opg_tokenizer_from_gguf(opg_model_gguf(m), &tok))) { rc = die("tokenizer", st); goto out; }
+
+    const opg_hparams *hp = opg_model_hparams(m);
+    int n_req = 1 + (int)batch_with;
+    opg_gen_request reqs[1 + N_NEIGHBOURS];
+    opg_gen_result res[1 + N_NEIGHBOURS];
+    int32_t *ids[1 + N_NEIGHBOURS] = {0};
+    memset(reqs, 0, sizeof reqs);
+    /* every end-of-generation token of the vocabulary stops */
+    int32_t *stop = malloc((size_t)hp->n_vocab * sizeof *stop);
+    int n_stop = 0;
+    if (!stop) { fprintf(stderr, "opg run: out of memory\n"); goto out; }
+    for (int32_t i = 0; i < opg_tokenizer_n_vocab(tok); i++)
+        if (opg_tokenizer_is_eog(tok, i)) stop[n_stop++] = i;
+    for (int r = 0; r < n_req; r++) {
+        const char *text = r == 0 ? prompt : k_neighbours[r - 1];
+        if ((st = tokenize(tok, opg_model_gguf(m), text, chat, &ids[r], &reqs[r].n_prompt))) {
+            rc = die("tokenize", st);
+            goto free_ids;
+        }
+        if (reqs[r].n_prompt == 0) {
+            fprintf(stderr, "opg run: the prompt encodes to no tokens\n");
+            goto free_ids;
+        }
+        reqs[r].prompt = ids[r];
+        reqs[r].max_tokens = max_tokens;
+        reqs[r].sampling.temperature = (float)temp;
+        reqs[r].sampling.top_k = (int32_t)top_k;
+        reqs[r].sampling.top_p = (float)top_p;
+        reqs[r].sampling.seed = (uint64_t)seed + (uint64_t)r;
+        reqs[r].stop = stop;
+        reqs[r].n_stop = n_stop;
+    }
+    stream_ctx sc = {tok, quiet};
+    opg_gen_options go = {0};
+    go.n_ctx = n_ctx;
+    go.on_token = on_token;
+    go.ctx = &sc;
+    if ((st = opg_generate(m, reqs, n_req, res, &go))) { rc = die("generate", st); goto free_ids; }
+    if (!quiet) fputc('\n', stdout);
+
+    uint8_t id[32], root[32];
+    char hex[65];
+    opg_model_id(m, id);
+    opg_trace_root(res[0].trace, root);
+    opg_hex(hex, root, 32);
+    static const char *reasons[] = {"callback", "end of generation", "max tokens", "context full"};
+    fprintf(stderr, "\n--- opg run\n");
+    fprintf(stderr, "prompt tokens   %lld\n", (long long)reqs[0].n_prompt);
+    fprintf(stderr, "output tokens   %lld (stopped: %s)\n", (long long)res[0].n_tokens, reasons[res[0].stop]);
+    fprintf(stderr, "prefill         %.1f tokens/s (%lld tokens, %.3f s)\n",
+                go.prefill_seconds > 0 ? go.prefill_tokens / go.prefill_seconds : 0.0,
+                (long long)go.prefill_tokens, go.prefill_seconds);
+    fprintf(stderr, "decode          %.1f tokens/s (%lld tokens, %.3f s)\n",
+                go.decode_seconds > 0 ? go.decode_tokens / go.decode_seconds : 0.0,
+                (long long)go.decode_tokens, go.decode_seconds);
+    fprintf(stderr, "batch           %d sequence(s), threads %d, backend %s\n", n_req,
+            threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN), be->ops->name);
+    fprintf(stderr, "contract        v%d\n", OPG_CONTRACT_VERSION);
+    opg_hex(hex, id, 32);
+    fprintf(stderr, "model id        sha256:%s\n", hex);
+    opg_hex(hex, root, 32);
+    fprintf(stderr, "trace root      %s\n", hex);
+    /* machine-readable line for scripts */
+    printf("trace_root=%s\n", hex);
+    rc = 0;
+    if (verify) {
+        opg_trace *rt = NULL;
+        int64_t bad = -1;
+        if ((st = opg_replay(m, reqs[0].prompt, reqs[0].n_prompt, res[0].tokens, res[0].n_tokens,
+                             &reqs[0].sampling, 0, &rt, &bad))) {
+            rc = die("replay", st);
+        } else {
+            uint8_t rroot[32];
+            opg_trace_root(rt, rroot);
+            int layer;
+            int64_t diff = opg_trace_first_diff(res[0].trace, rt, &layer);
+            opg_hex(hex, rroot, 32);
+            int ok = memcmp(root, rroot, 32) == 0 && bad < 0;
+            fprintf(stderr, "replay root     %s (%s)\n", hex, ok ? "match" : "MISMATCH");
+            if (diff >= 0) fprintf(stderr, "first difference at output token %lld, layer %d\n", (long long)diff, layer);
+            if (bad >= 0) fprintf(stderr, "sampler disagrees at output token %lld\n", (long long)bad);
+            printf("replay_root=%s\n", hex);
+            rc = ok ? 0 : 3;
+            opg_trace_free(rt);
+        }
+    }
+    for (int r = 0; r < n_req; r++) opg_gen_result_clear(&res[r]);
+free_ids:
+    for (int r = 0; r < n_req; r++) free(ids[r]);
+    free(stop);
+out:
+    opg_tokenizer_free(tok);
+    opg_model_free(m);
+    opg_backend_free(be);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage_main(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage_main(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 1, argv + 1);
+    fprintf(stderr, "opg: unknown command '%s'\n", argv[1]);
+    usage_main(stderr);
+    return 2;
+}
