@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 opg_install_deps
 
+# The real default model for the end-to-end test (cli_run skips, visibly, without it).
+scripts/fetch-model.sh || echo "opg: WARNING: could not fetch the default model; cli_run will be skipped" >&2
+
 jobs=$(nproc 2>/dev/null || echo 2)
 run_suite() { # build-dir build-type
     local dir=$1 type=$2
