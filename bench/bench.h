@@ -1,0 +1,175 @@
+/* bench.h: what the parts of opg-bench (CPU part) share: the benchmark case
+ * (an op at one shape, with its timing and determinism result), the
+ * environment the cases run in, the memory-bandwidth result, and helpers for
+ * time, memory, seeded data and machine facts. */
+#ifndef OPG_BENCH_H
+#define OPG_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cpu.h"
+#include "dtype.h"
+#include "pool.h"
+
+/* ---- environment ----------------------------------------------------------- */
+
+typedef struct {
+    opg_pool *pool;      /* T threads: every timing runs on it */
+    opg_pool *pool1;     /* 1 thread: the thread-count determinism check */
+    int threads;         /* T */
+    size_t llc_bytes;    /* last-level cache, for sizing arrays past it */
+    int quick;           /* small shapes, few reps */
+    int reps;            /* --reps, 0 = default */
+    opg_cpu_level level; /* level the timings run at (the best, or OPG_CPU=scalar) */
+} bench_env;
+
+/* ---- one benchmark case ----------------------------------------------------- */
+
+/* How a case's run function is called:
+ *   TIMED  : inside the timing loop (no resets, weight copy `copy`);
+ *   FULL   : the whole op from pristine inputs into c->out;
+ *   SUBSET : only the part of the op that c->sub_off/sub_len covers (first rows
+ *            of a GEMM, last queries of a prefill), written where the full run
+ *            would write it. Used for the scalar run on big shapes. */
+typedef enum { BENCH_TIMED, BENCH_FULL, BENCH_SUBSET } bench_mode;
+
+typedef struct bench_case bench_case;
+
+typedef struct {
+    /* Allocates and fills inputs, sets shape/flops/bytes/copies/out/sub_*.
+     * Returns 0, or -1 with a message in c->err. */
+    int (*setup)(bench_case *c, const bench_env *env);
+    /* Runs the op once. Returns 0, or -1 when the kernel reports an error. */
+    int (*run)(bench_case *c, opg_pool *pool, int copy, bench_mode mode);
+    /* The plain C reference over the subset, into c->out at its place. */
+    int (*ref)(bench_case *c);
+    void (*teardown)(bench_case *c);
+} bench_kind;
+
+/* Shape parameters; each kind reads the ones it needs. */
+typedef struct {
+    int64_t M, N, K;            /* matmul Y[M][N] = X[M][K] W[N][K]^T; row ops: M rows of N */
+    opg_dtype wt;               /* matmul weight type */
+    int64_t n_q, pos0;          /* attention: queries and first position; rope: tokens */
+    int n_head, n_kv, head_dim; /* attention, rope */
+    int32_t top_k;              /* sample */
+    float top_p, temperature;   /* sample */
+} bench_params;
+
+struct bench_case {
+    /* from the case table */
+    const char *name;   /* unique, e.g. "gemv_q8_0" */
+    const char *group;  /* --op filter group, e.g. "gemv" */
+    const bench_kind *kind;
+    bench_params p;
+
+    /* set by setup */
+    char shape[48];     /* printed shape, e.g. "1x4096x4096" */
+    const char *dtype;  /* printed element type */
+    double flops;       /* per call (0: not counted, see docs/benchmarks.md) */
+    double bytes;       /* per call: bytes the op must move (in + out + weights) */
+    int mem_bound;      /* inputs streamed from memory: gets a % of copy BW */
+    int copies;         /* input copies rotated through by the timing loop */
+    void *out;          /* the op's output, compared bit for bit */
+    size_t out_bytes;
+    size_t sub_off, sub_len; /* byte range of out that a SUBSET run writes */
+    void *state;        /* the kind's buffers */
+    char err[160];
+
+    /* results */
+    int skipped;        /* filtered out by --op */
+    int failed;         /* setup or kernel error (err says which) */
+    int reps, inner;    /* timed samples; calls per sample */
+    double median_s, min_s;
+    int bits_same;      /* 1: every determinism comparison matched */
+    char checks[64];    /* the comparisons made, e.g. "repeat,1-thread,scalar,ref" */
+    char bits_why[160]; /* the first comparison that differed */
+};
+
+/* Case table: fills cases[0..max) for the mode, returns the count. */
+int bench_cases_build(bench_case *cases, int max, int quick);
+
+/* Kinds (bench_matmul.c, bench_ops.c). */
+extern const bench_kind bench_kind_matmul, bench_kind_quantize_act, bench_kind_rmsnorm,
+    bench_kind_swiglu, bench_kind_softmax, bench_kind_rope, bench_kind_attention,
+    bench_kind_sample;
+
+/* Runs one case: setup, warm-up, timed reps, determinism check, teardown.
+ * Fills the result fields. Returns 0, or -1 when it failed or differed. */
+int bench_case_measure(bench_case *c, const bench_env *env);
+
+/* How many input copies to rotate so that their total exceeds 4x the LLC
+ * (STYLE.md item 10), for one copy of `bytes`. At least 1; always 1 with
+ * --quick, whose numbers are a smoke run on warm caches. */
+int bench_copies_for(const bench_env *env, size_t bytes);
+
+/* ---- memory bandwidth (bench_mem.c) ----------------------------------------- */
+
+typedef struct {
+    size_t array_bytes; /* each of the arrays */
+    int reps;           /* best of */
+    const char *method; /* "avx2 loads/stores" or "memcpy" */
+    /* GB/s (1e9 bytes/s), index 0: 1 thread, 1: T threads. Bytes counted
+     * STREAM's way: copy 2x, read 1x, triad 3x the array size. */
+    double copy[2], read[2], triad[2];
+} bench_bw;
+
+/* Measures on env->pool1 and env->pool, progress on stderr. Returns 0. */
+int bench_bw_measure(const bench_env *env, int reps, bench_bw *bw);
+
+/* ---- machine ------------------------------------------------------------------ */
+
+typedef struct {
+    char cpu_model[128];
+    int online_cpus;
+    size_t llc_bytes;
+    const char *llc_source; /* "sysfs", "sysconf" or "default" */
+    const char *cpu_level;  /* level of the timed runs */
+    const char *best_level; /* best the CPU supports */
+    char date[32];          /* UTC, ISO 8601 */
+    const char *compiler;
+} bench_machine;
+
+void bench_machine_read(bench_machine *m);
+
+/* ---- output (bench_report.c) --------------------------------------------------- */
+
+typedef struct {
+    const bench_machine *machine;
+    const bench_bw *bw;
+    const bench_env *env;
+    bench_case *cases;
+    int n_cases;
+} bench_report;
+
+void bench_print_table(FILE *f, const bench_report *r);
+void bench_print_json(FILE *f, const bench_report *r);
+/* Achieved rates of a measured case; negative when not applicable. */
+double bench_case_gflops(const bench_case *c);
+double bench_case_gbs(const bench_case *c);
+double bench_case_pct_copy(const bench_case *c, const bench_bw *bw);
+/* The acceptance case (Q8_0 GEMV at 4096x4096), or NULL when not run. */
+const bench_case *bench_find_q8_gemv(const bench_report *r);
+
+/* ---- helpers (bench_util.c) ------------------------------------------------------ */
+
+double bench_now(void); /* monotonic seconds */
+/* 64-byte aligned, zero-filled; prints and exits(1) when out of memory (a
+ * benchmark has nothing sensible to do without its buffers). */
+void *bench_alloc(size_t bytes);
+void bench_free(void *p);
+
+typedef struct { uint64_t s; } bench_rng;
+uint64_t bench_rng_u64(bench_rng *r);
+float bench_rng_uniform(bench_rng *r, float lo, float hi);
+void bench_fill_f32(bench_rng *r, float *x, size_t n, float lo, float hi);
+void bench_fill_bytes(bench_rng *r, void *p, size_t n);
+
+/* Writes s as a JSON string literal (quotes included, escaped). */
+void bench_json_str(FILE *f, const char *s);
+/* Writes a number, or null when v is negative or not finite. */
+void bench_json_num(FILE *f, double v);
+
+#endif
