@@ -77,6 +77,7 @@ opg_status opg_generate(opg_model *m, const opg_gen_request *reqs, int n_reqs,
         s->layer_fp = malloc((size_t)hp->n_layer * sizeof(uint64_t));
         if (!s->logits || !s->layer_fp) { st = opg__fail(OPG_ERR_NOMEM, "generate: out of memory"); goto out; }
         s->done = reqs[i].max_tokens == 0;
+        if (s->done) results[i].stop = OPG_STOP_MAX_TOKENS;
     }
     for (;;) {
         int nb = 0;
