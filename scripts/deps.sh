@@ -17,6 +17,21 @@ opg_install_deps() {
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
+    # PyPI gguf + numpy: tests/data/gen_tiny_models.py writes the tiny test models.
+    if ! python3 -c "import gguf, numpy" 2>/dev/null; then
+        echo "opg: installing the Python packages gguf numpy" >&2
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            $sudo apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+        fi
+        # Debian's own python3 refuses pip installs outside a venv (PEP 668) unless told.
+        local user=""
+        [ "$(id -u)" -ne 0 ] && user="--user"
+        python3 -m pip install --quiet $user gguf numpy 2>/dev/null ||
+            python3 -m pip install --quiet $user --break-system-packages gguf numpy
+    fi
 }
 
 # CUDA: nvcc is used when present (the kernels' .cu files are compiled even

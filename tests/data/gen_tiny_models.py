@@ -10,7 +10,8 @@ Writes, per variant V:
                               T x i32 tokens, T x n_vocab f64 logits (little-endian)
 Variants: every weight type (f32 f16 bf16 q8_0 q4_0 q4_1 q4_K q6_K) for the
 llama architecture (GQA, separate output matrix), plus qwen2-f32 (QKV bias,
-NeoX RoPE) and llama-tied-f32 (output tied to token_embd).
+NeoX RoPE) and llama-tied-f32 (output tied to token_embd). Also writes the
+broken models of write_broken_variants() (no .ref), which opg must refuse.
 
 The reference uses the dequantized weights (gguf.quants.dequantize) in float64
 with plain numpy: RMSNorm, RoPE (adjacent pairs for llama, halves for qwen2),
@@ -195,6 +196,59 @@ def main():
         write_variant(out, name, "llama", qt, False, 1000 + i)
     write_variant(out, "qwen2-f32", "qwen2", Q.F32, False, 2000)
     write_variant(out, "tied-f32", "llama", Q.F32, True, 3000)
+    write_broken_variants(out)
+
+
+def write_broken_variants(out_dir):
+    """Models opg must refuse to load (tests/test_model.c), f32 weights:
+    tiny-bad-arch.gguf        general.architecture = "gpt2"
+    tiny-missing-tensor.gguf  no blk.1.ffn_down.weight
+    tiny-bad-shape.gguf       blk.0.attn_k.weight is [N_EMBD, N_EMBD] (not N_KV*HEAD_DIM rows)
+    tiny-missing-key.gguf     no llama.block_count
+    No .ref files: nothing is computed with them."""
+    rng = np.random.default_rng(4000)
+
+    def tensor(rows, cols=None):
+        shape = (rows,) if cols is None else (rows, cols)
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    def write(name, arch="llama", skip=(), kv_rows=N_KV * HEAD_DIM, block_count=True):
+        w = gguf.GGUFWriter(f"{out_dir}/tiny-{name}.gguf", arch=arch)
+        if block_count:
+            w.add_block_count(N_LAYER)
+        w.add_context_length(256)
+        w.add_embedding_length(N_EMBD)
+        w.add_feed_forward_length(N_FF)
+        w.add_head_count(N_HEAD)
+        w.add_head_count_kv(N_KV)
+        w.add_layer_norm_rms_eps(EPS)
+        w.add_rope_freq_base(ROPE_BASE)
+        ts = {"token_embd.weight": tensor(N_VOCAB, N_EMBD),
+              "output_norm.weight": tensor(N_EMBD) + 1,
+              "output.weight": tensor(N_VOCAB, N_EMBD)}
+        for l in range(N_LAYER):
+            p = f"blk.{l}."
+            ts[p + "attn_norm.weight"] = tensor(N_EMBD) + 1
+            ts[p + "attn_q.weight"] = tensor(N_EMBD, N_EMBD)
+            ts[p + "attn_k.weight"] = tensor(kv_rows if l == 0 else N_KV * HEAD_DIM, N_EMBD)
+            ts[p + "attn_v.weight"] = tensor(N_KV * HEAD_DIM, N_EMBD)
+            ts[p + "attn_output.weight"] = tensor(N_EMBD, N_EMBD)
+            ts[p + "ffn_norm.weight"] = tensor(N_EMBD) + 1
+            ts[p + "ffn_gate.weight"] = tensor(N_FF, N_EMBD)
+            ts[p + "ffn_up.weight"] = tensor(N_FF, N_EMBD)
+            ts[p + "ffn_down.weight"] = tensor(N_EMBD, N_FF)
+        for tname, v in ts.items():
+            if tname not in skip:
+                w.add_tensor(tname, v)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+    write("bad-arch", arch="gpt2")
+    write("missing-tensor", skip=("blk.1.ffn_down.weight",))
+    write("bad-shape", kv_rows=N_EMBD)
+    write("missing-key", block_count=False)
 
 
 if __name__ == "__main__":
