@@ -9,16 +9,22 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-/* dtype.h (plain C11) states its block layouts with _Static_assert, which
- * C++ spells static_assert; include the C headers through this file. */
+/* The C headers of kernels/ (dtype.h, rope.h, pool.h) have no C++ guards:
+ * include them through this file, with C linkage (their functions live in
+ * the C library opg_kernels), and with _Static_assert, which dtype.h uses,
+ * spelled the C++ way. */
 #if defined(__cplusplus) && !defined(_Static_assert)
 #define _Static_assert static_assert
 #endif
+extern "C" {
+#include "dtype.h"
+#include "rope.h"
+}
 #include "opg_cuda.h"
 
 /* Records a message (printf format) for opg_cuda_last_error() on this thread
  * and returns code, so launchers can write `return opg_cuda__fail(...)`. */
-int opg_cuda__fail(int code, const char *fmt, ...)
+extern "C" int opg_cuda__fail(int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
