@@ -2,7 +2,7 @@
  *
  * The model (model.c) only ever calls these functions on opaque buffers;
  * the cpu backend (backend_cpu.c) runs the kernels/ reference-equivalent
- * paths on host memory, the cuda backend (issue 4) the CUDA kernels on device
+ * paths on host memory, the cuda backend (cuda/backend_cuda.c) the CUDA kernels on device
  * memory. Every op has the bits docs/determinism.md defines, so the model's
  * outputs and trace do not depend on the backend.
  *
@@ -78,6 +78,36 @@ struct opg_backend {
 /* The cpu backend with n_threads workers (<= 0: one per CPU). Caller owns it:
  * opg_backend_free. */
 opg_status opg_backend_cpu_new(int n_threads, opg_backend **out);
+/* The cuda backend on CUDA device `device` (0-based), runtime/cuda/backend_cuda.c:
+ * device buffers (one cudaMalloc each, zeroed), weights uploaded once by
+ * wrap_weights, KV caches and workspace in device memory, one stream per
+ * backend on which every op is enqueued in order; upload, download and
+ * fingerprint synchronize. At creation a one-element kernel runs and is
+ * checked, so a device the kernels cannot run on is refused here, not
+ * mid-job. Errors:
+ *   OPG_ERR_UNSUPPORTED  opg built without CUDA, no usable driver or device,
+ *                        or the kernels cannot run on it (message says which);
+ *   OPG_ERR_ARG          device out of range; an op's view outside its buffer;
+ *   OPG_ERR_NOMEM        "cuda backend: out of device memory allocating N
+ *                        bytes (free F of T)";
+ *   OPG_ERR_STATE        a CUDA call or kernel failed (the device or context
+ *                        is then unusable: free the backend).
+ * Exists in every build (callers need no #ifdef). Caller owns *out:
+ * opg_backend_free. */
+opg_status opg_backend_cuda_new(int device, opg_backend **out);
+/* Usable CUDA devices; 0 when built without CUDA or without driver/device. */
+int opg_backend_cuda_devices(void);
+
+/* A backend by name: "cpu"; "cuda" (device 0) or "cuda:N"; "auto" (or NULL):
+ * the cuda backend on device 0 when it can be created, else the cpu backend.
+ * n_threads is the cpu backend's (see opg_backend_cpu_new). When auto falls
+ * back to cpu, *notice (if notice is not NULL) gets a one-line explanation
+ * without a trailing newline (thread-local static text, valid until the
+ * next call), else NULL; the binary decides whether to print it. "cuda" never
+ * falls back: it fails as opg_backend_cuda_new does. OPG_ERR_ARG for an
+ * unknown name. Caller owns *out: opg_backend_free. */
+opg_status opg_backend_new_auto(const char *name, int n_threads, opg_backend **out,
+                                const char **notice);
 /* Frees any backend; NULL is a no-op. */
 void opg_backend_free(opg_backend *be);
 

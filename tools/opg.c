@@ -55,6 +55,8 @@ static void usage_run(FILE *f) {
             "      --top-k K        top-k cut, 0 = off (default 40)\n"
             "      --top-p P        nucleus cut, 1 = off (default 0.95)\n"
             "  -t, --threads T      CPU threads (default: all)\n"
+            "      --backend B      auto, cpu, cuda or cuda:N (default: $OPG_BACKEND or auto:\n"
+            "                       the GPU when usable, else the cpu with a notice)\n"
             "  -c, --ctx N          context per sequence (default: prompt + max tokens)\n"
             "      --batch-with K   also generate for K other prompts (0..%d) in the same\n"
             "                       batches; the output and trace root of yours must not change\n"
@@ -160,9 +162,12 @@ static int cmd_run(int argc, char **argv) {
         {"threads", required_argument, 0, 't'}, {"ctx", required_argument, 0, 'c'},
         {"batch-with", required_argument, 0, 'B'}, {"verify", no_argument, 0, 'V'},
         {"quiet", no_argument, 0, 'q'},       {"help", no_argument, 0, 'h'},
+        {"backend", required_argument, 0, 'b'},
         {0, 0, 0, 0}};
     const char *model_path = getenv("OPG_MODEL") ? getenv("OPG_MODEL") : OPG_DEFAULT_MODEL;
     const char *prompt = NULL;
+    const char *backend = getenv("OPG_BACKEND") && *getenv("OPG_BACKEND") ? getenv("OPG_BACKEND")
+                                                                         : "auto";
     int chat = 0, verify = 0, quiet = 0;
     int64_t max_tokens = 64, seed = 0, top_k = 40, threads = 0, n_ctx = 0, batch_with = 0;
     double temp = 0.0, top_p = 0.95;
@@ -183,6 +188,7 @@ static int cmd_run(int argc, char **argv) {
         case 'B': if (parse_i64(optarg, "--batch-with", 0, N_NEIGHBOURS, &batch_with)) return 2; break;
         case 'V': verify = 1; break;
         case 'q': quiet = 1; break;
+        case 'b': backend = optarg; break;
         case 'h': usage_run(stdout); return 0;
         default: usage_run(stderr); return 2;
         }
@@ -190,6 +196,12 @@ static int cmd_run(int argc, char **argv) {
     if (optind < argc) {
         fprintf(stderr, "opg run: unexpected argument '%s'\n", argv[optind]);
         usage_run(stderr);
+        return 2;
+    }
+    if (strcmp(backend, "auto") && strcmp(backend, "cpu") && strcmp(backend, "cuda") &&
+        strncmp(backend, "cuda:", 5)) {
+        fprintf(stderr, "opg run: --backend must be auto, cpu, cuda or cuda:N, got '%s'\n",
+                backend);
         return 2;
     }
     if (!prompt) {
@@ -208,8 +220,10 @@ static int cmd_run(int argc, char **argv) {
     opg_model *m = NULL;
     opg_tokenizer *tok = NULL;
     int rc = 1;
-    opg_status st = opg_backend_cpu_new((int)threads, &be);
+    const char *notice = NULL;
+    opg_status st = opg_backend_new_auto(backend, (int)threads, &be, &notice);
     if (st) return die("backend", st);
+    if (notice) fprintf(stderr, "opg: %s\n", notice);
     if ((st = opg_model_load(model_path, be, progress_bar, NULL, &m))) { rc = die(model_path, st); goto out; }
     if ((st = opg_tokenizer_from_gguf(opg_model_gguf(m), &tok))) { rc = die("tokenizer", st); goto out; }
 

@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# gpu_check.sh: on a machine with an NVIDIA GPU, in one go: configure and build
+# opg with CUDA and without the network layers (-DOPG_NETWORK=OFF), run the
+# GPU tests (ctest -L gpu) and the CPU suite, run compute-sanitizer over the
+# GPU tests, and the GPU part of opg-bench (while opg-bench has none: time
+# `opg run` on the cpu and cuda backends and compare their trace roots).
+# Writes OUT_DIR/summary.md (a short table, also printed) and one full log per
+# phase: env.log, build.log, test.log, sanitize.log, bench.log.
+#
+# The machine needs the CUDA toolkit, a C compiler, CMake and Python 3; the
+# libraries it lacks come from the carry folder made by bench/gpu_carry.sh
+# (default <repo>/.carry; docs/gpu.md). No network is used.
+#
+# Usage: bench/gpu_check.sh OUT_DIR [PHASE ...]
+#   PHASE: env build test sanitize bench (default: all five, in this order).
+#   Phases can be run in separate calls: the build folder keeps the build and
+#   the results so far, and every call rewrites summary.md with all of them.
+# Environment:
+#   GPU_CHECK_BUILD   build folder (default <repo>/build-gpu)
+#   GPU_CHECK_CARRY   carry folder (default <repo>/.carry)
+#   GPU_CHECK_ARCHS   CUDA architectures (default: native when nvidia-smi sees a
+#                     GPU, else the project's default list)
+#   GPU_CHECK_DEPS    system | carry (default: system when pkg-config finds all)
+#   GPU_CHECK_CARRY_PKGCONF=1  use the carry's pkgconf even where pkg-config exists
+#   GPU_CHECK_SAN_TIMEOUT  seconds per compute-sanitizer run (default 300)
+#   OPG_MODEL         the real model (default <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf)
+# Exit status: 0 when every row is ok, 1 otherwise, 2 for bad usage.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ $# -lt 1 ] || [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    [ $# -lt 1 ] && exit 2 || exit 0
+fi
+out=$1
+shift
+phases=("$@")
+[ ${#phases[@]} -eq 0 ] && phases=(env build test sanitize bench)
+for p in "${phases[@]}"; do
+    case "$p" in env | build | test | sanitize | bench) ;;
+    *) echo "gpu_check.sh: unknown phase '$p' (env build test sanitize bench)" >&2; exit 2 ;;
+    esac
+done
+mkdir -p "$out" || exit 2
+out=$(cd "$out" && pwd)
+build=${GPU_CHECK_BUILD:-$root/build-gpu}
+carry=${GPU_CHECK_CARRY:-$root/.carry}
+model=${OPG_MODEL:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+san_timeout=${GPU_CHECK_SAN_TIMEOUT:-300}
+jobs=$(nproc 2>/dev/null || echo 4)
+mkdir -p "$build"
+results=$build/gpu_check_results.tsv # phase <tab> check <tab> ok|FAIL|note <tab> detail
+touch "$results"
+
+say() { echo "gpu_check: $*" >&2; }
+# row PHASE CHECK STATUS DETAIL: replaces an earlier row of the same check
+row() {
+    local tmp
+    tmp=$(mktemp)
+    awk -F'\t' -v c="$2" '$2 != c' "$results" >"$tmp" && mv "$tmp" "$results"
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"
+    say "$2: $3 $4"
+}
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+have_gpu() { command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }
+
+# ---- dependencies: the system's, else the carry's --------------------------------
+pc_args=()
+deps_mode=""
+setup_deps() {
+    [ -n "$deps_mode" ] && return 0
+    local want=${GPU_CHECK_DEPS:-}
+    if [ -z "$want" ]; then
+        if command -v pkg-config >/dev/null &&
+            pkg-config --exists libsodium libxxhash libpcre2-8 cmocka 2>/dev/null; then
+            want=system
+        else
+            want=carry
+        fi
+    fi
+    if [ "$want" = system ]; then
+        deps_mode=system
+        return 0
+    fi
+    local sr=$carry/sysroot libdir=$carry/sysroot/usr/lib/x86_64-linux-gnu
+    if [ ! -d "$sr" ]; then
+        say "no pkg-config modules libsodium libxxhash libpcre2-8 cmocka here and no carry at $carry"
+        say "(run bench/gpu_carry.sh on a machine that has them, and bring .carry along)"
+        return 1
+    fi
+    # only the carried .pc files, their paths under the sysroot
+    export PKG_CONFIG_LIBDIR=$libdir/pkgconfig PKG_CONFIG_SYSROOT_DIR=$sr
+    unset PKG_CONFIG_PATH
+    local pc
+    if command -v pkg-config >/dev/null && [ -z "${GPU_CHECK_CARRY_PKGCONF:-}" ]; then
+        pc=$(command -v pkg-config)
+    else
+        # the carried pkgconf, through a wrapper so its library path stays its own
+        pc=$build/pkgconf-carry.sh
+        printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$libdir" "$sr/usr/bin/pkgconf" >"$pc"
+        chmod +x "$pc"
+    fi
+    "$pc" --exists libsodium libxxhash libpcre2-8 cmocka || {
+        say "the carry's .pc files do not resolve with $pc"
+        return 1
+    }
+    pc_args=(-DPKG_CONFIG_EXECUTABLE="$pc" -DCMAKE_BUILD_RPATH="$libdir")
+    export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    deps_mode="carry ($carry)"
+}
+
+# The tiny models' generator needs numpy and gguf: gguf from the carry's wheel
+# when missing; without numpy, the carry's pre-generated models (gpu_carry.sh
+# --tiny) and ctest told not to run the generator fixture.
+ctest_fixture_args=()
+setup_python() {
+    if python3 -c 'import numpy, gguf' 2>/dev/null; then return 0; fi
+    if python3 -c 'import numpy' 2>/dev/null && ls "$carry"/wheels/gguf-*.whl >/dev/null 2>&1; then
+        local site=$build/pysite
+        if python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" \
+            "$carry"/wheels/*.whl >/dev/null 2>&1; then
+            export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
+        else # a pure-Python wheel is an importable zip
+            export PYTHONPATH=$(ls "$carry"/wheels/gguf-*.whl | head -1)${PYTHONPATH:+:$PYTHONPATH}
+        fi
+        python3 -c 'import numpy, gguf' 2>/dev/null && return 0
+    fi
+    if [ -d "$carry/tiny" ]; then
+        mkdir -p "$build/tests/tiny"
+        cp "$carry"/tiny/* "$build/tests/tiny/"
+        ctest_fixture_args=(-FS tiny_models)
+        say "tiny models: the carry's pre-generated ones"
+        return 0
+    fi
+    say "python3 lacks numpy/gguf and the carry has no tiny models (gpu_carry.sh --tiny)"
+    return 1
+}
+
+# ---- phases ----------------------------------------------------------------------------
+phase_env() {
+    local log=$out/env.log
+    {
+        echo "== date"; date -u
+        echo "== uname"; uname -a
+        echo "== os"; cat /etc/os-release 2>/dev/null | head -3
+        echo "== glibc"; ldd --version 2>&1 | head -1
+        echo "== nvidia-smi"; nvidia-smi 2>&1
+        echo "== nvcc"; nvcc --version 2>&1
+        echo "== compute-sanitizer"; compute-sanitizer --version 2>&1 | head -3
+        echo "== cmake"; cmake --version 2>&1 | head -1
+        echo "== cc"; ${CC:-cc} --version 2>&1 | head -1
+        echo "== python3"; python3 --version 2>&1
+        python3 -c 'import numpy; print("numpy", numpy.__version__)' 2>&1
+        python3 -c 'import gguf; print("gguf ok")' 2>&1
+        echo "== pkg-config"; command -v pkg-config && pkg-config --modversion libsodium libxxhash libpcre2-8 cmocka 2>&1
+        echo "== carry"; cat "$carry/MANIFEST" 2>&1
+        echo "== cpu"; grep -m1 'model name' /proc/cpuinfo; nproc
+    } >"$log" 2>&1
+    if have_gpu; then
+        row env gpu ok "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)"
+    else
+        row env gpu FAIL "nvidia-smi sees no GPU"
+    fi
+    row env toolkit note "$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'no nvcc')"
+}
+
+phase_build() {
+    local log=$out/build.log t0 archs
+    if ! setup_deps >>"$log" 2>&1; then
+        row build dependencies FAIL "see build.log"
+        return
+    fi
+    row build dependencies ok "$deps_mode"
+    archs=${GPU_CHECK_ARCHS:-}
+    if [ -z "$archs" ] && have_gpu; then archs=native; fi
+    local arch_args=()
+    [ -n "$archs" ] && arch_args=(-DOPG_CUDA_ARCHITECTURES="$archs")
+    t0=$(now)
+    {
+        echo "== configure"
+        cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DOPG_CUDA=ON -DOPG_NETWORK=OFF \
+            "${arch_args[@]}" "${pc_args[@]}"
+    } >>"$log" 2>&1
+    local rc=$?
+    if [ $rc -ne 0 ]; then
+        row build configure FAIL "cmake exit $rc (build.log)"
+        return
+    fi
+    if ! grep -q 'opg: cuda backend ON' "$log"; then
+        row build configure FAIL "the cuda backend is OFF: $(grep -o 'cuda backend OFF.*' "$log" | tail -1)"
+        return
+    fi
+    row build configure ok "OPG_CUDA=ON OPG_NETWORK=OFF, archs ${archs:-default}"
+    { echo "== build"; cmake --build "$build" -j"$jobs"; } >>"$log" 2>&1
+    rc=$?
+    local nwarn
+    nwarn=$(grep -c 'warning' "$log")
+    if [ $rc -ne 0 ]; then
+        row build compile FAIL "exit $rc after $(secs "$t0") s (build.log)"
+    else
+        row build compile ok "$(secs "$t0") s, $nwarn warning line(s)"
+    fi
+}
+
+# Rows for each test of a ctest log ("Test #n: name ....   Passed   1.2 sec").
+ctest_rows() {
+    local phase=$1 log=$2 expect_run=$3
+    grep -E 'Test +#[0-9]+: ' "$log" | grep -vE 'Start ' | while read -r line; do
+        local name status t
+        name=$(echo "$line" | sed -E 's/.*Test +#[0-9]+: ([^ ]+).*/\1/')
+        t=$(echo "$line" | grep -oE '[0-9.]+ sec' | tail -1)
+        if echo "$line" | grep -q 'Passed'; then status=ok
+        elif echo "$line" | grep -q 'Skipped'; then
+            status=$([ "$expect_run" = 1 ] && echo FAIL || echo note)
+            t="skipped"
+        else status=FAIL; t=$(echo "$line" | sed -E 's/.*\*\*\*//; s/  +/ /g')
+        fi
+        printf '%s\t%s\t%s\n' "$name" "$status" "$t"
+    done
+}
+
+phase_test() {
+    local log=$out/test.log
+    if [ ! -x "$build/tests/test_gpu_kernels" ]; then
+        row test gpu-tests FAIL "not built (run the build phase)"
+        return
+    fi
+    setup_deps >>"$log" 2>&1
+    setup_python >>"$log" 2>&1 || row test tiny-models FAIL "no way to make the tiny models (test.log)"
+    local gpu_expected=0
+    have_gpu && gpu_expected=1
+    {
+        echo "== ctest -L gpu"
+        (cd "$build" && ctest -L gpu -V --output-on-failure "${ctest_fixture_args[@]}")
+    } >>"$log" 2>&1
+    ctest_rows test "$log" "$gpu_expected" | while IFS=$'\t' read -r name status t; do
+        row test "$name" "$status" "$t"
+    done
+    local cpu_log=$build/gpu_check_cpu.log
+    (cd "$build" && ctest -L cpu -j"$jobs" --output-on-failure "${ctest_fixture_args[@]}") >"$cpu_log" 2>&1
+    { echo; echo "== ctest -L cpu"; cat "$cpu_log"; } >>"$log"
+    local summary
+    summary=$(grep -E 'tests passed' "$cpu_log" | tail -1)
+    if grep -qE '100% tests passed' "$cpu_log"; then row test cpu-suite ok "$summary"
+    else row test cpu-suite FAIL "${summary:-no summary} (test.log)"
+    fi
+}
+
+phase_sanitize() {
+    local log=$out/sanitize.log cs
+    cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+    if [ -z "$cs" ]; then
+        row sanitize compute-sanitizer FAIL "not found"
+        return
+    fi
+    if [ ! -x "$build/tests/test_gpu_kernels" ]; then
+        row sanitize compute-sanitizer FAIL "tests not built"
+        return
+    fi
+    setup_deps >>"$log" 2>&1
+    if [ ! -f "$build/tests/tiny/tiny-f32.gguf" ]; then
+        setup_python >>"$log" 2>&1
+        [ -f "$build/tests/tiny/tiny-f32.gguf" ] ||
+            (mkdir -p "$build/tests/tiny" && python3 "$root/tests/data/gen_tiny_models.py" "$build/tests/tiny") >>"$log" 2>&1
+    fi
+    local tool test
+    for tool in memcheck racecheck synccheck initcheck; do
+        for test in test_gpu_kernels test_gpu_model; do
+            # the model test's host-heavy parts add little under the slower tools
+            [ "$test" = test_gpu_model ] && [ "$tool" = racecheck -o "$tool" = synccheck ] && continue
+            local extra=() t0 rc
+            [ "$tool" = memcheck ] && extra=(--leak-check full)
+            t0=$(now)
+            echo "== $tool $test" >>"$log"
+            OPG_GPU_TEST_QUICK=1 OPG_MODEL=/nonexistent OPG_TINY_DIR=$build/tests/tiny \
+                timeout "$san_timeout" "$cs" --tool "$tool" "${extra[@]}" --error-exitcode 86 \
+                --print-limit 50 "$build/tests/$test" >>"$log" 2>&1
+            rc=$?
+            local summary
+            summary=$(grep -E '========= ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY' "$log" | tail -1 | sed 's/========= //')
+            case $rc in
+            0) row sanitize "$tool $test" ok "${summary:-clean}, $(secs "$t0") s" ;;
+            124) row sanitize "$tool $test" FAIL "timed out after $san_timeout s" ;;
+            77) row sanitize "$tool $test" FAIL "test skipped: no device under the sanitizer" ;;
+            86) row sanitize "$tool $test" FAIL "${summary:-errors} (sanitize.log)" ;;
+            *) row sanitize "$tool $test" FAIL "exit $rc (sanitize.log)" ;;
+            esac
+        done
+    done
+}
+
+# Runs opg and prints "decode_tps prefill_tps root" from its summary.
+opg_run_stats() {
+    local errf=$1
+    shift
+    local outp
+    outp=$("$build/tools/opg" run "$@" 2>"$errf") || return 1
+    local rt dec pre
+    rt=$(echo "$outp" | sed -n 's/^trace_root=//p')
+    dec=$(sed -nE 's/^decode +([0-9.]+) tokens\/s.*/\1/p' "$errf")
+    pre=$(sed -nE 's/^prefill +([0-9.]+) tokens\/s.*/\1/p' "$errf")
+    echo "$dec $pre $rt"
+}
+
+phase_bench() {
+    local log=$out/bench.log
+    if [ ! -x "$build/tools/opg" ]; then
+        row bench opg-run FAIL "not built"
+        return
+    fi
+    setup_deps >>"$log" 2>&1
+    # opg-bench's GPU part, when it has one
+    local ob=$build/bench/opg-bench
+    if [ -x "$ob" ] && "$ob" --help 2>&1 | grep -qE -- '--backend'; then
+        { echo "== opg-bench --backend cuda"; "$ob" --backend cuda; } >>"$log" 2>&1 &&
+            row bench opg-bench-gpu ok "table in bench.log" ||
+            row bench opg-bench-gpu FAIL "exit status (bench.log)"
+    elif [ -x "$ob" ] && "$ob" --help 2>&1 | grep -qE -- '--gpu'; then
+        { echo "== opg-bench --gpu"; "$ob" --gpu; } >>"$log" 2>&1 &&
+            row bench opg-bench-gpu ok "table in bench.log" ||
+            row bench opg-bench-gpu FAIL "exit status (bench.log)"
+    else
+        row bench opg-bench-gpu note "pending: this opg-bench has no GPU part yet; opg run timed instead"
+    fi
+    if [ ! -f "$model" ]; then
+        row bench opg-run note "no model at $model (scripts/fetch-model.sh, or OPG_MODEL): not timed"
+        return
+    fi
+    local prompt="Explain in one paragraph why the sky is blue." errf=$build/gpu_check_run.err
+    local -A roots
+    local be mode args
+    for mode in alone batched; do
+        args=(-m "$model" --chat -p "$prompt" -n 128 -q)
+        [ "$mode" = batched ] && args+=(--batch-with 7)
+        for be in cpu cuda; do
+            echo "== opg run --backend $be ($mode)" >>"$log"
+            # one untimed run first (CUDA context, page cache)
+            [ "$be" = cuda ] && "$build/tools/opg" run "${args[@]}" -n 4 --backend cuda >/dev/null 2>&1
+            local st
+            if st=$(opg_run_stats "$errf" "${args[@]}" --backend "$be"); then
+                cat "$errf" >>"$log"
+                local dec pre rt
+                read -r dec pre rt <<<"$st"
+                roots[$be.$mode]=$rt
+                row bench "opg run $be $mode" ok "decode $dec tok/s, prefill $pre tok/s"
+            else
+                cat "$errf" >>"$log"
+                row bench "opg run $be $mode" FAIL "$(tail -1 "$errf")"
+            fi
+        done
+        if [ -n "${roots[cpu.$mode]:-}" ] && [ "${roots[cpu.$mode]}" = "${roots[cuda.$mode]:-}" ]; then
+            row bench "trace root cpu = cuda ($mode)" ok "${roots[cpu.$mode]}"
+        else
+            row bench "trace root cpu = cuda ($mode)" FAIL "cpu ${roots[cpu.$mode]:-?} cuda ${roots[cuda.$mode]:-?}"
+        fi
+    done
+    # a validator on the other backend: replay the cuda job on cuda (--verify)
+    echo "== opg run --backend cuda --verify" >>"$log"
+    if "$build/tools/opg" run -m "$model" --chat -p "$prompt" -n 64 -q --backend cuda --verify \
+        >>"$log" 2>&1; then
+        row bench "opg run cuda --verify" ok "replay root matches"
+    else
+        row bench "opg run cuda --verify" FAIL "bench.log"
+    fi
+}
+
+for ph in "${phases[@]}"; do
+    say "phase $ph"
+    # a phase run again replaces all its rows of an earlier call
+    tmp=$(mktemp)
+    awk -F'\t' -v p="$ph" '$1 != p' "$results" >"$tmp" && mv "$tmp" "$results"
+    "phase_$ph"
+done
+
+# ---- summary ----------------------------------------------------------------------------
+{
+    echo "# opg GPU check"
+    echo
+    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(hostname), build $build"
+    echo
+    echo "| phase | check | result | detail |"
+    echo "|---|---|---|---|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }' "$results"
+    echo
+    echo "Full logs beside this file: env.log build.log test.log sanitize.log bench.log."
+} >"$out/summary.md"
+cat "$out/summary.md"
+if awk -F'\t' '$3 == "FAIL"' "$results" | grep -q .; then exit 1; fi
+exit 0
