@@ -275,15 +275,19 @@ static void test_backend_ops(void **state) {
         size_t n = (size_t)T * H * hd;
         float *x = rnd(&r, n);
         pair px = pair_new(x, n * 4, 40);
-        double f1[32], f2[16];
+        /* f1/f3 and p1/p4 differ only after their first element */
+        double f1[32], f2[16], f3[32];
         opg_rope_freqs(f1, 64, 10000.0);
         opg_rope_freqs(f2, 32, 500000.0);
+        opg_rope_freqs(f3, 64, 500000.0);
         int32_t p1[6] = {0, 1, 2, 3, 4, 5}, p2[6] = {9, 10, 11, 12, 13, 14};
-        int32_t p3[3] = {7, 100000, 3};
+        int32_t p3[3] = {7, 100000, 3}, p4[6] = {0, 1, 2, 3, 4, 77};
         struct { int64_t t; const int32_t *pos; int nd; const double *f; opg_rope_mode m; } calls[] = {
             {6, p1, 64, f1, OPG_ROPE_NORMAL}, {6, p1, 64, f1, OPG_ROPE_NORMAL},
             {6, p2, 64, f1, OPG_ROPE_NEOX},   {3, p3, 32, f2, OPG_ROPE_NORMAL},
             {6, p1, 64, f1, OPG_ROPE_NEOX},   {6, p2, 32, f2, OPG_ROPE_NEOX},
+            {6, p4, 64, f1, OPG_ROPE_NORMAL}, {6, p4, 64, f3, OPG_ROPE_NORMAL},
+            {6, p1, 64, f3, OPG_ROPE_NORMAL}, {6, p1, 64, f1, OPG_ROPE_NORMAL},
             {6, p1, 63, f1, OPG_ROPE_NORMAL}, /* odd n_dims: unchanged */
         };
         for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
@@ -344,10 +348,12 @@ static void test_backend_ops(void **state) {
         CHECK_OK(G->wrap_weights(g_cuda, table, tb, &tg));
         pair po = pair_new(NULL, (size_t)(8 * dim) * 4, 20);
         int32_t t1[8] = {0, 49, 3, 3, 17, 1, 2, 48}, t2[8] = {5, 5, 5, 5, 5, 5, 5, 5};
-        const int32_t *lists[4] = {t1, t2, t2, t1};
-        for (int i = 0; i < 4; i++) {
-            CHECK_OK(C->embed(g_cpu, vc(&po), opg_view_of(tc, 0), OPG_Q8_0, dim, V, lists[i], 8 - i));
-            CHECK_OK(G->embed(g_cuda, vg(&po), opg_view_of(tg, 0), OPG_Q8_0, dim, V, lists[i], 8 - i));
+        int32_t t3[8] = {0, 49, 3, 3, 17, 1, 2, 47}; /* t1 but the last */
+        const int32_t *lists[6] = {t1, t2, t2, t1, t3, t1};
+        for (int i = 0; i < 6; i++) {
+            int64_t n = i < 4 ? 8 - i : 8;
+            CHECK_OK(C->embed(g_cpu, vc(&po), opg_view_of(tc, 0), OPG_Q8_0, dim, V, lists[i], n));
+            CHECK_OK(G->embed(g_cuda, vg(&po), opg_view_of(tg, 0), OPG_Q8_0, dim, V, lists[i], n));
             pair_same(&po, "backend embed");
         }
         int32_t bad[2] = {1, 50};
