@@ -49,6 +49,8 @@ typedef struct {
 static const variant VARIANTS[] = {
     {"f32", 0},  {"f16", 0},  {"bf16", 0}, {"q8_0", 1},      {"q4_0", 1},
     {"q4_1", 1}, {"q4_K", 1}, {"q6_K", 1}, {"qwen2-f32", 0}, {"tied-f32", 0},
+    {"linear-f32", 0}, /* rope.scaling.type linear, factor 4 */
+    {"llama3-f32", 0}, /* Llama 3 style rope_freqs.weight divisors */
 };
 #define N_VARIANTS (int)(sizeof VARIANTS / sizeof VARIANTS[0])
 

@@ -10,7 +10,8 @@ Writes, per variant V:
                               T x i32 tokens, T x n_vocab f64 logits (little-endian)
 Variants: every weight type (f32 f16 bf16 q8_0 q4_0 q4_1 q4_K q6_K) for the
 llama architecture (GQA, separate output matrix), plus qwen2-f32 (QKV bias,
-NeoX RoPE) and llama-tied-f32 (output tied to token_embd). Also writes the
+NeoX RoPE), tied-f32 (output tied to token_embd), linear-f32 (linear RoPE
+scaling, factor 4) and llama3-f32 (Llama 3 style rope_freqs.weight divisors). Also writes the
 broken models of write_broken_variants() (no .ref), which opg must refuse.
 
 The reference uses the dequantized weights (gguf.quants.dequantize) in float64
@@ -69,10 +70,20 @@ def make_weight(rng, shape, qtype, scale):
     return qd, qtype, gguf.quants.dequantize(qd, qtype).astype(np.float64).reshape(shape)
 
 
-def rope(x, pos, neox):
+def rope_inv_freq(linear_factor=None, freq_factors=None):
+    """RoPE inverse frequencies, with linear scaling or Llama 3 style
+    per-frequency divisors (the file's rope_freqs.weight) applied."""
+    inv = ROPE_BASE ** (-(2.0 * np.arange(HEAD_DIM // 2)) / HEAD_DIM)
+    if linear_factor:
+        inv = inv / linear_factor
+    if freq_factors is not None:
+        inv = inv / freq_factors
+    return inv
+
+
+def rope(x, pos, neox, inv):
     """x: [n_heads, head_dim] float64, rotated at position pos."""
     half = HEAD_DIM // 2
-    inv = ROPE_BASE ** (-(2.0 * np.arange(half)) / HEAD_DIM)
     a = pos * inv
     c, s = np.cos(a), np.sin(a)
     y = x.copy()
@@ -91,7 +102,7 @@ def rmsnorm(x, w):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + EPS) * w
 
 
-def forward(W, arch, tokens):
+def forward(W, arch, tokens, inv):
     neox = arch == "qwen2"
     T = len(tokens)
     x = W["token_embd.weight"][tokens]  # [T, D]
@@ -109,8 +120,8 @@ def forward(W, arch, tokens):
         k = k.reshape(T, N_KV, HEAD_DIM)
         v = v.reshape(T, N_KV, HEAD_DIM)
         for t in range(T):
-            q[t] = rope(q[t], t, neox)
-            k[t] = rope(k[t], t, neox)
+            q[t] = rope(q[t], t, neox, inv)
+            k[t] = rope(k[t], t, neox, inv)
         att = np.zeros((T, N_HEAD, HEAD_DIM))
         for hd in range(N_HEAD):
             g = hd // (N_HEAD // N_KV)
@@ -129,7 +140,7 @@ def forward(W, arch, tokens):
     return h @ out.T
 
 
-def write_variant(out_dir, name, arch, qtype, tied, seed):
+def write_variant(out_dir, name, arch, qtype, tied, seed, linear_factor=None, freq_factors=False):
     rng = np.random.default_rng(seed)
     path = f"{out_dir}/tiny-{name}.gguf"
     w = gguf.GGUFWriter(path, arch=arch)
@@ -142,6 +153,14 @@ def write_variant(out_dir, name, arch, qtype, tied, seed):
     w.add_head_count_kv(N_KV)
     w.add_layer_norm_rms_eps(EPS)
     w.add_rope_freq_base(ROPE_BASE)
+    factors = None
+    if linear_factor:
+        w.add_string(f"{arch}.rope.scaling.type", "linear")
+        w.add_float32(f"{arch}.rope.scaling.factor", linear_factor)
+    if freq_factors:
+        factors = rng.uniform(1.0, 8.0, HEAD_DIM // 2).astype(np.float32)
+        w.add_tensor("rope_freqs.weight", factors)
+    inv = rope_inv_freq(linear_factor, None if factors is None else factors.astype(np.float64))
     W = {}
 
     def add(tname, shape, qt, scale):
@@ -178,7 +197,7 @@ def write_variant(out_dir, name, arch, qtype, tied, seed):
     w.write_tensors_to_file()
     w.close()
 
-    logits = forward(W, arch, TOKENS)
+    logits = forward(W, arch, TOKENS, inv)
     with open(f"{out_dir}/tiny-{name}.ref", "wb") as f:
         f.write(b"OPGREF01")
         f.write(struct.pack("<II", len(TOKENS), N_VOCAB))
@@ -196,6 +215,8 @@ def main():
         write_variant(out, name, "llama", qt, False, 1000 + i)
     write_variant(out, "qwen2-f32", "qwen2", Q.F32, False, 2000)
     write_variant(out, "tied-f32", "llama", Q.F32, True, 3000)
+    write_variant(out, "linear-f32", "llama", Q.F32, False, 4000, linear_factor=4.0)
+    write_variant(out, "llama3-f32", "llama", Q.F32, False, 5000, freq_factors=True)
     write_broken_variants(out)
 
 
