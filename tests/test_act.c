@@ -116,11 +116,37 @@ static void test_paths_bits(void **state) {
     for (int p = 0; p < 3; p++) opg_pool_free(pools[p]);
 }
 
+/* Batch invariance: row i of a 37-row batch (rows of 4099, split over the
+ * pool's fixed blocks) equals the same row computed alone, on every path. */
+static void test_batch_invariance(void **state) {
+    (void)state;
+    enum { M = 37, D = 4099 };
+    tu_rng r = {33};
+    float *g = tu_alloc(sizeof(float) * M * D), *u = tu_alloc(sizeof(float) * M * D);
+    float *all = tu_alloc(sizeof(float) * M * D), *one = tu_alloc(sizeof(float) * D);
+    tu_fill_wild(&r, g, (size_t)M * D);
+    tu_fill(&r, u, (size_t)M * D, -3.0f, 3.0f);
+    opg_pool *pool = opg_pool_new(2);
+    assert_non_null(pool);
+    for (int level = 0; level <= 1; level++) {
+        opg_cpu_set_level(level ? opg_cpu_best_level() : OPG_CPU_SCALAR);
+        opg_swiglu(pool, all, g, u, (int64_t)M * D);
+        for (int i = 0; i < M; i += 6) {
+            opg_swiglu(NULL, one, g + (size_t)i * D, u + (size_t)i * D, D);
+            tu_assert_bits(one, all + (size_t)i * D, D, "swiglu row alone vs in a batch of 37");
+        }
+    }
+    restore_level();
+    opg_pool_free(pool);
+    tu_free(g); tu_free(u); tu_free(all); tu_free(one);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_values),
         cmocka_unit_test(test_accuracy),
         cmocka_unit_test(test_paths_bits),
+        cmocka_unit_test(test_batch_invariance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

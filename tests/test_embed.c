@@ -82,6 +82,27 @@ static void test_every_dtype(void **state) {
     check_type(&r, OPG_BF16, 255);
 }
 
+/* Batch invariance: a token's row looked up alone equals its row in a batch
+ * of 37 tokens (repeats included), every dtype. */
+static void test_batch_invariance(void **state) {
+    (void)state;
+    enum { V = 50, DIM = 512, M = 37 };
+    tu_rng r = {53};
+    for (size_t i = 0; i < sizeof ALL / sizeof ALL[0]; i++) {
+        void *table = make_table(&r, ALL[i], DIM, V);
+        float *all = tu_alloc(sizeof(float) * M * DIM), *one = tu_alloc(sizeof(float) * DIM);
+        int32_t tok[M];
+        for (int t = 0; t < M; t++) tok[t] = tu_int(&r, 0, V - 1);
+        tok[M - 1] = tok[0];
+        assert_int_equal(opg_embed_ref(all, table, ALL[i], DIM, V, tok, M), 0);
+        for (int t = 0; t < M; t++) {
+            assert_int_equal(opg_embed_ref(one, table, ALL[i], DIM, V, &tok[t], 1), 0);
+            tu_assert_bits(one, all + (size_t)t * DIM, DIM, "embedding alone vs in a batch of 37");
+        }
+        tu_free(table); tu_free(all); tu_free(one);
+    }
+}
+
 static void test_errors(void **state) {
     (void)state;
     enum { V = 10, DIM = 64 };
@@ -118,6 +139,7 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_dtype),
+        cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -651,6 +651,27 @@ static void test_sample_infinite_scale(void **state) {
     tu_free(scratch);
 }
 
+/* Batch invariance: sampling or argmax of row i of a 37-row logits batch
+ * equals the same row copied out alone (a row's token depends only on its
+ * own logits, seed and step). */
+static void test_rows_of_a_batch(void **state) {
+    (void)state;
+    enum { M = 37, V = 3001 };
+    tu_rng r = {91};
+    float *batch = tu_alloc(sizeof(float) * M * V), *row = tu_alloc(sizeof(float) * V);
+    void *scratch = tu_alloc(opg_sample_scratch_bytes(V));
+    for (size_t i = 0; i < (size_t)M * V; i++) batch[i] = tu_uniform(&r, -8.0f, 8.0f);
+    opg_sample_params p = {0.9f, 40, 0.95f, 1234};
+    for (int i = 0; i < M; i++) {
+        memcpy(row, batch + (size_t)i * V, sizeof(float) * V);
+        assert_int_equal(opg_argmax_ref(batch + (size_t)i * V, V), opg_argmax_ref(row, V));
+        for (uint64_t step = 0; step < 4; step++)
+            assert_int_equal(opg_sample_ref(batch + (size_t)i * V, V, &p, step, scratch),
+                             opg_sample_ref(row, V, &p, step, scratch));
+    }
+    tu_free(batch); tu_free(row); tu_free(scratch);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rng_known_answers),
@@ -663,6 +684,7 @@ int main(void) {
         cmocka_unit_test(test_sample_vs_reference_random),
         cmocka_unit_test(test_sample_rounding_pinned),
         cmocka_unit_test(test_sample_infinite_scale),
+        cmocka_unit_test(test_rows_of_a_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
