@@ -19,6 +19,8 @@ run_suite() { # build-dir build-type
     (cd "$dir" && ctest -j"$jobs" --output-on-failure --timeout 900) | tee "$dir/ctest.log"
     local summary
     summary=$(grep -E 'tests passed|tests failed' "$dir/ctest.log" | tail -1)
+    # ctest hides a skipped test's output: show why the GPU tests skipped
+    (cd "$dir" && ctest -L gpu -V 2>&1 | grep -E '^[0-9]+: skipped:' | sed -E 's/^([0-9]+): /   test #\1: /') || true
     echo "== $type: $summary"
 }
 run_suite build Release
