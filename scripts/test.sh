@@ -20,6 +20,7 @@ run_suite() { # build-dir build-type
     local summary
     summary=$(grep -E 'tests passed|tests failed' "$dir/ctest.log" | tail -1)
     # ctest hides a skipped test's output: show why the GPU tests skipped
+    grep -q 'test_gpu_.*Skipped' "$dir/ctest.log" &&
     (cd "$dir" && ctest -L gpu -V 2>&1 | grep -E '^[0-9]+: skipped:' | sed -E 's/^([0-9]+): /   test #\1: /') || true
     echo "== $type: $summary"
 }
