@@ -8,21 +8,8 @@
 #include "attention_impl.h"
 #include "contract.h"
 #include "cpu.h"
+#include "matmul.h"
 #include "opg_math.h"
-
-/* Canonical dot of section 4: 256-element chunks, each an fma chain from +0,
- * the chunk partials added left to right. Kept local so attention depends on
- * nothing but the contract. */
-static float dot_canonical(const float *a, const float *b, int n) {
-    float total = 0.0f;
-    for (int c0 = 0; c0 < n; c0 += OPG_DOT_CHUNK) {
-        int c1 = n - c0 < OPG_DOT_CHUNK ? n : c0 + OPG_DOT_CHUNK;
-        float p = 0.0f;
-        for (int d = c0; d < c1; d++) p = fmaf(a[d], b[d], p);
-        total = c0 == 0 ? p : total + p;
-    }
-    return total;
-}
 
 /* Online softmax of one segment, keys [k0, k1) with k0 a multiple of
  * OPG_ATTN_SEGMENT, so every chunk below starts at an absolute multiple of
@@ -35,7 +22,7 @@ static void segment_ref(float *m_out, float *l_out, float *acc, const float *qh,
     for (int d = 0; d < head_dim; d++) acc[d] = 0.0f;
     for (int64_t c0 = k0; c0 < k1; c0 += OPG_ATTN_KCHUNK) {
         int n = k1 - c0 < OPG_ATTN_KCHUNK ? (int)(k1 - c0) : OPG_ATTN_KCHUNK;
-        for (int j = 0; j < n; j++) s[j] = dot_canonical(qh, kh + (c0 + j) * stride, head_dim) * scale;
+        for (int j = 0; j < n; j++) s[j] = opg_dot_f32_ref(qh, kh + (c0 + j) * stride, head_dim) * scale;
         float mc = s[0];
         for (int j = 1; j < n; j++) mc = opg__attn_maxf(mc, s[j]);
         float mn = opg__attn_maxf(m, mc);

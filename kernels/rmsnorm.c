@@ -7,22 +7,10 @@
 #include "contract.h"
 #include "cpu.h"
 #include "elementwise_impl.h"
-
-/* Canonical dot(x, x) of section 4: fma chain per 256-chunk from +0, chunk
- * partials added left to right. */
-static float sumsq_canonical(const float *x, int64_t D) {
-    float total = 0.0f;
-    for (int64_t c0 = 0; c0 < D; c0 += OPG_DOT_CHUNK) {
-        int64_t c1 = c0 + OPG_DOT_CHUNK < D ? c0 + OPG_DOT_CHUNK : D;
-        float p = 0.0f;
-        for (int64_t k = c0; k < c1; k++) p = fmaf(x[k], x[k], p);
-        total = c0 == 0 ? p : total + p;
-    }
-    return total;
-}
+#include "matmul.h"
 
 void opg_rmsnorm_ref(float *y, const float *x, const float *w, int64_t D, float eps) {
-    float ss = sumsq_canonical(x, D);
+    float ss = opg_dot_f32_ref(x, x, D); /* the canonical dot of section 4 */
     float ms = ss / (float)D;
     float inv = 1.0f / sqrtf(ms + eps);
     for (int64_t i = 0; i < D; i++) y[i] = (x[i] * inv) * w[i];
