@@ -12,6 +12,7 @@
 #include "quant_impl.h"
 
 #define QM_NROWS 64 /* weight rows per task: a multiple of the AVX2 kernel's 8 */
+#define QM_NROWS_GEMV 32 /* the same for M == 1: small N (192, 576) still splits evenly */
 #define QM_MROWS 32 /* activation rows per task */
 
 typedef struct {
@@ -21,6 +22,7 @@ typedef struct {
     opg_dtype wt;
     const float *bias;
     int64_t M, N, K;
+    int64_t n_rows;  /* weight rows per tile */
     int64_t n_tiles; /* tiles along N */
     size_t row_bytes;
     int avx2;
@@ -28,8 +30,8 @@ typedef struct {
 
 static void qm_task(void *ctx, int64_t t) {
     const qm_job *j = ctx;
-    int64_t n0 = (t % j->n_tiles) * QM_NROWS, m0 = (t / j->n_tiles) * QM_MROWS;
-    int64_t n1 = n0 + QM_NROWS < j->N ? n0 + QM_NROWS : j->N;
+    int64_t n0 = (t % j->n_tiles) * j->n_rows, m0 = (t / j->n_tiles) * QM_MROWS;
+    int64_t n1 = n0 + j->n_rows < j->N ? n0 + j->n_rows : j->N;
     int64_t m1 = m0 + QM_MROWS < j->M ? m0 + QM_MROWS : j->M;
     if (j->avx2) {
         opg__qmatmul_tile_avx2(j->y, j->xq, j->w, j->wt, j->bias, j->N, j->K, m0, m1, n0, n1);
@@ -51,9 +53,11 @@ int opg_matmul_q8a(opg_pool *pool, float *y, const opg_block_q8a *xq, const void
     if (K % opg_dtype_block_elems(wt) != 0) return -1;
     if (M == 0 || N == 0) return 0;
     if (!y || (K > 0 && (!xq || !w))) return -1;
+    const int64_t n_rows = M == 1 ? QM_NROWS_GEMV : QM_NROWS;
     qm_job j = {
         .y = y, .xq = xq, .w = w, .wt = wt, .bias = bias, .M = M, .N = N, .K = K,
-        .n_tiles = (N + QM_NROWS - 1) / QM_NROWS,
+        .n_rows = n_rows,
+        .n_tiles = (N + n_rows - 1) / n_rows,
         .row_bytes = opg_dtype_row_bytes(wt, K),
         .avx2 = opg_cpu_get_level() == OPG_CPU_AVX2,
     };

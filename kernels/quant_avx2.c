@@ -103,6 +103,18 @@ ALWAYS_INLINE __m256 f16lo_ps(__m256i v) {
 /* The f16 in the high 16 bits of each lane. */
 ALWAYS_INLINE __m256 f16hi_ps(__m256i v) { return f16lo_ps(_mm256_srli_epi32(v, 16)); }
 
+/* Both f16 halves of each lane at once: *lo = the low 16 bits' f16, *hi = the
+ * high 16 bits', each converted exactly to f32 (lane r = lane r of v). One
+ * byte shuffle gathers [lows | highs] per 128-bit half, one permute puts the
+ * 8 lows in the bottom half and the 8 highs in the top. */
+ALWAYS_INLINE void f16pair_ps(__m256i v, __m256 *lo, __m256 *hi) {
+    const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                           0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, split), 0xd8);
+    *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(v));
+    *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(v, 1));
+}
+
 ALWAYS_INLINE __m256i loadu256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 ALWAYS_INLINE __m128i loadu128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
 
@@ -242,9 +254,8 @@ ALWAYS_INLINE void prep_chunk(chunk_prep *pr, opg_dtype wt, const uint8_t *w8, s
         break;
     case OPG_Q4_1:
         for (int i = 0; i < nblk; i++) {
-            __m256i dm = load_u32x8(w8 + (c * 8 + i) * sizeof(opg_block_q4_1), rb);
-            pr->d[i] = f16lo_ps(dm);
-            pr->m[i] = f16hi_ps(dm);
+            f16pair_ps(load_u32x8(w8 + (c * 8 + i) * sizeof(opg_block_q4_1), rb), &pr->d[i],
+                       &pr->m[i]);
         }
         break;
     case OPG_Q4_K: {
@@ -373,6 +384,9 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
 
 /* ---- the tile ---------------------------------------------------------------- */
 
+#ifndef PF_TILES
+#define PF_TILES 1 /* GEMV: how many 8-row tiles ahead to prefetch */
+#endif
 #define MSUB 32 /* activation rows whose running totals are kept per chunk pass */
 
 /* One activation row against 8 weight rows (the GEMV case: every weight
@@ -381,8 +395,19 @@ ALWAYS_INLINE __m256 dot8(const opg_block_q8a *xa, const uint8_t *w8, opg_dtype 
                           int64_t nb) {
     chunk_prep pr;
     __m256 total = _mm256_setzero_ps(); /* K == 0: +0 */
+    /* The 8 rows are 8*rb contiguous bytes, read as 8 short strided streams
+     * the hardware prefetcher picks up late: while chunk c runs, prefetch the
+     * matching share of the tile PF_TILES ahead (a hint only: prefetching
+     * past the matrix is harmless and changes no value). */
+    const size_t tile_bytes = 8 * rb;
+    const size_t per_chunk =
+        nb > 0 ? (tile_bytes + (size_t)nb - 1) / (size_t)nb * OPG_QCHUNK_BLOCKS : 0;
+    const uint8_t *ahead = w8 + PF_TILES * tile_bytes;
     for (int64_t c = 0; c * OPG_QCHUNK_BLOCKS < nb; c++) {
         int nblk = nb - c * 8 < 8 ? (int)(nb - c * 8) : 8;
+        size_t o0 = (size_t)c * per_chunk, o1 = o0 + per_chunk + 64;
+        if (o1 > tile_bytes + 64) o1 = tile_bytes + 64;
+        for (size_t o = o0; o < o1; o += 64) _mm_prefetch((const char *)(ahead + o), _MM_HINT_T0);
         prep_chunk(&pr, wt, w8, rb, c, nblk);
         __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xa);
         total = c == 0 ? p : _mm256_add_ps(total, p);
