@@ -387,6 +387,7 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
 #ifndef PF_TILES
 #define PF_TILES 1 /* GEMV: how many 8-row tiles ahead to prefetch */
 #endif
+#define PF_MAX_TILE_BYTES 12288 /* larger tiles (K over ~4.6K at Q4_1) are not prefetched */
 #define MSUB 32 /* activation rows whose running totals are kept per chunk pass */
 
 /* One activation row against 8 weight rows (the GEMV case: every weight
@@ -398,8 +399,10 @@ ALWAYS_INLINE __m256 dot8(const opg_block_q8a *xa, const uint8_t *w8, opg_dtype 
     /* The 8 rows are 8*rb contiguous bytes, read as 8 short strided streams
      * the hardware prefetcher picks up late: while chunk c runs, prefetch the
      * matching share of the tile PF_TILES ahead (a hint only: prefetching
-     * past the matrix is harmless and changes no value). */
+     * past the matrix is harmless and changes no value). Long rows need no
+     * help, and a tile much over half of L1 would only evict itself. */
     const size_t tile_bytes = 8 * rb;
+    const int pf = tile_bytes <= PF_MAX_TILE_BYTES;
     const size_t per_chunk =
         nb > 0 ? (tile_bytes + (size_t)nb - 1) / (size_t)nb * OPG_QCHUNK_BLOCKS : 0;
     const uint8_t *ahead = w8 + PF_TILES * tile_bytes;
@@ -407,7 +410,7 @@ ALWAYS_INLINE __m256 dot8(const opg_block_q8a *xa, const uint8_t *w8, opg_dtype 
         int nblk = nb - c * 8 < 8 ? (int)(nb - c * 8) : 8;
         size_t o0 = (size_t)c * per_chunk, o1 = o0 + per_chunk + 64;
         if (o1 > tile_bytes + 64) o1 = tile_bytes + 64;
-        for (size_t o = o0; o < o1; o += 64) _mm_prefetch((const char *)(ahead + o), _MM_HINT_T0);
+        for (size_t o = o0; pf && o < o1; o += 64) _mm_prefetch((const char *)(ahead + o), _MM_HINT_T0);
         prep_chunk(&pr, wt, w8, rb, c, nblk);
         __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xa);
         total = c == 0 ? p : _mm256_add_ps(total, p);
