@@ -9,6 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+#define OPG_STATIC_ASSERT(c, msg) static_assert(c, msg)
+extern "C" { /* the CUDA sources include this header as C++ */
+#else
+#define OPG_STATIC_ASSERT(c, msg) _Static_assert(c, msg)
+#endif
+
 typedef enum {
     OPG_F32 = 0,
     OPG_F16 = 1,
@@ -32,12 +39,12 @@ typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d;
 /* Quantized activations: d = amax/127, qs = round-half-even(x/d), sum = sum(qs). */
 typedef struct { float d; int32_t sum; int8_t qs[32]; } opg_block_q8a;       /* 40 bytes  */
 
-_Static_assert(sizeof(opg_block_q8_0) == 34, "q8_0 layout");
-_Static_assert(sizeof(opg_block_q4_0) == 18, "q4_0 layout");
-_Static_assert(sizeof(opg_block_q4_1) == 20, "q4_1 layout");
-_Static_assert(sizeof(opg_block_q4_K) == 144, "q4_K layout");
-_Static_assert(sizeof(opg_block_q6_K) == 210, "q6_K layout");
-_Static_assert(sizeof(opg_block_q8a) == 40, "q8a layout");
+OPG_STATIC_ASSERT(sizeof(opg_block_q8_0) == 34, "q8_0 layout");
+OPG_STATIC_ASSERT(sizeof(opg_block_q4_0) == 18, "q4_0 layout");
+OPG_STATIC_ASSERT(sizeof(opg_block_q4_1) == 20, "q4_1 layout");
+OPG_STATIC_ASSERT(sizeof(opg_block_q4_K) == 144, "q4_K layout");
+OPG_STATIC_ASSERT(sizeof(opg_block_q6_K) == 210, "q6_K layout");
+OPG_STATIC_ASSERT(sizeof(opg_block_q8a) == 40, "q8a layout");
 
 /* Elements per block (1 for plain types), 0 for an unknown type. */
 int opg_dtype_block_elems(opg_dtype t);
@@ -49,5 +56,9 @@ size_t opg_dtype_row_bytes(opg_dtype t, int64_t n);
 const char *opg_dtype_name(opg_dtype t);
 /* 1 when t takes the integer path (quantized weights), 0 otherwise. */
 int opg_dtype_is_quant(opg_dtype t);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct opg_pool opg_pool;
 typedef void (*opg_task_fn)(void *ctx, int64_t task);
 
@@ -23,5 +27,9 @@ int opg_pool_threads(const opg_pool *pool);
  * pool == NULL runs them on the calling thread. Not reentrant: one run at a
  * time per pool. */
 void opg_pool_run(opg_pool *pool, opg_task_fn fn, void *ctx, int64_t n_tasks);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -7,6 +7,10 @@
 
 #include "pool.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { OPG_ROPE_NORMAL = 0, OPG_ROPE_NEOX = 2 } opg_rope_mode; /* GGUF's values */
 
 /* inv_freq[i] for i in [0, n_dims/2), binary64. n_dims even, > 0; base > 0. */
@@ -28,5 +32,9 @@ void opg_rope_apply_ref(float *x, int n_heads, int head_dim, int n_dims, const f
  * pool. Same bits as the reference. */
 void opg_rope(opg_pool *pool, float *x, int64_t n_tok, const int32_t *pos, int n_heads,
               int head_dim, int n_dims, const double *inv_freq, opg_rope_mode mode);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -23,9 +23,6 @@
  *     when a long context would leave too few blocks, after computing every
  *     segment in its own block (attn_segment_kernel + attn_merge_kernel).
  * Compiled with -fmad=false: every fma is the explicit fmaf of the spec. */
-#if defined(__cplusplus) && !defined(_Static_assert)
-#define _Static_assert static_assert /* dtype.h (via opg_cuda.h) is C11 */
-#endif
 #include <limits.h>
 #include <math.h>
 

@@ -9,17 +9,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-/* The C headers of kernels/ (dtype.h, rope.h, pool.h) have no C++ guards:
- * include them through this file, with C linkage (their functions live in
- * the C library opg_kernels), and with _Static_assert, which dtype.h uses,
- * spelled the C++ way. */
-#if defined(__cplusplus) && !defined(_Static_assert)
-#define _Static_assert static_assert
-#endif
-extern "C" {
 #include "dtype.h"
 #include "rope.h"
-}
 #include "opg_cuda.h"
 
 /* Records a message (printf format) for opg_cuda_last_error() on this thread

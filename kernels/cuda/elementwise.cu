@@ -15,9 +15,6 @@
  * Block and grid sizes depend only on the shapes. Compiled with -fmad=false:
  * a*b+c below is two roundings; fmaf appears exactly where the reference has
  * fmaf. */
-#if defined(__cplusplus) && !defined(_Static_assert)
-#define _Static_assert static_assert /* dtype.h (via opg_cuda.h) is C11 */
-#endif
 #include <limits.h>
 #include <math.h>
 

@@ -6,9 +6,6 @@
  *
  * One block per row: its threads hash the leaves in parallel (one leaf per
  * thread) into shared memory, then thread 0 hashes the leaf hashes. */
-#if defined(__cplusplus) && !defined(_Static_assert)
-#define _Static_assert static_assert /* dtype.h (via opg_cuda.h) is C11 */
-#endif
 #include <limits.h>
 
 #include "common.cuh"

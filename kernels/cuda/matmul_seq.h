@@ -14,17 +14,8 @@
 
 #include <stdint.h>
 
-#if defined(__cplusplus) && !defined(_Static_assert)
-#define _Static_assert static_assert /* dtype.h is C11 */
-#endif
 #include "contract.h"
-#ifdef __cplusplus
-extern "C" {
-#endif
 #include "dtype.h"
-#ifdef __cplusplus
-}
-#endif
 #include "opg_math.h"
 
 /* ---- both paths --------------------------------------------------------- */
