@@ -3,7 +3,7 @@
 # machine, only the packages that are missing. Sourced by run.sh and test.sh.
 set -euo pipefail
 
-OPG_DEB_PACKAGES=(build-essential cmake pkg-config libcmocka-dev libsodium-dev libxxhash-dev libpcre2-dev python3)
+OPG_DEB_PACKAGES=(build-essential cmake pkg-config libcmocka-dev libsodium-dev libxxhash-dev libpcre2-dev libprotobuf-c-dev protobuf-c-compiler python3)
 
 opg_install_deps() {
     local missing=()
