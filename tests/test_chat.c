@@ -150,51 +150,15 @@ static void test_detect(void **state) {
 
 /* ---- through GGUF metadata and a tokenizer ------------------------------------- */
 
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-    uint64_t n_kv;
-} gguf_buf;
-
-static void gb_put(gguf_buf *b, const void *d, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-static void gb_u32(gguf_buf *b, uint32_t v) { gb_put(b, &v, 4); }
-static void gb_u64(gguf_buf *b, uint64_t v) { gb_put(b, &v, 8); }
-static void gb_str(gguf_buf *b, const char *s) {
-    gb_u64(b, strlen(s));
-    gb_put(b, s, strlen(s));
-}
-static void gb_kv_str(gguf_buf *b, const char *key, const char *val) {
-    gb_str(b, key);
-    gb_u32(b, OPG_GGUF_STRING);
-    gb_str(b, val);
-    b->n_kv++;
-}
-static void gb_begin(gguf_buf *b) {
-    memset(b, 0, sizeof *b);
-    gb_put(b, "GGUF", 4);
-    gb_u32(b, 3);
-    gb_u64(b, 0); /* tensors */
-    gb_u64(b, 0); /* kv count, patched by gb_end */
-}
-static void gb_end(gguf_buf *b) { memcpy(b->p + 16, &b->n_kv, 8); }
-
 static void test_from_gguf(void **state) {
     (void)state;
-    gguf_buf b;
-    gb_begin(&b);
-    gb_kv_str(&b, "general.architecture", "qwen2");
-    gb_kv_str(&b, "tokenizer.chat_template",
+    tu_gguf b;
+    tu_gguf_begin(&b);
+    tu_gguf_kv_str(&b, "general.architecture", "qwen2");
+    tu_gguf_kv_str(&b, "tokenizer.chat_template",
               "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
               "'<|im_end|>' + '\\n'}}{% endfor %}");
-    gb_end(&b);
+    tu_gguf_end(&b);
     opg_gguf *g = NULL;
     opg_status st = opg_gguf_open_memory(b.p, b.n, &g);
     if (st) print_message("%s\n", opg_last_error());
@@ -205,9 +169,9 @@ static void test_from_gguf(void **state) {
     opg_gguf_close(g);
     free(b.p);
 
-    gb_begin(&b);
-    gb_kv_str(&b, "general.architecture", "llama");
-    gb_end(&b);
+    tu_gguf_begin(&b);
+    tu_gguf_kv_str(&b, "general.architecture", "llama");
+    tu_gguf_end(&b);
     assert_int_equal(opg_gguf_open_memory(b.p, b.n, &g), OPG_OK);
     assert_int_equal(opg_chat_format_from_gguf(g, &f), OPG_ERR_NOT_FOUND);
     opg_gguf_close(g);

@@ -822,58 +822,6 @@ static void test_long_inputs(void **state) {
 
 /* ---- GGUF metadata: defaults and hostile values --------------------------------- */
 
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-    uint64_t n_kv;
-} gguf_buf;
-
-static void gb_put(gguf_buf *b, const void *d, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-static void gb_u32(gguf_buf *b, uint32_t v) { gb_put(b, &v, 4); }
-static void gb_u64(gguf_buf *b, uint64_t v) { gb_put(b, &v, 8); }
-static void gb_str(gguf_buf *b, const char *s) {
-    gb_u64(b, strlen(s));
-    gb_put(b, s, strlen(s));
-}
-static void gb_key(gguf_buf *b, const char *key, uint32_t type) {
-    gb_str(b, key);
-    gb_u32(b, type);
-    b->n_kv++;
-}
-static void gb_kv_str(gguf_buf *b, const char *key, const char *v) {
-    gb_key(b, key, OPG_GGUF_STRING);
-    gb_str(b, v);
-}
-static void gb_kv_u32(gguf_buf *b, const char *key, uint32_t v) {
-    gb_key(b, key, OPG_GGUF_UINT32);
-    gb_u32(b, v);
-}
-static void gb_kv_bool(gguf_buf *b, const char *key, int v) {
-    gb_key(b, key, OPG_GGUF_BOOL);
-    uint8_t c = (uint8_t)v;
-    gb_put(b, &c, 1);
-}
-static void gb_kv_strs(gguf_buf *b, const char *key, const char *const *v, size_t n) {
-    gb_key(b, key, OPG_GGUF_ARRAY);
-    gb_u32(b, OPG_GGUF_STRING);
-    gb_u64(b, n);
-    for (size_t i = 0; i < n; i++) gb_str(b, v[i]);
-}
-static void gb_kv_i32s(gguf_buf *b, const char *key, uint32_t type, const int32_t *v, size_t n) {
-    gb_key(b, key, OPG_GGUF_ARRAY);
-    gb_u32(b, type);
-    gb_u64(b, n);
-    gb_put(b, v, n * 4);
-}
-
 /* What a test GGUF holds; fields left 0/NULL are not written. */
 typedef struct {
     const char *model, *pre;
@@ -887,36 +835,32 @@ typedef struct {
 } gguf_spec;
 
 static opg_status tok_from_spec(const gguf_spec *sp, opg_tokenizer **t) {
-    gguf_buf b;
-    memset(&b, 0, sizeof b);
-    gb_put(&b, "GGUF", 4);
-    gb_u32(&b, 3);
-    gb_u64(&b, 0);
-    gb_u64(&b, 0);
+    tu_gguf b;
+    tu_gguf_begin(&b);
     static const char *const toks[] = {"a", "b", "c", "ab", "<|eot_id|>"};
-    if (sp->model) gb_kv_str(&b, "tokenizer.ggml.model", sp->model);
-    if (sp->pre) gb_kv_str(&b, "tokenizer.ggml.pre", sp->pre);
-    if (sp->n_tokens) gb_kv_strs(&b, "tokenizer.ggml.tokens", toks, (size_t)sp->n_tokens);
+    if (sp->model) tu_gguf_kv_str(&b, "tokenizer.ggml.model", sp->model);
+    if (sp->pre) tu_gguf_kv_str(&b, "tokenizer.ggml.pre", sp->pre);
+    if (sp->n_tokens) tu_gguf_kv_strs(&b, "tokenizer.ggml.tokens", toks, (size_t)sp->n_tokens);
     if (sp->scores_n) {
         float sc[8] = {0};
-        gb_key(&b, "tokenizer.ggml.scores", OPG_GGUF_ARRAY);
-        gb_u32(&b, OPG_GGUF_FLOAT32);
-        gb_u64(&b, (uint64_t)sp->scores_n);
-        gb_put(&b, sc, (size_t)sp->scores_n * 4);
+        tu_gguf_key(&b, "tokenizer.ggml.scores", OPG_GGUF_ARRAY);
+        tu_gguf_u32(&b, OPG_GGUF_FLOAT32);
+        tu_gguf_u64(&b, (uint64_t)sp->scores_n);
+        tu_gguf_put(&b, sc, (size_t)sp->scores_n * 4);
     }
     if (sp->types_n) {
         int32_t ty[8] = {1, 1, 1, 1, 1, 1, 1, 1};
-        gb_kv_i32s(&b, "tokenizer.ggml.token_type", sp->types_elem ? sp->types_elem : OPG_GGUF_INT32, ty,
+        tu_gguf_kv_i32s(&b, "tokenizer.ggml.token_type", sp->types_elem ? sp->types_elem : OPG_GGUF_INT32, ty,
                    (size_t)sp->types_n);
     }
     if (sp->merges) {
         static const char *const m[] = {"a b"};
-        gb_kv_strs(&b, "tokenizer.ggml.merges", m, 1);
+        tu_gguf_kv_strs(&b, "tokenizer.ggml.merges", m, 1);
     }
-    if (sp->bos) gb_kv_u32(&b, "tokenizer.ggml.bos_token_id", (uint32_t)(sp->bos - 1));
-    if (sp->add_bos == 1 || sp->add_bos == 2) gb_kv_bool(&b, "tokenizer.ggml.add_bos_token", sp->add_bos == 2);
-    if (sp->add_bos == 3) gb_kv_str(&b, "tokenizer.ggml.add_bos_token", "yes");
-    memcpy(b.p + 16, &b.n_kv, 8);
+    if (sp->bos) tu_gguf_kv_u32(&b, "tokenizer.ggml.bos_token_id", (uint32_t)(sp->bos - 1));
+    if (sp->add_bos == 1 || sp->add_bos == 2) tu_gguf_kv_bool(&b, "tokenizer.ggml.add_bos_token", sp->add_bos == 2);
+    if (sp->add_bos == 3) tu_gguf_kv_str(&b, "tokenizer.ggml.add_bos_token", "yes");
+    tu_gguf_end(&b);
     opg_gguf *g = NULL;
     opg_status st = opg_gguf_open_memory(b.p, b.n, &g);
     if (st) print_message("gguf: %s\n", opg_last_error());

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf.h"
 #include "opg_math.h"
 
 uint64_t tu_u64(tu_rng *r) {
@@ -108,3 +109,57 @@ void tu_free(void *p) { free(p); }
 
 const char *tu_data_dir(void) { return OPG_TEST_DATA_DIR; }
 const char *tu_shared_dir(void) { return OPG_SHARED_DIR; }
+
+void tu_gguf_put(tu_gguf *b, const void *d, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+void tu_gguf_u32(tu_gguf *b, uint32_t v) { tu_gguf_put(b, &v, 4); }
+void tu_gguf_u64(tu_gguf *b, uint64_t v) { tu_gguf_put(b, &v, 8); }
+void tu_gguf_str(tu_gguf *b, const char *s) {
+    tu_gguf_u64(b, strlen(s));
+    tu_gguf_put(b, s, strlen(s));
+}
+void tu_gguf_begin(tu_gguf *b) {
+    memset(b, 0, sizeof *b);
+    tu_gguf_put(b, "GGUF", 4);
+    tu_gguf_u32(b, 3);
+    tu_gguf_u64(b, 0); /* tensors */
+    tu_gguf_u64(b, 0); /* key/value count, patched by tu_gguf_end */
+}
+void tu_gguf_end(tu_gguf *b) { memcpy(b->p + 16, &b->n_kv, 8); }
+void tu_gguf_key(tu_gguf *b, const char *key, uint32_t type) {
+    tu_gguf_str(b, key);
+    tu_gguf_u32(b, type);
+    b->n_kv++;
+}
+void tu_gguf_kv_str(tu_gguf *b, const char *key, const char *v) {
+    tu_gguf_key(b, key, OPG_GGUF_STRING);
+    tu_gguf_str(b, v);
+}
+void tu_gguf_kv_u32(tu_gguf *b, const char *key, uint32_t v) {
+    tu_gguf_key(b, key, OPG_GGUF_UINT32);
+    tu_gguf_u32(b, v);
+}
+void tu_gguf_kv_bool(tu_gguf *b, const char *key, int v) {
+    tu_gguf_key(b, key, OPG_GGUF_BOOL);
+    uint8_t c = (uint8_t)v;
+    tu_gguf_put(b, &c, 1);
+}
+void tu_gguf_kv_strs(tu_gguf *b, const char *key, const char *const *v, size_t n) {
+    tu_gguf_key(b, key, OPG_GGUF_ARRAY);
+    tu_gguf_u32(b, OPG_GGUF_STRING);
+    tu_gguf_u64(b, n);
+    for (size_t i = 0; i < n; i++) tu_gguf_str(b, v[i]);
+}
+void tu_gguf_kv_i32s(tu_gguf *b, const char *key, uint32_t type, const int32_t *v, size_t n) {
+    tu_gguf_key(b, key, OPG_GGUF_ARRAY);
+    tu_gguf_u32(b, type);
+    tu_gguf_u64(b, n);
+    tu_gguf_put(b, v, n * 4);
+}

@@ -42,6 +42,28 @@ double tu_ulp_vs_f64(float a, double ref);
 void *tu_alloc(size_t bytes);
 void tu_free(void *p);
 
+/* A GGUF v3 file built in memory (tokenizer/chat tests): begin, add
+ * key/values, end (patches the key count); free b.p when done. Values are
+ * written little-endian as the host stores them (x86-64). */
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+    uint64_t n_kv;
+} tu_gguf;
+void tu_gguf_begin(tu_gguf *b);
+void tu_gguf_end(tu_gguf *b);
+void tu_gguf_put(tu_gguf *b, const void *d, size_t n);
+void tu_gguf_u32(tu_gguf *b, uint32_t v);
+void tu_gguf_u64(tu_gguf *b, uint64_t v);
+void tu_gguf_str(tu_gguf *b, const char *s);
+/* Key and value type of the next pair (counts the pair). */
+void tu_gguf_key(tu_gguf *b, const char *key, uint32_t type);
+void tu_gguf_kv_str(tu_gguf *b, const char *key, const char *v);
+void tu_gguf_kv_u32(tu_gguf *b, const char *key, uint32_t v);
+void tu_gguf_kv_bool(tu_gguf *b, const char *key, int v);
+void tu_gguf_kv_strs(tu_gguf *b, const char *key, const char *const *v, size_t n);
+void tu_gguf_kv_i32s(tu_gguf *b, const char *key, uint32_t type, const int32_t *v, size_t n);
+
 /* Directory of checked-in test data; of ../shared (may not exist). */
 const char *tu_data_dir(void);
 const char *tu_shared_dir(void);
