@@ -44,6 +44,7 @@ static const struct {
     [OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_STATUS_REPLY] = {"StatusReply", &opg__v1__status_reply__descriptor, check_status_reply},
     [OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_GET_RESULT] = {"GetResult", &opg__v1__get_result__descriptor, check_job_id_only},
     [OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_CANCEL] = {"Cancel", &opg__v1__cancel__descriptor, check_job_id_only},
+    [OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_STREAM] = {"Stream", &opg__v1__stream__descriptor, check_job_id_only},
 };
 #define N_TYPES ((int)(sizeof msg_table / sizeof msg_table[0]))
 
@@ -127,6 +128,9 @@ static opg_status check_ready(const ProtobufCMessage *m) {
             return FAIL("Ready.models[%zu]: %zu bytes, expected %u", i, r->models[i].len, OPG_PROTO_ID_BYTES);
     if (r->backend != OPG__V1__BACKEND__BACKEND_CPU && r->backend != OPG__V1__BACKEND__BACKEND_CUDA)
         return FAIL("Ready.backend: unknown value %d", (int)r->backend);
+    TRY(check_str_max(r->name, OPG_PROTO_MAX_NAME, "Ready", "name"));
+    if (r->worker_key.len != 0 && r->worker_key.len != OPG_PROTO_ID_BYTES)
+        return FAIL("Ready.worker_key: %zu bytes, expected 0 or %u", r->worker_key.len, OPG_PROTO_ID_BYTES);
     return check_str_max(r->gpu_name, OPG_PROTO_MAX_SHORT_STRING, "Ready", "gpu_name");
 }
 
@@ -199,7 +203,8 @@ static opg_status check_submit_job(const ProtobufCMessage *m) {
     return OPG_OK;
 }
 
-/* SubmitAck, Status, GetResult, Cancel: field 1 is job_id, the only field. */
+/* SubmitAck, Status, GetResult, Cancel, Stream: field 1 is job_id (GetResult
+ * adds a bool, which needs no check). */
 static opg_status check_job_id_only(const ProtobufCMessage *m) {
     const Opg__V1__Status *s = (const Opg__V1__Status *)m;
     return check_job_id(s->job_id, m->descriptor->short_name);

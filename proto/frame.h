@@ -40,6 +40,7 @@
 #define OPG_PROTO_MAX_CLIENT_ID 64u
 #define OPG_PROTO_MAX_SIGNATURE 128u
 #define OPG_PROTO_MAX_RECEIPT (64u << 10)
+#define OPG_PROTO_MAX_NAME 64u             /* Ready.name */
 #define OPG_PROTO_MAX_SHORT_STRING 4096u  /* gpu_name, Error.message, Disconnect.reason */
 
 typedef Opg__V1__MessageType opg_msg_type;

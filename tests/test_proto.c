@@ -125,6 +125,7 @@ static Opg__V1__Status s_status = OPG__V1__STATUS__INIT;
 static Opg__V1__StatusReply s_reply = OPG__V1__STATUS_REPLY__INIT;
 static Opg__V1__GetResult s_get = OPG__V1__GET_RESULT__INIT;
 static Opg__V1__Cancel s_cancel = OPG__V1__CANCEL__INIT;
+static Opg__V1__Stream s_stream = OPG__V1__STREAM__INIT;
 
 static void make_samples(void) {
     fill_ids();
@@ -145,6 +146,8 @@ static void make_samples(void) {
     s_ready.gpu_name = "NVIDIA H100 80GB HBM3";
     s_ready.free_slots = 8;
     s_ready.price_per_token = 1234567;
+    s_ready.name = "gpu-node-7";
+    s_ready.worker_key = bin(g_id_b, 32);
 
     s_hb.seq = 42;
     s_hb.time_unix_ms = 1764072000123ull;
@@ -194,7 +197,9 @@ static void make_samples(void) {
     s_reply.state = OPG__V1__JOB_STATE__JOB_STATE_RUNNING;
     s_reply.tokens_done = 17;
     s_get.job_id = 3;
+    s_get.wait = 1;
     s_cancel.job_id = UINT64_MAX;
+    s_stream.job_id = 4;
 }
 
 static const struct {
@@ -205,7 +210,7 @@ static const struct {
     {T(TOKENS), &s_tokens.base},     {T(RESULT), &s_result.base},       {T(ERROR), &s_error.base},
     {T(DISCONNECT), &s_disc.base},   {T(SUBMIT_JOB), &s_submit.base},   {T(SUBMIT_ACK), &s_ack.base},
     {T(STATUS), &s_status.base},     {T(STATUS_REPLY), &s_reply.base},  {T(GET_RESULT), &s_get.base},
-    {T(CANCEL), &s_cancel.base},
+    {T(CANCEL), &s_cancel.base},     {T(STREAM), &s_stream.base},
 };
 #define N_SAMPLES (sizeof samples / sizeof samples[0])
 
@@ -218,10 +223,10 @@ static int setup(void **state) {
 /* ---- round trips ----------------------------------------------------------------- */
 static void test_every_type_has_a_sample(void **state) {
     (void)state;
-    /* every known type (1..13) is covered; 0 and 14 are unknown */
+    /* every known type (1..14) is covered; 0 and 15 are unknown */
     assert_null(opg_frame_descriptor(OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_UNSPECIFIED));
-    assert_null(opg_frame_descriptor((opg_msg_type)14));
-    assert_int_equal(N_SAMPLES, 13);
+    assert_null(opg_frame_descriptor((opg_msg_type)15));
+    assert_int_equal(N_SAMPLES, 14);
     for (size_t i = 0; i < N_SAMPLES; i++) {
         assert_int_equal((int)samples[i].type, (int)i + 1);
         assert_ptr_equal(opg_frame_descriptor(samples[i].type), samples[i].msg->descriptor);
@@ -386,8 +391,8 @@ static void test_wrong_version_and_type(void **state) {
     b = raw_frame(1, 0, &s_hb.base, &n);
     expect_fail(b, n, OPG_ERR_FORMAT, "unknown message type 0");
     free(b);
-    b = raw_frame(1, 14, &s_hb.base, &n);
-    expect_fail(b, n, OPG_ERR_FORMAT, "unknown message type 14");
+    b = raw_frame(1, 15, &s_hb.base, &n);
+    expect_fail(b, n, OPG_ERR_FORMAT, "unknown message type 15");
     free(b);
     b = raw_frame(1, -3, &s_hb.base, &n);
     expect_fail(b, n, OPG_ERR_FORMAT, "unknown message type -3");
@@ -531,6 +536,13 @@ static void test_field_checks(void **state) {
     ProtobufCBinaryData short_models[2] = {bin(g_id_a, 32), bin(g_id_b, 16)};
     r = s_ready, r.models = short_models;
     bad_field(T(READY), &r, "Ready.models[1]: 16 bytes");
+    r = s_ready, r.worker_key = bin(g_id_a, 31);
+    bad_field(T(READY), &r, "Ready.worker_key: 31 bytes");
+    char long_name[OPG_PROTO_MAX_NAME + 2];
+    memset(long_name, 'w', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = 0;
+    r = s_ready, r.name = long_name;
+    bad_field(T(READY), &r, "Ready.name: 65 bytes");
 
     Opg__V1__Result res = s_result;
     res.trace_root = bin(g_root, 8);
