@@ -17,6 +17,8 @@ const char *opg_strerror(int status) {
     case OPG_ERR_NOT_FOUND: return "not found";
     case OPG_ERR_LIMIT: return "limit exceeded";
     case OPG_ERR_STATE: return "invalid state";
+    case OPG_ERR_TIMEOUT: return "timed out";
+    case OPG_ERR_DENIED: return "denied";
     }
     return "unknown error";
 }

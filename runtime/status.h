@@ -16,6 +16,8 @@ typedef enum {
     OPG_ERR_NOT_FOUND = -6,   /* key, tensor or object absent */
     OPG_ERR_LIMIT = -7,       /* a size or context limit exceeded */
     OPG_ERR_STATE = -8,       /* call not valid in the object's current state */
+    OPG_ERR_TIMEOUT = -9,     /* a peer did not answer in time */
+    OPG_ERR_DENIED = -10,     /* refused: unauthenticated peer, cancelled job, not allowed */
 } opg_status;
 
 /* Short constant description of a status ("format error", ...). */
