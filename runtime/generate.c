@@ -1,27 +1,12 @@
-/* generate.c: the continuous-batching generation loop and teacher-forced replay. */
+/* generate.c: generation to completion over the scheduler (sched.h), and teacher-forced replay. */
 #include "generate.h"
+
+#include <stdio.h>
+#include "sched.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-typedef struct {
-    opg_kv *kv;
-    int64_t fed;           /* prompt tokens fed so far */
-    int done;
-    int32_t last;          /* last sampled token, fed next step */
-    int64_t cap;           /* capacity of result tokens */
-    /* this step's outputs */
-    float *logits;
-    uint64_t *layer_fp;
-    uint64_t logits_fp;
-} seq_state;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void opg_gen_result_clear(opg_gen_result *r) {
     if (!r) return;
@@ -30,126 +15,51 @@ void opg_gen_result_clear(opg_gen_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-static int is_stop(const opg_gen_request *q, int32_t t) {
-    for (int i = 0; i < q->n_stop; i++)
-        if (q->stop[i] == t) return 1;
-    return 0;
+/* opg_generate is the scheduler run to completion; tags are request indices. */
+typedef struct {
+    opg_gen_result *results;
+    opg_gen_options *opt;
+} gen_ctx;
+
+static int gen_on_token(void *ctx, uint64_t tag, int64_t index, int32_t token) {
+    (void)index;
+    gen_ctx *g = ctx;
+    return g->opt && g->opt->on_token ? g->opt->on_token(g->opt->ctx, (int)tag, token) : 0;
 }
 
-static opg_status push_token(opg_gen_result *r, seq_state *s, int32_t t) {
-    if (r->n_tokens == s->cap) {
-        int64_t cap = s->cap ? 2 * s->cap : 64;
-        int32_t *p = realloc(r->tokens, (size_t)cap * sizeof *p);
-        if (!p) return opg__fail(OPG_ERR_NOMEM, "generate: out of memory");
-        r->tokens = p;
-        s->cap = cap;
-    }
-    r->tokens[r->n_tokens++] = t;
-    return OPG_OK;
+static void gen_on_done(void *ctx, uint64_t tag, opg_gen_result *r) {
+    gen_ctx *g = ctx;
+    g->results[tag] = *r;
 }
 
 opg_status opg_generate(opg_model *m, const opg_gen_request *reqs, int n_reqs,
                         opg_gen_result *results, opg_gen_options *opt) {
-    const opg_hparams *hp = opg_model_hparams(m);
-    int64_t n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : hp->n_ctx_train;
-    int64_t step_tokens = opt && opt->step_tokens > 0 ? opt->step_tokens : 256;
     memset(results, 0, (size_t)n_reqs * sizeof *results);
-    for (int i = 0; i < n_reqs; i++) {
-        if (reqs[i].n_prompt < 1 || reqs[i].max_tokens < 0)
-            return opg__fail(OPG_ERR_ARG, "generate: request %d needs a prompt and max_tokens >= 0", i);
-        if (reqs[i].n_prompt >= n_ctx)
-            return opg__fail(OPG_ERR_LIMIT,
-                             "prompt too long: %lld tokens, the context holds %lld (request %d)",
-                             (long long)reqs[i].n_prompt, (long long)n_ctx, i);
-    }
-    opg_status st = OPG_OK;
-    int64_t V = hp->n_vocab;
-    seq_state *ss = calloc((size_t)n_reqs, sizeof *ss);
-    opg_batch_seq *batch = calloc((size_t)n_reqs, sizeof *batch);
-    void *scratch = malloc(opg_sample_scratch_bytes(V));
-    if (!ss || !batch || !scratch) { st = opg__fail(OPG_ERR_NOMEM, "generate: out of memory"); goto out; }
-    for (int i = 0; i < n_reqs; i++) {
-        seq_state *s = &ss[i];
-        int64_t need = reqs[i].n_prompt + reqs[i].max_tokens;
-        if ((st = opg_kv_new(m, need < n_ctx ? need : n_ctx, &s->kv))) goto out;
-        if ((st = opg_trace_new(hp->n_layer, &results[i].trace))) goto out;
-        s->logits = malloc((size_t)V * sizeof(float));
-        s->layer_fp = malloc((size_t)hp->n_layer * sizeof(uint64_t));
-        if (!s->logits || !s->layer_fp) { st = opg__fail(OPG_ERR_NOMEM, "generate: out of memory"); goto out; }
-        s->done = reqs[i].max_tokens == 0;
-        if (s->done) results[i].stop = OPG_STOP_MAX_TOKENS;
-    }
-    for (;;) {
-        int nb = 0;
-        int64_t budget = step_tokens, prompt_rows = 0;
-        int idx[n_reqs > 0 ? n_reqs : 1];
-        for (int i = 0; i < n_reqs; i++) {
-            seq_state *s = &ss[i];
-            if (s->done) continue;
-            opg_batch_seq *b = &batch[nb];
-            memset(b, 0, sizeof *b);
-            b->kv = s->kv;
-            if (s->fed < reqs[i].n_prompt) {
-                if (budget <= 0) continue; /* its prompt continues next step */
-                int64_t c = reqs[i].n_prompt - s->fed;
-                if (c > budget) c = budget;
-                budget -= c;
-                prompt_rows += c;
-                b->tokens = reqs[i].prompt + s->fed;
-                b->n = c;
-                s->fed += c;
-                b->out_from = s->fed == reqs[i].n_prompt ? c - 1 : c;
-            } else {
-                b->tokens = &s->last;
-                b->n = 1;
-                b->out_from = 0;
-            }
-            if (b->out_from < b->n) {
-                b->logits = s->logits;
-                b->layer_fp = s->layer_fp;
-                b->logits_fp = &s->logits_fp;
-            }
-            idx[nb++] = i;
-        }
-        if (nb == 0) break;
-        double t0 = now_s();
-        if ((st = opg_model_forward(m, batch, nb))) goto out;
-        double dt = now_s() - t0;
-        if (opt) {
-            int64_t rows = 0;
-            for (int j = 0; j < nb; j++) rows += batch[j].n;
-            if (prompt_rows > 0) { opt->prefill_seconds += dt; opt->prefill_tokens += prompt_rows; }
-            else { opt->decode_seconds += dt; opt->decode_tokens += rows; }
-        }
-        for (int j = 0; j < nb; j++) {
-            int i = idx[j];
-            seq_state *s = &ss[i];
-            opg_gen_result *r = &results[i];
-            if (batch[j].out_from >= batch[j].n) continue;
-            int64_t pos = opg_kv_len(s->kv) - 1;
-            int64_t t = opg_sample_ref(s->logits, V, &reqs[i].sampling, (uint64_t)r->n_tokens, scratch);
-            if (t < 0) { st = opg__fail(OPG_ERR_STATE, "generate: logits are all NaN at position %lld", (long long)pos); goto out; }
-            if ((st = push_token(r, s, (int32_t)t))) goto out;
-            if ((st = opg_trace_add(r->trace, (int32_t)t, pos, s->layer_fp, s->logits_fp))) goto out;
-            s->last = (int32_t)t;
-            int stop_cb = opt && opt->on_token ? opt->on_token(opt->ctx, i, (int32_t)t) : 0;
-            if (is_stop(&reqs[i], (int32_t)t)) { s->done = 1; r->stop = OPG_STOP_EOG; }
-            else if (r->n_tokens >= reqs[i].max_tokens) { s->done = 1; r->stop = OPG_STOP_MAX_TOKENS; }
-            else if (opg_kv_len(s->kv) >= opg_kv_capacity(s->kv)) { s->done = 1; r->stop = OPG_STOP_CONTEXT; }
-            else if (stop_cb) { s->done = 1; r->stop = OPG_STOP_NONE; }
+    gen_ctx g = {results, opt};
+    opg_sched_options so = {opt ? opt->n_ctx : 0, opt ? opt->step_tokens : 0};
+    opg_sched_events ev = {gen_on_token, gen_on_done, &g};
+    opg_sched *s = NULL;
+    opg_status st = opg_sched_new(m, &so, &ev, &s);
+    if (st) return st;
+    for (int i = 0; i < n_reqs && st == OPG_OK; i++) {
+        st = opg_sched_add(s, &reqs[i], (uint64_t)i);
+        if (st) {
+            char why[400];
+            snprintf(why, sizeof why, "%s", opg_last_error());
+            opg__fail(st, "%s (request %d)", why, i);
         }
     }
-out:
-    for (int i = 0; ss && i < n_reqs; i++) {
-        opg_kv_free(ss[i].kv);
-        free(ss[i].logits);
-        free(ss[i].layer_fp);
+    while (st == OPG_OK && opg_sched_active(s) > 0) st = opg_sched_step(s);
+    if (st == OPG_OK && opt) {
+        const opg_sched_stats *ss = opg_sched_stats_get(s);
+        opt->prefill_tokens += ss->prefill_tokens;
+        opt->decode_tokens += ss->decode_tokens;
+        opt->prefill_seconds += ss->prefill_seconds;
+        opt->decode_seconds += ss->decode_seconds;
     }
+    opg_sched_free(s);
     if (st)
         for (int i = 0; i < n_reqs; i++) opg_gen_result_clear(&results[i]);
-    free(ss);
-    free(batch);
-    free(scratch);
     return st;
 }
 

@@ -25,6 +25,7 @@
 #include "cpu.h"
 #include "generate.h"
 #include "model.h"
+#include "sched.h"
 #include "trace.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -727,6 +728,108 @@ static void test_fingerprint(void **state) {
     assert_string_equal(hex, "000fa5ff");
 }
 
+
+/* ---- the scheduler: sequences joining between steps, cancel ---------------------- */
+typedef struct {
+    opg_gen_result res[8];
+    int done[8];
+    int64_t tokens_seen[8];
+} sched_log;
+
+static int sl_token(void *ctx, uint64_t tag, int64_t index, int32_t token) {
+    sched_log *l = ctx;
+    assert_true(tag < 8);
+    assert_int_equal(index, l->tokens_seen[tag]); /* in order, each once */
+    (void)token;
+    l->tokens_seen[tag]++;
+    return 0;
+}
+static void sl_done(void *ctx, uint64_t tag, opg_gen_result *r) {
+    sched_log *l = ctx;
+    assert_true(tag < 8);
+    assert_int_equal(l->done[tag], 0);
+    l->done[tag] = 1;
+    l->res[tag] = *r;
+}
+
+static void test_sched_join_and_cancel(void **state) {
+    (void)state;
+    loaded L = load("f32", 2);
+    const opg_hparams *hp = opg_model_hparams(L.m);
+    int32_t prompts[4][9];
+    for (int j = 0; j < 4; j++)
+        for (int i = 0; i < 9; i++) prompts[j][i] = (int32_t)((7 * j + 3 * i + 1) % hp->n_vocab);
+    opg_gen_request q[4];
+    for (int j = 0; j < 4; j++) {
+        memset(&q[j], 0, sizeof q[j]);
+        q[j].prompt = prompts[j];
+        q[j].n_prompt = 3 + 2 * j;
+        q[j].max_tokens = 10 + j;
+        q[j].sampling.temperature = j % 2 ? 0.8f : 0.0f;
+        q[j].sampling.seed = 11u + (uint64_t)j;
+    }
+    /* reference: each alone */
+    uint8_t ref[4][32];
+    opg_gen_result alone[4];
+    for (int j = 0; j < 4; j++) {
+        gen_ok(L.m, &q[j], 1, &alone[j], NULL);
+        root_of(alone[j].trace, ref[j]);
+    }
+    /* request j joins after j*3 steps, prefill chunks of 2 rows; the caller's
+       prompt buffer is clobbered after each add (the scheduler copies it). */
+    sched_log lg;
+    memset(&lg, 0, sizeof lg);
+    opg_sched_options so = {0, 2};
+    opg_sched_events ev = {sl_token, sl_done, &lg};
+    opg_sched *s = NULL;
+    assert_int_equal(opg_sched_new(L.m, &so, &ev, &s), OPG_OK);
+    int added = 0;
+    int32_t scratch_prompt[9];
+    for (int step = 0; step < 200 && (added < 4 || opg_sched_active(s) > 0); step++) {
+        if (added < 4 && step == added * 3) {
+            memcpy(scratch_prompt, prompts[added], sizeof scratch_prompt);
+            opg_gen_request r = q[added];
+            r.prompt = scratch_prompt;
+            assert_int_equal(opg_sched_add(s, &r, (uint64_t)added), OPG_OK);
+            memset(scratch_prompt, 0x7f, sizeof scratch_prompt);
+            added++;
+        }
+        assert_int_equal(opg_sched_step(s), OPG_OK);
+    }
+    for (int j = 0; j < 4; j++) {
+        assert_int_equal(lg.done[j], 1);
+        assert_int_equal(lg.res[j].n_tokens, alone[j].n_tokens);
+        assert_int_equal(lg.tokens_seen[j], alone[j].n_tokens);
+        assert_memory_equal(lg.res[j].tokens, alone[j].tokens, (size_t)alone[j].n_tokens * sizeof(int32_t));
+        uint8_t root[32];
+        root_of(lg.res[j].trace, root);
+        assert_memory_equal(root, ref[j], 32);
+        opg_gen_result_clear(&lg.res[j]);
+    }
+    /* cancel: ends with what it has, stop reason NONE, once */
+    memset(&lg, 0, sizeof lg);
+    assert_int_equal(opg_sched_add(s, &q[3], 5), OPG_OK);
+    assert_int_equal(opg_sched_add(s, &q[2], 6), OPG_OK);
+    for (int i = 0; i < 6; i++) assert_int_equal(opg_sched_step(s), OPG_OK);
+    assert_int_equal(opg_sched_cancel(s, 5), 1);
+    assert_int_equal(opg_sched_cancel(s, 5), 0);
+    assert_int_equal(lg.done[5], 1);
+    assert_int_equal(lg.res[5].stop, OPG_STOP_NONE);
+    assert_true(lg.res[5].n_tokens > 0 && lg.res[5].n_tokens < q[3].max_tokens);
+    assert_memory_equal(lg.res[5].tokens, alone[3].tokens, (size_t)lg.res[5].n_tokens * sizeof(int32_t));
+    assert_int_equal(opg_sched_active(s), 1);
+    /* bad requests add nothing */
+    opg_gen_request bad = q[0];
+    bad.n_prompt = 0;
+    assert_int_equal(opg_sched_add(s, &bad, 7), OPG_ERR_ARG);
+    assert_int_equal(opg_sched_active(s), 1);
+    opg_gen_result_clear(&lg.res[5]);
+    opg_sched_free(s); /* frees job 6 unfinished, without on_done */
+    assert_int_equal(lg.done[6], 0);
+    for (int j = 0; j < 4; j++) opg_gen_result_clear(&alone[j]);
+    unload(&L);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trace_root),
@@ -734,6 +837,7 @@ int main(void) {
         cmocka_unit_test(test_fingerprint),
         cmocka_unit_test(test_stops_and_limits),
         cmocka_unit_test(test_generate_invariance),
+        cmocka_unit_test(test_sched_join_and_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,267 @@
+/* sched.c: continuous batching one step at a time (sched.h). */
+#include "sched.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    uint64_t tag;
+    opg_gen_request req;   /* prompt and stop arrays owned */
+    opg_kv *kv;
+    int64_t fed;           /* prompt tokens fed so far */
+    int done;
+    int32_t last;          /* last sampled token, fed next step */
+    int64_t cap;           /* capacity of res.tokens */
+    opg_gen_result res;
+    float *logits;
+    uint64_t *layer_fp;
+    uint64_t logits_fp;
+} seq;
+
+struct opg_sched {
+    opg_model *m;
+    opg_sched_events ev;
+    int64_t n_ctx, step_tokens;
+    seq **seqs;            /* active sequences, in the order they were added */
+    int n, cap;
+    opg_batch_seq *batch;  /* cap entries */
+    int *idx;
+    void *scratch;         /* sampler scratch */
+    opg_sched_stats stats;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void seq_free(seq *q) {
+    if (!q) return;
+    opg_kv_free(q->kv);
+    free((void *)q->req.prompt);
+    free((void *)q->req.stop);
+    opg_gen_result_clear(&q->res);
+    free(q->logits);
+    free(q->layer_fp);
+    free(q);
+}
+
+opg_status opg_sched_new(opg_model *m, const opg_sched_options *opt, const opg_sched_events *ev, opg_sched **out) {
+    *out = NULL;
+    if (!m || !ev || !ev->on_done) return opg__fail(OPG_ERR_ARG, "sched: a model and an on_done callback are required");
+    const opg_hparams *hp = opg_model_hparams(m);
+    opg_sched *s = calloc(1, sizeof *s);
+    if (!s) return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
+    s->m = m;
+    s->ev = *ev;
+    s->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : hp->n_ctx_train;
+    s->step_tokens = opt && opt->step_tokens > 0 ? opt->step_tokens : 256;
+    s->scratch = malloc(opg_sample_scratch_bytes(hp->n_vocab));
+    if (!s->scratch) {
+        free(s);
+        return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
+    }
+    *out = s;
+    return OPG_OK;
+}
+
+void opg_sched_free(opg_sched *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n; i++) seq_free(s->seqs[i]);
+    free(s->seqs);
+    free(s->batch);
+    free(s->idx);
+    free(s->scratch);
+    free(s);
+}
+
+int opg_sched_active(const opg_sched *s) {
+    int a = 0;
+    for (int i = 0; i < s->n; i++) a += !s->seqs[i]->done;
+    return a;
+}
+
+const opg_sched_stats *opg_sched_stats_get(const opg_sched *s) { return &s->stats; }
+
+opg_status opg_sched_add(opg_sched *s, const opg_gen_request *req, uint64_t tag) {
+    const opg_hparams *hp = opg_model_hparams(s->m);
+    if (!req || req->n_prompt < 1 || !req->prompt || req->max_tokens < 0 || req->n_stop < 0)
+        return opg__fail(OPG_ERR_ARG, "sched: a request needs a prompt and max_tokens >= 0");
+    if (req->n_prompt >= s->n_ctx)
+        return opg__fail(OPG_ERR_LIMIT, "prompt too long: %lld tokens, the context holds %lld",
+                         (long long)req->n_prompt, (long long)s->n_ctx);
+    for (int64_t i = 0; i < req->n_prompt; i++)
+        if (req->prompt[i] < 0 || req->prompt[i] >= hp->n_vocab)
+            return opg__fail(OPG_ERR_ARG, "prompt token %lld: token id %d outside the vocabulary [0, %lld)",
+                             (long long)i, req->prompt[i], (long long)hp->n_vocab);
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 16;
+        seq **sq = realloc(s->seqs, (size_t)cap * sizeof *sq);
+        if (sq) s->seqs = sq;
+        opg_batch_seq *b = realloc(s->batch, (size_t)cap * sizeof *b);
+        if (b) s->batch = b;
+        int *ix = realloc(s->idx, (size_t)cap * sizeof *ix);
+        if (ix) s->idx = ix;
+        if (!sq || !b || !ix) return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
+        s->cap = cap;
+    }
+    seq *q = calloc(1, sizeof *q);
+    if (!q) return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
+    q->tag = tag;
+    q->req = *req;
+    int32_t *prompt = malloc((size_t)req->n_prompt * sizeof *prompt);
+    int32_t *stop = req->n_stop ? malloc((size_t)req->n_stop * sizeof *stop) : NULL;
+    q->req.prompt = prompt;
+    q->req.stop = stop;
+    q->logits = malloc((size_t)hp->n_vocab * sizeof(float));
+    q->layer_fp = malloc((size_t)hp->n_layer * sizeof(uint64_t));
+    opg_status st = OPG_OK;
+    if (!prompt || (req->n_stop && !stop) || !q->logits || !q->layer_fp) {
+        st = opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
+        goto fail;
+    }
+    memcpy(prompt, req->prompt, (size_t)req->n_prompt * sizeof *prompt);
+    if (req->n_stop) memcpy(stop, req->stop, (size_t)req->n_stop * sizeof *stop);
+    int64_t need = req->n_prompt + req->max_tokens;
+    if ((st = opg_kv_new(s->m, need < s->n_ctx ? need : s->n_ctx, &q->kv))) goto fail;
+    if ((st = opg_trace_new(hp->n_layer, &q->res.trace))) goto fail;
+    s->seqs[s->n++] = q;
+    return OPG_OK;
+fail:
+    seq_free(q);
+    return st;
+}
+
+/* Hands finished sequences to on_done and drops them. */
+static void reap(opg_sched *s) {
+    int k = 0;
+    for (int i = 0; i < s->n; i++) {
+        seq *q = s->seqs[i];
+        if (!q->done) {
+            s->seqs[k++] = q;
+            continue;
+        }
+        opg_gen_result r = q->res;
+        memset(&q->res, 0, sizeof q->res);
+        s->ev.on_done(s->ev.ctx, q->tag, &r);
+        seq_free(q);
+    }
+    s->n = k;
+}
+
+int opg_sched_cancel(opg_sched *s, uint64_t tag) {
+    int n = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->seqs[i]->tag == tag && !s->seqs[i]->done) {
+            s->seqs[i]->done = 1;
+            s->seqs[i]->res.stop = OPG_STOP_NONE;
+            n++;
+        }
+    reap(s);
+    return n;
+}
+
+static int is_stop(const opg_gen_request *q, int32_t t) {
+    for (int i = 0; i < q->n_stop; i++)
+        if (q->stop[i] == t) return 1;
+    return 0;
+}
+
+static opg_status push_token(seq *q, int32_t t) {
+    opg_gen_result *r = &q->res;
+    if (r->n_tokens == q->cap) {
+        int64_t cap = q->cap ? 2 * q->cap : 64;
+        int32_t *p = realloc(r->tokens, (size_t)cap * sizeof *p);
+        if (!p) return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
+        r->tokens = p;
+        q->cap = cap;
+    }
+    r->tokens[r->n_tokens++] = t;
+    return OPG_OK;
+}
+
+opg_status opg_sched_step(opg_sched *s) {
+    const opg_hparams *hp = opg_model_hparams(s->m);
+    /* max_tokens 0: finished before any forward */
+    for (int i = 0; i < s->n; i++)
+        if (!s->seqs[i]->done && s->seqs[i]->req.max_tokens == 0) {
+            s->seqs[i]->done = 1;
+            s->seqs[i]->res.stop = OPG_STOP_MAX_TOKENS;
+        }
+    int nb = 0;
+    int64_t budget = s->step_tokens, prompt_rows = 0;
+    for (int i = 0; i < s->n; i++) {
+        seq *q = s->seqs[i];
+        if (q->done) continue;
+        opg_batch_seq *b = &s->batch[nb];
+        memset(b, 0, sizeof *b);
+        b->kv = q->kv;
+        if (q->fed < q->req.n_prompt) {
+            if (budget <= 0) continue; /* its prompt continues next step */
+            int64_t c = q->req.n_prompt - q->fed;
+            if (c > budget) c = budget;
+            budget -= c;
+            prompt_rows += c;
+            b->tokens = q->req.prompt + q->fed;
+            b->n = c;
+            b->out_from = q->fed + c == q->req.n_prompt ? c - 1 : c;
+        } else {
+            b->tokens = &q->last;
+            b->n = 1;
+            b->out_from = 0;
+        }
+        if (b->out_from < b->n) {
+            b->logits = q->logits;
+            b->layer_fp = q->layer_fp;
+            b->logits_fp = &q->logits_fp;
+        }
+        s->idx[nb++] = i;
+    }
+    if (nb == 0) {
+        reap(s);
+        return OPG_OK;
+    }
+    double t0 = now_s();
+    opg_status st = opg_model_forward(s->m, s->batch, nb);
+    if (st) return st;
+    double dt = now_s() - t0;
+    int64_t rows = 0;
+    for (int j = 0; j < nb; j++) rows += s->batch[j].n;
+    if (prompt_rows > 0) {
+        s->stats.prefill_seconds += dt;
+        s->stats.prefill_tokens += prompt_rows;
+    } else {
+        s->stats.decode_seconds += dt;
+        s->stats.decode_tokens += rows;
+    }
+    /* Sample every sequence first, so an error delivers nothing of this step. */
+    for (int j = 0; j < nb; j++) {
+        seq *q = s->seqs[s->idx[j]];
+        const opg_batch_seq *b = &s->batch[j];
+        if (b->tokens != &q->last) q->fed += b->n;
+        if (b->out_from >= b->n) continue;
+        int64_t t = opg_sample_ref(q->logits, hp->n_vocab, &q->req.sampling, (uint64_t)q->res.n_tokens, s->scratch);
+        if (t < 0)
+            return opg__fail(OPG_ERR_STATE, "generate: logits are all NaN at position %lld",
+                             (long long)(opg_kv_len(q->kv) - 1));
+        q->last = (int32_t)t;
+    }
+    for (int j = 0; j < nb; j++) {
+        seq *q = s->seqs[s->idx[j]];
+        const opg_batch_seq *b = &s->batch[j];
+        if (b->out_from >= b->n) continue;
+        int32_t t = q->last;
+        int64_t pos = opg_kv_len(q->kv) - 1;
+        if ((st = push_token(q, t))) return st;
+        if ((st = opg_trace_add(q->res.trace, t, pos, q->layer_fp, q->logits_fp))) return st;
+        int stop_cb = s->ev.on_token ? s->ev.on_token(s->ev.ctx, q->tag, q->res.n_tokens - 1, t) : 0;
+        if (is_stop(&q->req, t)) { q->done = 1; q->res.stop = OPG_STOP_EOG; }
+        else if (q->res.n_tokens >= q->req.max_tokens) { q->done = 1; q->res.stop = OPG_STOP_MAX_TOKENS; }
+        else if (opg_kv_len(q->kv) >= opg_kv_capacity(q->kv)) { q->done = 1; q->res.stop = OPG_STOP_CONTEXT; }
+        else if (stop_cb) { q->done = 1; q->res.stop = OPG_STOP_NONE; }
+    }
+    reap(s);
+    return OPG_OK;
+}
