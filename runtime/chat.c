@@ -173,3 +173,42 @@ opg_status opg_chat_apply(opg_chat_format f, const opg_chat_msg *msgs, size_t n,
     if (out_len) *out_len = b.n;
     return OPG_OK;
 }
+
+opg_status opg_chat_encode_prompt(const opg_tokenizer *tok, const opg_gguf *g, const char *text, int chat,
+                                  int32_t **ids, int64_t *n) {
+    *ids = NULL;
+    *n = 0;
+    char *templated = NULL;
+    const char *src = text;
+    unsigned flags = OPG_TOK_ADD_SPECIAL;
+    if (chat) {
+        opg_chat_format fmt;
+        opg_status st = opg_chat_format_from_gguf(g, &fmt);
+        if (st) return st;
+        opg_chat_msg msg = {"user", text};
+        if ((st = opg_chat_apply(fmt, &msg, 1, 1, &templated, NULL))) return st;
+        src = templated;
+        /* the rendered template already holds BOS where the format wants it */
+        flags = OPG_TOK_PARSE_SPECIAL;
+    }
+    size_t need = 0, len = strlen(src);
+    opg_status st = opg_tokenizer_encode(tok, src, len, flags, NULL, 0, &need);
+    if (st && st != OPG_ERR_LIMIT) {
+        free(templated);
+        return st;
+    }
+    *ids = malloc((need ? need : 1) * sizeof **ids);
+    if (!*ids) {
+        free(templated);
+        return opg__fail(OPG_ERR_NOMEM, "prompt: out of memory");
+    }
+    st = opg_tokenizer_encode(tok, src, len, flags, *ids, need, &need);
+    free(templated);
+    if (st) {
+        free(*ids);
+        *ids = NULL;
+        return st;
+    }
+    *n = (int64_t)need;
+    return OPG_OK;
+}

@@ -33,6 +33,7 @@
 #include <stddef.h>
 
 #include "gguf.h"
+#include "tokenizer.h"
 #include "status.h"
 
 typedef enum {
@@ -66,5 +67,12 @@ opg_status opg_chat_format_from_gguf(const opg_gguf *g, opg_chat_format *out);
  * error *out is NULL. */
 opg_status opg_chat_apply(opg_chat_format f, const opg_chat_msg *msgs, size_t n, int add_generation_prompt,
                           char **out, size_t *out_len);
+
+/* A prompt as token ids: text encoded with the tokenizer's special tokens
+ * (BOS where the model wants it), or with chat set, rendered first as one user
+ * message through the file's chat template and encoded with special tokens
+ * parsed. *ids (caller frees with free()) holds *n ids; *n may be 0. */
+opg_status opg_chat_encode_prompt(const opg_tokenizer *tok, const opg_gguf *g, const char *text, int chat,
+                                  int32_t **ids, int64_t *n);
 
 #endif

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 OPG_DEB_PACKAGES=(build-essential cmake pkg-config libcmocka-dev libsodium-dev libxxhash-dev libpcre2-dev libprotobuf-c-dev protobuf-c-compiler
-    libzmq3-dev libsqlite3-dev libmicrohttpd-dev libcjson-dev python3)
+    libzmq3-dev libsqlite3-dev libmicrohttpd-dev libcjson-dev uthash-dev python3)
 
 opg_install_deps() {
     local missing=()

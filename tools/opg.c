@@ -124,35 +124,6 @@ static int parse_f(const char *s, const char *name, double lo, double hi, double
     return 0;
 }
 
-/* Tokenizes text (optionally through the chat template) into a new array. */
-static opg_status tokenize(const opg_tokenizer *tok, opg_gguf *g, const char *text, int chat,
-                           int32_t **ids, int64_t *n) {
-    char *templated = NULL;
-    const char *src = text;
-    unsigned flags = OPG_TOK_ADD_SPECIAL;
-    if (chat) {
-        opg_chat_format fmt;
-        opg_status st = opg_chat_format_from_gguf(g, &fmt);
-        if (st) return st;
-        opg_chat_msg msg = {"user", text};
-        size_t tlen;
-        if ((st = opg_chat_apply(fmt, &msg, 1, 1, &templated, &tlen))) return st;
-        src = templated;
-        /* the rendered template already holds BOS where the format wants it */
-        flags = OPG_TOK_PARSE_SPECIAL;
-    }
-    size_t need = 0, len = strlen(src);
-    opg_status st = opg_tokenizer_encode(tok, src, len, flags, NULL, 0, &need);
-    if (st && st != OPG_ERR_LIMIT) { free(templated); return st; }
-    *ids = malloc((need ? need : 1) * sizeof **ids);
-    if (!*ids) { free(templated); return opg__fail(OPG_ERR_NOMEM, "out of memory"); }
-    st = opg_tokenizer_encode(tok, src, len, flags, *ids, need, &need);
-    free(templated);
-    if (st) { free(*ids); *ids = NULL; return st; }
-    *n = (int64_t)need;
-    return OPG_OK;
-}
-
 static int cmd_run(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
@@ -241,7 +212,7 @@ static int cmd_run(int argc, char **argv) {
         if (opg_tokenizer_is_eog(tok, i)) stop[n_stop++] = i;
     for (int r = 0; r < n_req; r++) {
         const char *text = r == 0 ? prompt : k_neighbours[r - 1];
-        if ((st = tokenize(tok, opg_model_gguf(m), text, chat, &ids[r], &reqs[r].n_prompt))) {
+        if ((st = opg_chat_encode_prompt(tok, opg_model_gguf(m), text, chat, &ids[r], &reqs[r].n_prompt))) {
             rc = die("tokenize", st);
             goto free_ids;
         }

@@ -1,0 +1,131 @@
+/* sock.c: opg frames over ZeroMQ (sock.h). */
+#include "sock.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+opg_status opg_sock_setup(void *sock, int is_router, int sndhwm, int rcvhwm, int linger_ms) {
+    int64_t maxsz = (int64_t)OPG_FRAME_MAX + 1024;
+    int one = 1;
+    if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxsz, sizeof maxsz) ||
+        (sndhwm > 0 && zmq_setsockopt(sock, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm)) ||
+        (rcvhwm > 0 && zmq_setsockopt(sock, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm)) ||
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) ||
+        (is_router && zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one)))
+        return opg__fail(OPG_ERR_IO, "socket options: %s", zmq_strerror(zmq_errno()));
+    return OPG_OK;
+}
+
+static opg_status send_fail(const char *what) {
+    int e = zmq_errno();
+    if (e == EAGAIN) return opg__fail(OPG_ERR_LIMIT, "%s: the peer's queue is full", what);
+    if (e == EHOSTUNREACH) return opg__fail(OPG_ERR_NOT_FOUND, "%s: the peer is gone", what);
+    return opg__fail(OPG_ERR_IO, "%s: %s", what, zmq_strerror(e));
+}
+
+opg_status opg_sock_send_raw(void *sock, const opg_peer *peer, const void *buf, size_t len) {
+    if (peer && zmq_send(sock, peer->rid, peer->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return send_fail("send");
+    if (zmq_send(sock, buf, len, ZMQ_DONTWAIT) < 0) return send_fail("send");
+    return OPG_OK;
+}
+
+opg_status opg_sock_send(void *sock, const opg_peer *peer, opg_msg_type type, const ProtobufCMessage *msg) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    opg_status st = opg_frame_encode(type, msg, &buf, &len);
+    if (st) return st;
+    st = opg_sock_send_raw(sock, peer, buf, len);
+    free(buf);
+    return st;
+}
+
+opg_status opg_sock_send_error(void *sock, const opg_peer *peer, uint64_t job_id, opg_status code, const char *message) {
+    Opg__V1__Error e = OPG__V1__ERROR__INIT;
+    e.job_id = job_id;
+    e.code = code < 0 ? code : OPG_ERR_STATE;
+    char msg[OPG_PROTO_MAX_SHORT_STRING + 1];
+    snprintf(msg, sizeof msg, "%s", message && message[0] ? message : opg_strerror(e.code));
+    e.message = msg;
+    return opg_sock_send(sock, peer, OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_ERROR, &e.base);
+}
+
+/* Drops the remaining parts of a message. */
+static void drain(void *sock) {
+    int more = 1;
+    size_t sz = sizeof more;
+    while (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        zmq_msg_recv(&m, sock, ZMQ_DONTWAIT);
+        zmq_msg_close(&m);
+    }
+}
+
+opg_status opg_sock_recv(void *sock, int is_router, opg_peer *peer, opg_frame **out) {
+    *out = NULL;
+    if (peer) {
+        peer->rid_len = 0;
+        peer->user_id[0] = 0;
+    }
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (is_router) {
+        if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            if (zmq_errno() == EAGAIN) return opg__fail(OPG_ERR_TIMEOUT, "no message");
+            return opg__fail(OPG_ERR_IO, "receive: %s", zmq_strerror(zmq_errno()));
+        }
+        size_t n = zmq_msg_size(&m);
+        if (peer && n <= sizeof peer->rid) {
+            memcpy(peer->rid, zmq_msg_data(&m), n);
+            peer->rid_len = n;
+        }
+        int more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        if (!more) return opg__fail(OPG_ERR_FORMAT, "message without a body");
+        zmq_msg_init(&m);
+    }
+    if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        if (!is_router && zmq_errno() == EAGAIN) return opg__fail(OPG_ERR_TIMEOUT, "no message");
+        return opg__fail(OPG_ERR_IO, "receive: %s", zmq_strerror(zmq_errno()));
+    }
+    if (peer) {
+        const char *uid = zmq_msg_gets(&m, "User-Id");
+        if (uid) snprintf(peer->user_id, sizeof peer->user_id, "%s", uid);
+    }
+    if (zmq_msg_more(&m)) {
+        zmq_msg_close(&m);
+        drain(sock);
+        return opg__fail(OPG_ERR_FORMAT, "message of more than one frame");
+    }
+    opg_status st = opg_frame_decode(zmq_msg_data(&m), zmq_msg_size(&m), out);
+    zmq_msg_close(&m);
+    return st;
+}
+
+int64_t opg_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t opg_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int opg_endpoint_is_local(const char *ep) {
+    if (!ep) return 0;
+    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9)) return 1;
+    if (strncmp(ep, "tcp://", 6)) return 0;
+    const char *h = ep + 6;
+    if (!strncmp(h, "127.", 4) || !strncmp(h, "localhost:", 10) || !strncmp(h, "[::1]:", 6)) return 1;
+    return 0;
+}
