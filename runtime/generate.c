@@ -1,8 +1,8 @@
-/* generate.c: generation to completion over the scheduler (sched.h), and teacher-forced replay. */
+/* generate.c: generation to completion over the scheduler (scheduler.h), and teacher-forced replay. */
 #include "generate.h"
 
 #include <stdio.h>
-#include "sched.h"
+#include "scheduler.h"
 
 #include <stdlib.h>
 #include <string.h>

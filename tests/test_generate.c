@@ -25,7 +25,7 @@
 #include "cpu.h"
 #include "generate.h"
 #include "model.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "trace.h"
 
 /* ---- helpers ------------------------------------------------------------------ */

@@ -1,4 +1,4 @@
-/* sched.h: the continuous-batching scheduler, one forward step at a time.
+/* scheduler.h: the continuous-batching scheduler, one forward step at a time.
  *
  * Sequences join and leave between steps: a worker adds jobs as they arrive,
  * runs opg_sched_step in its event loop and gets each token and each finished
@@ -8,8 +8,8 @@
  * request: never on what else is in the batch, when it joined, the chunking
  * or the thread count (the kernels are batch invariant; docs/determinism.md).
  * opg_generate (generate.h) is this scheduler run to completion. */
-#ifndef OPG_SCHED_H
-#define OPG_SCHED_H
+#ifndef OPG_SCHEDULER_H
+#define OPG_SCHEDULER_H
 
 #include <stdint.h>
 

@@ -1,5 +1,5 @@
-/* sched.c: continuous batching one step at a time (sched.h). */
-#include "sched.h"
+/* scheduler.c: continuous batching one step at a time (scheduler.h). */
+#include "scheduler.h"
 
 #include <stdlib.h>
 #include <string.h>
