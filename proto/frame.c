@@ -171,7 +171,8 @@ static opg_status check_result(const ProtobufCMessage *m) {
     TRY(check_id(&r->trace_root, "Result", "trace_root"));
     if (r->stop_reason != OPG__V1__STOP_REASON__STOP_REASON_EOS &&
         r->stop_reason != OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS &&
-        r->stop_reason != OPG__V1__STOP_REASON__STOP_REASON_CANCELLED)
+        r->stop_reason != OPG__V1__STOP_REASON__STOP_REASON_CANCELLED &&
+        r->stop_reason != OPG__V1__STOP_REASON__STOP_REASON_CONTEXT)
         return FAIL("Result.stop_reason: unknown value %d", (int)r->stop_reason);
     return check_bytes_max(&r->receipt, OPG_PROTO_MAX_RECEIPT, "Result", "receipt");
 }

@@ -13,6 +13,9 @@
 #include "model.h"
 #include "tokenizer.h"
 #include "trace.h"
+#ifdef OPG_HAVE_NETWORK
+#include "cmd_net.h"
+#endif
 
 #ifndef OPG_DEFAULT_MODEL
 #define OPG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,6 +41,10 @@ static void usage_main(FILE *f) {
             "\n"
             "commands:\n"
             "  run     generate text locally from a GGUF model, with its trace root\n"
+#ifdef OPG_HAVE_NETWORK
+            "  submit  send a job to a coordinator and print its output and trace root\n"
+            "  keygen  write a new node identity key (CurveZMQ, receipts)\n"
+#endif
             "\n"
             "opg <command> --help shows the command's options.\n");
 }
@@ -304,6 +311,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 1, argv + 1);
+#ifdef OPG_HAVE_NETWORK
+    if (strcmp(argv[1], "submit") == 0) return opg_cmd_submit(argc - 1, argv + 1);
+    if (strcmp(argv[1], "keygen") == 0) return opg_cmd_keygen(argc - 1, argv + 1);
+#endif
     fprintf(stderr, "opg: unknown command '%s'\n", argv[1]);
     usage_main(stderr);
     return 2;

@@ -1,0 +1,977 @@
+/* coord.c: the coordinator's event loop, dispatch and client API (coord.h).
+ *
+ * In memory: every unfinished job (hash by id), one FIFO per model of queued
+ * jobs, the connected workers with the jobs each runs. On disk (jobstore):
+ * every job and every final result. A job's life: SubmitJob -> stored ->
+ * acked -> queued -> Job sent to a worker (running) -> Result stored -> sent
+ * to whoever waits -> dropped from memory. */
+#include "coord.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+#include <utlist.h>
+#include <zmq.h>
+
+#include "contract.h"
+#include "jobstore.h"
+#include "sock.h"
+#include "zap.h"
+
+#define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
+#define BATCH_MAX 4096 /* messages handled per transaction */
+
+enum { SUB_RESULT = 0, SUB_STREAM = 1, SUB_STATUS = 2 };
+
+typedef struct sub {
+    opg_peer peer;
+    int stream;        /* SUB_STREAM: tokens then the final frame; SUB_RESULT: the final
+                          frame (GetResult with wait); SUB_STATUS: a StatusReply (Cancel) */
+    uint32_t sent;     /* tokens already sent to a stream */
+    struct sub *next;
+} sub;
+
+struct worker;
+
+typedef struct job {
+    uint64_t id;
+    int state;                 /* OPG_JOB_QUEUED, _RUNNING; final_state once decided */
+    int final_state;           /* set when finished in this batch, before commit */
+    uint8_t model[32];
+    uint8_t *req;              /* packed SubmitJob */
+    size_t req_len;
+    uint32_t max_tokens;
+    uint64_t max_price;
+    int attempts;              /* workers lost while running it */
+    struct worker *w;          /* while running */
+    int64_t t_submit, t_dispatch;
+    uint32_t *toks;            /* output tokens seen so far (for streams and Status) */
+    uint32_t n_toks, cap_toks;
+    uint8_t *final_frame;      /* Result or Error frame, once final */
+    size_t final_len;
+    sub *subs;
+    struct job *prev, *next;   /* model queue (utlist) */
+    struct job *fin_next;      /* finished-in-this-batch list */
+    UT_hash_handle hh;
+} job;
+
+typedef struct mqueue {
+    uint8_t model[32];
+    job *head;
+    int64_t n;
+    UT_hash_handle hh;
+} mqueue;
+
+typedef struct worker {
+    opg_peer peer;
+    char name[OPG_PROTO_MAX_NAME + 1];
+    uint8_t (*models)[32];
+    size_t n_models;
+    int backend;
+    uint32_t slots;
+    uint64_t price;
+    uint64_t *jobs;            /* ids of the jobs it runs */
+    uint32_t n_jobs, cap_jobs;
+    int64_t last_seen;
+    struct worker *prev, *next;
+} worker;
+
+typedef struct ack {
+    opg_peer peer;
+    job *j;
+    struct ack *next;
+} ack;
+
+struct opg_coord {
+    opg_coord_config cfg;
+    void *zctx, *wsock, *csock;
+    opg_zap *zap;
+    opg_jobstore *store;
+    char wep[256], cep[256];
+    job *jobs;                 /* hash: unfinished jobs (and those finished in this batch) */
+    mqueue *queues;            /* hash by model */
+    int64_t n_queued, n_running;
+    worker *workers;
+    int n_workers;
+    int in_txn;
+    ack *acks, *acks_tail;     /* SubmitAcks waiting for the commit */
+    job *finished;             /* jobs finished in this batch */
+    int64_t next_hb;
+    uint64_t hb_seq;
+    int dispatch_dirty;
+    /* metrics ids (-1 when no registry) */
+    int m_submitted, m_done, m_failed, m_cancelled, m_requeued, m_tokens, m_rejected, m_dropped;
+    int m_queue, m_running, m_workers, m_slots, m_latency, m_wait;
+};
+
+/* ---- small helpers ----------------------------------------------------------------- */
+#define LOG(lvl, ev, ...) opg_log_emit(&c->cfg.log, lvl, ev, __VA_ARGS__)
+
+static void metric_add(opg_coord *c, int id, double v) {
+    if (c->cfg.metrics && id >= 0) opg_metrics_add(c->cfg.metrics, id, v);
+}
+static void metric_set(opg_coord *c, int id, double v) {
+    if (c->cfg.metrics && id >= 0) opg_metrics_set(c->cfg.metrics, id, v);
+}
+static void metric_observe(opg_coord *c, int id, double v) {
+    if (c->cfg.metrics && id >= 0) opg_metrics_observe(c->cfg.metrics, id, v);
+}
+
+static void hex8(char out[17], const uint8_t *b) {
+    for (int i = 0; i < 8; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static int peer_eq(const opg_peer *a, const opg_peer *b) {
+    return a->rid_len == b->rid_len && memcmp(a->rid, b->rid, a->rid_len) == 0;
+}
+
+static opg_status begin(opg_coord *c) {
+    if (c->in_txn) return OPG_OK;
+    opg_status st = opg_jobstore_begin(c->store);
+    if (st == OPG_OK) c->in_txn = 1;
+    return st;
+}
+
+/* ---- queues ------------------------------------------------------------------------ */
+static mqueue *queue_of(opg_coord *c, const uint8_t model[32], int create) {
+    mqueue *q = NULL;
+    HASH_FIND(hh, c->queues, model, 32, q);
+    if (!q && create) {
+        q = calloc(1, sizeof *q);
+        if (!q) return NULL;
+        memcpy(q->model, model, 32);
+        HASH_ADD(hh, c->queues, model, 32, q);
+    }
+    return q;
+}
+
+static int enqueue(opg_coord *c, job *j, int front) {
+    mqueue *q = queue_of(c, j->model, 1);
+    if (!q) return -1;
+    if (front) DL_PREPEND(q->head, j);
+    else DL_APPEND(q->head, j);
+    q->n++;
+    c->n_queued++;
+    j->state = OPG_JOB_QUEUED;
+    c->dispatch_dirty = 1;
+    return 0;
+}
+
+static void dequeue(opg_coord *c, job *j) {
+    mqueue *q = queue_of(c, j->model, 0);
+    if (!q || j->state != OPG_JOB_QUEUED) return;
+    DL_DELETE(q->head, j);
+    j->prev = j->next = NULL;
+    q->n--;
+    c->n_queued--;
+}
+
+static void job_free(job *j) {
+    if (!j) return;
+    sub *s, *t;
+    LL_FOREACH_SAFE(j->subs, s, t) free(s);
+    free(j->req);
+    free(j->toks);
+    free(j->final_frame);
+    free(j);
+}
+
+/* A job from its packed SubmitJob (already validated by the frame decoder or
+ * when it was stored). */
+static job *job_new(uint64_t id, const uint8_t *req, size_t len, int64_t t_submit) {
+    Opg__V1__SubmitJob *sj = opg__v1__submit_job__unpack(NULL, len, req);
+    if (!sj) return NULL;
+    job *j = calloc(1, sizeof *j);
+    if (j) j->req = malloc(len ? len : 1);
+    if (!j || !j->req || sj->model_id.len != 32) {
+        if (j) free(j->req);
+        free(j);
+        opg__v1__submit_job__free_unpacked(sj, NULL);
+        return NULL;
+    }
+    j->id = id;
+    memcpy(j->req, req, len);
+    j->req_len = len;
+    memcpy(j->model, sj->model_id.data, 32);
+    j->max_tokens = sj->max_tokens;
+    j->max_price = sj->max_price;
+    j->t_submit = t_submit;
+    opg__v1__submit_job__free_unpacked(sj, NULL);
+    return j;
+}
+
+/* ---- workers ----------------------------------------------------------------------- */
+static worker *worker_find(opg_coord *c, const opg_peer *p) {
+    worker *w;
+    DL_FOREACH(c->workers, w) if (peer_eq(&w->peer, p)) return w;
+    return NULL;
+}
+
+static void worker_drop_job(worker *w, uint64_t id) {
+    for (uint32_t i = 0; i < w->n_jobs; i++)
+        if (w->jobs[i] == id) {
+            w->jobs[i] = w->jobs[--w->n_jobs];
+            return;
+        }
+}
+
+static int worker_add_job(worker *w, uint64_t id) {
+    if (w->n_jobs == w->cap_jobs) {
+        uint32_t cap = w->cap_jobs ? 2 * w->cap_jobs : 8;
+        uint64_t *p = realloc(w->jobs, cap * sizeof *p);
+        if (!p) return -1;
+        w->jobs = p;
+        w->cap_jobs = cap;
+    }
+    w->jobs[w->n_jobs++] = id;
+    return 0;
+}
+
+static int worker_has_model(const worker *w, const uint8_t model[32]) {
+    for (size_t i = 0; i < w->n_models; i++)
+        if (!memcmp(w->models[i], model, 32)) return 1;
+    return 0;
+}
+
+static void finish_job(opg_coord *c, job *j, int state, uint8_t *frame, size_t len);
+
+/* A running job goes back to the queue (its worker is lost or failed
+ * transiently), or fails once it has lost max_attempts workers. */
+static void requeue(opg_coord *c, job *j, const char *why) {
+    if (j->w) worker_drop_job(j->w, j->id);
+    j->w = NULL;
+    if (j->state == OPG_JOB_RUNNING) c->n_running--;
+    j->state = 0; /* in no queue, not running */
+    j->attempts++;
+    if (j->attempts >= c->cfg.max_attempts) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "job %llu failed: %d workers lost while running it (last: %s)",
+                 (unsigned long long)j->id, j->attempts, why);
+        Opg__V1__Error e = OPG__V1__ERROR__INIT;
+        e.job_id = j->id;
+        e.code = OPG_ERR_STATE;
+        e.message = msg;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        if (opg_frame_encode(T(ERROR), &e.base, &buf, &len) == OPG_OK) finish_job(c, j, OPG_JOB_FAILED, buf, len);
+        return;
+    }
+    metric_add(c, c->m_requeued, 1);
+    LOG(OPG_LOG_WARN, "job_requeued", "job=%llu attempt=%d why=\"%s\"", (unsigned long long)j->id, j->attempts, why);
+    enqueue(c, j, 1);
+}
+
+static void worker_remove(opg_coord *c, worker *w, const char *why) {
+    char name[80];
+    opg_log_q(name, sizeof name, w->name);
+    LOG(OPG_LOG_WARN, "worker_lost", "worker=%s jobs=%u why=\"%s\"", name, w->n_jobs, why);
+    while (w->n_jobs > 0) {
+        uint64_t id = w->jobs[w->n_jobs - 1];
+        job *j = NULL;
+        HASH_FIND(hh, c->jobs, &id, sizeof id, j);
+        if (j && j->w == w && !j->final_state) requeue(c, j, why);
+        else worker_drop_job(w, id);
+    }
+    DL_DELETE(c->workers, w);
+    c->n_workers--;
+    free(w->models);
+    free(w->jobs);
+    free(w);
+}
+
+/* ---- finishing, delivering ----------------------------------------------------------- */
+/* Records the job's final state in the store (inside the batch's transaction)
+ * and puts it on the finished list; delivery happens after the commit. Takes
+ * frame (the Result or Error frame, malloc'd). */
+static void finish_job(opg_coord *c, job *j, int state, uint8_t *frame, size_t len) {
+    if (j->final_state) {
+        free(frame);
+        return;
+    }
+    int changed = 0; /* 0: the store had it final already (a restart raced it); same outcome */
+    opg_status st = begin(c);
+    if (st == OPG_OK) st = opg_jobstore_finish(c->store, j->id, state, frame, len, opg_wall_ms(), &changed);
+    if (st) {
+        /* leaves the job as it was: the commit fails too and the loop stops */
+        LOG(OPG_LOG_ERROR, "store_failed", "job=%llu error=\"%s\"", (unsigned long long)j->id, opg_last_error());
+        free(frame);
+        return;
+    }
+    if (j->state == OPG_JOB_QUEUED) dequeue(c, j);
+    if (j->state == OPG_JOB_RUNNING) c->n_running--;
+    if (j->w) worker_drop_job(j->w, j->id);
+    j->w = NULL;
+    j->final_state = state;
+    j->final_frame = frame;
+    j->final_len = len;
+    j->fin_next = c->finished;
+    c->finished = j;
+    c->dispatch_dirty = 1;
+}
+
+static void send_client(opg_coord *c, const opg_peer *p, opg_msg_type type, const ProtobufCMessage *m) {
+    opg_status st = opg_sock_send(c->csock, p, type, m);
+    if (st == OPG_ERR_LIMIT) metric_add(c, c->m_dropped, 1); /* a slow client loses messages, dispatch goes on */
+}
+
+static void send_client_raw(opg_coord *c, const opg_peer *p, const uint8_t *buf, size_t len) {
+    if (opg_sock_send_raw(c->csock, p, buf, len) == OPG_ERR_LIMIT) metric_add(c, c->m_dropped, 1);
+}
+
+static void send_tokens(opg_coord *c, const opg_peer *p, uint64_t id, const uint32_t *toks, uint32_t from,
+                        uint32_t to) {
+    if (to <= from) return;
+    Opg__V1__Tokens t = OPG__V1__TOKENS__INIT;
+    t.job_id = id;
+    t.index = from;
+    t.n_token_ids = to - from;
+    t.token_ids = (uint32_t *)toks + from;
+    send_client(c, p, T(TOKENS), &t.base);
+}
+
+/* After the commit: the final frame to every subscriber (streams first get
+ * the tokens they have not seen), then the job leaves memory. */
+static void deliver_finished(opg_coord *c) {
+    job *j = c->finished, *next;
+    int64_t now = opg_now_ms();
+    for (; j; j = next) {
+        next = j->fin_next;
+        Opg__V1__Result *res = NULL;
+        if (j->final_state == OPG_JOB_DONE) {
+            opg_frame *f = NULL;
+            if (opg_frame_decode(j->final_frame, j->final_len, &f) == OPG_OK && f->type == T(RESULT)) {
+                res = (Opg__V1__Result *)f->msg;
+                for (sub *s = j->subs; s; s = s->next)
+                    if (s->stream == SUB_STREAM && s->sent < res->n_output_tokens)
+                        send_tokens(c, &s->peer, j->id, res->output_tokens, s->sent, (uint32_t)res->n_output_tokens);
+                metric_add(c, c->m_tokens, (double)res->n_output_tokens);
+            }
+            opg_frame_free(&f);
+            metric_add(c, c->m_done, 1);
+            metric_observe(c, c->m_latency, (double)(now - j->t_submit) / 1000.0);
+        } else if (j->final_state == OPG_JOB_FAILED) {
+            metric_add(c, c->m_failed, 1);
+        } else {
+            metric_add(c, c->m_cancelled, 1);
+        }
+        for (sub *s = j->subs; s; s = s->next) {
+            if (s->stream == SUB_STATUS) {
+                Opg__V1__StatusReply r = OPG__V1__STATUS_REPLY__INIT;
+                r.job_id = j->id;
+                r.state = j->final_state;
+                r.tokens_done = j->n_toks;
+                send_client(c, &s->peer, T(STATUS_REPLY), &r.base);
+            } else {
+                send_client_raw(c, &s->peer, j->final_frame, j->final_len);
+            }
+        }
+        LOG(OPG_LOG_DEBUG, "job_final", "job=%llu state=%d ms=%lld", (unsigned long long)j->id, j->final_state,
+            (long long)(now - j->t_submit));
+        HASH_DEL(c->jobs, j);
+        job_free(j);
+    }
+    c->finished = NULL;
+}
+
+/* ---- dispatch ---------------------------------------------------------------------- */
+static int send_job(opg_coord *c, worker *w, job *j) {
+    Opg__V1__SubmitJob *sj = opg__v1__submit_job__unpack(NULL, j->req_len, j->req);
+    if (!sj) return -1;
+    Opg__V1__Job m = OPG__V1__JOB__INIT;
+    m.job_id = j->id;
+    m.model_id = sj->model_id;
+    if (sj->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TEXT) {
+        m.prompt_case = OPG__V1__JOB__PROMPT_TEXT;
+        m.text = sj->text;
+    } else {
+        m.prompt_case = OPG__V1__JOB__PROMPT_TOKENS;
+        m.tokens = sj->tokens;
+    }
+    m.sampling = sj->sampling;
+    m.max_tokens = sj->max_tokens;
+    m.client_id = sj->client_id;
+    m.contract_version = sj->contract_version;
+    m.chat = sj->chat;
+    opg_status st = opg_sock_send(c->wsock, &w->peer, T(JOB), &m.base);
+    opg__v1__submit_job__free_unpacked(sj, NULL);
+    return st == OPG_OK ? 0 : -1;
+}
+
+/* The cheapest worker with the model and a free slot whose price fits. */
+static worker *pick_worker(opg_coord *c, const job *j) {
+    worker *w, *best = NULL;
+    DL_FOREACH(c->workers, w) {
+        if (w->n_jobs >= w->slots || !worker_has_model(w, j->model)) continue;
+        if (j->max_price && w->price && w->price > j->max_price / (j->max_tokens ? j->max_tokens : 1)) continue;
+        if (!best || w->price < best->price ||
+            (w->price == best->price && w->slots - w->n_jobs > best->slots - best->n_jobs))
+            best = w;
+    }
+    return best;
+}
+
+static void dispatch(opg_coord *c) {
+    if (!c->dispatch_dirty) return;
+    c->dispatch_dirty = 0;
+    int64_t now = opg_now_ms();
+    mqueue *q, *tmp;
+    HASH_ITER(hh, c->queues, q, tmp) {
+        while (q->head) {
+            job *j = q->head;
+            worker *w = pick_worker(c, j);
+            if (!w) break; /* nobody can take this model's next job now */
+            dequeue(c, j);
+            if (send_job(c, w, j) != 0 || worker_add_job(w, j->id) != 0) {
+                /* the worker's queue is full or it vanished: it is dropped and
+                   its jobs, this one included, go back to the queue */
+                enqueue(c, j, 1);
+                worker_remove(c, w, "cannot send to it");
+                continue;
+            }
+            j->state = OPG_JOB_RUNNING;
+            j->w = w;
+            j->t_dispatch = now;
+            c->n_running++;
+            metric_observe(c, c->m_wait, (double)(now - j->t_submit) / 1000.0);
+        }
+    }
+}
+
+/* ---- worker messages ----------------------------------------------------------------- */
+static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
+    worker *w = worker_find(c, p);
+    int is_new = !w;
+    if (!w) {
+        w = calloc(1, sizeof *w);
+        if (!w) return;
+        w->peer = *p;
+        DL_APPEND(c->workers, w);
+        c->n_workers++;
+    }
+    uint8_t(*models)[32] = r->n_models ? malloc(r->n_models * 32) : NULL;
+    if (r->n_models && !models) return;
+    for (size_t i = 0; i < r->n_models; i++) memcpy(models[i], r->models[i].data, 32);
+    free(w->models);
+    w->models = models;
+    w->n_models = r->n_models;
+    w->backend = r->backend;
+    w->slots = r->free_slots;
+    w->price = r->price_per_token;
+    snprintf(w->name, sizeof w->name, "%s", r->name && r->name[0] ? r->name : "-");
+    w->last_seen = opg_now_ms();
+    c->dispatch_dirty = 1;
+    char name[80], mh[17] = "-";
+    if (w->n_models) hex8(mh, w->models[0]);
+    LOG(OPG_LOG_INFO, is_new ? "worker_ready" : "worker_update", "worker=%s slots=%u models=%zu model=%s backend=%d key=%s",
+        opg_log_q(name, sizeof name, w->name), w->slots, w->n_models, mh, w->backend,
+        p->user_id[0] ? p->user_id : "-");
+}
+
+static job *worker_job(opg_coord *c, worker *w, uint64_t id) {
+    job *j = NULL;
+    HASH_FIND(hh, c->jobs, &id, sizeof id, j);
+    if (!j || j->final_state || j->w != w) return NULL; /* not (or no longer) this worker's */
+    return j;
+}
+
+static void on_tokens(opg_coord *c, worker *w, const Opg__V1__Tokens *t) {
+    job *j = worker_job(c, w, t->job_id);
+    if (!j) return;
+    uint32_t end = t->index + (uint32_t)t->n_token_ids;
+    if (t->index > j->n_toks || end <= j->n_toks || end > j->max_tokens) return; /* gap, repeat or too long */
+    if (end > j->cap_toks) {
+        uint32_t cap = j->cap_toks ? j->cap_toks : 16;
+        while (cap < end) cap *= 2;
+        uint32_t *p = realloc(j->toks, cap * sizeof *p);
+        if (!p) return;
+        j->toks = p;
+        j->cap_toks = cap;
+    }
+    uint32_t from = j->n_toks;
+    memcpy(j->toks + from, t->token_ids + (from - t->index), (end - from) * sizeof(uint32_t));
+    j->n_toks = end;
+    for (sub *s = j->subs; s; s = s->next)
+        if (s->stream == SUB_STREAM) {
+            send_tokens(c, &s->peer, j->id, j->toks, s->sent, end);
+            s->sent = end;
+        }
+}
+
+static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
+    job *j = worker_job(c, w, r->job_id);
+    if (!j) {
+        worker_drop_job(w, r->job_id);
+        c->dispatch_dirty = 1;
+        LOG(OPG_LOG_DEBUG, "result_dropped", "job=%llu", (unsigned long long)r->job_id);
+        return;
+    }
+    if (r->n_output_tokens > j->max_tokens) {
+        LOG(OPG_LOG_WARN, "result_refused", "job=%llu why=\"more tokens than max_tokens\"", (unsigned long long)j->id);
+        requeue(c, j, "invalid result");
+        return;
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (opg_frame_encode(T(RESULT), &r->base, &buf, &len)) return;
+    finish_job(c, j, OPG_JOB_DONE, buf, len);
+}
+
+static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
+    job *j = e->job_id ? worker_job(c, w, e->job_id) : NULL;
+    char msg[600];
+    opg_log_q(msg, sizeof msg, e->message);
+    LOG(OPG_LOG_WARN, "worker_error", "worker=%s job=%llu code=%d message=%s", w->name,
+        (unsigned long long)e->job_id, (int)e->code, msg);
+    if (!j) return;
+    /* transient trouble on that worker: another may succeed; anything else
+       (a prompt too long, an unknown model ...) fails the same everywhere */
+    if (e->code == OPG_ERR_NOMEM || e->code == OPG_ERR_IO || e->code == OPG_ERR_TIMEOUT) {
+        requeue(c, j, "worker error");
+        return;
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (opg_frame_encode(T(ERROR), &e->base, &buf, &len)) return;
+    finish_job(c, j, OPG_JOB_FAILED, buf, len);
+}
+
+static void handle_worker(opg_coord *c) {
+    opg_peer p;
+    opg_frame *f = NULL;
+    opg_status st = opg_sock_recv(c->wsock, 1, &p, &f);
+    if (st) {
+        metric_add(c, c->m_rejected, 1);
+        LOG(OPG_LOG_WARN, "frame_rejected", "socket=workers code=%d error=\"%s\"", st, opg_last_error());
+        if (p.rid_len) opg_sock_send_error(c->wsock, &p, 0, st, opg_last_error());
+        return;
+    }
+    worker *w = worker_find(c, &p);
+    if (w) w->last_seen = opg_now_ms();
+    switch (f->type) {
+    case T(READY): on_ready(c, &p, (Opg__V1__Ready *)f->msg); break;
+    case T(HEARTBEAT): break;
+    case T(TOKENS): if (w) on_tokens(c, w, (Opg__V1__Tokens *)f->msg); break;
+    case T(RESULT): if (w) on_result(c, w, (Opg__V1__Result *)f->msg); break;
+    case T(ERROR): if (w) on_worker_error(c, w, (Opg__V1__Error *)f->msg); break;
+    case T(DISCONNECT):
+        if (w) worker_remove(c, w, "disconnected");
+        w = NULL;
+        break;
+    default:
+        opg_sock_send_error(c->wsock, &p, 0, OPG_ERR_ARG, "message not valid from a worker");
+        break;
+    }
+    /* Majordomo: a peer that has not said Ready is told to start over */
+    if (!w && f->type != T(READY) && f->type != T(DISCONNECT)) {
+        Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+        d.reason = "unknown worker: send Ready first";
+        opg_sock_send(c->wsock, &p, T(DISCONNECT), &d.base);
+    }
+    opg_frame_free(&f);
+}
+
+/* ---- client messages ----------------------------------------------------------------- */
+static void reply_status(opg_coord *c, const opg_peer *p, uint64_t id, int state, uint32_t done) {
+    Opg__V1__StatusReply r = OPG__V1__STATUS_REPLY__INIT;
+    r.job_id = id;
+    r.state = state;
+    r.tokens_done = done;
+    send_client(c, p, T(STATUS_REPLY), &r.base);
+}
+
+static job *active_job(opg_coord *c, uint64_t id) {
+    job *j = NULL;
+    HASH_FIND(hh, c->jobs, &id, sizeof id, j);
+    return j;
+}
+
+static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob *sj) {
+    if (sj->contract_version != OPG_CONTRACT_VERSION) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "determinism contract v%u not served here (this network runs v%d)",
+                 sj->contract_version, OPG_CONTRACT_VERSION);
+        opg_sock_send_error(c->csock, p, 0, OPG_ERR_UNSUPPORTED, msg);
+        return;
+    }
+    if (c->n_queued >= c->cfg.queue_max) {
+        opg_sock_send_error(c->csock, p, 0, OPG_ERR_LIMIT, "queue full: try again later");
+        return;
+    }
+    size_t len = protobuf_c_message_get_packed_size(&sj->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    ack *a = calloc(1, sizeof *a);
+    if (!buf || !a) {
+        free(buf);
+        free(a);
+        opg_sock_send_error(c->csock, p, 0, OPG_ERR_NOMEM, "coordinator out of memory");
+        return;
+    }
+    protobuf_c_message_pack(&sj->base, buf);
+    uint64_t id = 0;
+    opg_status st = begin(c);
+    if (st == OPG_OK) st = opg_jobstore_insert(c->store, buf, len, opg_wall_ms(), &id);
+    job *j = st == OPG_OK ? job_new(id, buf, len, opg_now_ms()) : NULL;
+    free(buf);
+    if (!j) {
+        free(a);
+        LOG(OPG_LOG_ERROR, "store_failed", "error=\"%s\"", opg_last_error());
+        opg_sock_send_error(c->csock, p, 0, st ? st : OPG_ERR_NOMEM, "coordinator cannot store the job");
+        return;
+    }
+    j->state = 0; /* becomes QUEUED after the commit */
+    HASH_ADD(hh, c->jobs, id, sizeof j->id, j);
+    a->peer = *p;
+    a->j = j;
+    if (c->acks_tail) c->acks_tail->next = a;
+    else c->acks = a;
+    c->acks_tail = a;
+}
+
+/* Status, GetResult or Stream of a job no longer in memory: from the store. */
+static void on_final_lookup(opg_coord *c, const opg_peer *p, uint64_t id, int stream, int status_only) {
+    opg_job_row row;
+    opg_status st = opg_jobstore_get(c->store, id, &row);
+    if (st) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "no job %llu", (unsigned long long)id);
+        opg_sock_send_error(c->csock, p, id, st, st == OPG_ERR_NOT_FOUND ? msg : opg_last_error());
+        return;
+    }
+    opg_frame *f = NULL;
+    const Opg__V1__Result *r = NULL;
+    if (row.state == OPG_JOB_DONE && row.result && opg_frame_decode(row.result, row.result_len, &f) == OPG_OK &&
+        f->type == T(RESULT))
+        r = (const Opg__V1__Result *)f->msg;
+    if (status_only || !row.result) {
+        reply_status(c, p, id, row.state, r ? (uint32_t)r->n_output_tokens : 0);
+    } else {
+        if (stream && r) send_tokens(c, p, id, r->output_tokens, 0, (uint32_t)r->n_output_tokens);
+        send_client_raw(c, p, row.result, row.result_len);
+    }
+    opg_frame_free(&f);
+    opg_job_row_clear(&row);
+}
+
+static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
+    sub *s = calloc(1, sizeof *s);
+    if (!s) {
+        opg_sock_send_error(c->csock, p, j->id, OPG_ERR_NOMEM, "coordinator out of memory");
+        return;
+    }
+    s->peer = *p;
+    s->stream = stream;
+    if (stream == SUB_STREAM && j->n_toks && !j->final_state) {
+        send_tokens(c, p, j->id, j->toks, 0, j->n_toks);
+        s->sent = j->n_toks;
+    }
+    LL_PREPEND(j->subs, s);
+}
+
+static void on_cancel(opg_coord *c, const opg_peer *p, uint64_t id) {
+    job *j = active_job(c, id);
+    if (!j) {
+        on_final_lookup(c, p, id, 0, 1); /* already final (or unknown): its state */
+        return;
+    }
+    if (j->final_state) {
+        add_sub(c, j, p, SUB_STATUS); /* finishing in this batch: answered after the commit */
+        return;
+    }
+    worker *w = j->w;
+    char msg[96];
+    snprintf(msg, sizeof msg, "job %llu was cancelled", (unsigned long long)id);
+    Opg__V1__Error e = OPG__V1__ERROR__INIT;
+    e.job_id = id;
+    e.code = OPG_ERR_DENIED;
+    e.message = msg;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (opg_frame_encode(T(ERROR), &e.base, &buf, &len)) return;
+    finish_job(c, j, OPG_JOB_CANCELLED, buf, len);
+    if (w) {
+        Opg__V1__Cancel cm = OPG__V1__CANCEL__INIT;
+        cm.job_id = id;
+        opg_sock_send(c->wsock, &w->peer, T(CANCEL), &cm.base);
+    }
+    add_sub(c, j, p, SUB_STATUS);
+}
+
+static void handle_client(opg_coord *c) {
+    opg_peer p;
+    opg_frame *f = NULL;
+    opg_status st = opg_sock_recv(c->csock, 1, &p, &f);
+    if (st) {
+        metric_add(c, c->m_rejected, 1);
+        LOG(OPG_LOG_WARN, "frame_rejected", "socket=clients code=%d error=\"%s\"", st, opg_last_error());
+        if (p.rid_len) opg_sock_send_error(c->csock, &p, 0, st, opg_last_error());
+        return;
+    }
+    uint64_t id = 0;
+    job *j = NULL;
+    switch (f->type) {
+    case T(SUBMIT_JOB):
+        on_submit(c, &p, (Opg__V1__SubmitJob *)f->msg);
+        break;
+    case T(STATUS):
+        id = ((Opg__V1__Status *)f->msg)->job_id;
+        j = active_job(c, id);
+        if (j && j->state && !j->final_state) reply_status(c, &p, id, j->state, j->n_toks);
+        else if (j && j->final_state) reply_status(c, &p, id, j->final_state, j->n_toks);
+        else if (j) reply_status(c, &p, id, OPG_JOB_QUEUED, 0);
+        else on_final_lookup(c, &p, id, 0, 1);
+        break;
+    case T(GET_RESULT): {
+        Opg__V1__GetResult *g = (Opg__V1__GetResult *)f->msg;
+        j = active_job(c, g->job_id);
+        if (j && (g->wait || j->final_state)) add_sub(c, j, &p, SUB_RESULT);
+        else if (j) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "job %llu is not finished", (unsigned long long)g->job_id);
+            opg_sock_send_error(c->csock, &p, g->job_id, OPG_ERR_STATE, msg);
+        } else on_final_lookup(c, &p, g->job_id, 0, 0);
+        break;
+    }
+    case T(STREAM):
+        id = ((Opg__V1__Stream *)f->msg)->job_id;
+        j = active_job(c, id);
+        if (j) add_sub(c, j, &p, SUB_STREAM);
+        else on_final_lookup(c, &p, id, 1, 0);
+        break;
+    case T(CANCEL):
+        on_cancel(c, &p, ((Opg__V1__Cancel *)f->msg)->job_id);
+        break;
+    default:
+        opg_sock_send_error(c->csock, &p, 0, OPG_ERR_ARG, "message not valid from a client");
+        break;
+    }
+    opg_frame_free(&f);
+}
+
+/* ---- commit ----------------------------------------------------------------------- */
+static opg_status commit(opg_coord *c) {
+    if (!c->in_txn) return OPG_OK;
+    c->in_txn = 0;
+    opg_status st = opg_jobstore_commit(c->store);
+    if (st) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", opg_last_error());
+        opg_jobstore_rollback(c->store);
+        LOG(OPG_LOG_ERROR, "store_commit_failed", "error=\"%s\"", why);
+        return opg__fail(st, "job store: %s", why);
+    }
+    for (ack *a = c->acks, *n; a; a = n) {
+        n = a->next;
+        Opg__V1__SubmitAck m = OPG__V1__SUBMIT_ACK__INIT;
+        m.job_id = a->j->id;
+        send_client(c, &a->peer, T(SUBMIT_ACK), &m.base);
+        enqueue(c, a->j, 0);
+        metric_add(c, c->m_submitted, 1);
+        free(a);
+    }
+    c->acks = c->acks_tail = NULL;
+    deliver_finished(c);
+    return OPG_OK;
+}
+
+/* ---- heartbeats ----------------------------------------------------------------------- */
+static void heartbeat(opg_coord *c, int64_t now) {
+    if (now < c->next_hb) return;
+    c->next_hb = now + c->cfg.heartbeat_ms;
+    int64_t dead_after = (int64_t)c->cfg.heartbeat_ms * c->cfg.liveness;
+    Opg__V1__Heartbeat hb = OPG__V1__HEARTBEAT__INIT;
+    hb.seq = ++c->hb_seq;
+    hb.time_unix_ms = (uint64_t)opg_wall_ms();
+    worker *w, *t;
+    DL_FOREACH_SAFE(c->workers, w, t) {
+        if (now - w->last_seen > dead_after) {
+            worker_remove(c, w, "heartbeat timeout");
+            c->dispatch_dirty = 1;
+            continue;
+        }
+        opg_sock_send(c->wsock, &w->peer, T(HEARTBEAT), &hb.base);
+    }
+}
+
+static void update_gauges(opg_coord *c) {
+    if (!c->cfg.metrics) return;
+    uint64_t slots = 0;
+    worker *w;
+    DL_FOREACH(c->workers, w) slots += w->slots;
+    metric_set(c, c->m_queue, (double)c->n_queued);
+    metric_set(c, c->m_running, (double)c->n_running);
+    metric_set(c, c->m_workers, (double)c->n_workers);
+    metric_set(c, c->m_slots, (double)slots);
+}
+
+opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
+    zmq_pollitem_t items[2] = {{c->wsock, 0, ZMQ_POLLIN, 0}, {c->csock, 0, ZMQ_POLLIN, 0}};
+    opg_status st = OPG_OK;
+    while (!stop || !*stop) {
+        int64_t now = opg_now_ms();
+        long timeout = c->next_hb > now ? (long)(c->next_hb - now) : 0;
+        if (zmq_poll(items, 2, timeout) < 0 && zmq_errno() != EINTR) {
+            st = opg__fail(OPG_ERR_IO, "poll: %s", zmq_strerror(zmq_errno()));
+            break;
+        }
+        int busy = 1;
+        for (int n = 0; busy && n < BATCH_MAX;) {
+            busy = 0;
+            int ev = 0;
+            size_t sz = sizeof ev;
+            if (zmq_getsockopt(c->wsock, ZMQ_EVENTS, &ev, &sz) == 0 && (ev & ZMQ_POLLIN)) {
+                handle_worker(c);
+                busy = 1;
+                n++;
+            }
+            sz = sizeof ev;
+            if (zmq_getsockopt(c->csock, ZMQ_EVENTS, &ev, &sz) == 0 && (ev & ZMQ_POLLIN)) {
+                handle_client(c);
+                busy = 1;
+                n++;
+            }
+        }
+        if ((st = commit(c))) break;
+        now = opg_now_ms();
+        heartbeat(c, now);
+        if ((st = commit(c))) break; /* jobs failed by lost workers */
+        dispatch(c);
+        update_gauges(c);
+    }
+    return st;
+}
+
+/* ---- setup ---------------------------------------------------------------------------- */
+static int restore_one(void *ctx, uint64_t id, const uint8_t *req, size_t len, int64_t created_ms) {
+    opg_coord *c = ctx;
+    (void)created_ms;
+    job *j = job_new(id, req, len, opg_now_ms());
+    if (!j) {
+        LOG(OPG_LOG_ERROR, "job_unreadable", "job=%llu", (unsigned long long)id);
+        return 0;
+    }
+    HASH_ADD(hh, c->jobs, id, sizeof j->id, j);
+    enqueue(c, j, 0);
+    return 0;
+}
+
+static opg_status bind_sock(opg_coord *c, void **sock, const char *ep, const char *domain, char *out, size_t outn) {
+    *sock = zmq_socket(c->zctx, ZMQ_ROUTER);
+    if (!*sock) return opg__fail(OPG_ERR_IO, "socket: %s", zmq_strerror(zmq_errno()));
+    int hwm = strcmp(domain, "clients") == 0 ? c->cfg.client_hwm : 100000;
+    opg_status st = opg_sock_setup(*sock, 1, hwm, 100000, 0);
+    if (st) return st;
+    if (c->cfg.key && (st = opg_sock_curve_server(*sock, c->cfg.key, domain))) return st;
+    if (zmq_bind(*sock, ep) != 0)
+        return opg__fail(OPG_ERR_IO, "cannot bind the %s endpoint %s: %s", domain, ep, zmq_strerror(zmq_errno()));
+    size_t n = outn;
+    if (zmq_getsockopt(*sock, ZMQ_LAST_ENDPOINT, out, &n) != 0) snprintf(out, outn, "%s", ep);
+    return OPG_OK;
+}
+
+static void register_metrics(opg_coord *c) {
+    opg_metrics *m = c->cfg.metrics;
+    int *all[] = {&c->m_submitted, &c->m_done, &c->m_failed, &c->m_cancelled, &c->m_requeued, &c->m_tokens,
+                  &c->m_rejected, &c->m_dropped, &c->m_queue, &c->m_running, &c->m_workers, &c->m_slots,
+                  &c->m_latency, &c->m_wait};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) *all[i] = -1;
+    if (!m) return;
+    c->m_submitted = opg_metrics_counter(m, "opg_jobs_submitted_total", NULL, "Jobs accepted (stored and acknowledged).");
+    c->m_done = opg_metrics_counter(m, "opg_jobs_finished_total", "state=\"done\"", "Jobs finished, by final state.");
+    c->m_failed = opg_metrics_counter(m, "opg_jobs_finished_total", "state=\"failed\"", "Jobs finished, by final state.");
+    c->m_cancelled = opg_metrics_counter(m, "opg_jobs_finished_total", "state=\"cancelled\"", "Jobs finished, by final state.");
+    c->m_requeued = opg_metrics_counter(m, "opg_jobs_requeued_total", NULL, "Jobs put back in the queue after losing their worker.");
+    c->m_tokens = opg_metrics_counter(m, "opg_tokens_generated_total", NULL, "Output tokens of finished jobs.");
+    c->m_rejected = opg_metrics_counter(m, "opg_frames_rejected_total", NULL, "Malformed, oversized or wrong-version frames.");
+    c->m_dropped = opg_metrics_counter(m, "opg_client_messages_dropped_total", NULL, "Messages to clients dropped because their queue was full.");
+    c->m_queue = opg_metrics_gauge(m, "opg_queue_depth", NULL, "Jobs waiting for a worker.");
+    c->m_running = opg_metrics_gauge(m, "opg_jobs_running", NULL, "Jobs running on a worker.");
+    c->m_workers = opg_metrics_gauge(m, "opg_workers", NULL, "Connected workers.");
+    c->m_slots = opg_metrics_gauge(m, "opg_worker_slots", NULL, "Job slots of the connected workers.");
+    c->m_latency = opg_metrics_histogram(m, "opg_job_latency_seconds", NULL, "From acknowledgement to result.",
+                                         opg_metrics_latency_bounds, opg_metrics_n_latency_bounds);
+    c->m_wait = opg_metrics_histogram(m, "opg_job_queue_seconds", NULL, "From acknowledgement to dispatch.",
+                                      opg_metrics_latency_bounds, opg_metrics_n_latency_bounds);
+}
+
+opg_status opg_coord_new(const opg_coord_config *cfg, opg_coord **out) {
+    *out = NULL;
+    if (!cfg || !cfg->workers_endpoint || !cfg->clients_endpoint || !cfg->db_path)
+        return opg__fail(OPG_ERR_ARG, "coordinator: endpoints and a store path are required");
+    if (!cfg->key) {
+        const char *eps[2] = {cfg->workers_endpoint, cfg->clients_endpoint};
+        for (int i = 0; i < 2; i++)
+            if (!opg_endpoint_is_local(eps[i]))
+                return opg__fail(OPG_ERR_DENIED,
+                                 "endpoint %s leaves this machine: CurveZMQ is required (give a key, opg keygen)",
+                                 eps[i]);
+    }
+    opg_coord *c = calloc(1, sizeof *c);
+    if (!c) return opg__fail(OPG_ERR_NOMEM, "coordinator: out of memory");
+    c->cfg = *cfg;
+    if (c->cfg.heartbeat_ms <= 0) c->cfg.heartbeat_ms = 1000;
+    if (c->cfg.liveness <= 0) c->cfg.liveness = 3;
+    if (c->cfg.max_attempts <= 0) c->cfg.max_attempts = 5;
+    if (c->cfg.queue_max <= 0) c->cfg.queue_max = 1000000;
+    if (c->cfg.client_hwm <= 0) c->cfg.client_hwm = 1000;
+    register_metrics(c);
+    opg_status st = opg_jobstore_open(cfg->db_path, &c->store);
+    if (st) goto fail;
+    if (!(c->zctx = zmq_ctx_new())) {
+        st = opg__fail(OPG_ERR_IO, "zmq context: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (cfg->key) {
+        if ((st = opg_zap_start(c->zctx, &c->zap))) goto fail;
+        for (size_t i = 0; i < cfg->n_worker_keys; i++)
+            if ((st = opg_zap_allow(c->zap, "workers", cfg->worker_keys[i]))) goto fail;
+        for (size_t i = 0; i < cfg->n_client_keys; i++)
+            if ((st = opg_zap_allow(c->zap, "clients", cfg->client_keys[i]))) goto fail;
+    }
+    if ((st = bind_sock(c, &c->wsock, cfg->workers_endpoint, "workers", c->wep, sizeof c->wep))) goto fail;
+    if ((st = bind_sock(c, &c->csock, cfg->clients_endpoint, "clients", c->cep, sizeof c->cep))) goto fail;
+    if ((st = opg_jobstore_pending(c->store, restore_one, c))) goto fail;
+    if (c->n_queued)
+        LOG(OPG_LOG_INFO, "jobs_restored", "queued=%lld", (long long)c->n_queued);
+    c->next_hb = opg_now_ms() + c->cfg.heartbeat_ms;
+    *out = c;
+    return OPG_OK;
+fail:
+    opg_coord_free(c);
+    return st;
+}
+
+void opg_coord_free(opg_coord *c) {
+    if (!c) return;
+    worker *w, *wt;
+    DL_FOREACH_SAFE(c->workers, w, wt) {
+        DL_DELETE(c->workers, w);
+        free(w->models);
+        free(w->jobs);
+        free(w);
+    }
+    for (ack *a = c->acks, *n; a; a = n) {
+        n = a->next;
+        free(a);
+    }
+    job *j, *jt;
+    HASH_ITER(hh, c->jobs, j, jt) {
+        HASH_DEL(c->jobs, j);
+        job_free(j);
+    }
+    mqueue *q, *qt;
+    HASH_ITER(hh, c->queues, q, qt) {
+        HASH_DEL(c->queues, q);
+        free(q);
+    }
+    if (c->wsock) zmq_close(c->wsock);
+    if (c->csock) zmq_close(c->csock);
+    opg_zap_stop(c->zap);
+    if (c->zctx) zmq_ctx_term(c->zctx);
+    if (c->in_txn) opg_jobstore_rollback(c->store);
+    opg_jobstore_close(c->store);
+    free(c);
+}
+
+const char *opg_coord_workers_endpoint(const opg_coord *c) { return c->wep; }
+const char *opg_coord_clients_endpoint(const opg_coord *c) { return c->cep; }

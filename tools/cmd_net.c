@@ -1,0 +1,218 @@
+/* cmd_net.c: `opg submit` (a job to a coordinator) and `opg keygen`. */
+#include "cmd_net.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "contract.h"
+#include "gguf.h"
+#include "keys.h"
+#include "opts.h"
+#include "tokenizer.h"
+#include "trace.h"
+
+#ifndef OPG_DEFAULT_MODEL
+#define OPG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#endif
+
+static int parse_hex32(const char *s, uint8_t out[32]) {
+    if (!s || strlen(s) != 64) return -1;
+    for (int i = 0; i < 32; i++) {
+        unsigned v;
+        if (sscanf(s + 2 * i, "%2x", &v) != 1) return -1;
+        out[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+typedef struct {
+    const opg_tokenizer *tok;
+    int quiet;
+} stream_out;
+
+static void print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t n) {
+    stream_out *so = ctx;
+    (void)index;
+    if (so->quiet) return;
+    for (size_t i = 0; i < n; i++) {
+        if (!so->tok) {
+            printf("%s%u", index + i ? " " : "", t[i]);
+            continue;
+        }
+        char piece[256];
+        size_t len = 0;
+        if (opg_tokenizer_token_to_piece(so->tok, (int32_t)t[i], 0, piece, sizeof piece, &len) == OPG_OK)
+            fwrite(piece, 1, len, stdout);
+    }
+    fflush(stdout);
+}
+
+int opg_cmd_submit(int argc, char **argv) {
+    char *endpoint = "tcp://127.0.0.1:5556", *model = OPG_DEFAULT_MODEL, *model_id = NULL, *prompt = NULL;
+    char *key_path = NULL, *server_key = NULL;
+    int chat = 0, no_wait = 0, quiet = 0;
+    int64_t max_tokens = 64, seed = 0, top_k = 40, max_price = 0, timeout = 120000;
+    double temp = 0.0, top_p = 0.95;
+    const opg_opt opts[] = {
+        {"coordinator", 'C', OPG_OPT_STR, &endpoint, 0, 0, "ENDPOINT", "the coordinator's client endpoint"},
+        {"model", 'm', OPG_OPT_STR, &model, 0, 0, "PATH", "local GGUF file: its SHA-256 is the model id, its tokenizer prints the output"},
+        {"model-id", 0, OPG_OPT_STR, &model_id, 0, 0, "HEX", "model id (SHA-256) when the file is not here; output printed as ids"},
+        {"prompt", 'p', OPG_OPT_STR, &prompt, 0, 0, "TEXT", "the prompt"},
+        {"chat", 0, OPG_OPT_BOOL, &chat, 0, 0, NULL, "the worker wraps the prompt in the model's chat template"},
+        {"max-tokens", 'n', OPG_OPT_INT, &max_tokens, 1, 65536, "N", "tokens to generate at most"},
+        {"seed", 0, OPG_OPT_INT, &seed, 0, INT64_MAX, "S", "sampling seed"},
+        {"temp", 0, OPG_OPT_DOUBLE, &temp, 0, 0, "T", "temperature, 0 = greedy (0..100)"},
+        {"top-k", 0, OPG_OPT_INT, &top_k, 0, 1 << 24, "K", "top-k cut, 0 = off"},
+        {"top-p", 0, OPG_OPT_DOUBLE, &top_p, 0, 0, "P", "nucleus cut (0..1)"},
+        {"max-price", 0, OPG_OPT_INT, &max_price, 0, INT64_MAX, "N", "most the job may cost (0: no limit)"},
+        {"key", 'k', OPG_OPT_STR, &key_path, 0, 0, "FILE", "this client's identity key (with --server-key)"},
+        {"server-key", 0, OPG_OPT_STR, &server_key, 0, 0, "Z85", "the coordinator's public key: CurveZMQ"},
+        {"no-wait", 0, OPG_OPT_BOOL, &no_wait, 0, 0, NULL, "print the job id and return"},
+        {"quiet", 'q', OPG_OPT_BOOL, &quiet, 0, 0, NULL, "no streamed text, only the summary lines"},
+        {"timeout-ms", 0, OPG_OPT_INT, &timeout, 1, INT64_MAX / 2, "MS", "longest silence from the coordinator"},
+    };
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    int help = 0, rc = 1;
+    opg_status st = opg_opts_parse(opts, n_opts, argc, argv, &help, NULL);
+    if (st) {
+        fprintf(stderr, "opg submit: %s\n(opg submit --help lists the options)\n", opg_last_error());
+        return 2;
+    }
+    if (help) {
+        char *t = opg_opts_help(opts, n_opts,
+                                "opg submit -p PROMPT [options]\n"
+                                "Submits a job to a coordinator, streams its output and prints its trace root.");
+        if (t) fputs(t, stdout);
+        free(t);
+        opg_opts_free(opts, n_opts);
+        return 0;
+    }
+    opg_gguf *g = NULL;
+    opg_tokenizer *tok = NULL;
+    opg_client *cl = NULL;
+    opg_frame *res = NULL;
+    opg_keypair key;
+    uint8_t id[32], spk[32];
+    int have_key = 0;
+    if (!prompt || !prompt[0] || !(temp >= 0 && temp <= 100) || !(top_p >= 0 && top_p <= 1)) {
+        fprintf(stderr, "opg submit: %s\n", !prompt || !prompt[0] ? "a prompt is required (-p TEXT)"
+                                                                   : "--temp must be in 0..100 and --top-p in 0..1");
+        rc = 2;
+        goto out;
+    }
+    if (model_id) {
+        if (parse_hex32(model_id, id)) {
+            fprintf(stderr, "opg submit: --model-id must be 64 hex digits\n");
+            rc = 2;
+            goto out;
+        }
+    } else {
+        if ((st = opg_gguf_open(model, &g))) {
+            fprintf(stderr, "opg submit: %s: %s\n%s", model, opg_last_error(),
+                    strcmp(model, OPG_DEFAULT_MODEL) == 0 ? "  (scripts/fetch-model.sh downloads the default model)\n" : "");
+            goto out;
+        }
+        opg_gguf_sha256(g, id);
+        if (opg_tokenizer_from_gguf(g, &tok) != OPG_OK) tok = NULL; /* ids are printed instead */
+    }
+    if (server_key) {
+        if (!key_path) {
+            fprintf(stderr, "opg submit: --server-key needs --key (the coordinator admits clients by key)\n");
+            rc = 2;
+            goto out;
+        }
+        if ((st = opg_key_parse_public(server_key, spk)) || (st = opg_key_load(key_path, &key))) {
+            fprintf(stderr, "opg submit: %s\n", opg_last_error());
+            goto out;
+        }
+        have_key = 1;
+    }
+    if ((st = opg_client_new(endpoint, have_key ? &key : NULL, server_key ? spk : NULL, &cl))) {
+        fprintf(stderr, "opg submit: %s\n", opg_last_error());
+        goto out;
+    }
+    Opg__V1__SamplingParams sp = OPG__V1__SAMPLING_PARAMS__INIT;
+    sp.temperature = (float)temp;
+    sp.top_k = (uint32_t)top_k;
+    sp.top_p = (float)top_p;
+    sp.seed = (uint64_t)seed;
+    Opg__V1__SubmitJob sj = OPG__V1__SUBMIT_JOB__INIT;
+    sj.model_id.data = id;
+    sj.model_id.len = 32;
+    sj.prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TEXT;
+    sj.text = prompt;
+    sj.chat = chat;
+    sj.sampling = &sp;
+    sj.max_tokens = (uint32_t)max_tokens;
+    sj.max_price = (uint64_t)max_price;
+    sj.contract_version = OPG_CONTRACT_VERSION;
+    uint64_t job = 0;
+    if ((st = opg_client_submit(cl, &sj, (int)timeout, &job))) {
+        fprintf(stderr, "opg submit: %s (%s)\n", opg_last_error(), opg_strerror(st));
+        goto out;
+    }
+    printf("job=%llu\n", (unsigned long long)job);
+    fflush(stdout);
+    if (no_wait) {
+        rc = 0;
+        goto out;
+    }
+    stream_out so = {tok, quiet};
+    if ((st = opg_client_stream(cl, job, print_tokens, &so, (int)timeout, &res))) {
+        fprintf(stderr, "\nopg submit: job %llu: %s (%s)\n", (unsigned long long)job, opg_last_error(), opg_strerror(st));
+        goto out;
+    }
+    if (!quiet) putchar('\n');
+    const Opg__V1__Result *r = (const Opg__V1__Result *)res->msg;
+    static const char *stops[] = {"-", "eos", "max_tokens", "cancelled", "context"};
+    char hex[65];
+    opg_hex(hex, r->trace_root.data, 32);
+    printf("job=%llu tokens=%zu stop=%s receipt_bytes=%zu trace_root=%s\n", (unsigned long long)job,
+           r->n_output_tokens, stops[r->stop_reason < 5 ? r->stop_reason : 0], r->receipt.len, hex);
+    rc = 0;
+out:
+    opg_frame_free(&res);
+    opg_client_free(cl);
+    opg_tokenizer_free(tok);
+    opg_gguf_close(g);
+    if (have_key) opg_keypair_wipe(&key);
+    opg_opts_free(opts, n_opts);
+    return rc;
+}
+
+int opg_cmd_keygen(int argc, char **argv) {
+    char *out = NULL;
+    const opg_opt opts[] = {
+        {"out", 'o', OPG_OPT_STR, &out, 0, 0, "FILE", "where to write the new key (never overwritten; mode 0600)"},
+    };
+    int help = 0;
+    if (opg_opts_parse(opts, 1, argc, argv, &help, NULL)) {
+        fprintf(stderr, "opg keygen: %s\n", opg_last_error());
+        return 2;
+    }
+    if (help || !out) {
+        char *t = opg_opts_help(opts, 1,
+                                "opg keygen -o FILE\n"
+                                "Writes a new node identity (Ed25519 seed; its X25519 form is the CurveZMQ key)\n"
+                                "and prints its public key, which goes in the peers' allow lists.");
+        if (t) fputs(t, help ? stdout : stderr);
+        free(t);
+        opg_opts_free(opts, 1);
+        return help ? 0 : 2;
+    }
+    char pub[41];
+    opg_status st = opg_keygen_file(out, pub);
+    if (st) {
+        fprintf(stderr, "opg keygen: %s (%s)\n", opg_last_error(), opg_strerror(st));
+        opg_opts_free(opts, 1);
+        return 1;
+    }
+    printf("%s\n", pub);
+    fprintf(stderr, "opg keygen: wrote %s; its public key (above) goes in allow lists\n", out);
+    opg_opts_free(opts, 1);
+    return 0;
+}

@@ -1,0 +1,8 @@
+/* cmd_net.h: the opg commands that talk to the network (built with OPG_NETWORK). */
+#ifndef OPG_CMD_NET_H
+#define OPG_CMD_NET_H
+
+int opg_cmd_submit(int argc, char **argv);
+int opg_cmd_keygen(int argc, char **argv);
+
+#endif

@@ -1,0 +1,168 @@
+/* opg-worker: the worker daemon, a thin shell over worker.h: options,
+ * backend and model loading, keys, logs, /metrics, signals (SIGTERM drains). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "keys.h"
+#include "log.h"
+#include "metrics.h"
+#include "model.h"
+#include "opts.h"
+#include "worker.h"
+
+#ifndef OPG_DEFAULT_MODEL
+#define OPG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#endif
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static int fail(const char *what, opg_status st) {
+    fprintf(stderr, "opg-worker: %s: %s (%s)\n", what, opg_last_error(), opg_strerror(st));
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    char *coordinator = "tcp://127.0.0.1:5555", *server_key = NULL, *key_path = NULL, *name = NULL;
+    char *backend = "auto", *metrics_addr = "off", *log_level = "info";
+    static char *default_models[] = {OPG_DEFAULT_MODEL};
+    opg_strv models = {default_models, 1};
+    int64_t slots = 8, threads = 0, price = 0, heartbeat = 1000, liveness = 3, reconnect = 250,
+            reconnect_max = 8000, stream_ms = 50, n_ctx = 0;
+    const opg_opt opts[] = {
+        {"coordinator", 'C', OPG_OPT_STR, &coordinator, 0, 0, "ENDPOINT", "the coordinator's worker endpoint"},
+        {"server-key", 0, OPG_OPT_STR, &server_key, 0, 0, "Z85", "the coordinator's public key (CurveZMQ)"},
+        {"key", 'k', OPG_OPT_STR, &key_path, 0, 0, "FILE", "identity key (opg keygen): CURVE and receipt signing"},
+        {"model", 'm', OPG_OPT_STRS, &models, 0, 0, "PATH", "GGUF model to serve (repeatable)"},
+        {"backend", 'b', OPG_OPT_STR, &backend, 0, 0, "NAME", "auto, cpu, cuda or cuda:N"},
+        {"threads", 't', OPG_OPT_INT, &threads, 0, 1024, "N", "CPU threads (0: all cores)"},
+        {"slots", 's', OPG_OPT_INT, &slots, 1, 4096, "N", "jobs run at once (one batch)"},
+        {"ctx", 0, OPG_OPT_INT, &n_ctx, 0, 1 << 24, "N", "context per job (0: the model's)"},
+        {"price", 0, OPG_OPT_INT, &price, 0, INT64_MAX, "N", "price per token, in the ledger's smallest unit"},
+        {"name", 'n', OPG_OPT_STR, &name, 0, 0, "NAME", "label in the coordinator's logs (default: host name)"},
+        {"heartbeat-ms", 0, OPG_OPT_INT, &heartbeat, 10, 600000, "MS", "heartbeat period"},
+        {"liveness", 0, OPG_OPT_INT, &liveness, 1, 100, "N", "missed heartbeats before reconnecting"},
+        {"reconnect-ms", 0, OPG_OPT_INT, &reconnect, 1, 600000, "MS", "first reconnect back-off"},
+        {"reconnect-max-ms", 0, OPG_OPT_INT, &reconnect_max, 1, 3600000, "MS", "longest back-off"},
+        {"stream-ms", 0, OPG_OPT_INT, &stream_ms, 1, 60000, "MS", "send a job's new tokens at most this often"},
+        {"metrics", 0, OPG_OPT_STR, &metrics_addr, 0, 0, "HOST:PORT", "Prometheus /metrics address; \"off\": none"},
+        {"log-level", 0, OPG_OPT_STR, &log_level, 0, 0, "LEVEL", "debug, info, warn or error"},
+    };
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    int help = 0;
+    opg_status st = opg_opts_parse(opts, n_opts, argc, argv, &help, NULL);
+    if (st) {
+        fprintf(stderr, "opg-worker: %s\n(--help lists the options)\n", opg_last_error());
+        return 2;
+    }
+    if (help) {
+        char *t = opg_opts_help(opts, n_opts,
+                                "opg-worker [OPTIONS]\n"
+                                "Serves GGUF models to a coordinator: takes jobs, runs them with the\n"
+                                "deterministic kernels, returns output, trace root and a signed receipt.\n"
+                                "SIGTERM/SIGINT drain: running jobs finish, then it disconnects.");
+        if (t) fputs(t, stdout);
+        free(t);
+        opg_opts_free(opts, n_opts);
+        return 0;
+    }
+    int level = opg_log_level_parse(log_level);
+    if (level < 0) {
+        fprintf(stderr, "opg-worker: --log-level must be debug, info, warn or error, got '%s'\n", log_level);
+        return 2;
+    }
+    if (models.n < 1) {
+        fprintf(stderr, "opg-worker: at least one --model is required\n");
+        return 2;
+    }
+    opg_log log = {opg_log_stderr_sink, stderr, (opg_log_level)level};
+    opg_keypair key;
+    uint8_t spk[32];
+    if (key_path && (st = opg_key_load(key_path, &key))) return fail(key_path, st);
+    if (server_key && (st = opg_key_parse_public(server_key, spk))) return fail("--server-key", st);
+    if (server_key && !key_path) {
+        fprintf(stderr, "opg-worker: --server-key needs --key (the coordinator admits workers by key)\n");
+        return 2;
+    }
+
+    int rc = 1;
+    opg_backend *be = NULL;
+    opg_model **ms = calloc((size_t)models.n, sizeof *ms);
+    opg_metrics *metrics = NULL;
+    opg_metrics_http *http = NULL;
+    opg_worker *w = NULL;
+    const char *notice = NULL;
+    if (!ms) goto out;
+    if ((st = opg_backend_new_auto(backend, (int)threads, &be, &notice))) {
+        rc = fail("backend", st);
+        goto out;
+    }
+    if (notice) opg_log_emit(&log, OPG_LOG_WARN, "backend_fallback", "notice=\"%s\"", notice);
+    for (int i = 0; i < models.n; i++) {
+        if ((st = opg_model_load(models.v[i], be, NULL, NULL, &ms[i]))) {
+            rc = fail(models.v[i], st);
+            if (strcmp(models.v[i], OPG_DEFAULT_MODEL) == 0)
+                fprintf(stderr, "  (scripts/fetch-model.sh downloads the default model)\n");
+            goto out;
+        }
+        uint8_t id[32];
+        char hex[65];
+        opg_model_id(ms[i], id);
+        for (int k = 0; k < 32; k++) snprintf(hex + 2 * k, 3, "%02x", id[k]);
+        opg_log_emit(&log, OPG_LOG_INFO, "model_loaded", "path=%s id=%s backend=%s", models.v[i], hex, be->ops->name);
+    }
+    if ((st = opg_metrics_new(&metrics))) {
+        rc = fail("metrics", st);
+        goto out;
+    }
+    opg_worker_config cfg = {0};
+    cfg.coordinator = coordinator;
+    cfg.server_key = server_key ? spk : NULL;
+    cfg.key = key_path ? &key : NULL;
+    cfg.name = name;
+    cfg.models = ms;
+    cfg.n_models = models.n;
+    cfg.slots = (int)slots;
+    cfg.price_per_token = (uint64_t)price;
+    cfg.heartbeat_ms = (int)heartbeat;
+    cfg.liveness = (int)liveness;
+    cfg.reconnect_ms = (int)reconnect;
+    cfg.reconnect_max_ms = (int)reconnect_max;
+    cfg.stream_ms = (int)stream_ms;
+    cfg.n_ctx = n_ctx;
+    cfg.log = log;
+    cfg.metrics = metrics;
+    if ((st = opg_worker_new(&cfg, &w))) {
+        rc = fail("start", st);
+        goto out;
+    }
+    if (strcmp(metrics_addr, "off") != 0 && (st = opg_metrics_serve(metrics, metrics_addr, &http))) {
+        rc = fail("metrics endpoint", st);
+        goto out;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    rc = 0;
+    if ((st = opg_worker_run(w, &g_stop))) rc = fail("run", st);
+out:
+    opg_worker_free(w);
+    opg_metrics_http_stop(http);
+    opg_metrics_free(metrics);
+    for (int i = 0; ms && i < models.n; i++) opg_model_free(ms[i]);
+    free(ms);
+    opg_backend_free(be);
+    if (key_path) opg_keypair_wipe(&key);
+    opg_opts_free(opts, n_opts);
+    return rc;
+}

@@ -1,0 +1,525 @@
+/* worker.c: the worker's event loop (worker.h). */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uthash.h>
+#include <zmq.h>
+
+#include "chat.h"
+#include "contract.h"
+#include "receipt.h"
+#include "scheduler.h"
+#include "sock.h"
+#include "tokenizer.h"
+#include "trace.h"
+
+#define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
+
+typedef struct {
+    opg_model *m;
+    uint8_t id[32];
+    opg_tokenizer *tok;
+    int32_t *stop;             /* end-of-generation tokens */
+    int n_stop;
+    opg_sched *sched;
+} wmodel;
+
+typedef struct wjob {
+    uint64_t id;
+    int model;
+    uint32_t *prompt;          /* for the receipt's prompt hash */
+    uint32_t n_prompt;
+    uint32_t *pending;         /* tokens not yet sent in a Tokens frame */
+    uint32_t n_pending, cap_pending, sent;
+    int64_t last_flush;
+    int cancelled;
+    UT_hash_handle hh;
+} wjob;
+
+struct opg_worker {
+    opg_worker_config cfg;
+    opg_keypair key;
+    wmodel *models;
+    void *zctx, *sock;
+    wjob *jobs;
+    int n_jobs;
+    int draining;
+    int64_t last_heard, next_hb;
+    uint64_t hb_seq;
+    int backoff_ms;
+    char name[OPG_PROTO_MAX_NAME + 1];
+    int m_done, m_failed, m_cancelled, m_tokens, m_running, m_reconnects, m_step;
+    opg_status fatal;
+};
+
+#define LOG(lvl, ev, ...) opg_log_emit(&w->cfg.log, lvl, ev, __VA_ARGS__)
+
+static void metric_add(opg_worker *w, int id, double v) {
+    if (w->cfg.metrics && id >= 0) opg_metrics_add(w->cfg.metrics, id, v);
+}
+
+/* ---- sending ----------------------------------------------------------------------- */
+static void send_msg(opg_worker *w, opg_msg_type type, const ProtobufCMessage *m) {
+    opg_status st = opg_sock_send(w->sock, NULL, type, m);
+    if (st && st != OPG_ERR_LIMIT)
+        LOG(OPG_LOG_WARN, "send_failed", "type=%s error=\"%s\"", opg_frame_type_name(type), opg_last_error());
+}
+
+static void send_ready(opg_worker *w) {
+    Opg__V1__Ready r = OPG__V1__READY__INIT;
+    ProtobufCBinaryData ids[w->cfg.n_models];
+    for (int i = 0; i < w->cfg.n_models; i++) {
+        ids[i].data = w->models[i].id;
+        ids[i].len = 32;
+    }
+    r.n_models = (size_t)w->cfg.n_models;
+    r.models = ids;
+    opg_backend *be = opg_model_backend(w->models[0].m);
+    r.backend = strcmp(be->ops->name, "cuda") == 0 ? OPG__V1__BACKEND__BACKEND_CUDA : OPG__V1__BACKEND__BACKEND_CPU;
+    r.gpu_name = "";
+    r.free_slots = w->draining ? 0u : (uint32_t)w->cfg.slots;
+    r.price_per_token = w->cfg.price_per_token;
+    r.name = w->name;
+    r.worker_key.data = w->key.sign_pk;
+    r.worker_key.len = 32;
+    send_msg(w, T(READY), &r.base);
+}
+
+static void send_error(opg_worker *w, uint64_t job_id, opg_status code, const char *msg) {
+    if (opg_sock_send_error(w->sock, NULL, job_id, code, msg))
+        LOG(OPG_LOG_WARN, "send_failed", "type=Error error=\"%s\"", opg_last_error());
+}
+
+/* ---- jobs ------------------------------------------------------------------------- */
+static void wjob_free(opg_worker *w, wjob *j) {
+    HASH_DEL(w->jobs, j);
+    w->n_jobs--;
+    free(j->prompt);
+    free(j->pending);
+    free(j);
+    if (w->cfg.metrics && w->m_running >= 0) opg_metrics_set(w->cfg.metrics, w->m_running, w->n_jobs);
+}
+
+static wjob *find_job(opg_worker *w, uint64_t id) {
+    wjob *j = NULL;
+    HASH_FIND(hh, w->jobs, &id, sizeof id, j);
+    return j;
+}
+
+static void flush_tokens(opg_worker *w, wjob *j) {
+    if (!j->n_pending) return;
+    Opg__V1__Tokens t = OPG__V1__TOKENS__INIT;
+    t.job_id = j->id;
+    t.index = j->sent;
+    t.n_token_ids = j->n_pending;
+    t.token_ids = j->pending;
+    send_msg(w, T(TOKENS), &t.base);
+    j->sent += j->n_pending;
+    j->n_pending = 0;
+    j->last_flush = opg_now_ms();
+}
+
+static int on_token(void *ctx, uint64_t tag, int64_t index, int32_t token) {
+    opg_worker *w = ctx;
+    wjob *j = find_job(w, tag);
+    (void)index;
+    if (!j) return 1;
+    if (j->n_pending == j->cap_pending) {
+        uint32_t cap = j->cap_pending ? 2 * j->cap_pending : 16;
+        uint32_t *p = realloc(j->pending, cap * sizeof *p);
+        if (!p) return 0; /* the Result still carries every token */
+        j->pending = p;
+        j->cap_pending = cap;
+    }
+    j->pending[j->n_pending++] = (uint32_t)token;
+    return 0;
+}
+
+static void on_done(void *ctx, uint64_t tag, opg_gen_result *r) {
+    opg_worker *w = ctx;
+    wjob *j = find_job(w, tag);
+    if (!j || j->cancelled) {
+        if (j) {
+            metric_add(w, w->m_cancelled, 1);
+            wjob_free(w, j);
+        }
+        opg_gen_result_clear(r);
+        return;
+    }
+    wmodel *wm = &w->models[j->model];
+    uint32_t *out = malloc((size_t)(r->n_tokens ? r->n_tokens : 1) * sizeof *out);
+    if (!out) {
+        send_error(w, j->id, OPG_ERR_NOMEM, "worker out of memory");
+        goto done;
+    }
+    for (int64_t i = 0; i < r->n_tokens; i++) out[i] = (uint32_t)r->tokens[i];
+    Opg__V1__Usage usage = OPG__V1__USAGE__INIT;
+    usage.prompt_tokens = j->n_prompt;
+    usage.completion_tokens = (uint32_t)r->n_tokens;
+    uint8_t root[32], ph[32], oh[32];
+    opg_trace_root(r->trace, root);
+    opg_receipt_hash_tokens(j->prompt, j->n_prompt, ph);
+    opg_receipt_hash_tokens(out, (size_t)r->n_tokens, oh);
+    Opg__V1__Receipt rc = OPG__V1__RECEIPT__INIT;
+    rc.job_id = j->id;
+    rc.model_id = (ProtobufCBinaryData){32, wm->id};
+    rc.prompt_hash = (ProtobufCBinaryData){32, ph};
+    rc.output_hash = (ProtobufCBinaryData){32, oh};
+    rc.trace_root = (ProtobufCBinaryData){32, root};
+    rc.contract_version = OPG_CONTRACT_VERSION;
+    rc.worker_key = (ProtobufCBinaryData){32, w->key.sign_pk};
+    rc.time_unix_ms = (uint64_t)opg_wall_ms();
+    rc.usage = &usage;
+    uint8_t *signed_rc = NULL;
+    size_t signed_len = 0;
+    if (opg_receipt_sign(&rc, w->key.sign_sk, &signed_rc, &signed_len)) {
+        send_error(w, j->id, OPG_ERR_STATE, opg_last_error());
+        free(out);
+        goto done;
+    }
+    Opg__V1__Result res = OPG__V1__RESULT__INIT;
+    res.job_id = j->id;
+    res.n_output_tokens = (size_t)r->n_tokens;
+    res.output_tokens = out;
+    res.usage = &usage;
+    res.trace_root = (ProtobufCBinaryData){32, root};
+    res.stop_reason = r->stop == OPG_STOP_EOG       ? OPG__V1__STOP_REASON__STOP_REASON_EOS
+                      : r->stop == OPG_STOP_CONTEXT ? OPG__V1__STOP_REASON__STOP_REASON_CONTEXT
+                                                    : OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS;
+    res.receipt = (ProtobufCBinaryData){signed_len, signed_rc};
+    j->n_pending = 0; /* the Result carries them */
+    send_msg(w, T(RESULT), &res.base);
+    metric_add(w, w->m_done, 1);
+    metric_add(w, w->m_tokens, (double)r->n_tokens);
+    LOG(OPG_LOG_DEBUG, "job_done", "job=%llu tokens=%lld", (unsigned long long)j->id, (long long)r->n_tokens);
+    free(signed_rc);
+    free(out);
+done:
+    opg_gen_result_clear(r);
+    wjob_free(w, j);
+}
+
+static int model_index(opg_worker *w, const ProtobufCBinaryData *id) {
+    for (int i = 0; i < w->cfg.n_models; i++)
+        if (id->len == 32 && !memcmp(w->models[i].id, id->data, 32)) return i;
+    return -1;
+}
+
+static void on_job(opg_worker *w, const Opg__V1__Job *m) {
+    if (find_job(w, m->job_id)) return; /* already running it */
+    if (w->draining) {
+        send_error(w, m->job_id, OPG_ERR_TIMEOUT, "worker draining: job not taken");
+        return;
+    }
+    if (m->contract_version != OPG_CONTRACT_VERSION) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "determinism contract v%u not supported (this worker runs v%d)",
+                 m->contract_version, OPG_CONTRACT_VERSION);
+        send_error(w, m->job_id, OPG_ERR_UNSUPPORTED, msg);
+        return;
+    }
+    int mi = model_index(w, &m->model_id);
+    if (mi < 0) {
+        send_error(w, m->job_id, OPG_ERR_NOT_FOUND, "model not loaded on this worker");
+        return;
+    }
+    wmodel *wm = &w->models[mi];
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    opg_status st = OPG_OK;
+    if (m->prompt_case == OPG__V1__JOB__PROMPT_TEXT) {
+        st = opg_chat_encode_prompt(wm->tok, opg_model_gguf(wm->m), m->text, m->chat, &ids, &n);
+        if (st == OPG_OK && n == 0) st = opg__fail(OPG_ERR_ARG, "the prompt encodes to no tokens");
+    } else {
+        n = (int64_t)m->tokens->n_ids;
+        ids = malloc((size_t)n * sizeof *ids);
+        if (!ids) st = opg__fail(OPG_ERR_NOMEM, "worker out of memory");
+        for (int64_t i = 0; ids && i < n; i++) ids[i] = (int32_t)m->tokens->ids[i];
+    }
+    wjob *j = st == OPG_OK ? calloc(1, sizeof *j) : NULL;
+    if (st == OPG_OK && !j) st = opg__fail(OPG_ERR_NOMEM, "worker out of memory");
+    if (j) {
+        j->prompt = malloc((size_t)n * sizeof *j->prompt);
+        if (!j->prompt) st = opg__fail(OPG_ERR_NOMEM, "worker out of memory");
+    }
+    if (st == OPG_OK) {
+        opg_gen_request q = {0};
+        q.prompt = ids;
+        q.n_prompt = n;
+        q.max_tokens = m->max_tokens;
+        if (m->sampling) {
+            q.sampling.temperature = m->sampling->temperature;
+            q.sampling.top_k = (int32_t)(m->sampling->top_k > INT32_MAX ? INT32_MAX : m->sampling->top_k);
+            q.sampling.top_p = m->sampling->top_p;
+            q.sampling.seed = m->sampling->seed;
+        }
+        q.stop = wm->stop;
+        q.n_stop = wm->n_stop;
+        st = opg_sched_add(wm->sched, &q, m->job_id);
+    }
+    if (st) {
+        send_error(w, m->job_id, st, opg_last_error());
+        metric_add(w, w->m_failed, 1);
+        if (j) free(j->prompt);
+        free(j);
+        free(ids);
+        return;
+    }
+    j->id = m->job_id;
+    j->model = mi;
+    for (int64_t i = 0; i < n; i++) j->prompt[i] = (uint32_t)ids[i];
+    j->n_prompt = (uint32_t)n;
+    j->last_flush = opg_now_ms();
+    free(ids);
+    HASH_ADD(hh, w->jobs, id, sizeof j->id, j);
+    w->n_jobs++;
+    if (w->cfg.metrics && w->m_running >= 0) opg_metrics_set(w->cfg.metrics, w->m_running, w->n_jobs);
+}
+
+static void on_cancel(opg_worker *w, uint64_t id) {
+    wjob *j = find_job(w, id);
+    if (!j) return;
+    j->cancelled = 1;
+    opg_sched_cancel(w->models[j->model].sched, id); /* on_done frees it */
+}
+
+/* Drops every job (the coordinator re-queues them). */
+static void drop_all(opg_worker *w) {
+    wjob *j, *t;
+    HASH_ITER(hh, w->jobs, j, t) {
+        j->cancelled = 1;
+        opg_sched_cancel(w->models[j->model].sched, j->id);
+    }
+}
+
+/* ---- the link ---------------------------------------------------------------------- */
+static opg_status connect_link(opg_worker *w) {
+    w->sock = zmq_socket(w->zctx, ZMQ_DEALER);
+    if (!w->sock) return opg__fail(OPG_ERR_IO, "socket: %s", zmq_strerror(zmq_errno()));
+    opg_status st = opg_sock_setup(w->sock, 0, 100000, 100000, 0);
+    if (st) return st;
+    if (w->cfg.server_key && (st = opg_sock_curve_client(w->sock, &w->key, w->cfg.server_key))) return st;
+    if (zmq_connect(w->sock, w->cfg.coordinator) != 0)
+        return opg__fail(OPG_ERR_IO, "cannot connect to %s: %s", w->cfg.coordinator, zmq_strerror(zmq_errno()));
+    w->last_heard = opg_now_ms();
+    w->next_hb = w->last_heard + w->cfg.heartbeat_ms;
+    send_ready(w);
+    LOG(OPG_LOG_INFO, "connecting", "coordinator=%s slots=%d", w->cfg.coordinator, w->cfg.slots);
+    return OPG_OK;
+}
+
+static void close_link(opg_worker *w) {
+    if (w->sock) zmq_close(w->sock);
+    w->sock = NULL;
+}
+
+/* Sleeps ms, waking early when stop is set. */
+static void nap(int ms, volatile sig_atomic_t *stop) {
+    while (ms > 0 && !(stop && *stop)) {
+        int d = ms < 50 ? ms : 50;
+        struct timespec ts = {0, (long)d * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= d;
+    }
+}
+
+static opg_status reconnect(opg_worker *w, const char *why, volatile sig_atomic_t *stop) {
+    LOG(OPG_LOG_WARN, "link_lost", "why=\"%s\" jobs_dropped=%d retry_ms=%d", why, w->n_jobs, w->backoff_ms);
+    drop_all(w);
+    close_link(w);
+    metric_add(w, w->m_reconnects, 1);
+    nap(w->backoff_ms, stop);
+    w->backoff_ms = w->backoff_ms * 2 > w->cfg.reconnect_max_ms ? w->cfg.reconnect_max_ms : w->backoff_ms * 2;
+    return connect_link(w);
+}
+
+/* Reads every waiting message. Returns 1 when the link must be reset. */
+static int read_link(opg_worker *w) {
+    for (;;) {
+        opg_frame *f = NULL;
+        opg_status st = opg_sock_recv(w->sock, 0, NULL, &f);
+        if (st == OPG_ERR_TIMEOUT) return 0;
+        if (st) {
+            LOG(OPG_LOG_WARN, "frame_rejected", "code=%d error=\"%s\"", st, opg_last_error());
+            continue;
+        }
+        w->last_heard = opg_now_ms();
+        w->backoff_ms = w->cfg.reconnect_ms; /* the link works */
+        int reset = 0;
+        switch (f->type) {
+        case T(JOB): on_job(w, (Opg__V1__Job *)f->msg); break;
+        case T(CANCEL): on_cancel(w, ((Opg__V1__Cancel *)f->msg)->job_id); break;
+        case T(HEARTBEAT): break;
+        case T(DISCONNECT): reset = 1; break;
+        case T(ERROR): {
+            char msg[600];
+            LOG(OPG_LOG_WARN, "coordinator_error", "message=%s",
+                opg_log_q(msg, sizeof msg, ((Opg__V1__Error *)f->msg)->message));
+            break;
+        }
+        default: LOG(OPG_LOG_WARN, "unexpected_message", "type=%s", opg_frame_type_name(f->type)); break;
+        }
+        opg_frame_free(&f);
+        if (reset) return 1;
+    }
+}
+
+opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
+    opg_status st = connect_link(w);
+    if (st) return st;
+    while (!w->fatal) {
+        int64_t now = opg_now_ms();
+        if (stop && *stop && !w->draining) {
+            w->draining = 1;
+            send_ready(w); /* no free slots: the coordinator sends nothing new */
+            LOG(OPG_LOG_INFO, "draining", "jobs=%d", w->n_jobs);
+        }
+        if (w->draining && w->n_jobs == 0) {
+            Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+            d.reason = "draining (stop requested)";
+            send_msg(w, T(DISCONNECT), &d.base);
+            break;
+        }
+        long timeout = w->n_jobs ? 0 : (long)(w->next_hb > now ? w->next_hb - now : 0);
+        zmq_pollitem_t it = {w->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, timeout) < 0 && zmq_errno() != EINTR)
+            return opg__fail(OPG_ERR_IO, "poll: %s", zmq_strerror(zmq_errno()));
+        if (read_link(w)) {
+            if (w->draining) break;
+            if ((st = reconnect(w, "coordinator said disconnect", stop))) return st;
+            continue;
+        }
+        for (int i = 0; i < w->cfg.n_models; i++) {
+            if (!opg_sched_active(w->models[i].sched)) continue;
+            int64_t t0 = opg_now_ms();
+            if ((st = opg_sched_step(w->models[i].sched))) {
+                /* a failed step: the jobs in it are failed, the model stays */
+                char why[512];
+                snprintf(why, sizeof why, "%s", opg_last_error());
+                LOG(OPG_LOG_ERROR, "step_failed", "error=\"%s\"", why);
+                wjob *j, *t;
+                HASH_ITER(hh, w->jobs, j, t) if (j->model == i) {
+                    send_error(w, j->id, st == OPG_ERR_NOMEM ? OPG_ERR_NOMEM : OPG_ERR_STATE, why);
+                    j->cancelled = 1;
+                    metric_add(w, w->m_failed, 1);
+                    opg_sched_cancel(w->models[i].sched, j->id);
+                }
+            }
+            if (w->cfg.metrics && w->m_step >= 0)
+                opg_metrics_observe(w->cfg.metrics, w->m_step, (double)(opg_now_ms() - t0) / 1000.0);
+        }
+        now = opg_now_ms();
+        wjob *j, *t;
+        HASH_ITER(hh, w->jobs, j, t) if (now - j->last_flush >= w->cfg.stream_ms) flush_tokens(w, j);
+        if (now >= w->next_hb) {
+            Opg__V1__Heartbeat hb = OPG__V1__HEARTBEAT__INIT;
+            hb.seq = ++w->hb_seq;
+            hb.time_unix_ms = (uint64_t)opg_wall_ms();
+            send_msg(w, T(HEARTBEAT), &hb.base);
+            w->next_hb = now + w->cfg.heartbeat_ms;
+        }
+        if (now - w->last_heard > (int64_t)w->cfg.heartbeat_ms * w->cfg.liveness) {
+            if (w->draining) break; /* nobody to drain to */
+            if ((st = reconnect(w, "heartbeat timeout", stop))) return st;
+        }
+    }
+    drop_all(w);
+    close_link(w);
+    LOG(OPG_LOG_INFO, "stopped", "why=%s", w->draining ? "drained" : "error");
+    return w->fatal;
+}
+
+/* ---- setup ------------------------------------------------------------------------- */
+static void register_metrics(opg_worker *w) {
+    opg_metrics *m = w->cfg.metrics;
+    w->m_done = w->m_failed = w->m_cancelled = w->m_tokens = w->m_running = w->m_reconnects = w->m_step = -1;
+    if (!m) return;
+    w->m_done = opg_metrics_counter(m, "opg_worker_jobs_total", "result=\"done\"", "Jobs ended, by result.");
+    w->m_failed = opg_metrics_counter(m, "opg_worker_jobs_total", "result=\"failed\"", "Jobs ended, by result.");
+    w->m_cancelled = opg_metrics_counter(m, "opg_worker_jobs_total", "result=\"dropped\"", "Jobs ended, by result.");
+    w->m_tokens = opg_metrics_counter(m, "opg_worker_tokens_total", NULL, "Output tokens generated.");
+    w->m_running = opg_metrics_gauge(m, "opg_worker_jobs_running", NULL, "Jobs in the batch.");
+    w->m_reconnects = opg_metrics_counter(m, "opg_worker_reconnects_total", NULL, "Coordinator links reset.");
+    w->m_step = opg_metrics_histogram(m, "opg_worker_step_seconds", NULL, "One forward step over the batch.",
+                                      opg_metrics_latency_bounds, opg_metrics_n_latency_bounds);
+}
+
+opg_status opg_worker_new(const opg_worker_config *cfg, opg_worker **out) {
+    *out = NULL;
+    if (!cfg || !cfg->coordinator || !cfg->models || cfg->n_models < 1)
+        return opg__fail(OPG_ERR_ARG, "worker: a coordinator endpoint and at least one model are required");
+    if (!cfg->server_key && !opg_endpoint_is_local(cfg->coordinator))
+        return opg__fail(OPG_ERR_DENIED,
+                         "coordinator %s is not on this machine: CurveZMQ is required (its public key)",
+                         cfg->coordinator);
+    opg_worker *w = calloc(1, sizeof *w);
+    if (!w) return opg__fail(OPG_ERR_NOMEM, "worker: out of memory");
+    w->cfg = *cfg;
+    if (w->cfg.slots <= 0) w->cfg.slots = 8;
+    if (w->cfg.heartbeat_ms <= 0) w->cfg.heartbeat_ms = 1000;
+    if (w->cfg.liveness <= 0) w->cfg.liveness = 3;
+    if (w->cfg.reconnect_ms <= 0) w->cfg.reconnect_ms = 250;
+    if (w->cfg.reconnect_max_ms < w->cfg.reconnect_ms) w->cfg.reconnect_max_ms = 8000;
+    if (w->cfg.stream_ms <= 0) w->cfg.stream_ms = 50;
+    w->backoff_ms = w->cfg.reconnect_ms;
+    if (cfg->name && cfg->name[0]) snprintf(w->name, sizeof w->name, "%s", cfg->name);
+    else if (gethostname(w->name, sizeof w->name - 1) != 0) snprintf(w->name, sizeof w->name, "worker");
+    register_metrics(w);
+    opg_status st = cfg->key ? (w->key = *cfg->key, OPG_OK) : opg_keypair_generate(&w->key);
+    if (st) goto fail;
+    w->models = calloc((size_t)cfg->n_models, sizeof *w->models);
+    if (!w->models) {
+        st = opg__fail(OPG_ERR_NOMEM, "worker: out of memory");
+        goto fail;
+    }
+    opg_sched_options so = {cfg->n_ctx, 0};
+    opg_sched_events ev = {on_token, on_done, w};
+    for (int i = 0; i < cfg->n_models; i++) {
+        wmodel *wm = &w->models[i];
+        wm->m = cfg->models[i];
+        opg_model_id(wm->m, wm->id);
+        if ((st = opg_tokenizer_from_gguf(opg_model_gguf(wm->m), &wm->tok))) goto fail;
+        int32_t nv = opg_tokenizer_n_vocab(wm->tok);
+        wm->stop = malloc((size_t)(nv > 0 ? nv : 1) * sizeof *wm->stop);
+        if (!wm->stop) {
+            st = opg__fail(OPG_ERR_NOMEM, "worker: out of memory");
+            goto fail;
+        }
+        for (int32_t t = 0; t < nv; t++)
+            if (opg_tokenizer_is_eog(wm->tok, t)) wm->stop[wm->n_stop++] = t;
+        if ((st = opg_sched_new(wm->m, &so, &ev, &wm->sched))) goto fail;
+    }
+    if (!(w->zctx = zmq_ctx_new())) {
+        st = opg__fail(OPG_ERR_IO, "zmq context: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    *out = w;
+    return OPG_OK;
+fail:
+    opg_worker_free(w);
+    return st;
+}
+
+void opg_worker_free(opg_worker *w) {
+    if (!w) return;
+    for (int i = 0; w->models && i < w->cfg.n_models; i++) {
+        opg_sched_free(w->models[i].sched);
+        w->models[i].sched = NULL;
+    }
+    wjob *j, *t;
+    HASH_ITER(hh, w->jobs, j, t) wjob_free(w, j);
+    for (int i = 0; w->models && i < w->cfg.n_models; i++) {
+        opg_tokenizer_free(w->models[i].tok);
+        free(w->models[i].stop);
+    }
+    free(w->models);
+    close_link(w);
+    if (w->zctx) zmq_ctx_term(w->zctx);
+    opg_keypair_wipe(&w->key);
+    free(w);
+}
