@@ -232,7 +232,9 @@ static void on_job(opg_worker *w, const Opg__V1__Job *m) {
     int32_t *ids = NULL;
     int64_t n = 0;
     opg_status st = OPG_OK;
-    if (m->prompt_case == OPG__V1__JOB__PROMPT_TEXT) {
+    if (m->prompt_case == OPG__V1__JOB__PROMPT_TEXT && !wm->tok) {
+        st = opg__fail(OPG_ERR_UNSUPPORTED, "this model has no tokenizer: send the prompt as token ids");
+    } else if (m->prompt_case == OPG__V1__JOB__PROMPT_TEXT) {
         st = opg_chat_encode_prompt(wm->tok, opg_model_gguf(wm->m), m->text, m->chat, &ids, &n);
         if (st == OPG_OK && n == 0) st = opg__fail(OPG_ERR_ARG, "the prompt encodes to no tokens");
     } else {
@@ -483,8 +485,9 @@ opg_status opg_worker_new(const opg_worker_config *cfg, opg_worker **out) {
         wmodel *wm = &w->models[i];
         wm->m = cfg->models[i];
         opg_model_id(wm->m, wm->id);
-        if ((st = opg_tokenizer_from_gguf(opg_model_gguf(wm->m), &wm->tok))) goto fail;
-        int32_t nv = opg_tokenizer_n_vocab(wm->tok);
+        /* a model without a vocabulary still serves token prompts */
+        if (opg_tokenizer_from_gguf(opg_model_gguf(wm->m), &wm->tok) != OPG_OK) wm->tok = NULL;
+        int32_t nv = wm->tok ? opg_tokenizer_n_vocab(wm->tok) : 0;
         wm->stop = malloc((size_t)(nv > 0 ? nv : 1) * sizeof *wm->stop);
         if (!wm->stop) {
             st = opg__fail(OPG_ERR_NOMEM, "worker: out of memory");
