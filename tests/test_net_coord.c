@@ -1,0 +1,336 @@
+/* test_net_coord.c: the coordinator's client API and the worker's answers,
+ * in one process: opg_coord_run and opg_worker_run on their own threads over
+ * tcp://127.0.0.1 (ports picked by the kernel), the test as the client
+ * (net/client.h). The tiny f32 model of tests/data/gen_tiny_models.py has no
+ * tokenizer, so prompts are token ids.
+ *  - a job streamed: Tokens pieces in order, then the Result, whose tokens and
+ *    trace root equal opg_generate alone, and whose receipt verifies and names
+ *    the job, the model, the prompt, the output and the worker's key;
+ *  - Status, GetResult (with and without wait), Cancel, unknown ids;
+ *  - refusals: another contract version, a full queue, a text prompt on a
+ *    model without a tokenizer (FAILED with the worker's error);
+ *  - the metrics the coordinator publishes agree. */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "client.h"
+#include "contract.h"
+#include "coord.h"
+#include "generate.h"
+#include "metrics.h"
+#include "model.h"
+#include "receipt.h"
+#include "trace.h"
+#include "worker.h"
+
+#define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
+#define TIMEOUT 20000
+
+static const char *tiny_path(void) {
+    static char buf[1024];
+    const char *dir = getenv("OPG_TINY_DIR");
+#ifdef OPG_TINY_DIR
+    if (!dir || !*dir) dir = OPG_TINY_DIR;
+#endif
+    snprintf(buf, sizeof buf, "%s/tiny-f32.gguf", dir && *dir ? dir : "tiny");
+    return buf;
+}
+
+typedef struct {
+    opg_coord *coord;
+    opg_worker *worker;
+    volatile sig_atomic_t stop_coord, stop_worker;
+    pthread_t tc, tw;
+    opg_backend *be;
+    opg_model *m;
+    opg_metrics *metrics;
+    char dir[64], db[128];
+    uint8_t model_id[32];
+    opg_keypair wkey;
+} net;
+
+static void *coord_main(void *arg) {
+    net *n = arg;
+    opg_status st = opg_coord_run(n->coord, &n->stop_coord);
+    if (st) fprintf(stderr, "coordinator: %s\n", opg_last_error());
+    return NULL;
+}
+
+static void *worker_main(void *arg) {
+    net *n = arg;
+    opg_status st = opg_worker_run(n->worker, &n->stop_worker);
+    if (st) fprintf(stderr, "worker: %s\n", opg_last_error());
+    return NULL;
+}
+
+static void must(opg_status st, const char *what) {
+    if (st) {
+        print_error("%s: %s: %s\n", what, opg_strerror(st), opg_last_error());
+        fail();
+    }
+}
+
+static void net_start(net *n, int with_worker, int64_t queue_max) {
+    memset(n, 0, sizeof *n);
+    snprintf(n->dir, sizeof n->dir, "/tmp/opg-test-coord-XXXXXX");
+    assert_non_null(mkdtemp(n->dir));
+    snprintf(n->db, sizeof n->db, "%s/jobs.db", n->dir);
+    must(opg_metrics_new(&n->metrics), "metrics");
+    opg_coord_config cc = {0};
+    cc.workers_endpoint = "tcp://127.0.0.1:*";
+    cc.clients_endpoint = "tcp://127.0.0.1:*";
+    cc.db_path = n->db;
+    cc.heartbeat_ms = 100;
+    cc.queue_max = queue_max;
+    cc.metrics = n->metrics;
+    must(opg_coord_new(&cc, &n->coord), "opg_coord_new");
+    must(opg_backend_cpu_new(1, &n->be), "backend");
+    must(opg_model_load(tiny_path(), n->be, NULL, NULL, &n->m), tiny_path());
+    opg_model_id(n->m, n->model_id);
+    must(opg_keypair_generate(&n->wkey), "keypair");
+    assert_int_equal(pthread_create(&n->tc, NULL, coord_main, n), 0);
+    if (!with_worker) return;
+    opg_worker_config wc = {0};
+    wc.coordinator = opg_coord_workers_endpoint(n->coord);
+    wc.key = &n->wkey;
+    wc.name = "test-worker";
+    wc.models = &n->m;
+    wc.n_models = 1;
+    wc.slots = 4;
+    wc.heartbeat_ms = 100;
+    wc.stream_ms = 1;
+    must(opg_worker_new(&wc, &n->worker), "opg_worker_new");
+    assert_int_equal(pthread_create(&n->tw, NULL, worker_main, n), 0);
+}
+
+static void net_stop(net *n) {
+    if (n->worker) {
+        n->stop_worker = 1;
+        pthread_join(n->tw, NULL);
+        opg_worker_free(n->worker);
+    }
+    n->stop_coord = 1;
+    pthread_join(n->tc, NULL);
+    opg_coord_free(n->coord);
+    opg_model_free(n->m);
+    opg_backend_free(n->be);
+    opg_metrics_free(n->metrics);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", n->dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", n->dir);
+}
+
+static opg_client *client(net *n) {
+    opg_client *c = NULL;
+    must(opg_client_new(opg_coord_clients_endpoint(n->coord), NULL, NULL, &c), "opg_client_new");
+    return c;
+}
+
+static uint32_t g_prompt[5] = {3, 14, 15, 9, 2};
+
+static void job_init(Opg__V1__SubmitJob *j, Opg__V1__TokenList *tl, Opg__V1__SamplingParams *sp, net *n,
+                     uint32_t max_tokens) {
+    opg__v1__submit_job__init(j);
+    opg__v1__token_list__init(tl);
+    opg__v1__sampling_params__init(sp);
+    tl->ids = g_prompt;
+    tl->n_ids = 5;
+    sp->temperature = 0.7f;
+    sp->top_k = 20;
+    sp->top_p = 0.9f;
+    sp->seed = 1234;
+    j->model_id.data = n->model_id;
+    j->model_id.len = 32;
+    j->prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TOKENS;
+    j->tokens = tl;
+    j->sampling = sp;
+    j->max_tokens = max_tokens;
+    j->contract_version = OPG_CONTRACT_VERSION;
+}
+
+/* The coordinator's /metrics text, value of one series line ("name{labels}"). */
+static double metric(net *n, const char *series) {
+    char *text = NULL;
+    size_t len = 0;
+    must(opg_metrics_render(n->metrics, &text, &len), "render");
+    double v = -1;
+    size_t sl = strlen(series);
+    for (char *p = text; p && *p;) {
+        if (!strncmp(p, series, sl) && p[sl] == ' ') {
+            v = strtod(p + sl + 1, NULL);
+            break;
+        }
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    free(text);
+    return v;
+}
+
+typedef struct {
+    uint32_t toks[64];
+    uint32_t n;
+    int pieces;
+} collected;
+
+static void collect(void *ctx, uint32_t index, const uint32_t *t, size_t k) {
+    collected *c = ctx;
+    assert_int_equal(index, c->n); /* in order, never repeated */
+    for (size_t i = 0; i < k; i++) c->toks[c->n++] = t[i];
+    c->pieces++;
+}
+
+static void test_stream_result_receipt(void **state) {
+    (void)state;
+    net n;
+    net_start(&n, 1, 0);
+    /* reference: the same request alone, in this process */
+    opg_gen_request q = {0};
+    int32_t p32[5];
+    for (int i = 0; i < 5; i++) p32[i] = (int32_t)g_prompt[i];
+    q.prompt = p32;
+    q.n_prompt = 5;
+    q.max_tokens = 24;
+    q.sampling = (opg_sample_params){0.7f, 20, 0.9f, 1234};
+    opg_gen_result ref;
+    must(opg_generate(n.m, &q, 1, &ref, NULL), "reference");
+    uint8_t ref_root[32];
+    opg_trace_root(ref.trace, ref_root);
+
+    opg_client *c = client(&n);
+    Opg__V1__SubmitJob j;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    job_init(&j, &tl, &sp, &n, 24);
+    uint64_t id = 0;
+    must(opg_client_submit(c, &j, TIMEOUT, &id), "submit");
+    assert_true(id >= 1);
+    collected col = {0};
+    opg_frame *f = NULL;
+    must(opg_client_stream(c, id, collect, &col, TIMEOUT, &f), "stream");
+    const Opg__V1__Result *r = (const Opg__V1__Result *)f->msg;
+    assert_int_equal(r->job_id, id);
+    assert_int_equal(r->n_output_tokens, (size_t)ref.n_tokens);
+    assert_int_equal(col.n, (uint32_t)ref.n_tokens);
+    for (int64_t i = 0; i < ref.n_tokens; i++) {
+        assert_int_equal(r->output_tokens[i], (uint32_t)ref.tokens[i]);
+        assert_int_equal(col.toks[i], (uint32_t)ref.tokens[i]);
+    }
+    assert_memory_equal(r->trace_root.data, ref_root, 32);
+    assert_int_equal(r->usage->prompt_tokens, 5);
+    assert_int_equal(r->stop_reason, OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS);
+    /* the receipt: signed by the worker's key, about this job */
+    Opg__V1__Receipt *rc = NULL;
+    must(opg_receipt_verify(r->receipt.data, r->receipt.len, &rc), "receipt");
+    assert_int_equal(rc->job_id, id);
+    assert_memory_equal(rc->model_id.data, n.model_id, 32);
+    assert_memory_equal(rc->trace_root.data, ref_root, 32);
+    assert_memory_equal(rc->worker_key.data, n.wkey.sign_pk, 32);
+    uint8_t h[32];
+    opg_receipt_hash_tokens(g_prompt, 5, h);
+    assert_memory_equal(rc->prompt_hash.data, h, 32);
+    opg_receipt_hash_tokens(r->output_tokens, r->n_output_tokens, h);
+    assert_memory_equal(rc->output_hash.data, h, 32);
+    opg_receipt_free(rc);
+    opg_frame_free(&f);
+
+    /* finished: Status, GetResult, a Stream after the fact, Cancel too late */
+    int st_state = 0;
+    uint32_t done = 0;
+    must(opg_client_status(c, id, TIMEOUT, &st_state, &done), "status");
+    assert_int_equal(st_state, OPG__V1__JOB_STATE__JOB_STATE_DONE);
+    assert_int_equal(done, (uint32_t)ref.n_tokens);
+    must(opg_client_result(c, id, 0, TIMEOUT, &f), "result");
+    assert_memory_equal(((Opg__V1__Result *)f->msg)->trace_root.data, ref_root, 32);
+    opg_frame_free(&f);
+    collected again = {0};
+    must(opg_client_stream(c, id, collect, &again, TIMEOUT, &f), "stream again");
+    assert_int_equal(again.n, (uint32_t)ref.n_tokens);
+    opg_frame_free(&f);
+    must(opg_client_cancel(c, id, TIMEOUT, &st_state), "cancel");
+    assert_int_equal(st_state, OPG__V1__JOB_STATE__JOB_STATE_DONE);
+
+    /* several jobs at once, batched on the worker: the same answer each */
+    uint64_t ids[6];
+    for (int i = 0; i < 6; i++) must(opg_client_submit(c, &j, TIMEOUT, &ids[i]), "submit");
+    for (int i = 0; i < 6; i++) {
+        must(opg_client_result(c, ids[i], 1, TIMEOUT, &f), "result wait");
+        assert_memory_equal(((Opg__V1__Result *)f->msg)->trace_root.data, ref_root, 32);
+        opg_frame_free(&f);
+    }
+    assert_true(metric(&n, "opg_jobs_finished_total{state=\"done\"}") == 7.0);
+    assert_true(metric(&n, "opg_jobs_submitted_total") == 7.0);
+    assert_true(metric(&n, "opg_workers") == 1.0);
+
+    /* unknown id */
+    assert_int_equal(opg_client_status(c, 999999, TIMEOUT, &st_state, &done), OPG_ERR_NOT_FOUND);
+    assert_int_equal(opg_client_result(c, 999999, 1, TIMEOUT, &f), OPG_ERR_NOT_FOUND);
+
+    /* text prompt on a model without a tokenizer: the worker's error is the job's answer */
+    Opg__V1__SubmitJob jt = j;
+    jt.prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TEXT;
+    jt.text = "hello";
+    must(opg_client_submit(c, &jt, TIMEOUT, &id), "submit text");
+    assert_int_equal(opg_client_result(c, id, 1, TIMEOUT, &f), OPG_ERR_UNSUPPORTED);
+    assert_non_null(strstr(opg_last_error(), "tokenizer"));
+    must(opg_client_status(c, id, TIMEOUT, &st_state, &done), "status");
+    assert_int_equal(st_state, OPG__V1__JOB_STATE__JOB_STATE_FAILED);
+
+    opg_client_free(c);
+    opg_gen_result_clear(&ref);
+    net_stop(&n);
+}
+
+static void test_queue_cancel_refusals(void **state) {
+    (void)state;
+    net n;
+    net_start(&n, 0, 3); /* no worker: jobs stay queued; at most 3 */
+    opg_client *c = client(&n);
+    Opg__V1__SubmitJob j;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    job_init(&j, &tl, &sp, &n, 8);
+    uint64_t ids[3];
+    for (int i = 0; i < 3; i++) must(opg_client_submit(c, &j, TIMEOUT, &ids[i]), "submit");
+    assert_true(ids[0] < ids[1] && ids[1] < ids[2]);
+    uint64_t extra = 0;
+    assert_int_equal(opg_client_submit(c, &j, TIMEOUT, &extra), OPG_ERR_LIMIT);
+    assert_non_null(strstr(opg_last_error(), "queue full"));
+    int s = 0;
+    uint32_t done = 0;
+    must(opg_client_status(c, ids[0], TIMEOUT, &s, &done), "status");
+    assert_int_equal(s, OPG__V1__JOB_STATE__JOB_STATE_QUEUED);
+    opg_frame *f = NULL;
+    assert_int_equal(opg_client_result(c, ids[0], 0, TIMEOUT, &f), OPG_ERR_STATE);
+    /* waiting for a job nobody runs: the client's timeout, not a hang */
+    assert_int_equal(opg_client_result(c, ids[1], 1, 300, &f), OPG_ERR_TIMEOUT);
+    /* cancel a queued job: CANCELLED, its answer is an Error, the queue has room again */
+    must(opg_client_cancel(c, ids[0], TIMEOUT, &s), "cancel");
+    assert_int_equal(s, OPG__V1__JOB_STATE__JOB_STATE_CANCELLED);
+    assert_int_equal(opg_client_result(c, ids[0], 0, TIMEOUT, &f), OPG_ERR_DENIED);
+    must(opg_client_status(c, ids[0], TIMEOUT, &s, &done), "status");
+    assert_int_equal(s, OPG__V1__JOB_STATE__JOB_STATE_CANCELLED);
+    must(opg_client_submit(c, &j, TIMEOUT, &extra), "submit after cancel");
+    /* another determinism contract */
+    Opg__V1__SubmitJob jv = j;
+    jv.contract_version = OPG_CONTRACT_VERSION + 1;
+    assert_int_equal(opg_client_submit(c, &jv, TIMEOUT, &extra), OPG_ERR_UNSUPPORTED);
+    assert_true(metric(&n, "opg_queue_depth") == 3.0);
+    assert_true(metric(&n, "opg_jobs_finished_total{state=\"cancelled\"}") == 1.0);
+    opg_client_free(c);
+    net_stop(&n);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stream_result_receipt),
+        cmocka_unit_test(test_queue_cancel_refusals),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
