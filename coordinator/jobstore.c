@@ -1,0 +1,421 @@
+/* jobstore.c: the coordinator's durable job store on SQLite (jobstore.h). */
+#include "jobstore.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JS_APPLICATION_ID 0x4f504731 /* "OPG1": marks the file as an opg job store */
+#define JS_SCHEMA_VERSION 1          /* PRAGMA user_version */
+#define JS_BUSY_MS 5000
+
+/* Schema 1. Never edit in place: a change is a new user_version and an
+ * upgrade step in open.
+ *  - AUTOINCREMENT so an id is never given twice, even after the highest row
+ *    is deleted (sqlite_sequence remembers it).
+ *  - jobs_open holds only non-final rows, ordered by id: pending() reads it
+ *    without touching the (ever growing) final rows.
+ *  - job_counts is kept by triggers so counts() is O(1) for any table size. */
+static const char k_schema[] =
+    "CREATE TABLE jobs("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " state INTEGER NOT NULL CHECK(state BETWEEN 1 AND 5),"
+    " created_ms INTEGER NOT NULL,"
+    " finished_ms INTEGER NOT NULL DEFAULT 0,"
+    " request BLOB NOT NULL,"
+    " result BLOB);"
+    "CREATE INDEX jobs_open ON jobs(id) WHERE state IN (1, 2);"
+    "CREATE TABLE job_counts(state INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
+    "INSERT INTO job_counts VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0);"
+    "CREATE TRIGGER jobs_ins AFTER INSERT ON jobs BEGIN"
+    " UPDATE job_counts SET n = n + 1 WHERE state = NEW.state; END;"
+    "CREATE TRIGGER jobs_upd AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN"
+    " UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
+    " UPDATE job_counts SET n = n + 1 WHERE state = NEW.state; END;"
+    "CREATE TRIGGER jobs_del AFTER DELETE ON jobs BEGIN"
+    " UPDATE job_counts SET n = n - 1 WHERE state = OLD.state; END;";
+
+/* Statements prepared once at open and reused (the coordinator inserts tens
+ * of thousands of jobs a second). */
+enum { ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_INSERT, ST_FINISH, ST_EXISTS, ST_GET, ST_PENDING, ST_COUNTS, ST_N };
+static const char *const k_sql[ST_N] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_INSERT] = "INSERT INTO jobs(state, created_ms, request) VALUES (1, ?1, ?2)",
+    /* the state test makes finish idempotent: a final job is never touched */
+    [ST_FINISH] = "UPDATE jobs SET state = ?1, result = ?2, finished_ms = ?3 WHERE id = ?4 AND state IN (1, 2)",
+    [ST_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
+    [ST_GET] = "SELECT state, created_ms, finished_ms, request, result FROM jobs WHERE id = ?1",
+    /* same WHERE as the partial index, so the planner uses it (and its order) */
+    [ST_PENDING] = "SELECT id, request, created_ms FROM jobs WHERE state IN (1, 2) ORDER BY id",
+    [ST_COUNTS] = "SELECT state, n FROM job_counts",
+};
+
+struct opg_jobstore {
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *st[ST_N];
+};
+
+static opg_status map_rc(int rc) {
+    switch (rc & 0xff) {
+    case SQLITE_NOMEM: return OPG_ERR_NOMEM;
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+    case SQLITE_FORMAT: return OPG_ERR_FORMAT;
+    case SQLITE_TOOBIG: return OPG_ERR_LIMIT;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return OPG_ERR_TIMEOUT;
+    case SQLITE_MISUSE: return OPG_ERR_STATE;
+    default: return OPG_ERR_IO; /* IOERR, CANTOPEN, FULL, READONLY, PERM, ... */
+    }
+}
+
+/* Records "jobstore <path>: <what>: <sqlite message> [(errno text)]" and
+ * returns the mapped status. Call before sqlite3_reset, which may change the
+ * message. */
+static opg_status db_fail(const opg_jobstore *s, int rc, const char *what) {
+    const char *msg = s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
+    int prim = rc & 0xff;
+    int e = s->db ? sqlite3_system_errno(s->db) : 0;
+    /* the OS error says why a file could not be opened or written */
+    if (e && (prim == SQLITE_CANTOPEN || prim == SQLITE_IOERR || prim == SQLITE_FULL))
+        return opg__fail(map_rc(rc), "jobstore %s: %s: %s (%s)", s->path, what, msg, strerror(e));
+    return opg__fail(map_rc(rc), "jobstore %s: %s: %s", s->path, what, msg);
+}
+
+/* Runs a cached statement that returns no rows, then resets it. */
+static opg_status step_done(opg_jobstore *s, sqlite3_stmt *st, const char *what) {
+    int rc = sqlite3_step(st);
+    opg_status ret = OPG_OK;
+    if (rc != SQLITE_DONE) ret = db_fail(s, rc, what);
+    sqlite3_reset(st);
+    return ret;
+}
+
+/* One-shot SQL (open only): exec, or a single integer/text result. */
+static opg_status exec_sql(opg_jobstore *s, const char *sql, const char *what) {
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? OPG_OK : db_fail(s, rc, what);
+}
+
+static opg_status query_int(opg_jobstore *s, const char *sql, const char *what, int64_t *v) {
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *v = sqlite3_column_int64(st, 0);
+            rc = SQLITE_OK;
+        }
+    }
+    opg_status ret = rc == SQLITE_OK ? OPG_OK : db_fail(s, rc, what);
+    sqlite3_finalize(st);
+    return ret;
+}
+
+/* Reads the file's identity without writing anything, so a file that is not
+ * ours is refused untouched. *empty = 1 for a new (or zero-length) file. */
+static opg_status check_identity(opg_jobstore *s, int *empty) {
+    int64_t app = 0, ver = 0, n_obj = 0;
+    const char *what = "reading the file header";
+    opg_status st = query_int(s, "PRAGMA application_id", what, &app);
+    if (st == OPG_OK) st = query_int(s, "PRAGMA user_version", what, &ver);
+    if (st == OPG_OK) st = query_int(s, "SELECT count(*) FROM sqlite_master", what, &n_obj);
+    if (st != OPG_OK) return st;
+    *empty = app == 0 && ver == 0 && n_obj == 0;
+    if (*empty) return OPG_OK;
+    if (app != JS_APPLICATION_ID)
+        return opg__fail(OPG_ERR_FORMAT,
+                         "jobstore %s: not an opg job store (SQLite application_id 0x%llx, user_version %lld, "
+                         "%lld schema objects); refusing to use it",
+                         s->path, (unsigned long long)app, (long long)ver, (long long)n_obj);
+    if (ver != JS_SCHEMA_VERSION)
+        return opg__fail(OPG_ERR_UNSUPPORTED, "jobstore %s: schema version %lld, this build knows only %d",
+                         s->path, (long long)ver, JS_SCHEMA_VERSION);
+    return OPG_OK;
+}
+
+/* Creates the schema in one transaction; re-checks inside it because another
+ * process may have created it since check_identity. */
+static opg_status create_schema(opg_jobstore *s) {
+    opg_status st = exec_sql(s, "BEGIN IMMEDIATE", "creating the schema");
+    if (st != OPG_OK) return st;
+    int empty = 0;
+    st = check_identity(s, &empty);
+    if (st == OPG_OK && empty) st = exec_sql(s, k_schema, "creating the schema");
+    if (st == OPG_OK && empty) {
+        char ids[96]; /* the identity, written in the same transaction as the tables */
+        snprintf(ids, sizeof ids, "PRAGMA application_id = %d; PRAGMA user_version = %d;", JS_APPLICATION_ID,
+                 JS_SCHEMA_VERSION);
+        st = exec_sql(s, ids, "creating the schema");
+    }
+    if (st == OPG_OK) st = exec_sql(s, "COMMIT", "creating the schema");
+    if (st != OPG_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); /* keeps the first message */
+    return st;
+}
+
+opg_status opg_jobstore_open(const char *path, opg_jobstore **out) {
+    if (!out) return opg__fail(OPG_ERR_ARG, "jobstore: out is NULL");
+    *out = NULL;
+    if (!path || !path[0]) return opg__fail(OPG_ERR_ARG, "jobstore: empty path");
+    opg_jobstore *s = calloc(1, sizeof *s);
+    if (!s) return opg__fail(OPG_ERR_NOMEM, "jobstore %s: out of memory", path);
+    s->path = strdup(path);
+    if (!s->path) {
+        free(s);
+        return opg__fail(OPG_ERR_NOMEM, "jobstore %s: out of memory", path);
+    }
+    opg_status st;
+    /* NOMUTEX: one thread at a time per handle (jobstore.h), no lock per call */
+    int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        st = db_fail(s, rc, "cannot open");
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    /* SQLite silently falls back to read-only on a write-protected file; a
+     * store that cannot record jobs must fail here, not at the first insert */
+    if (sqlite3_db_readonly(s->db, "main") == 1) {
+        st = opg__fail(OPG_ERR_IO, "jobstore %s: cannot open for writing (read-only file)", s->path);
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->db, JS_BUSY_MS);
+
+    int empty = 0;
+    st = check_identity(s, &empty);
+    if (st != OPG_OK) goto fail;
+
+    /* WAL: readers never block the writer; FULL: a commit is fsynced before it
+     * returns, so an acknowledged job survives power loss, not only a crash. */
+    sqlite3_stmt *jm = NULL;
+    rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &jm, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(jm);
+    if (rc != SQLITE_ROW) {
+        st = db_fail(s, rc, "setting WAL mode");
+        sqlite3_finalize(jm);
+        goto fail;
+    }
+    const char *mode = (const char *)sqlite3_column_text(jm, 0);
+    if (!mode || strcmp(mode, "wal") != 0) {
+        st = opg__fail(OPG_ERR_UNSUPPORTED, "jobstore %s: cannot use WAL mode (journal_mode is %s)", s->path,
+                       mode ? mode : "unknown");
+        sqlite3_finalize(jm);
+        goto fail;
+    }
+    sqlite3_finalize(jm);
+    st = exec_sql(s, "PRAGMA synchronous = FULL", "setting synchronous=FULL");
+    if (st != OPG_OK) goto fail;
+
+    if (empty && (st = create_schema(s)) != OPG_OK) goto fail;
+
+    for (int i = 0; i < ST_N; i++) {
+        rc = sqlite3_prepare_v3(s->db, k_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
+        if (rc != SQLITE_OK) {
+            /* the identity matched but the tables do not: damaged or forged */
+            st = db_fail(s, rc, "schema does not match version 1");
+            if (st == OPG_ERR_IO) st = OPG_ERR_FORMAT;
+            goto fail;
+        }
+    }
+    *out = s;
+    return OPG_OK;
+fail:
+    opg_jobstore_close(s);
+    return st;
+}
+
+void opg_jobstore_close(opg_jobstore *s) {
+    if (!s) return;
+    for (int i = 0; i < ST_N; i++) sqlite3_finalize(s->st[i]);
+    sqlite3_close(s->db); /* rolls back an open transaction; the last closer checkpoints the WAL */
+    free(s->path);
+    free(s);
+}
+
+opg_status opg_jobstore_begin(opg_jobstore *s) {
+    if (!s) return opg__fail(OPG_ERR_ARG, "jobstore: NULL handle");
+    if (!sqlite3_get_autocommit(s->db))
+        return opg__fail(OPG_ERR_STATE, "jobstore %s: begin: a transaction is already open", s->path);
+    return step_done(s, s->st[ST_BEGIN], "begin");
+}
+
+opg_status opg_jobstore_commit(opg_jobstore *s) {
+    if (!s) return opg__fail(OPG_ERR_ARG, "jobstore: NULL handle");
+    if (sqlite3_get_autocommit(s->db))
+        return opg__fail(OPG_ERR_STATE, "jobstore %s: commit: no transaction open", s->path);
+    return step_done(s, s->st[ST_COMMIT], "commit");
+}
+
+opg_status opg_jobstore_rollback(opg_jobstore *s) {
+    if (!s) return opg__fail(OPG_ERR_ARG, "jobstore: NULL handle");
+    if (sqlite3_get_autocommit(s->db)) return OPG_OK; /* none open, or SQLite already rolled it back */
+    return step_done(s, s->st[ST_ROLLBACK], "rollback");
+}
+
+/* A zero-length blob must still be bound as a blob, not as NULL. */
+static int bind_bytes(sqlite3_stmt *st, int i, const uint8_t *p, size_t len) {
+    return sqlite3_bind_blob64(st, i, p ? (const void *)p : (const void *)"", len, SQLITE_STATIC);
+}
+
+opg_status opg_jobstore_insert(opg_jobstore *s, const uint8_t *request, size_t len, int64_t now_ms,
+                               uint64_t *job_id) {
+    if (job_id) *job_id = 0;
+    if (!s || !job_id || (!request && len)) return opg__fail(OPG_ERR_ARG, "jobstore insert: NULL argument");
+    sqlite3_stmt *st = s->st[ST_INSERT];
+    int rc = sqlite3_bind_int64(st, 1, now_ms);
+    if (rc == SQLITE_OK) rc = bind_bytes(st, 2, request, len);
+    if (rc != SQLITE_OK) {
+        opg_status ret = db_fail(s, rc, "insert: request");
+        sqlite3_clear_bindings(st);
+        return ret;
+    }
+    opg_status ret = step_done(s, st, "insert");
+    sqlite3_clear_bindings(st); /* drop the pointer to the caller's buffer */
+    if (ret == OPG_OK) *job_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+    return ret;
+}
+
+static int is_final(int state) {
+    return state == OPG_JOB_DONE || state == OPG_JOB_FAILED || state == OPG_JOB_CANCELLED;
+}
+
+/* SQLite rowids are int64 and ours start at 1: anything else cannot exist. */
+static int id_ok(uint64_t id) { return id >= 1 && id <= (uint64_t)INT64_MAX; }
+
+opg_status opg_jobstore_finish(opg_jobstore *s, uint64_t job_id, int state, const uint8_t *result, size_t len,
+                               int64_t now_ms, int *changed) {
+    if (changed) *changed = 0;
+    if (!s || (!result && len)) return opg__fail(OPG_ERR_ARG, "jobstore finish: NULL argument");
+    if (!is_final(state))
+        return opg__fail(OPG_ERR_ARG, "jobstore %s: finish job %llu: state %d is not final (3, 4 or 5)", s->path,
+                         (unsigned long long)job_id, state);
+    if (!id_ok(job_id))
+        return opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: finish: no job %llu", s->path,
+                         (unsigned long long)job_id);
+    sqlite3_stmt *st = s->st[ST_FINISH];
+    int rc = sqlite3_bind_int(st, 1, state);
+    if (rc == SQLITE_OK) rc = result ? bind_bytes(st, 2, result, len) : sqlite3_bind_null(st, 2);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 3, now_ms);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 4, (int64_t)job_id);
+    if (rc != SQLITE_OK) {
+        opg_status ret = db_fail(s, rc, "finish: result");
+        sqlite3_clear_bindings(st);
+        return ret;
+    }
+    opg_status ret = step_done(s, st, "finish");
+    sqlite3_clear_bindings(st);
+    if (ret != OPG_OK) return ret;
+    if (sqlite3_changes(s->db) > 0) { /* triggers' changes are not counted here */
+        if (changed) *changed = 1;
+        return OPG_OK;
+    }
+    /* nothing updated: already final, or no such job */
+    st = s->st[ST_EXISTS];
+    sqlite3_bind_int64(st, 1, (int64_t)job_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) ret = OPG_OK;
+    else if (rc == SQLITE_DONE)
+        ret = opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: finish: no job %llu", s->path,
+                        (unsigned long long)job_id);
+    else ret = db_fail(s, rc, "finish: lookup");
+    sqlite3_reset(st);
+    return ret;
+}
+
+/* Copies a blob column; a non-NULL zero-length blob comes back as a 1-byte
+ * allocation with *len = 0, so "no result" (NULL) stays distinguishable. */
+static opg_status copy_blob(opg_jobstore *s, sqlite3_stmt *st, int col, uint8_t **p, size_t *len) {
+    *p = NULL;
+    *len = 0;
+    if (sqlite3_column_type(st, col) == SQLITE_NULL) return OPG_OK;
+    const void *b = sqlite3_column_blob(st, col); /* blob before bytes, as SQLite asks */
+    int n = sqlite3_column_bytes(st, col);
+    if (n > 0 && !b) return db_fail(s, sqlite3_errcode(s->db), "get: reading a blob");
+    *p = malloc(n > 0 ? (size_t)n : 1);
+    if (!*p) return opg__fail(OPG_ERR_NOMEM, "jobstore %s: get: out of memory for %d bytes", s->path, n);
+    if (n > 0) memcpy(*p, b, (size_t)n);
+    *len = (size_t)n;
+    return OPG_OK;
+}
+
+opg_status opg_jobstore_get(opg_jobstore *s, uint64_t job_id, opg_job_row *row) {
+    if (row) memset(row, 0, sizeof *row);
+    if (!s || !row) return opg__fail(OPG_ERR_ARG, "jobstore get: NULL argument");
+    if (!id_ok(job_id))
+        return opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: get: no job %llu", s->path, (unsigned long long)job_id);
+    sqlite3_stmt *st = s->st[ST_GET];
+    sqlite3_bind_int64(st, 1, (int64_t)job_id);
+    int rc = sqlite3_step(st);
+    opg_status ret;
+    if (rc == SQLITE_ROW) {
+        row->id = job_id;
+        row->state = sqlite3_column_int(st, 0);
+        row->created_ms = sqlite3_column_int64(st, 1);
+        row->finished_ms = sqlite3_column_int64(st, 2);
+        ret = copy_blob(s, st, 3, &row->request, &row->request_len);
+        if (ret == OPG_OK && !row->request) /* NOT NULL in the schema; never hand back NULL */
+            ret = opg__fail(OPG_ERR_FORMAT, "jobstore %s: get: job %llu has no request", s->path,
+                            (unsigned long long)job_id);
+        if (ret == OPG_OK) ret = copy_blob(s, st, 4, &row->result, &row->result_len);
+        if (ret != OPG_OK) opg_job_row_clear(row);
+    } else if (rc == SQLITE_DONE) {
+        ret = opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: get: no job %llu", s->path, (unsigned long long)job_id);
+    } else {
+        ret = db_fail(s, rc, "get");
+    }
+    sqlite3_reset(st);
+    return ret;
+}
+
+void opg_job_row_clear(opg_job_row *row) {
+    if (!row) return;
+    free(row->request);
+    free(row->result);
+    memset(row, 0, sizeof *row);
+}
+
+opg_status opg_jobstore_pending(opg_jobstore *s, opg_jobstore_fn fn, void *ctx) {
+    if (!s || !fn) return opg__fail(OPG_ERR_ARG, "jobstore pending: NULL argument");
+    sqlite3_stmt *st = s->st[ST_PENDING];
+    opg_status ret = OPG_OK;
+    for (;;) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) break;
+        if (rc != SQLITE_ROW) {
+            ret = db_fail(s, rc, "pending");
+            break;
+        }
+        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+        const uint8_t *req = sqlite3_column_blob(st, 1);
+        size_t n = (size_t)sqlite3_column_bytes(st, 1);
+        if (n && !req) {
+            ret = db_fail(s, sqlite3_errcode(s->db), "pending: reading a request");
+            break;
+        }
+        if (!req) req = (const uint8_t *)""; /* zero-length request: still a valid pointer */
+        if (fn(ctx, id, req, n, sqlite3_column_int64(st, 2))) break;
+    }
+    sqlite3_reset(st); /* ends the read transaction */
+    return ret;
+}
+
+opg_status opg_jobstore_counts(opg_jobstore *s, int64_t counts[6]) {
+    if (!s || !counts) return opg__fail(OPG_ERR_ARG, "jobstore counts: NULL argument");
+    for (int i = 0; i < 6; i++) counts[i] = 0;
+    sqlite3_stmt *st = s->st[ST_COUNTS];
+    opg_status ret = OPG_OK;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int state = sqlite3_column_int(st, 0);
+        if (state >= 1 && state <= 5) counts[state] = sqlite3_column_int64(st, 1);
+    }
+    if (rc != SQLITE_DONE) {
+        ret = db_fail(s, rc, "counts");
+        for (int i = 0; i < 6; i++) counts[i] = 0;
+    }
+    sqlite3_reset(st);
+    return ret;
+}

@@ -1,0 +1,108 @@
+/* jobstore.h: the coordinator's durable job store, one SQLite file.
+ *
+ * Every job a client submits is written here before it is acknowledged, and
+ * its outcome when it ends, so a coordinator that crashes or restarts loses
+ * no acknowledged job: on start it walks opg_jobstore_pending and re-queues
+ * what had not finished.
+ *
+ * Durability: the file is in WAL mode with synchronous=FULL, so a write that
+ * returned OPG_OK (outside a transaction) or a commit that returned OPG_OK is
+ * on disk. Group commit: the coordinator wraps a batch of inserts and finishes
+ * in begin/commit so one fsync covers many jobs; acknowledge the batch only
+ * after commit returns OPG_OK.
+ *
+ * The file: application_id 0x4f504731 ("OPG1") and user_version 1 (the
+ * schema version); open refuses any other SQLite file (not created by opg:
+ * OPG_ERR_FORMAT; a schema version it does not know: OPG_ERR_UNSUPPORTED)
+ * before changing it. An empty or missing file gets the schema.
+ *
+ * Errors: every message (opg_last_error) names the file and carries SQLite's
+ * own text. SQLite's codes map to: cannot open, disk full, read-only, I/O
+ * error -> OPG_ERR_IO; not a database, corrupt -> OPG_ERR_FORMAT; blob too
+ * big -> OPG_ERR_LIMIT; out of memory -> OPG_ERR_NOMEM; the file locked by
+ * another process past the busy timeout (5 s) -> OPG_ERR_TIMEOUT.
+ *
+ * Thread safety: a handle is used by one thread at a time (the coordinator's
+ * store thread). Several handles or processes may open the same file (WAL);
+ * writers take turns. Do not carry an open handle across fork(). */
+#ifndef OPG_JOBSTORE_H
+#define OPG_JOBSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct opg_jobstore opg_jobstore;
+
+/* Job states: the same numbers as opg.v1.JobState in proto/opg.proto (never
+ * renumbered: they are stored in the file). RUNNING exists for the protocol;
+ * the coordinator keeps it in memory only and never writes it. */
+enum { OPG_JOB_QUEUED = 1, OPG_JOB_RUNNING = 2, OPG_JOB_DONE = 3, OPG_JOB_FAILED = 4, OPG_JOB_CANCELLED = 5 };
+
+typedef struct {
+    uint64_t id;
+    int state;                  /* OPG_JOB_* */
+    int64_t created_ms, finished_ms; /* finished_ms is 0 while not final */
+    uint8_t *request;           /* packed SubmitJob, owned; never NULL after a successful get */
+    size_t request_len;
+    uint8_t *result;            /* packed Result (DONE) or Error (FAILED), owned; NULL when
+                                   finish was given no result (and while not final) */
+    size_t result_len;
+} opg_job_row;
+
+/* Opens or creates the store at path (the directory must exist). On success
+ * *out owns the connection; close it with opg_jobstore_close. On error *out
+ * is NULL: OPG_ERR_IO when the file cannot be opened or created (missing
+ * directory, permissions), OPG_ERR_FORMAT when it is not a database, is
+ * corrupt or is another program's SQLite file, OPG_ERR_UNSUPPORTED for an opg
+ * store of another schema version. A store left by a crash is recovered
+ * (SQLite replays or drops the WAL). */
+opg_status opg_jobstore_open(const char *path, opg_jobstore **out);
+/* Closes the store; an open transaction is rolled back. NULL is a no-op. */
+void opg_jobstore_close(opg_jobstore *s);
+
+/* Group commit. begin starts a write transaction and takes the write lock at
+ * once (another writer waits there, not halfway through the batch); begin
+ * inside a transaction -> OPG_ERR_STATE, as is commit outside one. Writes
+ * outside begin/commit are each their own transaction. When commit fails, nothing of the batch is durable: call
+ * rollback (SQLite may already have rolled back on its own after an I/O
+ * error; rollback with no transaction open is therefore OPG_OK). */
+opg_status opg_jobstore_begin(opg_jobstore *s);
+opg_status opg_jobstore_commit(opg_jobstore *s);
+opg_status opg_jobstore_rollback(opg_jobstore *s);
+
+/* Adds a QUEUED job with a copy of request (len bytes; request may be NULL
+ * when len is 0) and sets *job_id. Ids start at 1 and increase; an id once
+ * committed is never given again, even after deletes and restarts (an id
+ * handed out in a transaction that was rolled back may be). */
+opg_status opg_jobstore_insert(opg_jobstore *s, const uint8_t *request, size_t len, int64_t now_ms,
+                               uint64_t *job_id);
+
+/* Moves a job to a final state (DONE, FAILED or CANCELLED) with a copy of its
+ * result blob (result may be NULL: no result is stored) and finished_ms =
+ * now_ms. Idempotent: when the job is already final nothing changes (the
+ * first outcome stays) and *changed = 0, else *changed = 1 (changed may be
+ * NULL). Unknown id -> OPG_ERR_NOT_FOUND; state not final -> OPG_ERR_ARG. */
+opg_status opg_jobstore_finish(opg_jobstore *s, uint64_t job_id, int state, const uint8_t *result, size_t len,
+                               int64_t now_ms, int *changed);
+
+/* Reads a job into *row (overwritten, not freed first); the caller owns the
+ * blobs and releases them with opg_job_row_clear. Unknown id ->
+ * OPG_ERR_NOT_FOUND, and on any error *row is zeroed. */
+opg_status opg_jobstore_get(opg_jobstore *s, uint64_t job_id, opg_job_row *row);
+/* Frees the row's blobs and zeroes it. NULL is a no-op. */
+void opg_job_row_clear(opg_job_row *row);
+
+/* Calls fn for every job not final (QUEUED or RUNNING) in id order: what a
+ * restarted coordinator re-queues. fn returning nonzero stops the walk (still
+ * OPG_OK). request is valid only during the call. fn must not call into the
+ * same handle (the walk holds its statement open). */
+typedef int (*opg_jobstore_fn)(void *ctx, uint64_t job_id, const uint8_t *request, size_t len, int64_t created_ms);
+opg_status opg_jobstore_pending(opg_jobstore *s, opg_jobstore_fn fn, void *ctx);
+
+/* Number of jobs per state: counts[state] for state 1..5 (counts[0] is set to
+ * 0). O(1): kept by triggers in the file, not counted row by row. */
+opg_status opg_jobstore_counts(opg_jobstore *s, int64_t counts[6]);
+
+#endif

@@ -1,0 +1,732 @@
+/* test_net_jobstore.c: the coordinator's job store (coordinator/jobstore.h):
+ * round trips, ids never reused, idempotent finish, the pending walk, counts,
+ * group commit and rollback, persistence across reopen, durability of every
+ * acknowledged job when the writer is killed with SIGKILL mid-batch, refusal
+ * of files that are not ours, and a throughput print (no assert). Files live
+ * in a mkdtemp directory under /tmp, removed at the end. */
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jobstore.h"
+
+/* ---- helpers ------------------------------------------------------------------ */
+static char g_dir[64];
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "/tmp/opg_jobstore_XXXXXX");
+    return mkdtemp(g_dir) ? 0 : -1;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *ftw) {
+    (void)sb, (void)type, (void)ftw;
+    return remove(p);
+}
+
+static int teardown(void **state) {
+    (void)state;
+    return nftw(g_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* g_dir/name, in a static buffer per slot (two paths may be live at once). */
+static const char *path_of(const char *name) {
+    static char buf[4][256];
+    static int slot;
+    char *p = buf[slot++ & 3];
+    snprintf(p, sizeof buf[0], "%s/%s", g_dir, name);
+    return p;
+}
+
+#define ok(expr) ok_((expr), #expr, __LINE__)
+static void ok_(opg_status st, const char *expr, int line) {
+    if (st != OPG_OK) {
+        print_error("line %d: %s: %s: %s\n", line, expr, opg_strerror(st), opg_last_error());
+        fail();
+    }
+}
+
+/* Expects status want and a message holding every non-NULL needle. */
+#define expect_err(expr, want, n1, n2) expect_err_((expr), want, n1, n2, #expr, __LINE__)
+static void expect_err_(opg_status st, opg_status want, const char *n1, const char *n2, const char *expr,
+                        int line) {
+    const char *msg = opg_last_error();
+    if (st != want || (n1 && !strstr(msg, n1)) || (n2 && !strstr(msg, n2))) {
+        print_error("line %d: %s: expected %s with \"%s\" and \"%s\", got %s: \"%s\"\n", line, expr,
+                    opg_strerror(want), n1 ? n1 : "", n2 ? n2 : "", opg_strerror(st), msg);
+        fail();
+    }
+}
+
+static opg_jobstore *open_ok(const char *path) {
+    opg_jobstore *s = NULL;
+    ok(opg_jobstore_open(path, &s));
+    assert_non_null(s);
+    return s;
+}
+
+/* Request bytes derived from a sequence number, so any row can be checked. */
+#define REQ_LEN 64
+static void make_req(uint8_t *b, uint64_t seq) {
+    for (int i = 0; i < REQ_LEN; i++) b[i] = (uint8_t)(seq * 131 + (uint64_t)i * 7 + (seq >> 8));
+}
+
+static uint64_t insert_ok(opg_jobstore *s, uint64_t seq, int64_t now) {
+    uint8_t req[REQ_LEN];
+    make_req(req, seq);
+    uint64_t id = 0;
+    ok(opg_jobstore_insert(s, req, sizeof req, now, &id));
+    return id;
+}
+
+/* Direct SQLite access, for what the API deliberately does not offer. */
+static void sql_exec(const char *path, const char *sql) {
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        print_error("%s: %s\n", sql, err ? err : "?");
+        sqlite3_free(err);
+        sqlite3_close(db);
+        fail();
+    }
+    sqlite3_close(db);
+}
+
+/* First column of the first row as text (into buf). */
+static const char *sql_text(const char *path, const char *sql, char *buf, size_t n) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    buf[0] = 0;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(buf, n, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return buf;
+}
+
+static int64_t sql_int(const char *path, const char *sql) {
+    char buf[64];
+    return strtoll(sql_text(path, sql, buf, sizeof buf), NULL, 10);
+}
+
+/* The store's counts against a count of the rows themselves, and
+ * integrity_check: what "consistent" means after a crash. */
+static void assert_consistent(const char *path, opg_jobstore *s) {
+    char buf[256];
+    assert_string_equal(sql_text(path, "PRAGMA integrity_check", buf, sizeof buf), "ok");
+    int64_t c[6];
+    ok(opg_jobstore_counts(s, c));
+    for (int st = 1; st <= 5; st++) {
+        char q[96];
+        snprintf(q, sizeof q, "SELECT count(*) FROM jobs WHERE state = %d", st);
+        assert_int_equal(c[st], sql_int(path, q));
+    }
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+static void test_round_trip(void **state) {
+    (void)state;
+    const char *path = path_of("rt.db");
+    opg_jobstore *s = open_ok(path);
+    uint8_t req[300];
+    for (int i = 0; i < 300; i++) req[i] = (uint8_t)(i * 37 + 11);
+    uint64_t id = 0;
+    ok(opg_jobstore_insert(s, req, sizeof req, 1700000000123, &id));
+    assert_int_equal(id, 1);
+
+    opg_job_row r;
+    ok(opg_jobstore_get(s, id, &r));
+    assert_int_equal(r.id, id);
+    assert_int_equal(r.state, OPG_JOB_QUEUED);
+    assert_int_equal(r.created_ms, 1700000000123);
+    assert_int_equal(r.finished_ms, 0);
+    assert_int_equal(r.request_len, sizeof req);
+    tu_assert_bytes(r.request, req, sizeof req, "request");
+    assert_null(r.result);
+    assert_int_equal(r.result_len, 0);
+    opg_job_row_clear(&r);
+    assert_null(r.request);
+    opg_job_row_clear(&r); /* twice is harmless */
+    opg_job_row_clear(NULL);
+
+    /* an empty request (a SubmitJob with all defaults packs to 0 bytes) */
+    uint64_t id2 = 0;
+    ok(opg_jobstore_insert(s, NULL, 0, 5, &id2));
+    assert_int_equal(id2, 2);
+    ok(opg_jobstore_get(s, id2, &r));
+    assert_non_null(r.request);
+    assert_int_equal(r.request_len, 0);
+    opg_job_row_clear(&r);
+
+    /* results: a blob, none, and an empty one (kept apart from none) */
+    const uint8_t res[5] = {9, 8, 7, 6, 5};
+    int changed = -1;
+    ok(opg_jobstore_finish(s, id, OPG_JOB_DONE, res, sizeof res, 1700000000999, &changed));
+    assert_int_equal(changed, 1);
+    ok(opg_jobstore_get(s, id, &r));
+    assert_int_equal(r.state, OPG_JOB_DONE);
+    assert_int_equal(r.created_ms, 1700000000123);
+    assert_int_equal(r.finished_ms, 1700000000999);
+    tu_assert_bytes(r.request, req, sizeof req, "request after finish");
+    assert_int_equal(r.result_len, sizeof res);
+    tu_assert_bytes(r.result, res, sizeof res, "result");
+    opg_job_row_clear(&r);
+
+    ok(opg_jobstore_finish(s, id2, OPG_JOB_CANCELLED, NULL, 0, 6, NULL));
+    ok(opg_jobstore_get(s, id2, &r));
+    assert_int_equal(r.state, OPG_JOB_CANCELLED);
+    assert_null(r.result);
+    opg_job_row_clear(&r);
+
+    uint64_t id3 = insert_ok(s, 3, 7);
+    ok(opg_jobstore_finish(s, id3, OPG_JOB_FAILED, res, 0, 8, &changed));
+    ok(opg_jobstore_get(s, id3, &r));
+    assert_int_equal(r.state, OPG_JOB_FAILED);
+    assert_non_null(r.result);
+    assert_int_equal(r.result_len, 0);
+    opg_job_row_clear(&r);
+    opg_jobstore_close(s);
+    opg_jobstore_close(NULL);
+}
+
+static void test_ids_never_reused(void **state) {
+    (void)state;
+    const char *path = path_of("ids.db");
+    opg_jobstore *s = open_ok(path);
+    uint64_t last = 0;
+    for (uint64_t i = 0; i < 10; i++) {
+        uint64_t id = insert_ok(s, i, 1);
+        assert_int_equal(id, last + 1);
+        last = id;
+    }
+    opg_jobstore_close(s);
+
+    s = open_ok(path);
+    assert_int_equal(insert_ok(s, 10, 2), 11);
+    opg_jobstore_close(s);
+
+    /* the highest rows deleted (by a future pruner): their ids stay spent */
+    sql_exec(path, "DELETE FROM jobs WHERE id >= 9");
+    s = open_ok(path);
+    assert_int_equal(insert_ok(s, 11, 3), 12);
+    opg_job_row r;
+    expect_err(opg_jobstore_get(s, 10, &r), OPG_ERR_NOT_FOUND, "no job 10", path);
+    assert_consistent(path, s); /* the delete trigger kept counts right */
+    opg_jobstore_close(s);
+}
+
+static void test_finish_idempotent(void **state) {
+    (void)state;
+    opg_jobstore *s = open_ok(path_of("idem.db"));
+    uint64_t id = insert_ok(s, 1, 100);
+    const uint8_t first[3] = {1, 2, 3}, second[4] = {4, 5, 6, 7};
+    int changed = -1;
+    ok(opg_jobstore_finish(s, id, OPG_JOB_DONE, first, sizeof first, 200, &changed));
+    assert_int_equal(changed, 1);
+    /* a late duplicate (worker retry, cancel racing completion) changes nothing */
+    ok(opg_jobstore_finish(s, id, OPG_JOB_FAILED, second, sizeof second, 300, &changed));
+    assert_int_equal(changed, 0);
+    ok(opg_jobstore_finish(s, id, OPG_JOB_DONE, second, sizeof second, 400, &changed));
+    assert_int_equal(changed, 0);
+    ok(opg_jobstore_finish(s, id, OPG_JOB_CANCELLED, NULL, 0, 500, NULL));
+    opg_job_row r;
+    ok(opg_jobstore_get(s, id, &r));
+    assert_int_equal(r.state, OPG_JOB_DONE);
+    assert_int_equal(r.finished_ms, 200);
+    assert_int_equal(r.result_len, sizeof first);
+    tu_assert_bytes(r.result, first, sizeof first, "first result");
+    opg_job_row_clear(&r);
+    int64_t c[6];
+    ok(opg_jobstore_counts(s, c));
+    assert_int_equal(c[OPG_JOB_DONE], 1);
+    assert_int_equal(c[OPG_JOB_FAILED], 0);
+    assert_int_equal(c[OPG_JOB_CANCELLED], 0);
+    opg_jobstore_close(s);
+}
+
+static void test_finish_errors(void **state) {
+    (void)state;
+    const char *path = path_of("ferr.db");
+    opg_jobstore *s = open_ok(path);
+    uint64_t id = insert_ok(s, 1, 1);
+    int changed = -1;
+    expect_err(opg_jobstore_finish(s, 999, OPG_JOB_DONE, NULL, 0, 2, &changed), OPG_ERR_NOT_FOUND, "no job 999",
+               path);
+    assert_int_equal(changed, 0);
+    expect_err(opg_jobstore_finish(s, 0, OPG_JOB_DONE, NULL, 0, 2, NULL), OPG_ERR_NOT_FOUND, "no job 0", NULL);
+    expect_err(opg_jobstore_finish(s, UINT64_MAX, OPG_JOB_DONE, NULL, 0, 2, NULL), OPG_ERR_NOT_FOUND, "no job",
+               NULL);
+    const int bad[] = {0, OPG_JOB_QUEUED, OPG_JOB_RUNNING, 6, -1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_err(opg_jobstore_finish(s, id, bad[i], NULL, 0, 2, NULL), OPG_ERR_ARG, "not final", NULL);
+    expect_err(opg_jobstore_finish(s, id, OPG_JOB_DONE, NULL, 3, 2, NULL), OPG_ERR_ARG, NULL, NULL);
+    /* none of that touched the job */
+    opg_job_row r;
+    ok(opg_jobstore_get(s, id, &r));
+    assert_int_equal(r.state, OPG_JOB_QUEUED);
+    opg_job_row_clear(&r);
+    memset(&r, 0xab, sizeof r);
+    expect_err(opg_jobstore_get(s, 42, &r), OPG_ERR_NOT_FOUND, "no job 42", path);
+    assert_null(r.request);
+    assert_null(r.result);
+    assert_int_equal(r.state, 0);
+    opg_jobstore_close(s);
+}
+
+typedef struct {
+    uint64_t ids[64];
+    int n, stop_after;
+    int bad; /* a request or created_ms that did not match its id */
+} walk;
+
+static int collect(void *ctx, uint64_t job_id, const uint8_t *request, size_t len, int64_t created_ms) {
+    walk *w = ctx;
+    uint8_t want[REQ_LEN];
+    make_req(want, job_id); /* the tests insert seq == id */
+    if (len != REQ_LEN || memcmp(request, want, len) != 0 || created_ms != (int64_t)job_id * 10) w->bad++;
+    if (w->n < 64) w->ids[w->n++] = job_id;
+    return w->stop_after && w->n >= w->stop_after;
+}
+
+static void test_pending(void **state) {
+    (void)state;
+    opg_jobstore *s = open_ok(path_of("pend.db"));
+    walk w = {0};
+    ok(opg_jobstore_pending(s, collect, &w)); /* empty store */
+    assert_int_equal(w.n, 0);
+    for (uint64_t i = 1; i <= 12; i++) assert_int_equal(insert_ok(s, i, (int64_t)i * 10), i);
+    ok(opg_jobstore_finish(s, 2, OPG_JOB_DONE, NULL, 0, 1, NULL));
+    ok(opg_jobstore_finish(s, 5, OPG_JOB_FAILED, NULL, 0, 1, NULL));
+    ok(opg_jobstore_finish(s, 9, OPG_JOB_CANCELLED, NULL, 0, 1, NULL));
+    ok(opg_jobstore_finish(s, 12, OPG_JOB_DONE, NULL, 0, 1, NULL));
+    ok(opg_jobstore_pending(s, collect, &w));
+    const uint64_t want[] = {1, 3, 4, 6, 7, 8, 10, 11};
+    assert_int_equal(w.n, 8);
+    assert_int_equal(w.bad, 0);
+    for (int i = 0; i < 8; i++) assert_int_equal(w.ids[i], want[i]);
+
+    /* fn returning nonzero stops the walk, still OPG_OK; the walk can run again */
+    walk w2 = {.stop_after = 3};
+    ok(opg_jobstore_pending(s, collect, &w2));
+    assert_int_equal(w2.n, 3);
+    assert_int_equal(w2.ids[2], 4);
+    walk w3 = {0};
+    ok(opg_jobstore_pending(s, collect, &w3));
+    assert_int_equal(w3.n, 8);
+    /* and the store is usable after a stopped walk (no read left open) */
+    ok(opg_jobstore_begin(s));
+    ok(opg_jobstore_finish(s, 1, OPG_JOB_DONE, NULL, 0, 1, NULL));
+    ok(opg_jobstore_commit(s));
+    opg_jobstore_close(s);
+}
+
+static void test_counts(void **state) {
+    (void)state;
+    const char *path = path_of("counts.db");
+    opg_jobstore *s = open_ok(path);
+    int64_t c[6] = {7, 7, 7, 7, 7, 7};
+    ok(opg_jobstore_counts(s, c));
+    for (int i = 0; i < 6; i++) assert_int_equal(c[i], 0);
+    for (uint64_t i = 1; i <= 20; i++) insert_ok(s, i, 1);
+    for (uint64_t i = 1; i <= 6; i++) ok(opg_jobstore_finish(s, i, OPG_JOB_DONE, NULL, 0, 2, NULL));
+    for (uint64_t i = 7; i <= 9; i++) ok(opg_jobstore_finish(s, i, OPG_JOB_FAILED, NULL, 0, 2, NULL));
+    ok(opg_jobstore_finish(s, 10, OPG_JOB_CANCELLED, NULL, 0, 2, NULL));
+    ok(opg_jobstore_finish(s, 10, OPG_JOB_DONE, NULL, 0, 2, NULL)); /* no-op: not counted twice */
+    ok(opg_jobstore_counts(s, c));
+    assert_int_equal(c[0], 0);
+    assert_int_equal(c[OPG_JOB_QUEUED], 10);
+    assert_int_equal(c[OPG_JOB_RUNNING], 0);
+    assert_int_equal(c[OPG_JOB_DONE], 6);
+    assert_int_equal(c[OPG_JOB_FAILED], 3);
+    assert_int_equal(c[OPG_JOB_CANCELLED], 1);
+    assert_consistent(path, s);
+    opg_jobstore_close(s);
+    s = open_ok(path);
+    int64_t c2[6];
+    ok(opg_jobstore_counts(s, c2));
+    for (int i = 0; i < 6; i++) assert_int_equal(c2[i], c[i]);
+    opg_jobstore_close(s);
+}
+
+static void test_transactions(void **state) {
+    (void)state;
+    const char *path = path_of("tx.db");
+    opg_jobstore *s = open_ok(path);
+    expect_err(opg_jobstore_commit(s), OPG_ERR_STATE, "no transaction", path);
+    ok(opg_jobstore_rollback(s)); /* none open: harmless */
+    ok(opg_jobstore_begin(s));
+    expect_err(opg_jobstore_begin(s), OPG_ERR_STATE, "already open", path);
+    uint64_t a = insert_ok(s, 1, 1), b = insert_ok(s, 2, 1);
+    ok(opg_jobstore_commit(s));
+    assert_int_equal(a, 1);
+    assert_int_equal(b, 2);
+
+    /* a rolled-back batch leaves nothing: no rows, no finish, no counts */
+    ok(opg_jobstore_begin(s));
+    uint64_t dropped[5];
+    for (int i = 0; i < 5; i++) dropped[i] = insert_ok(s, 10 + (uint64_t)i, 1);
+    ok(opg_jobstore_finish(s, a, OPG_JOB_DONE, NULL, 0, 2, NULL));
+    int64_t c[6];
+    ok(opg_jobstore_counts(s, c)); /* inside the transaction its own writes show */
+    assert_int_equal(c[OPG_JOB_QUEUED], 6);
+    ok(opg_jobstore_rollback(s));
+    opg_job_row r;
+    for (int i = 0; i < 5; i++) expect_err(opg_jobstore_get(s, dropped[i], &r), OPG_ERR_NOT_FOUND, NULL, NULL);
+    ok(opg_jobstore_get(s, a, &r));
+    assert_int_equal(r.state, OPG_JOB_QUEUED);
+    opg_job_row_clear(&r);
+    ok(opg_jobstore_counts(s, c));
+    assert_int_equal(c[OPG_JOB_QUEUED], 2);
+    assert_int_equal(c[OPG_JOB_DONE], 0);
+
+    /* a second handle (another process) sees only committed batches */
+    ok(opg_jobstore_begin(s));
+    uint64_t d = insert_ok(s, 20, 1);
+    opg_jobstore *s2 = open_ok(path);
+    expect_err(opg_jobstore_get(s2, d, &r), OPG_ERR_NOT_FOUND, NULL, NULL);
+    ok(opg_jobstore_commit(s));
+    ok(opg_jobstore_get(s2, d, &r));
+    opg_job_row_clear(&r);
+    opg_jobstore_close(s2);
+
+    /* close with a transaction open rolls it back */
+    ok(opg_jobstore_begin(s));
+    uint64_t e = insert_ok(s, 21, 1);
+    opg_jobstore_close(s);
+    s = open_ok(path);
+    expect_err(opg_jobstore_get(s, e, &r), OPG_ERR_NOT_FOUND, NULL, NULL);
+    assert_consistent(path, s);
+    opg_jobstore_close(s);
+}
+
+static void test_reopen_persists(void **state) {
+    (void)state;
+    const char *path = path_of("persist.db");
+    opg_jobstore *s = open_ok(path);
+    const uint8_t res[6] = {'r', 'e', 's', 'u', 'l', 't'};
+    /* some writes in batches, some on their own */
+    for (int b = 0; b < 4; b++) {
+        ok(opg_jobstore_begin(s));
+        for (int i = 0; i < 25; i++) insert_ok(s, (uint64_t)(b * 25 + i + 1), (b * 25 + i + 1) * 10);
+        ok(opg_jobstore_commit(s));
+    }
+    for (uint64_t id = 1; id <= 100; id += 3)
+        ok(opg_jobstore_finish(s, id, id % 2 ? OPG_JOB_DONE : OPG_JOB_FAILED, res, sizeof res, 5000 + (int64_t)id,
+                               NULL));
+    opg_jobstore_close(s);
+
+    s = open_ok(path);
+    for (uint64_t id = 1; id <= 100; id++) {
+        opg_job_row r;
+        ok(opg_jobstore_get(s, id, &r));
+        uint8_t want[REQ_LEN];
+        make_req(want, id);
+        assert_int_equal(r.request_len, REQ_LEN);
+        tu_assert_bytes(r.request, want, REQ_LEN, "request after reopen");
+        assert_int_equal(r.created_ms, (int64_t)id * 10);
+        if ((id - 1) % 3 == 0) {
+            assert_int_equal(r.state, id % 2 ? OPG_JOB_DONE : OPG_JOB_FAILED);
+            assert_int_equal(r.finished_ms, 5000 + (int64_t)id);
+            assert_int_equal(r.result_len, sizeof res);
+            tu_assert_bytes(r.result, res, sizeof res, "result after reopen");
+        } else {
+            assert_int_equal(r.state, OPG_JOB_QUEUED);
+            assert_null(r.result);
+        }
+        opg_job_row_clear(&r);
+    }
+    int64_t c[6];
+    ok(opg_jobstore_counts(s, c));
+    assert_int_equal(c[OPG_JOB_QUEUED], 66);
+    assert_int_equal(c[OPG_JOB_DONE] + c[OPG_JOB_FAILED], 34);
+    assert_consistent(path, s);
+    char buf[32];
+    assert_string_equal(sql_text(path, "PRAGMA journal_mode", buf, sizeof buf), "wal");
+    opg_jobstore_close(s);
+}
+
+/* Child of the crash test: inserts batches of 1..40 jobs forever, each batch
+ * committed before its (id, seq) records go down the pipe in one write (so
+ * the parent only ever hears of committed jobs). Never returns. */
+static _Noreturn void crash_child(const char *path, int fd, uint64_t seq) {
+    opg_jobstore *s = NULL;
+    if (opg_jobstore_open(path, &s) != OPG_OK) _exit(2);
+    uint64_t rec[40][2];
+    for (;;) {
+        int n = (int)(seq % 40) + 1;
+        if (opg_jobstore_begin(s) != OPG_OK) _exit(3);
+        for (int i = 0; i < n; i++) {
+            uint8_t req[REQ_LEN];
+            make_req(req, seq);
+            uint64_t id = 0;
+            if (opg_jobstore_insert(s, req, sizeof req, (int64_t)seq, &id) != OPG_OK) _exit(4);
+            rec[i][0] = id;
+            rec[i][1] = seq++;
+        }
+        if (opg_jobstore_commit(s) != OPG_OK) _exit(5);
+        size_t bytes = (size_t)n * sizeof rec[0]; /* <= PIPE_BUF: one atomic write */
+        if (write(fd, rec, bytes) != (ssize_t)bytes) _exit(6);
+    }
+}
+
+static void test_crash_durability(void **state) {
+    (void)state;
+    const char *path = path_of("crash.db");
+    /* kill points (records heard before SIGKILL); each round reopens what the
+     * last one left, WAL and all */
+    const int kill_at[] = {50, 400, 1500};
+    uint64_t total_acked = 0, max_id = 0;
+    for (int round = 0; round < 3; round++) {
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            crash_child(path, fds[1], (uint64_t)round * 1000000 + 1);
+        }
+        close(fds[1]);
+        size_t cap = 4096, n = 0;
+        uint64_t(*recs)[2] = malloc(cap * sizeof *recs);
+        assert_non_null(recs);
+        uint8_t part[16];
+        size_t part_n = 0;
+        int killed = 0;
+        for (;;) {
+            ssize_t got = read(fds[0], part + part_n, sizeof part - part_n);
+            if (got < 0 && errno == EINTR) continue;
+            assert_true(got >= 0);
+            if (got == 0) break; /* child dead and pipe drained */
+            part_n += (size_t)got;
+            if (part_n < sizeof part) continue;
+            part_n = 0;
+            if (n == cap) {
+                cap *= 2;
+                recs = realloc(recs, cap * sizeof *recs);
+                assert_non_null(recs);
+            }
+            memcpy(recs[n++], part, sizeof part);
+            if (!killed && n >= (size_t)kill_at[round]) {
+                assert_int_equal(kill(pid, SIGKILL), 0);
+                killed = 1; /* keep reading: records already in the pipe were acknowledged */
+            }
+        }
+        close(fds[0]);
+        int wst = 0;
+        assert_int_equal(waitpid(pid, &wst, 0), pid);
+        if (!(WIFSIGNALED(wst) && WTERMSIG(wst) == SIGKILL)) {
+            print_error("round %d: child did not die by SIGKILL (exit status %d)\n", round,
+                        WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
+            fail();
+        }
+        assert_int_equal(part_n, 0);
+
+        opg_jobstore *s = open_ok(path);
+        for (size_t i = 0; i < n; i++) {
+            opg_job_row r;
+            opg_status st = opg_jobstore_get(s, recs[i][0], &r);
+            if (st != OPG_OK) {
+                print_error("round %d: acknowledged job %llu (seq %llu) lost after SIGKILL: %s\n", round,
+                            (unsigned long long)recs[i][0], (unsigned long long)recs[i][1], opg_last_error());
+                fail();
+            }
+            uint8_t want[REQ_LEN];
+            make_req(want, recs[i][1]);
+            assert_int_equal(r.state, OPG_JOB_QUEUED);
+            assert_int_equal(r.created_ms, (int64_t)recs[i][1]);
+            assert_int_equal(r.request_len, REQ_LEN);
+            tu_assert_bytes(r.request, want, REQ_LEN, "request after SIGKILL");
+            opg_job_row_clear(&r);
+            assert_true(recs[i][0] > max_id); /* never an id from an earlier round */
+            if (i) assert_true(recs[i][0] > recs[i - 1][0]);
+        }
+        max_id = recs[n - 1][0];
+        total_acked += n;
+        assert_consistent(path, s);
+        int64_t c[6];
+        ok(opg_jobstore_counts(s, c));
+        assert_true(c[OPG_JOB_QUEUED] >= (int64_t)total_acked); /* committed but unheard rows may exist */
+        /* the next id after recovery is past everything acknowledged */
+        uint64_t next = insert_ok(s, 0, 0);
+        assert_true(next > max_id);
+        max_id = next;
+        opg_jobstore_close(s);
+        free(recs);
+    }
+    printf("crash: %llu acknowledged jobs over 3 SIGKILLs, all present, integrity ok\n",
+           (unsigned long long)total_acked);
+}
+
+static void test_not_a_database(void **state) {
+    (void)state;
+    const char *path = path_of("garbage.db");
+    uint8_t junk[8192];
+    tu_rng rng = {42};
+    for (size_t i = 0; i < sizeof junk; i++) junk[i] = (uint8_t)tu_u64(&rng);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(junk, 1, sizeof junk, f), sizeof junk);
+    fclose(f);
+    opg_jobstore *s = (opg_jobstore *)1;
+    expect_err(opg_jobstore_open(path, &s), OPG_ERR_FORMAT, path, "not a database");
+    assert_null(s);
+    /* left as it was */
+    uint8_t back[sizeof junk + 1];
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(back, 1, sizeof back, f), sizeof junk);
+    fclose(f);
+    tu_assert_bytes(back, junk, sizeof junk, "garbage file untouched");
+
+    /* a short text file */
+    const char *txt = path_of("text.db");
+    f = fopen(txt, "w");
+    assert_non_null(f);
+    fputs("coordinator jobs go here\n", f);
+    fclose(f);
+    expect_err(opg_jobstore_open(txt, &s), OPG_ERR_FORMAT, txt, "not a database");
+}
+
+static void test_foreign_schema(void **state) {
+    (void)state;
+    char buf[64];
+    /* another program's SQLite file: refused, and not switched to WAL */
+    const char *other = path_of("other.db");
+    sql_exec(other, "CREATE TABLE jobs(x); INSERT INTO jobs VALUES (1);");
+    opg_jobstore *s = (opg_jobstore *)1;
+    expect_err(opg_jobstore_open(other, &s), OPG_ERR_FORMAT, other, "not an opg job store");
+    assert_null(s);
+    assert_string_equal(sql_text(other, "PRAGMA journal_mode", buf, sizeof buf), "delete");
+    /* user_version 1 alone is not enough: the application_id says whose file it is */
+    sql_exec(other, "PRAGMA user_version = 1");
+    expect_err(opg_jobstore_open(other, &s), OPG_ERR_FORMAT, other, "not an opg job store");
+
+    /* ours, but a schema version this build does not know */
+    const char *newer = path_of("newer.db");
+    s = open_ok(newer);
+    insert_ok(s, 1, 1);
+    opg_jobstore_close(s);
+    sql_exec(newer, "PRAGMA user_version = 2");
+    expect_err(opg_jobstore_open(newer, &s), OPG_ERR_UNSUPPORTED, newer, "schema version 2");
+    assert_null(s);
+
+    /* right identity, tables missing: damaged or forged */
+    const char *forged = path_of("forged.db");
+    sql_exec(forged, "CREATE TABLE t(x); PRAGMA application_id = 1330661169; PRAGMA user_version = 1;");
+    expect_err(opg_jobstore_open(forged, &s), OPG_ERR_FORMAT, forged, "no such table");
+}
+
+static void test_missing_dir(void **state) {
+    (void)state;
+    const char *path = path_of("no/such/dir/jobs.db");
+    opg_jobstore *s = (opg_jobstore *)1;
+    expect_err(opg_jobstore_open(path, &s), OPG_ERR_IO, path, "unable to open");
+    assert_null(s);
+    /* a directory where the file should be */
+    expect_err(opg_jobstore_open(g_dir, &s), OPG_ERR_IO, g_dir, NULL);
+    assert_null(s);
+}
+
+static void test_bad_args(void **state) {
+    (void)state;
+    opg_jobstore *s = NULL;
+    expect_err(opg_jobstore_open(NULL, &s), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_open("", &s), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_open(path_of("x.db"), NULL), OPG_ERR_ARG, NULL, NULL);
+    s = open_ok(path_of("args.db"));
+    uint64_t id = 7;
+    expect_err(opg_jobstore_insert(s, NULL, 5, 1, &id), OPG_ERR_ARG, NULL, NULL);
+    assert_int_equal(id, 0);
+    expect_err(opg_jobstore_insert(s, (const uint8_t *)"x", 1, 1, NULL), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_insert(NULL, (const uint8_t *)"x", 1, 1, &id), OPG_ERR_ARG, NULL, NULL);
+    /* beyond SQLite's blob limit (SQLITE_STATIC binding: the bytes are never read) */
+    expect_err(opg_jobstore_insert(s, (const uint8_t *)"x", (size_t)3 << 30, 1, &id), OPG_ERR_LIMIT, "too big",
+               NULL);
+    expect_err(opg_jobstore_get(s, 1, NULL), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_pending(s, NULL, NULL), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_counts(s, NULL), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_begin(NULL), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_commit(NULL), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_rollback(NULL), OPG_ERR_ARG, NULL, NULL);
+    /* the failed insert left nothing behind */
+    assert_int_equal(insert_ok(s, 1, 1), 1);
+    opg_jobstore_close(s);
+}
+
+/* Not a pass/fail test: the rate the coordinator's batching can expect. */
+static void test_throughput(void **state) {
+    (void)state;
+    const char *path = path_of("bench.db");
+    opg_jobstore *s = open_ok(path);
+    enum { N = 20000, BATCH = 256, LEN = 200 };
+    uint8_t req[LEN];
+    for (int i = 0; i < LEN; i++) req[i] = (uint8_t)(i * 29 + 3);
+    double t0 = now_s();
+    for (int done = 0; done < N;) {
+        ok(opg_jobstore_begin(s));
+        for (int i = 0; i < BATCH && done < N; i++, done++) {
+            uint64_t id;
+            ok(opg_jobstore_insert(s, req, LEN, done, &id));
+        }
+        ok(opg_jobstore_commit(s));
+    }
+    double t1 = now_s();
+    const uint8_t res[120] = {1};
+    for (int done = 0; done < N;) {
+        ok(opg_jobstore_begin(s));
+        for (int i = 0; i < BATCH && done < N; i++, done++)
+            ok(opg_jobstore_finish(s, (uint64_t)done + 1, OPG_JOB_DONE, res, sizeof res, done, NULL));
+        ok(opg_jobstore_commit(s));
+    }
+    double t2 = now_s();
+    insert_ok(s, 1, 1);
+    walk w = {0};
+    ok(opg_jobstore_pending(s, collect, &w)); /* over 20000 final rows: reads the index only */
+    double t3 = now_s();
+    assert_int_equal(w.n, 1);
+    printf("throughput: %d inserts (%d B, batches of %d) in %.3f s = %.0f jobs/s; "
+           "%d finishes %.3f s = %.0f jobs/s; pending over %d final rows %.3f ms\n",
+           N, LEN, BATCH, t1 - t0, N / (t1 - t0), N, t2 - t1, N / (t2 - t1), N, (t3 - t2) * 1e3);
+    opg_jobstore_close(s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_ids_never_reused),
+        cmocka_unit_test(test_finish_idempotent),
+        cmocka_unit_test(test_finish_errors),
+        cmocka_unit_test(test_pending),
+        cmocka_unit_test(test_counts),
+        cmocka_unit_test(test_transactions),
+        cmocka_unit_test(test_reopen_persists),
+        cmocka_unit_test(test_crash_durability),
+        cmocka_unit_test(test_not_a_database),
+        cmocka_unit_test(test_foreign_schema),
+        cmocka_unit_test(test_missing_dir),
+        cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_throughput),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
