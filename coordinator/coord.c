@@ -461,11 +461,11 @@ static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     snprintf(w->name, sizeof w->name, "%s", r->name && r->name[0] ? r->name : "-");
     w->last_seen = opg_now_ms();
     c->dispatch_dirty = 1;
-    char name[80], mh[17] = "-";
+    char name[80], key[80], mh[17] = "-";
     if (w->n_models) hex8(mh, w->models[0]);
     LOG(OPG_LOG_INFO, is_new ? "worker_ready" : "worker_update", "worker=%s slots=%u models=%zu model=%s backend=%d key=%s",
         opg_log_q(name, sizeof name, w->name), w->slots, w->n_models, mh, w->backend,
-        p->user_id[0] ? p->user_id : "-");
+        p->user_id[0] ? opg_log_q(key, sizeof key, p->user_id) : "-");
 }
 
 static job *worker_job(opg_coord *c, worker *w, uint64_t id) {
@@ -923,6 +923,7 @@ opg_status opg_coord_new(const opg_coord_config *cfg, opg_coord **out) {
     }
     if (cfg->key) {
         if ((st = opg_zap_start(c->zctx, &c->zap))) goto fail;
+        opg_zap_set_log(c->zap, &c->cfg.log); /* refused peers show in the log */
         for (size_t i = 0; i < cfg->n_worker_keys; i++)
             if ((st = opg_zap_allow(c->zap, "workers", cfg->worker_keys[i]))) goto fail;
         for (size_t i = 0; i < cfg->n_client_keys; i++)

@@ -114,11 +114,11 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    char pub[41] = "-";
+    char pub[41] = "-", pubq[96];
     if (key_path) opg_key_public_z85(key.curve_pk, pub);
     opg_log_emit(&cfg.log, OPG_LOG_INFO, "started", "workers=%s clients=%s db=%s metrics=%s metrics_port=%d key=%s",
                  opg_coord_workers_endpoint(c), opg_coord_clients_endpoint(c), db, http ? metrics_addr : "off",
-                 http ? opg_metrics_http_port(http) : 0, pub);
+                 http ? opg_metrics_http_port(http) : 0, opg_log_q(pubq, sizeof pubq, pub));
     if ((st = opg_coord_run(c, &g_stop))) rc = fail("run", st);
     opg_log_emit(&cfg.log, OPG_LOG_INFO, "stopped", "ok=%d", rc == 0);
 out:
