@@ -7,6 +7,8 @@
  * length, unknown enum values, missing prompts ...) is rejected here. */
 #include "frame.h"
 
+#include "pb_budget.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -300,49 +302,15 @@ opg_status opg_frame_encode(opg_msg_type type, const ProtobufCMessage *msg, uint
 }
 
 /* ---- decode ---------------------------------------------------------------------- */
-/* Charges every protobuf-c allocation of one frame; frees are not credited
- * back, so the budget bounds the total allocated while decoding. */
-typedef struct {
-    size_t used, budget;
-    int over, oom;
-} budget_state;
-
 typedef struct {
     opg_frame pub; /* first: opg_frame_free casts back */
-    budget_state b;
-    ProtobufCAllocator alloc;
+    opg_pb_budget b;
 } frame_impl;
-
-static void *budget_alloc(void *ud, size_t n) {
-    budget_state *b = ud;
-    if (n > b->budget - b->used) {
-        b->over = 1;
-        return NULL;
-    }
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        b->oom = 1;
-        return NULL;
-    }
-    b->used += n;
-    return p;
-}
-
-static void budget_free(void *ud, void *p) {
-    (void)ud;
-    free(p);
-}
-
-static opg_status unpack_fail(const budget_state *b, const char *what) {
-    if (b->over) return opg__fail(OPG_ERR_LIMIT, "%s: decoding needs more than the budget of %zu bytes", what, b->budget);
-    if (b->oom) return opg__fail(OPG_ERR_NOMEM, "%s: out of memory while decoding", what);
-    return opg__fail(OPG_ERR_FORMAT, "%s: not a valid protobuf encoding", what);
-}
 
 void opg_frame_free(opg_frame **f) {
     if (!f || !*f) return;
     frame_impl *fi = (frame_impl *)*f;
-    if (fi->pub.msg) protobuf_c_message_free_unpacked(fi->pub.msg, &fi->alloc);
+    if (fi->pub.msg) protobuf_c_message_free_unpacked(fi->pub.msg, &fi->b.alloc);
     free(fi);
     *f = NULL;
 }
@@ -358,15 +326,12 @@ opg_status opg_frame_decode_budget(const uint8_t *buf, size_t len, size_t budget
 
     frame_impl *fi = calloc(1, sizeof *fi);
     if (!fi) return opg__fail(OPG_ERR_NOMEM, "frame");
-    fi->b.budget = budget;
-    fi->alloc.alloc = budget_alloc;
-    fi->alloc.free = budget_free;
-    fi->alloc.allocator_data = &fi->b;
+    opg_pb_budget_init(&fi->b, budget);
 
     opg_status st = OPG_OK;
-    Opg__V1__Envelope *env = opg__v1__envelope__unpack(&fi->alloc, len, buf);
+    Opg__V1__Envelope *env = opg__v1__envelope__unpack(&fi->b.alloc, len, buf);
     if (!env) {
-        st = unpack_fail(&fi->b, "envelope");
+        st = opg_pb_budget_fail(&fi->b, "envelope");
         goto fail;
     }
     if (env->base.n_unknown_fields) {
@@ -383,15 +348,15 @@ opg_status opg_frame_decode_budget(const uint8_t *buf, size_t len, size_t budget
         goto fail;
     }
     ProtobufCMessage *msg =
-        protobuf_c_message_unpack(msg_table[env->type].desc, &fi->alloc, env->payload.len, env->payload.data);
+        protobuf_c_message_unpack(msg_table[env->type].desc, &fi->b.alloc, env->payload.len, env->payload.data);
     if (!msg) {
-        st = unpack_fail(&fi->b, msg_table[env->type].name);
+        st = opg_pb_budget_fail(&fi->b, msg_table[env->type].name);
         goto fail;
     }
     fi->pub.version = env->version;
     fi->pub.type = env->type;
     fi->pub.msg = msg;
-    opg__v1__envelope__free_unpacked(env, &fi->alloc);
+    opg__v1__envelope__free_unpacked(env, &fi->b.alloc);
     env = NULL;
     st = check_no_unknown(msg, 0);
     if (st == OPG_OK) st = msg_table[fi->pub.type].check(msg);
@@ -400,7 +365,7 @@ opg_status opg_frame_decode_budget(const uint8_t *buf, size_t len, size_t budget
     return OPG_OK;
 
 fail:
-    if (env) opg__v1__envelope__free_unpacked(env, &fi->alloc);
+    if (env) opg__v1__envelope__free_unpacked(env, &fi->b.alloc);
     opg_frame *f = &fi->pub;
     opg_frame_free(&f);
     return st;

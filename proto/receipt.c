@@ -2,9 +2,10 @@
  *
  * Decoding follows frame.c: protobuf-c parses through an allocator that
  * charges a byte budget, and what protobuf-c accepts but the protocol does
- * not is refused here. The budget allocator is a local copy of frame.c's
- * (frame.c keeps its own static; this file does not touch it). */
+ * not is refused here (pb_budget.h). */
 #include "receipt.h"
+
+#include "pb_budget.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -108,40 +109,6 @@ opg_status opg_receipt_sign(const Opg__V1__Receipt *r, const uint8_t sign_sk[64]
 }
 
 /* ---- verify --------------------------------------------------------------------------- */
-/* Charges every protobuf-c allocation; frees are not credited back (as in
- * frame.c). Blocks come from malloc, so what it returns is freed by
- * protobuf-c's default allocator (opg_receipt_free). */
-typedef struct {
-    size_t used, budget;
-    int over, oom;
-} budget_state;
-
-static void *budget_alloc(void *ud, size_t n) {
-    budget_state *b = ud;
-    if (n > b->budget - b->used) {
-        b->over = 1;
-        return NULL;
-    }
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        b->oom = 1;
-        return NULL;
-    }
-    b->used += n;
-    return p;
-}
-
-static void budget_free(void *ud, void *p) {
-    (void)ud;
-    free(p);
-}
-
-static opg_status unpack_fail(const budget_state *b, const char *what) {
-    if (b->over) return opg__fail(OPG_ERR_LIMIT, "%s: decoding needs more than the budget of %zu bytes", what, b->budget);
-    if (b->oom) return opg__fail(OPG_ERR_NOMEM, "%s: out of memory while decoding", what);
-    return FAIL("%s: not a valid protobuf encoding", what);
-}
-
 /* Whether m packs to exactly bytes[0..n). */
 static opg_status check_canonical(const ProtobufCMessage *m, const uint8_t *bytes, size_t n, const char *what) {
     size_t pn = protobuf_c_message_get_packed_size(m);
@@ -168,12 +135,13 @@ opg_status opg_receipt_verify(const uint8_t *buf, size_t len, Opg__V1__Receipt *
     static const uint8_t empty[1];
     if (!buf) buf = empty;
 
-    budget_state b = {0, OPG_RECEIPT_DECODE_BUDGET, 0, 0};
-    ProtobufCAllocator alloc = {budget_alloc, budget_free, &b};
+    opg_pb_budget b;
+    opg_pb_budget_init(&b, OPG_RECEIPT_DECODE_BUDGET);
+    ProtobufCAllocator *alloc = &b.alloc;
     Opg__V1__Receipt *r = NULL;
     opg_status st = OPG_OK;
-    Opg__V1__SignedReceipt *sr = opg__v1__signed_receipt__unpack(&alloc, len, buf);
-    if (!sr) return unpack_fail(&b, "SignedReceipt");
+    Opg__V1__SignedReceipt *sr = opg__v1__signed_receipt__unpack(alloc, len, buf);
+    if (!sr) return opg_pb_budget_fail(&b, "SignedReceipt");
     if (sr->base.n_unknown_fields) {
         st = FAIL("SignedReceipt: %u unknown field(s), first number %u", sr->base.n_unknown_fields,
                   sr->base.unknown_fields[0].tag);
@@ -184,9 +152,9 @@ opg_status opg_receipt_verify(const uint8_t *buf, size_t len, Opg__V1__Receipt *
         goto done;
     }
     if ((st = check_canonical(&sr->base, buf, len, "SignedReceipt")) != OPG_OK) goto done;
-    r = opg__v1__receipt__unpack(&alloc, sr->receipt.len, sr->receipt.data ? sr->receipt.data : empty);
+    r = opg__v1__receipt__unpack(alloc, sr->receipt.len, sr->receipt.data ? sr->receipt.data : empty);
     if (!r) {
-        st = unpack_fail(&b, "Receipt");
+        st = opg_pb_budget_fail(&b, "Receipt");
         goto done;
     }
     if ((st = opg_receipt_check(r)) != OPG_OK) goto done;
@@ -209,9 +177,9 @@ opg_status opg_receipt_verify(const uint8_t *buf, size_t len, Opg__V1__Receipt *
     }
 
 done:
-    opg__v1__signed_receipt__free_unpacked(sr, &alloc);
+    opg__v1__signed_receipt__free_unpacked(sr, alloc);
     if (st != OPG_OK) {
-        if (r) opg__v1__receipt__free_unpacked(r, &alloc);
+        if (r) opg__v1__receipt__free_unpacked(r, alloc);
         return st;
     }
     *out = r;
