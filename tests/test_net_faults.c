@@ -1,0 +1,1510 @@
+/* test_net_faults.c: the real daemons under faults, over 127.0.0.1.
+ *
+ * opg-coordinator and opg-worker are started with fork/exec on free ports,
+ * driven through net/client.h (raw ZeroMQ for malformed frames) and killed
+ * for real. Heartbeats are short (50 ms, liveness 3) so a lost peer is
+ * noticed in 150 ms.
+ *   0. reference: every job of a seeded pool run once without faults; its
+ *      tokens and trace root are what every later run must return;
+ *   1. kill -9 of a worker at a random point (before, during or after its
+ *      jobs), >= 50 runs on one coordinator with two workers: every job
+ *      finishes DONE exactly once with the reference result, and /metrics
+ *      counts exactly that many done and none failed;
+ *   2. kill -9 of the coordinator (queued jobs, running jobs, a submission
+ *      in flight) and a restart on the same store: every acknowledged job
+ *      finishes with the reference result; the worker reconnects by itself;
+ *   3. malformed frames (random bytes, truncated frames, over 16 MiB, wrong
+ *      version, unknown type, several parts, empty) on both coordinator
+ *      endpoints, and on a worker from a fake coordinator: an Error reply or
+ *      a dropped connection, never a crash; a normal job runs afterwards;
+ *   4. CurveZMQ: an allowed client and worker work; an unknown client key, a
+ *      plain client and an unknown worker key get nothing through;
+ *   5. SIGTERM of a busy worker: its jobs finish DONE (none re-queued) and it
+ *      exits 0.
+ * Each daemon's stderr goes to a log in a mkdtemp directory: a failed check
+ * prints the logs' tails, and a sanitizer report in any log (ASan builds run
+ * the daemons instrumented too) fails the test. The directory is removed when
+ * everything passed. OPG_FAULTS_SEED=N replays a seed, OPG_FAULTS_RUNS=N sets
+ * the number of kill runs of test 1 (default 50), OPG_FAULTS_ONLY=TEXT runs
+ * only the tests whose name holds TEXT (and test_reference first),
+ * OPG_FAULTS_KEEP=1 keeps the directory. */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "client.h"
+#include "contract.h"
+#include "frame.h"
+#include "gguf.h"
+#include "keys.h"
+#include "sock.h"
+
+#if !defined(OPG_COORD_BIN) || !defined(OPG_WORKER_BIN) || !defined(OPG_CLI_BIN) || !defined(OPG_TINY_DIR)
+#define OPG_FAULTS_NO_DAEMONS /* tests/CMakeLists.txt defines them when the daemons are built */
+#define OPG_COORD_BIN ""
+#define OPG_WORKER_BIN ""
+#define OPG_CLI_BIN ""
+#define OPG_TINY_DIR ""
+#endif
+
+#define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
+#define HB_MS "50"
+#define LIVENESS "3"
+#define WORKER_CTX "2048"    /* --ctx of every worker (the tiny model trains on 256) */
+#define RESULT_MS 30000      /* longest wait for one result */
+#define N_SPECS 16           /* short jobs (tests 1-4) */
+#define N_LONG 4             /* long jobs (test 5) */
+#define MAX_PROMPT 8
+
+/* ---- state ------------------------------------------------------------------------ */
+typedef struct {
+    uint32_t prompt[MAX_PROMPT];
+    size_t n_prompt;
+    uint32_t max_tokens;
+    float temperature, top_p;
+    uint32_t top_k;
+    uint64_t seed;
+    uint32_t *ref;        /* reference output tokens (test 0) */
+    size_t n_ref;
+    uint8_t root[32];     /* reference trace root */
+} spec;
+
+typedef struct {
+    pid_t pid;
+    int reaped, status;   /* wait status once reaped */
+    char name[32];
+    char log[600];
+} proc;
+
+#define MAX_PROCS 256
+static proc g_procs[MAX_PROCS];
+static int g_n_procs;
+static char g_dir[128];
+static char g_model_cfg[700];  /* JSON config naming the model (see worker_start) */
+static uint8_t g_model_id[32];
+static void *g_zctx;
+static tu_rng g_rng;
+static uint64_t g_seed;
+static spec g_specs[N_SPECS], g_long[N_LONG];
+static int g_have_refs;
+static int64_t g_batch_ms;     /* the reference run of N_SPECS jobs on one worker */
+static int g_failed;           /* some check failed: keep the directory */
+static int g_worker_seq;
+
+/* ---- small helpers ------------------------------------------------------------------ */
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    for (size_t r; b && (r = fread(b + n, 1, cap - n - 1, f)) > 0;) {
+        n += r;
+        if (cap - n - 1 == 0) {
+            char *nb = realloc(b, cap * 2);
+            if (!nb) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (b) b[n] = 0;
+    if (len) *len = n;
+    return b;
+}
+
+static int write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    int ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static const char *path_in_dir(const char *name) {
+    static char p[8][700];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(p[k], sizeof p[k], "%s/%s", g_dir, name);
+    return p[k];
+}
+
+/* ---- processes ---------------------------------------------------------------------- */
+static const char *proc_state(const proc *p, char *buf, size_t n) {
+    if (!p->reaped) snprintf(buf, n, "running");
+    else if (WIFEXITED(p->status)) snprintf(buf, n, "exit %d", WEXITSTATUS(p->status));
+    else if (WIFSIGNALED(p->status)) snprintf(buf, n, "signal %d", WTERMSIG(p->status));
+    else snprintf(buf, n, "status 0x%x", p->status);
+    return buf;
+}
+
+/* Non-zero while p runs; reaps it once it ended. */
+static int proc_alive(proc *p) {
+    if (!p || p->reaped) return 0;
+    int st = 0;
+    pid_t r = waitpid(p->pid, &st, WNOHANG);
+    if (r == p->pid || (r < 0 && errno == ECHILD)) {
+        p->reaped = 1;
+        p->status = st;
+        return 0;
+    }
+    return 1;
+}
+
+/* Waits for p to end, at most timeout_ms; 1 once reaped. */
+static int proc_wait(proc *p, int timeout_ms) {
+    int64_t end = opg_now_ms() + timeout_ms;
+    while (proc_alive(p)) {
+        if (opg_now_ms() >= end) return 0;
+        sleep_ms(2);
+    }
+    return 1;
+}
+
+static void proc_signal(proc *p, int sig) {
+    if (p && !p->reaped) kill(p->pid, sig);
+}
+
+/* Starts argv[0] with stdin from /dev/null, stderr (and stdout, unless
+ * stdout_path) into name's log. The child dies with this process. */
+static proc *spawn(const char *name, const char *const *argv, const char *stdout_path) {
+    if (g_n_procs == MAX_PROCS) return NULL;
+    proc *p = &g_procs[g_n_procs];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    snprintf(p->log, sizeof p->log, "%s/%s.log", g_dir, name);
+    int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int ofd = stdout_path ? open(stdout_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : fd;
+    int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ofd < 0 || nul < 0) {
+        if (fd >= 0) close(fd);
+        if (ofd >= 0 && ofd != fd) close(ofd);
+        if (nul >= 0) close(nul);
+        return NULL;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* only async-signal-safe calls until exec */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        dup2(nul, 0);
+        dup2(ofd, 1);
+        dup2(fd, 2);
+        execv(argv[0], (char *const *)argv);
+        static const char msg[] = "test_net_faults: exec failed\n";
+        ssize_t wr = write(2, msg, sizeof msg - 1);
+        (void)wr;
+        _exit(127);
+    }
+    close(fd);
+    if (ofd != fd) close(ofd);
+    close(nul);
+    if (pid < 0) return NULL;
+    p->pid = pid;
+    g_n_procs++;
+    return p;
+}
+
+static int count_in(const char *text, const char *needle) {
+    int n = 0;
+    for (const char *s = text; s && (s = strstr(s, needle)); s += strlen(needle)) n++;
+    return n;
+}
+
+static int log_count(const proc *p, const char *needle) {
+    char *t = slurp(p->log, NULL);
+    int n = count_in(t, needle);
+    free(t);
+    return n;
+}
+
+/* Waits until p's log holds needle at least `count` times; 0 when it does
+ * not within timeout_ms or p ended first. */
+static int wait_log(proc *p, const char *needle, int count, int timeout_ms) {
+    int64_t end = opg_now_ms() + timeout_ms;
+    for (;;) {
+        int alive = proc_alive(p);
+        if (log_count(p, needle) >= count) return 1;
+        if (!alive || opg_now_ms() >= end) return 0;
+        sleep_ms(3);
+    }
+}
+
+/* The last max_lines lines of every log, and each process's state. */
+static void dump_logs(void) {
+    for (int i = 0; i < g_n_procs; i++) {
+        proc *p = &g_procs[i];
+        char st[32];
+        proc_alive(p);
+        size_t n = 0;
+        char *t = slurp(p->log, &n);
+        const int max_lines = 60;
+        const char *from = t ? t + n : NULL;
+        for (int lines = 0; t && from > t && lines <= max_lines;)
+            if (*--from == '\n' && from + 1 < t + n) lines++;
+        if (from && *from == '\n') from++;
+        fprintf(stderr, "---- %s (pid %d, %s), %s%s\n", p->name, (int)p->pid, proc_state(p, st, sizeof st), p->log,
+                t && from > t ? " (tail)" : "");
+        if (t) fputs(from, stderr);
+        free(t);
+    }
+    fprintf(stderr, "---- seed %" PRIu64 " (OPG_FAULTS_SEED=%" PRIu64 " replays it)\n", g_seed, g_seed);
+}
+
+/* Kills (SIGKILL) and reaps every process still running. */
+static void kill_all(void) {
+    for (int i = 0; i < g_n_procs; i++) proc_signal(&g_procs[i], SIGKILL);
+    for (int i = 0; i < g_n_procs; i++) proc_wait(&g_procs[i], 5000);
+}
+
+static void fail_dump(void) {
+    g_failed = 1;
+    dump_logs();
+    kill_all();
+}
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            print_error("%s:%d: check failed: %s\n  ", __FILE__, __LINE__, #cond); \
+            print_error(__VA_ARGS__);                                           \
+            print_error("\n");                                                  \
+            fail_dump();                                                        \
+            fail();                                                             \
+        }                                                                       \
+    } while (0)
+
+/* A sanitizer report in any log fails the test. */
+static void check_sanitizer_logs(void) {
+    static const char *pats[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                                 "UndefinedBehaviorSanitizer"};
+    for (int i = 0; i < g_n_procs; i++) {
+        char *t = slurp(g_procs[i].log, NULL);
+        for (size_t k = 0; t && k < sizeof pats / sizeof pats[0]; k++)
+            CHECK(!strstr(t, pats[k]), "%s: a sanitizer report (\"%s\") in %s", g_procs[i].name, pats[k],
+                  g_procs[i].log);
+        free(t);
+    }
+}
+
+/* Waits for p, sent SIGKILL, to die of it. */
+static void kill9_wait(proc *p, const char *what) {
+    char st[32];
+    CHECK(proc_wait(p, 10000), "%s: %s still runs 10 s after SIGKILL", what, p->name);
+    CHECK(WIFSIGNALED(p->status) && WTERMSIG(p->status) == SIGKILL, "%s: %s ended with %s before SIGKILL", what,
+          p->name, proc_state(p, st, sizeof st));
+}
+
+static void kill9(proc *p, const char *what) {
+    CHECK(proc_alive(p), "%s: %s died by itself", what, p->name);
+    proc_signal(p, SIGKILL);
+    kill9_wait(p, what);
+}
+
+/* Stops p with SIGTERM and expects exit status 0. */
+static void stop_clean(proc *p) {
+    char st[32];
+    proc_signal(p, SIGTERM);
+    CHECK(proc_wait(p, 20000), "%s did not stop within 20 s of SIGTERM", p->name);
+    CHECK(WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0, "%s ended with %s, not exit 0", p->name,
+          proc_state(p, st, sizeof st));
+}
+
+/* ---- ports and daemons -------------------------------------------------------------- */
+static int free_port(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    int port = -1;
+    if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(s, (struct sockaddr *)&a, &al) == 0)
+        port = ntohs(a.sin_port);
+    close(s);
+    return port;
+}
+
+typedef struct {
+    proc *p;
+    char tag[16];
+    int starts;
+    int wport, cport, mport;
+    char wep[64], cep[64], maddr[64], db[700];
+    const char *extra[8];   /* more flags (CurveZMQ keys) */
+    int n_extra;
+} coord;
+
+static int coord_try_start(coord *c) {
+    char name[32];
+    snprintf(name, sizeof name, "%s-%d", c->tag, ++c->starts);
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = OPG_COORD_BIN;
+    argv[n++] = "--db";
+    argv[n++] = c->db;
+    argv[n++] = "--workers";
+    argv[n++] = c->wep;
+    argv[n++] = "--clients";
+    argv[n++] = c->cep;
+    argv[n++] = "--metrics";
+    argv[n++] = c->maddr;
+    argv[n++] = "--heartbeat-ms";
+    argv[n++] = HB_MS;
+    argv[n++] = "--liveness";
+    argv[n++] = LIVENESS;
+    argv[n++] = "--log-level";
+    argv[n++] = "debug";
+    for (int i = 0; i < c->n_extra; i++) argv[n++] = c->extra[i];
+    argv[n] = NULL;
+    c->p = spawn(name, argv, NULL);
+    if (!c->p) return 0;
+    if (wait_log(c->p, "event=started", 1, 20000)) return 1;
+    if (proc_alive(c->p)) { /* neither started nor failed: stuck */
+        proc_signal(c->p, SIGKILL);
+        proc_wait(c->p, 5000);
+    }
+    return 0;
+}
+
+/* Starts a coordinator on new free ports (retrying when a port was taken
+ * meanwhile) with the store tag.db. */
+static void coord_start(coord *c, const char *tag) {
+    snprintf(c->tag, sizeof c->tag, "%s", tag);
+    snprintf(c->db, sizeof c->db, "%s/%s.db", g_dir, tag);
+    for (int attempt = 0; attempt < 10; attempt++) {
+        c->wport = free_port();
+        c->cport = free_port();
+        c->mport = free_port();
+        if (c->wport <= 0 || c->cport == c->wport || c->mport == c->wport || c->mport == c->cport) continue;
+        snprintf(c->wep, sizeof c->wep, "tcp://127.0.0.1:%d", c->wport);
+        snprintf(c->cep, sizeof c->cep, "tcp://127.0.0.1:%d", c->cport);
+        snprintf(c->maddr, sizeof c->maddr, "127.0.0.1:%d", c->mport);
+        if (coord_try_start(c)) return;
+    }
+    CHECK(0, "coordinator %s did not start", tag);
+}
+
+/* Starts it again on the same ports and store (they free up when the old
+ * process dies; retried while the kernel still holds one). */
+static void coord_restart(coord *c) {
+    for (int attempt = 0; attempt < 50; attempt++) {
+        if (coord_try_start(c)) return;
+        sleep_ms(50);
+    }
+    CHECK(0, "coordinator %s did not restart", c->tag);
+}
+
+/* Starts a worker on the tiny model. The model is named in a --config file:
+ * a -m flag is appended to opg-worker's default model list, which names a
+ * model that need not exist here. extra: more flags (later ones win). */
+static proc *worker_start(const char *endpoint, int slots, const char *const *extra) {
+    char name[32], sl[16];
+    snprintf(name, sizeof name, "w%d", ++g_worker_seq);
+    snprintf(sl, sizeof sl, "%d", slots);
+    const char *argv[48];
+    int n = 0;
+    argv[n++] = OPG_WORKER_BIN;
+    argv[n++] = "--config";
+    argv[n++] = g_model_cfg;
+    argv[n++] = "-C";
+    argv[n++] = endpoint;
+    argv[n++] = "-t";
+    argv[n++] = "1";
+    argv[n++] = "--slots";
+    argv[n++] = sl;
+    argv[n++] = "--ctx";
+    argv[n++] = WORKER_CTX;
+    argv[n++] = "--heartbeat-ms";
+    argv[n++] = HB_MS;
+    argv[n++] = "--liveness";
+    argv[n++] = LIVENESS;
+    argv[n++] = "--reconnect-ms";
+    argv[n++] = "20";
+    argv[n++] = "--reconnect-max-ms";
+    argv[n++] = "200";
+    argv[n++] = "--log-level";
+    argv[n++] = "debug";
+    argv[n++] = "--name";
+    argv[n++] = name;
+    for (int i = 0; extra && extra[i] && n < 47; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    proc *p = spawn(name, argv, NULL);
+    CHECK(p != NULL, "cannot start worker %s", name);
+    return p;
+}
+
+/* Waits until coordinator c has logged worker w's Ready (count times). */
+static void wait_worker_ready(coord *c, const proc *w, int count) {
+    char needle[64];
+    snprintf(needle, sizeof needle, "event=worker_ready worker=%s ", w->name);
+    CHECK(wait_log(c->p, needle, count, 30000), "worker %s not ready at %s", w->name, c->p->name);
+}
+
+/* ---- metrics ------------------------------------------------------------------------- */
+/* GET /metrics over raw HTTP/1.0; NULL on failure. Caller frees. */
+static char *http_metrics(int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0) return NULL;
+    struct timeval tv = {5, 0};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)port);
+    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    char *buf = NULL;
+    if (connect(s, (struct sockaddr *)&a, sizeof a) == 0 && send(s, req, sizeof req - 1, MSG_NOSIGNAL) > 0) {
+        size_t cap = 1 << 16, n = 0;
+        buf = malloc(cap);
+        for (ssize_t r; buf && (r = recv(s, buf + n, cap - n - 1, 0)) > 0;) {
+            n += (size_t)r;
+            if (cap - n - 1 == 0) {
+                char *nb = realloc(buf, cap * 2);
+                if (!nb) break;
+                buf = nb;
+                cap *= 2;
+            }
+        }
+        if (buf) buf[n] = 0;
+        if (buf && strncmp(buf, "HTTP/1.", 7) != 0) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    close(s);
+    return buf;
+}
+
+/* The value of series (name with labels) in c's /metrics; fails the test
+ * when the endpoint or the series is missing. */
+static double metric(const coord *c, const char *series) {
+    char *t = http_metrics(c->mport);
+    CHECK(t != NULL, "GET http://%s/metrics failed", c->maddr);
+    size_t n = strlen(series);
+    double v = -1;
+    int found = 0;
+    for (const char *l = t; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (!strncmp(l, series, n) && l[n] == ' ') {
+            v = strtod(l + n + 1, NULL);
+            found = 1;
+            break;
+        }
+    free(t);
+    CHECK(found, "no series %s in %s's /metrics", series, c->p->name);
+    return v;
+}
+
+#define M_DONE "opg_jobs_finished_total{state=\"done\"}"
+#define M_FAILED "opg_jobs_finished_total{state=\"failed\"}"
+#define M_CANCELLED "opg_jobs_finished_total{state=\"cancelled\"}"
+#define M_REQUEUED "opg_jobs_requeued_total"
+#define M_REJECTED "opg_frames_rejected_total"
+#define M_WORKERS "opg_workers"
+
+/* ---- jobs ------------------------------------------------------------------------------ */
+static void spec_random(spec *s, uint32_t min_tokens, uint32_t max_tokens) {
+    memset(s, 0, sizeof *s);
+    s->n_prompt = (size_t)tu_int(&g_rng, 1, MAX_PROMPT);
+    for (size_t i = 0; i < s->n_prompt; i++) s->prompt[i] = (uint32_t)tu_int(&g_rng, 1, 95);
+    s->max_tokens = (uint32_t)tu_int(&g_rng, (int)min_tokens, (int)max_tokens);
+    if (tu_int(&g_rng, 0, 1)) { /* sampled; else greedy */
+        s->temperature = tu_uniform(&g_rng, 0.5f, 1.5f);
+        s->top_k = tu_int(&g_rng, 0, 1) ? (uint32_t)tu_int(&g_rng, 2, 40) : 0;
+        s->top_p = tu_int(&g_rng, 0, 1) ? tu_uniform(&g_rng, 0.5f, 1.0f) : 0.0f;
+        s->seed = tu_u64(&g_rng);
+    }
+}
+
+/* A SubmitJob of s (pointing into s and the caller's tl, sp). */
+static void spec_job(const spec *s, Opg__V1__SubmitJob *sj, Opg__V1__TokenList *tl, Opg__V1__SamplingParams *sp) {
+    opg__v1__submit_job__init(sj);
+    opg__v1__token_list__init(tl);
+    opg__v1__sampling_params__init(sp);
+    tl->n_ids = s->n_prompt;
+    tl->ids = (uint32_t *)s->prompt;
+    sp->temperature = s->temperature;
+    sp->top_k = s->top_k;
+    sp->top_p = s->top_p;
+    sp->seed = s->seed;
+    sj->model_id.data = g_model_id;
+    sj->model_id.len = 32;
+    sj->prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TOKENS;
+    sj->tokens = tl;
+    sj->sampling = sp;
+    sj->max_tokens = s->max_tokens;
+    sj->contract_version = OPG_CONTRACT_VERSION;
+}
+
+static opg_status submit(opg_client *cl, const spec *s, int timeout_ms, uint64_t *id) {
+    Opg__V1__SubmitJob sj;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    spec_job(s, &sj, &tl, &sp);
+    return opg_client_submit(cl, &sj, timeout_ms, id);
+}
+
+static uint64_t submit_ok(opg_client *cl, const spec *s) {
+    uint64_t id = 0;
+    opg_status st = submit(cl, s, 10000, &id);
+    CHECK(st == OPG_OK && id != 0, "submit: %s (%s)", opg_strerror(st), opg_last_error());
+    return id;
+}
+
+static opg_client *client_new(const char *endpoint) {
+    opg_client *cl = NULL;
+    opg_status st = opg_client_new(endpoint, NULL, NULL, &cl);
+    CHECK(st == OPG_OK, "client %s: %s", endpoint, opg_last_error());
+    return cl;
+}
+
+/* Non-zero when r is s's reference result for job id; else describes the difference. */
+static int result_matches(const Opg__V1__Result *r, uint64_t id, const spec *s, char *why, size_t n) {
+    if (r->job_id != id) {
+        snprintf(why, n, "Result of job %" PRIu64 " for job %" PRIu64, r->job_id, id);
+        return 0;
+    }
+    if (r->n_output_tokens != s->n_ref) {
+        snprintf(why, n, "%zu tokens, the reference has %zu", r->n_output_tokens, s->n_ref);
+        return 0;
+    }
+    for (size_t i = 0; i < s->n_ref; i++)
+        if (r->output_tokens[i] != s->ref[i]) {
+            snprintf(why, n, "token %zu is %u, the reference's %u", i, r->output_tokens[i], s->ref[i]);
+            return 0;
+        }
+    if (r->trace_root.len != 32 || memcmp(r->trace_root.data, s->root, 32) != 0) {
+        snprintf(why, n, "the trace root differs from the reference");
+        return 0;
+    }
+    return 1;
+}
+
+/* Waits for job id's Result (GetResult with wait) and checks it against s. */
+static void expect_result_in(opg_client *cl, uint64_t id, const spec *s, int wait, int timeout_ms, const char *what) {
+    opg_frame *f = NULL;
+    opg_status st = opg_client_result(cl, id, wait, timeout_ms, &f);
+    CHECK(st == OPG_OK, "%s: job %" PRIu64 ": %s (%s)", what, id, opg_strerror(st), opg_last_error());
+    char why[160];
+    int ok = result_matches((const Opg__V1__Result *)f->msg, id, s, why, sizeof why);
+    opg_frame_free(&f);
+    CHECK(ok, "%s: job %" PRIu64 ": %s", what, id, why);
+}
+
+static void expect_result(opg_client *cl, uint64_t id, const spec *s, int wait, const char *what) {
+    expect_result_in(cl, id, s, wait, RESULT_MS, what);
+}
+
+static void expect_state(opg_client *cl, uint64_t id, int want, const char *what) {
+    int state = -1;
+    opg_status st = opg_client_status(cl, id, 10000, &state, NULL);
+    CHECK(st == OPG_OK && state == want, "%s: job %" PRIu64 ": status %s (%s), state %d, expected %d", what, id,
+          opg_strerror(st), st ? opg_last_error() : "", state, want);
+}
+
+/* ---- raw ZeroMQ ------------------------------------------------------------------------ */
+static void *raw_socket(int type) {
+    void *s = zmq_socket(g_zctx, type);
+    CHECK(s != NULL, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    return s;
+}
+
+static void *raw_dealer(const char *endpoint) {
+    void *s = raw_socket(ZMQ_DEALER);
+    CHECK(zmq_connect(s, endpoint) == 0, "connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
+    return s;
+}
+
+/* The next single-part message on a DEALER, decoded, within timeout_ms;
+ * NULL when none came. A message that does not decode fails the test. */
+static opg_frame *raw_recv(void *s, int timeout_ms) {
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, timeout_ms) <= 0) return NULL;
+    opg_frame *f = NULL;
+    opg_status st = opg_sock_recv(s, 0, NULL, &f);
+    CHECK(st == OPG_OK, "an undecodable answer: %s (%s)", opg_strerror(st), opg_last_error());
+    return f;
+}
+
+static void raw_send(void *s, const void *a, size_t na, const void *b, size_t nb) {
+    int rc = zmq_send(s, a, na, b ? ZMQ_SNDMORE : 0);
+    if (rc >= 0 && b) rc = zmq_send(s, b, nb, 0);
+    CHECK(rc >= 0, "zmq_send: %s", zmq_strerror(zmq_errno()));
+}
+
+static uint8_t *encode(opg_msg_type type, const ProtobufCMessage *m, size_t *len) {
+    uint8_t *buf = NULL;
+    opg_status st = opg_frame_encode(type, m, &buf, len);
+    CHECK(st == OPG_OK, "encode %s: %s", opg_frame_type_name(type), opg_last_error());
+    return buf;
+}
+
+/* An Envelope with any version and type around payload (for frames the
+ * encoder refuses to make). */
+static uint8_t *envelope(uint32_t version, uint32_t type, const uint8_t *payload, size_t plen, size_t *len) {
+    Opg__V1__Envelope e = OPG__V1__ENVELOPE__INIT;
+    e.version = version;
+    e.type = (Opg__V1__MessageType)type;
+    e.payload.data = (uint8_t *)payload;
+    e.payload.len = plen;
+    *len = opg__v1__envelope__get_packed_size(&e);
+    uint8_t *buf = malloc(*len ? *len : 1);
+    CHECK(buf != NULL, "out of memory");
+    opg__v1__envelope__pack(&e, buf);
+    return buf;
+}
+
+/* ---- test 0: the reference results --------------------------------------------------------- */
+static int setup_group(void **state) {
+    (void)state;
+    const char *env = getenv("OPG_FAULTS_SEED");
+    g_seed = env && *env ? strtoull(env, NULL, 10) : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
+    g_rng.s = g_seed;
+    fprintf(stderr, "test_net_faults: seed %" PRIu64 " (OPG_FAULTS_SEED=%" PRIu64 " replays it)\n", g_seed, g_seed);
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(g_dir, sizeof g_dir, "/tmp/opg_faults_XXXXXX");
+    if (!mkdtemp(g_dir)) return -1;
+    const char *model = OPG_TINY_DIR "/tiny-f32.gguf";
+    opg_gguf *g = NULL;
+    if (opg_gguf_open(model, &g) != OPG_OK) {
+        fprintf(stderr, "test_net_faults: %s: %s (the gen_tiny_models fixture writes it)\n", model, opg_last_error());
+        return -1;
+    }
+    opg_gguf_sha256(g, g_model_id);
+    opg_gguf_close(g);
+    char json[800];
+    snprintf(json, sizeof json, "{\"model\": [\"%s\"]}\n", model);
+    snprintf(g_model_cfg, sizeof g_model_cfg, "%s/model.json", g_dir);
+    if (write_text(g_model_cfg, json)) return -1;
+    if (!(g_zctx = zmq_ctx_new())) return -1;
+    for (int i = 0; i < N_SPECS; i++) spec_random(&g_specs[i], 8, i < 12 ? 32 : 96);
+    for (int i = 0; i < N_LONG; i++) spec_random(&g_long[i], 400, 600);
+    return 0;
+}
+
+static int teardown_group(void **state) {
+    (void)state;
+    kill_all();
+    if (g_zctx) zmq_ctx_term(g_zctx);
+    for (int i = 0; i < N_SPECS; i++) free(g_specs[i].ref);
+    for (int i = 0; i < N_LONG; i++) free(g_long[i].ref);
+    const char *keep = getenv("OPG_FAULTS_KEEP");
+    if (g_failed || (keep && *keep && strcmp(keep, "0") != 0)) {
+        fprintf(stderr, "test_net_faults: logs kept in %s\n", g_dir);
+        return 0;
+    }
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int setup_test(void **state) {
+    (void)state;
+    kill_all(); /* whatever a failed test left */
+    return 0;
+}
+
+static int teardown_test(void **state) {
+    (void)state;
+    kill_all();
+    return 0;
+}
+
+/* Runs every spec of specs[0..n) once and keeps its result as the reference. */
+static int64_t run_reference(coord *c, opg_client *cl, spec *specs, int n) {
+    uint64_t ids[N_SPECS];
+    int64_t t0 = opg_now_ms();
+    for (int i = 0; i < n; i++) ids[i] = submit_ok(cl, &specs[i]);
+    for (int i = 0; i < n; i++) {
+        opg_frame *f = NULL;
+        opg_status st = opg_client_result(cl, ids[i], 1, 120000, &f);
+        CHECK(st == OPG_OK, "reference job %d: %s (%s)", i, opg_strerror(st), opg_last_error());
+        const Opg__V1__Result *r = (const Opg__V1__Result *)f->msg;
+        CHECK(r->job_id == ids[i] && r->trace_root.len == 32, "reference job %d: a malformed Result", i);
+        CHECK(r->n_output_tokens == specs[i].max_tokens, "reference job %d: %zu tokens, max_tokens %u", i,
+              r->n_output_tokens, specs[i].max_tokens);
+        specs[i].ref = malloc(r->n_output_tokens * sizeof *specs[i].ref + 1);
+        CHECK(specs[i].ref != NULL, "out of memory");
+        memcpy(specs[i].ref, r->output_tokens, r->n_output_tokens * sizeof *specs[i].ref);
+        specs[i].n_ref = r->n_output_tokens;
+        memcpy(specs[i].root, r->trace_root.data, 32);
+        opg_frame_free(&f);
+    }
+    (void)c;
+    return opg_now_ms() - t0;
+}
+
+static void test_reference(void **state) {
+    (void)state;
+    coord c = {0};
+    coord_start(&c, "ref");
+    proc *w = worker_start(c.wep, 4, NULL);
+    wait_worker_ready(&c, w, 1);
+    opg_client *cl = client_new(c.cep);
+    g_batch_ms = run_reference(&c, cl, g_specs, N_SPECS);
+    int64_t long_ms = run_reference(&c, cl, g_long, N_LONG);
+    /* the same jobs again: the same results (from the store, then run anew) */
+    for (int i = 0; i < 2; i++) expect_result(cl, submit_ok(cl, &g_specs[i]), &g_specs[i], 1, "rerun");
+    CHECK(metric(&c, M_DONE) == N_SPECS + N_LONG + 2, "done counter");
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+    g_have_refs = 1;
+    fprintf(stderr, "test_net_faults: reference: %d short jobs in %lld ms, %d long jobs in %lld ms (one worker)\n",
+            N_SPECS, (long long)g_batch_ms, N_LONG, (long long)long_ms);
+}
+
+/* ---- test 1: kill -9 of a worker ------------------------------------------------------------ */
+/* Kills pid after delay_ms, on its own thread while the main one streams. */
+typedef struct {
+    pid_t pid;
+    int delay_ms;
+} killer;
+
+static void *killer_main(void *arg) {
+    const killer *k = arg;
+    sleep_ms(k->delay_ms);
+    kill(k->pid, SIGKILL); /* not reaped yet, so the pid is still its */
+    return NULL;
+}
+
+/* A stream's pieces: each must start where the previous ended. */
+typedef struct {
+    uint32_t toks[4096];
+    size_t n;
+    char why[128];
+} stream_acc;
+
+static void on_stream_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t n) {
+    stream_acc *a = ctx;
+    if (index != a->n && !a->why[0])
+        snprintf(a->why, sizeof a->why, "a piece at index %u after %zu tokens", index, a->n);
+    for (size_t i = 0; i < n && a->n < sizeof a->toks / sizeof a->toks[0]; i++) a->toks[a->n++] = t[i];
+}
+
+/* Streams job id: every token once, in order, and the reference result. */
+static void expect_stream(opg_client *cl, uint64_t id, const spec *s, const char *what) {
+    static stream_acc acc;
+    memset(&acc, 0, sizeof acc);
+    opg_frame *f = NULL;
+    opg_status st = opg_client_stream(cl, id, on_stream_tokens, &acc, RESULT_MS, &f);
+    CHECK(st == OPG_OK, "%s: stream of job %" PRIu64 ": %s (%s)", what, id, opg_strerror(st), opg_last_error());
+    char why[160];
+    int ok = result_matches((const Opg__V1__Result *)f->msg, id, s, why, sizeof why);
+    opg_frame_free(&f);
+    CHECK(ok, "%s: streamed job %" PRIu64 ": %s", what, id, why);
+    CHECK(!acc.why[0], "%s: stream of job %" PRIu64 ": %s", what, id, acc.why);
+    CHECK(acc.n == s->n_ref && !memcmp(acc.toks, s->ref, s->n_ref * sizeof *s->ref),
+          "%s: job %" PRIu64 " streamed %zu tokens that differ from its %zu reference tokens", what, id, acc.n,
+          s->n_ref);
+}
+
+/* One coordinator, two workers for the first half of the runs and one for
+ * the second; each run submits 1-4 jobs and kills a worker with SIGKILL at a
+ * random point, then starts a replacement. */
+static void test_worker_kill9(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    const char *env = getenv("OPG_FAULTS_RUNS");
+    int runs = env && *env ? atoi(env) : 50;
+    /* kill delays up to 1.5x the time the jobs of a run take */
+    int max_delay = (int)(g_batch_ms * 4 / N_SPECS * 3 / 2) + 20;
+    coord c = {0};
+    coord_start(&c, "kill9");
+    proc *w[2] = {worker_start(c.wep, 2, NULL), worker_start(c.wep, 2, NULL)};
+    for (int i = 0; i < 2; i++) wait_worker_ready(&c, w[i], 1);
+    opg_client *cl = client_new(c.cep);
+    int64_t t0 = opg_now_ms();
+    int total = 0, hit = 0, before = 0, n_workers = 2;
+    for (int run = 0; run < runs; run++) {
+        if (run == runs / 2) { /* the second half with one worker */
+            wait_worker_ready(&c, w[1], 1); /* SIGTERM before its handler is set would kill it */
+            stop_clean(w[1]);
+            n_workers = 1;
+        }
+        int n = tu_int(&g_rng, 1, 4), v = n_workers == 2 ? tu_int(&g_rng, 0, 1) : 0;
+        int kill_first = tu_int(&g_rng, 0, 9) == 0;
+        killer k = {w[v]->pid, tu_int(&g_rng, 0, max_delay)};
+        char what[96];
+        snprintf(what, sizeof what, "run %d (%d workers, kill %s %d ms)", run, n_workers,
+                 kill_first ? "before submitting" : "after", kill_first ? 0 : k.delay_ms);
+        double requeued = metric(&c, M_REQUEUED);
+        uint64_t ids[4];
+        int which[4];
+        CHECK(proc_alive(w[v]), "%s: worker %s died by itself", what, w[v]->name);
+        if (kill_first) proc_signal(w[v], SIGKILL);
+        for (int i = 0; i < n; i++) {
+            which[i] = tu_int(&g_rng, 0, N_SPECS - 1);
+            ids[i] = submit_ok(cl, &g_specs[which[i]]);
+        }
+        pthread_t th;
+        if (!kill_first) CHECK(pthread_create(&th, NULL, killer_main, &k) == 0, "pthread_create");
+        /* with two workers the first job is streamed across the kill */
+        if (n_workers == 2) expect_stream(cl, ids[0], &g_specs[which[0]], what);
+        if (!kill_first) pthread_join(th, NULL);
+        kill9_wait(w[v], what);
+        sleep_ms(tu_int(&g_rng, 0, 30));
+        w[v] = worker_start(c.wep, 2, NULL);
+        for (int i = 0; i < n; i++) expect_result(cl, ids[i], &g_specs[which[i]], 1, what);
+        total += n;
+        before += kill_first;
+        hit += metric(&c, M_REQUEUED) > requeued;
+        CHECK(metric(&c, M_DONE) == total, "%s: %g jobs done, %d submitted", what, metric(&c, M_DONE), total);
+        CHECK(metric(&c, M_FAILED) == 0 && metric(&c, M_CANCELLED) == 0, "%s: failed or cancelled jobs", what);
+    }
+    fprintf(stderr,
+            "test_net_faults: %d kill -9 runs, %d jobs in %lld ms: %d kills re-queued running jobs, %d came "
+            "before the submissions (delays 0..%d ms)\n",
+            runs, total, (long long)(opg_now_ms() - t0), hit, before, max_delay);
+    CHECK(hit > 0, "no kill hit a running job: the delays (0..%d ms) miss the jobs", max_delay);
+    opg_client_free(cl);
+    wait_worker_ready(&c, w[0], 1);
+    stop_clean(w[0]);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* A worker frozen (SIGSTOP) past its liveness loses its jobs to the other
+ * worker; once thawed (SIGCONT) its late results must be dropped, not
+ * counted twice, and it reconnects. */
+static void test_worker_frozen(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    int max_delay = (int)(g_batch_ms * 4 / N_SPECS) + 10;
+    coord c = {0};
+    coord_start(&c, "frozen");
+    proc *w[2] = {worker_start(c.wep, 2, NULL), worker_start(c.wep, 2, NULL)};
+    for (int i = 0; i < 2; i++) wait_worker_ready(&c, w[i], 1);
+    opg_client *cl = client_new(c.cep);
+    int total = 0, hit = 0;
+    const int runs = 8;
+    for (int run = 0; run < runs; run++) {
+        int n = tu_int(&g_rng, 2, 4), v = tu_int(&g_rng, 0, 1);
+        uint64_t ids[4];
+        int which[4];
+        double requeued = metric(&c, M_REQUEUED);
+        int freeze_first = tu_int(&g_rng, 0, 1); /* its jobs then wait in its socket */
+        if (freeze_first) proc_signal(w[v], SIGSTOP);
+        for (int i = 0; i < n; i++) {
+            which[i] = tu_int(&g_rng, 0, N_SPECS - 1);
+            ids[i] = submit_ok(cl, &g_specs[which[i]]);
+        }
+        sleep_ms(tu_int(&g_rng, 0, max_delay));
+        proc_signal(w[v], SIGSTOP);
+        sleep_ms(400); /* > liveness x heartbeat: the coordinator drops it */
+        proc_signal(w[v], SIGCONT);
+        for (int i = 0; i < n; i++) expect_result(cl, ids[i], &g_specs[which[i]], 1, "frozen worker");
+        total += n;
+        hit += metric(&c, M_REQUEUED) > requeued;
+        CHECK(metric(&c, M_DONE) == total, "run %d: %g jobs done, %d submitted", run, metric(&c, M_DONE), total);
+        CHECK(metric(&c, M_FAILED) == 0, "run %d: failed jobs", run);
+        CHECK(proc_alive(w[v]), "run %d: worker %s died", run, w[v]->name);
+    }
+    /* both came back: every worker_lost was followed by a new Ready */
+    for (int i = 0; i < 2; i++) {
+        char lost[64];
+        snprintf(lost, sizeof lost, "event=worker_lost worker=%s ", w[i]->name);
+        wait_worker_ready(&c, w[i], 1 + log_count(c.p, lost));
+    }
+    fprintf(stderr, "test_net_faults: %d SIGSTOP/SIGCONT runs, %d jobs, %d freezes re-queued running jobs\n", runs,
+            total, hit);
+    opg_client_free(cl);
+    for (int i = 0; i < 2; i++) stop_clean(w[i]);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* ---- test 2: kill -9 of the coordinator -------------------------------------------------------- */
+#define MAX_ACKED 64
+
+typedef struct {
+    uint64_t id;
+    const spec *s;
+} acked;
+
+static void add_acked(acked *a, int *n, uint64_t id, const spec *s) {
+    CHECK(*n < MAX_ACKED, "too many jobs");
+    for (int i = 0; i < *n; i++) CHECK(a[i].id != id, "job id %" PRIu64 " acknowledged twice", id);
+    a[*n].id = id;
+    a[*n].s = s;
+    (*n)++;
+}
+
+/* Waits until job id runs and has streamed a token. */
+static void wait_running(opg_client *cl, uint64_t id, const char *what) {
+    int64_t end = opg_now_ms() + 30000;
+    for (;;) {
+        int state = -1;
+        uint32_t done = 0;
+        opg_status st = opg_client_status(cl, id, 10000, &state, &done);
+        CHECK(st == OPG_OK, "%s: status of job %" PRIu64 ": %s", what, id, opg_last_error());
+        if (state == OPG__V1__JOB_STATE__JOB_STATE_RUNNING && done > 0) return;
+        CHECK(state == OPG__V1__JOB_STATE__JOB_STATE_QUEUED || state == OPG__V1__JOB_STATE__JOB_STATE_RUNNING,
+              "%s: job %" PRIu64 " is in state %d before it was seen running", what, id, state);
+        CHECK(opg_now_ms() < end, "%s: job %" PRIu64 " not running after 30 s", what, id);
+        sleep_ms(5);
+    }
+}
+
+/* The number in the restarted coordinator's "jobs_restored queued=N" (0 without the line). */
+static int restored(const coord *c) {
+    char *t = slurp(c->p->log, NULL);
+    const char *q = t ? strstr(t, "event=jobs_restored queued=") : NULL;
+    int n = q ? atoi(q + strlen("event=jobs_restored queued=")) : 0;
+    free(t);
+    return n;
+}
+
+static void test_coordinator_kill9(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    acked a[MAX_ACKED];
+    int n = 0, cycles = 0, restored_total = 0;
+    int64_t t0 = opg_now_ms();
+    coord c = {0};
+    coord_start(&c, "restart");
+    opg_client *cl = client_new(c.cep);
+
+    /* queued, no worker anywhere */
+    for (int i = 0; i < 3; i++) add_acked(a, &n, submit_ok(cl, &g_specs[i]), &g_specs[i]);
+    kill9(c.p, "queued jobs");
+    opg_client_free(cl);
+    coord_restart(&c);
+    cycles++;
+    CHECK(restored(&c) == 3, "%d jobs restored, 3 were queued", restored(&c));
+    restored_total += restored(&c);
+    proc *w = worker_start(c.wep, 2, NULL);
+    cl = client_new(c.cep);
+    for (int i = 0; i < n; i++) expect_result(cl, a[i].id, a[i].s, 1, "queued before the kill");
+
+    /* a long job surely running, a short one beside it, one queued behind them */
+    int first = n;
+    add_acked(a, &n, submit_ok(cl, &g_long[0]), &g_long[0]);
+    add_acked(a, &n, submit_ok(cl, &g_specs[3]), &g_specs[3]);
+    add_acked(a, &n, submit_ok(cl, &g_specs[4]), &g_specs[4]);
+    wait_running(cl, a[first].id, "long job");
+    kill9(c.p, "running jobs");
+    opg_client_free(cl);
+    coord_restart(&c);
+    cycles++;
+    CHECK(restored(&c) >= 1, "the running long job was not restored");
+    restored_total += restored(&c);
+    wait_worker_ready(&c, w, 1); /* the same worker, reconnected on its own */
+    cl = client_new(c.cep);
+    for (int i = first; i < n; i++) expect_result(cl, a[i].id, a[i].s, 1, "running at the kill");
+
+    /* random points, with a submission in flight whose answer never comes */
+    int max_delay = (int)(g_batch_ms * 4 / N_SPECS * 3 / 2) + 20;
+    for (int cycle = 0; cycle < 6; cycle++) {
+        first = n;
+        int k = tu_int(&g_rng, 1, 4);
+        for (int i = 0; i < k; i++) {
+            const spec *s = &g_specs[tu_int(&g_rng, 0, N_SPECS - 1)];
+            add_acked(a, &n, submit_ok(cl, s), s);
+        }
+        void *raw = raw_dealer(c.cep);
+        Opg__V1__SubmitJob sj;
+        Opg__V1__TokenList tl;
+        Opg__V1__SamplingParams sp;
+        spec_job(&g_specs[5], &sj, &tl, &sp);
+        size_t len = 0;
+        uint8_t *buf = encode(T(SUBMIT_JOB), &sj.base, &len);
+        raw_send(raw, buf, len, NULL, 0);
+        free(buf);
+        sleep_ms(tu_int(&g_rng, 0, max_delay));
+        kill9(c.p, "random point");
+        zmq_close(raw);
+        opg_client_free(cl);
+        coord_restart(&c);
+        cycles++;
+        restored_total += restored(&c);
+        wait_worker_ready(&c, w, 1);
+        cl = client_new(c.cep);
+        for (int i = first; i < n; i++) expect_result(cl, a[i].id, a[i].s, 1, "random point");
+    }
+    /* every acknowledged job once more, from the store */
+    for (int i = 0; i < n; i++) {
+        expect_state(cl, a[i].id, OPG__V1__JOB_STATE__JOB_STATE_DONE, "after the restarts");
+        expect_result(cl, a[i].id, a[i].s, 0, "after the restarts");
+    }
+    CHECK(metric(&c, M_FAILED) == 0, "failed jobs");
+    CHECK(proc_alive(w), "the worker died");
+    CHECK(log_count(w, "event=link_lost") >= cycles - 1, "worker %s reconnected %d times over %d restarts", w->name,
+          log_count(w, "event=link_lost"), cycles);
+    fprintf(stderr,
+            "test_net_faults: %d coordinator kill -9 restarts, %d acknowledged jobs all done, %d unfinished "
+            "jobs restored over the restarts, in %lld ms\n",
+            cycles, n, restored_total, (long long)(opg_now_ms() - t0));
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* ---- test 3: malformed frames ---------------------------------------------------------------- */
+/* Sends a bad message (a, or a and b as two parts) and expects an Error
+ * answer with code want (0: any); a Disconnect may come too (the worker
+ * endpoint tells an unknown peer to start over). */
+static void expect_error(proc *p, void *s, const void *a, size_t na, const void *b, size_t nb, opg_status want,
+                         const char *what) {
+    raw_send(s, a, na, b, nb);
+    int64_t end = opg_now_ms() + 10000;
+    for (;;) {
+        int left = (int)(end - opg_now_ms());
+        opg_frame *f = raw_recv(s, left > 0 ? left : 0);
+        CHECK(f != NULL, "%s: no Error answer within 10 s", what);
+        if (f->type == T(DISCONNECT) || f->type == T(HEARTBEAT)) {
+            opg_frame_free(&f);
+            continue;
+        }
+        int type = f->type, code = type == T(ERROR) ? ((const Opg__V1__Error *)f->msg)->code : 0;
+        opg_frame_free(&f);
+        CHECK(type == T(ERROR), "%s: answered with %s", what, opg_frame_type_name(type));
+        CHECK(want ? code == want : code < 0, "%s: Error code %d (%s), expected %d", what, code,
+              opg_strerror(code), want);
+        break;
+    }
+    CHECK(proc_alive(p), "%s: %s died", what, p->name);
+}
+
+/* Every kind of bad message to endpoint; returns how many the peer must
+ * have counted as rejected frames. */
+static int send_garbage(proc *p, const char *endpoint, int worker_side) {
+    char what[96];
+    int rejected = 0;
+    void *s = raw_dealer(endpoint);
+    Opg__V1__SubmitJob sj;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    spec_job(&g_specs[0], &sj, &tl, &sp);
+    size_t glen = 0, plen = protobuf_c_message_get_packed_size(&sj.base), len = 0;
+    uint8_t *good = encode(T(SUBMIT_JOB), &sj.base, &glen);
+    uint8_t *payload = malloc(plen);
+    CHECK(payload != NULL, "out of memory");
+    protobuf_c_message_pack(&sj.base, payload);
+    const char *side = worker_side ? "workers" : "clients";
+
+    for (int i = 0; i < 8; i++, rejected++) { /* random bytes */
+        size_t n = (size_t)tu_int(&g_rng, 16, i < 6 ? 256 : 65536);
+        uint8_t *r = malloc(n);
+        CHECK(r != NULL, "out of memory");
+        for (size_t k = 0; k < n; k++) r[k] = (uint8_t)tu_u64(&g_rng);
+        snprintf(what, sizeof what, "%s: %zu random bytes", side, n);
+        expect_error(p, s, r, n, NULL, 0, 0, what);
+        free(r);
+    }
+    for (size_t cut = 1; cut < glen; cut++, rejected++) { /* every truncation */
+        snprintf(what, sizeof what, "%s: SubmitJob cut to %zu of %zu bytes", side, cut, glen);
+        expect_error(p, s, good, cut, NULL, 0, 0, what);
+    }
+    uint8_t *e = envelope(2, T(SUBMIT_JOB), payload, plen, &len);
+    expect_error(p, s, e, len, NULL, 0, OPG_ERR_UNSUPPORTED, "version 2");
+    free(e);
+    e = envelope(0, T(SUBMIT_JOB), payload, plen, &len);
+    expect_error(p, s, e, len, NULL, 0, OPG_ERR_UNSUPPORTED, "version 0");
+    free(e);
+    e = envelope(1, 99, payload, plen, &len);
+    expect_error(p, s, e, len, NULL, 0, OPG_ERR_FORMAT, "type 99");
+    free(e);
+    e = envelope(1, 0, payload, plen, &len);
+    expect_error(p, s, e, len, NULL, 0, OPG_ERR_FORMAT, "type 0");
+    free(e);
+    e = envelope(1, T(RESULT), payload, plen, &len); /* a SubmitJob's bytes as a Result */
+    expect_error(p, s, e, len, NULL, 0, OPG_ERR_FORMAT, "wrong payload");
+    free(e);
+    expect_error(p, s, good, glen, good, glen, OPG_ERR_FORMAT, "two parts");
+    expect_error(p, s, "", 0, NULL, 0, 0, "empty message");
+    rejected += 7;
+    size_t big = OPG_FRAME_MAX + 1; /* libzmq takes it, the decoder refuses it */
+    uint8_t *r = calloc(1, big);
+    CHECK(r != NULL, "out of memory");
+    expect_error(p, s, r, big, NULL, 0, OPG_ERR_LIMIT, "OPG_FRAME_MAX + 1 bytes");
+    rejected++;
+    free(r);
+    /* a valid message that side never takes: an Error, not a rejected frame */
+    if (worker_side) {
+        expect_error(p, s, good, glen, NULL, 0, OPG_ERR_ARG, "SubmitJob to the workers endpoint");
+    } else {
+        Opg__V1__Heartbeat hb = OPG__V1__HEARTBEAT__INIT;
+        uint8_t *h = encode(T(HEARTBEAT), &hb.base, &len);
+        expect_error(p, s, h, len, NULL, 0, OPG_ERR_ARG, "Heartbeat to the clients endpoint");
+        free(h);
+    }
+    zmq_close(s);
+    /* over libzmq's ZMQ_MAXMSGSIZE: the connection is dropped, nothing answers */
+    s = raw_dealer(endpoint);
+    big = OPG_FRAME_MAX + 4096;
+    r = calloc(1, big);
+    CHECK(r != NULL, "out of memory");
+    raw_send(s, r, big, NULL, 0);
+    free(r);
+    opg_frame *f = raw_recv(s, 300);
+    CHECK(f == NULL, "%s: an answer to a frame over 16 MiB: %s", side, opg_frame_type_name(f->type));
+    CHECK(proc_alive(p), "%s: %s died after a frame over 16 MiB", side, p->name);
+    zmq_close(s);
+    free(good);
+    free(payload);
+    return rejected;
+}
+
+static void test_malformed_frames(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    coord_start(&c, "malformed");
+    proc *w = worker_start(c.wep, 2, NULL);
+    wait_worker_ready(&c, w, 1);
+    opg_client *cl = client_new(c.cep);
+    expect_result(cl, submit_ok(cl, &g_specs[0]), &g_specs[0], 1, "before");
+    int rejected = send_garbage(c.p, c.cep, 0);
+    rejected += send_garbage(c.p, c.wep, 1);
+    /* still serving, the same worker still connected */
+    CHECK(proc_alive(c.p), "the coordinator died");
+    for (int i = 1; i < 4; i++) expect_result(cl, submit_ok(cl, &g_specs[i]), &g_specs[i], 1, "after");
+    CHECK(metric(&c, M_REJECTED) == rejected, "%g frames counted as rejected, %d sent", metric(&c, M_REJECTED),
+          rejected);
+    CHECK(metric(&c, M_WORKERS) == 1 && proc_alive(w), "the worker was lost");
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* The next message from the worker on a fake coordinator's ROUTER, within
+ * timeout_ms (NULL when none); heartbeats are answered. */
+static opg_frame *fake_recv(void *r, opg_peer *peer, int timeout_ms) {
+    int64_t end = opg_now_ms() + timeout_ms;
+    for (;;) {
+        int left = (int)(end - opg_now_ms());
+        if (left <= 0) return NULL;
+        zmq_pollitem_t it = {r, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, left < 100 ? left : 100) <= 0) continue;
+        opg_frame *f = NULL;
+        opg_status st = opg_sock_recv(r, 1, peer, &f);
+        CHECK(st == OPG_OK, "fake coordinator: an undecodable message from the worker: %s", opg_last_error());
+        if (f->type == T(HEARTBEAT)) {
+            opg_sock_send(r, peer, T(HEARTBEAT), f->msg);
+            opg_frame_free(&f);
+            continue;
+        }
+        return f;
+    }
+}
+
+static opg_frame *fake_expect(void *r, opg_peer *peer, opg_msg_type type, int timeout_ms, const char *what) {
+    for (;;) {
+        opg_frame *f = fake_recv(r, peer, timeout_ms);
+        CHECK(f != NULL, "fake coordinator: no %s from the worker (%s)", opg_frame_type_name(type), what);
+        if (f->type == type) return f;
+        CHECK(f->type == T(TOKENS), "fake coordinator: %s from the worker (%s)", opg_frame_type_name(f->type), what);
+        opg_frame_free(&f);
+    }
+}
+
+static void fake_send_raw(void *r, const opg_peer *peer, const void *a, size_t na, const void *b, size_t nb) {
+    int rc = zmq_send(r, peer->rid, peer->rid_len, ZMQ_SNDMORE);
+    if (rc >= 0) rc = zmq_send(r, a, na, b ? ZMQ_SNDMORE : 0);
+    if (rc >= 0 && b) rc = zmq_send(r, b, nb, 0);
+    CHECK(rc >= 0, "zmq_send: %s", zmq_strerror(zmq_errno()));
+    Opg__V1__Heartbeat hb = OPG__V1__HEARTBEAT__INIT; /* keeps the link alive (garbage does not) */
+    opg_sock_send(r, peer, T(HEARTBEAT), &hb.base);
+}
+
+static void fake_job(void *r, opg_peer *peer, uint64_t id, const spec *s, const char *what) {
+    Opg__V1__Job j = OPG__V1__JOB__INIT;
+    Opg__V1__TokenList tl = OPG__V1__TOKEN_LIST__INIT;
+    Opg__V1__SamplingParams sp = OPG__V1__SAMPLING_PARAMS__INIT;
+    tl.n_ids = s->n_prompt;
+    tl.ids = (uint32_t *)s->prompt;
+    sp.temperature = s->temperature;
+    sp.top_k = s->top_k;
+    sp.top_p = s->top_p;
+    sp.seed = s->seed;
+    j.job_id = id;
+    j.model_id.data = g_model_id;
+    j.model_id.len = 32;
+    j.prompt_case = OPG__V1__JOB__PROMPT_TOKENS;
+    j.tokens = &tl;
+    j.sampling = &sp;
+    j.max_tokens = s->max_tokens;
+    j.contract_version = OPG_CONTRACT_VERSION;
+    CHECK(opg_sock_send(r, peer, T(JOB), &j.base) == OPG_OK, "send Job: %s", opg_last_error());
+    opg_frame *f = fake_expect(r, peer, T(RESULT), RESULT_MS, what);
+    char why[160];
+    int ok = result_matches((const Opg__V1__Result *)f->msg, id, s, why, sizeof why);
+    opg_frame_free(&f);
+    CHECK(ok, "%s: %s", what, why);
+}
+
+/* A fake coordinator (a ROUTER here) feeds a real worker bad frames. */
+static void test_malformed_to_worker(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    void *r = raw_socket(ZMQ_ROUTER);
+    char ep[64] = "";
+    for (int i = 0; i < 10 && !ep[0]; i++) {
+        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", free_port());
+        if (zmq_bind(r, ep) != 0) ep[0] = 0;
+    }
+    CHECK(ep[0], "no free port for the fake coordinator");
+    const char *slow_hb[] = {"--heartbeat-ms", "200", "--liveness", "5", NULL};
+    proc *w = worker_start(ep, 2, slow_hb);
+    opg_peer peer;
+    opg_frame_free((opg_frame *[]){fake_expect(r, &peer, T(READY), 30000, "start")});
+
+    Opg__V1__Job j = OPG__V1__JOB__INIT;
+    Opg__V1__TokenList tl = OPG__V1__TOKEN_LIST__INIT;
+    uint32_t toks[3] = {1, 2, 3};
+    tl.n_ids = 3;
+    tl.ids = toks;
+    j.job_id = 5;
+    j.model_id.data = g_model_id;
+    j.model_id.len = 32;
+    j.prompt_case = OPG__V1__JOB__PROMPT_TOKENS;
+    j.tokens = &tl;
+    j.max_tokens = 4;
+    j.contract_version = OPG_CONTRACT_VERSION;
+    size_t glen = 0, plen = protobuf_c_message_get_packed_size(&j.base), len = 0;
+    uint8_t *good = encode(T(JOB), &j.base, &glen);
+    uint8_t *payload = malloc(plen);
+    CHECK(payload != NULL, "out of memory");
+    protobuf_c_message_pack(&j.base, payload);
+    int n = 0;
+    for (int i = 0; i < 6; i++, n++) {
+        uint8_t b[512];
+        size_t bn = (size_t)tu_int(&g_rng, 16, sizeof b);
+        for (size_t k = 0; k < bn; k++) b[k] = (uint8_t)tu_u64(&g_rng);
+        fake_send_raw(r, &peer, b, bn, NULL, 0);
+    }
+    for (size_t cut = 1; cut < glen; cut++, n++) fake_send_raw(r, &peer, good, cut, NULL, 0);
+    uint8_t *e = envelope(2, T(JOB), payload, plen, &len);
+    fake_send_raw(r, &peer, e, len, NULL, 0);
+    free(e);
+    e = envelope(1, 99, payload, plen, &len);
+    fake_send_raw(r, &peer, e, len, NULL, 0);
+    free(e);
+    fake_send_raw(r, &peer, good, glen, good, glen);
+    fake_send_raw(r, &peer, "", 0, NULL, 0);
+    uint8_t *big = calloc(1, OPG_FRAME_MAX + 1);
+    CHECK(big != NULL, "out of memory");
+    fake_send_raw(r, &peer, big, OPG_FRAME_MAX + 1, NULL, 0);
+    free(big);
+    n += 5;
+    CHECK(wait_log(w, "event=frame_rejected", n, 20000), "worker %s logged %d rejected frames, %d sent", w->name,
+          log_count(w, "event=frame_rejected"), n);
+    CHECK(log_count(w, "event=job_done") == 0, "a garbage frame ran as a job");
+    fake_job(r, &peer, 1001, &g_specs[6], "after garbage");
+
+    /* over ZMQ_MAXMSGSIZE: the worker's libzmq drops the link; it reconnects */
+    big = calloc(1, OPG_FRAME_MAX + 4096);
+    CHECK(big != NULL, "out of memory");
+    fake_send_raw(r, &peer, big, OPG_FRAME_MAX + 4096, NULL, 0);
+    free(big);
+    opg_frame_free((opg_frame *[]){fake_expect(r, &peer, T(READY), 30000, "after a frame over 16 MiB")});
+    CHECK(proc_alive(w), "the worker died");
+    fake_job(r, &peer, 1002, &g_specs[7], "after a frame over 16 MiB");
+    free(good);
+    free(payload);
+    stop_clean(w);
+    zmq_close(r);
+    check_sanitizer_logs();
+}
+
+/* ---- test 4: CurveZMQ ------------------------------------------------------------------------ */
+typedef struct {
+    char path[700];
+    char z85[41];
+    opg_keypair kp;
+} node_key;
+
+/* opg keygen -o DIR/name: the key file, its printed public key, the keypair. */
+static void keygen(const char *name, node_key *k) {
+    snprintf(k->path, sizeof k->path, "%s", path_in_dir(name));
+    char out[720], pname[32];
+    snprintf(out, sizeof out, "%s.pub", k->path);
+    snprintf(pname, sizeof pname, "keygen-%s", name);
+    const char *argv[] = {OPG_CLI_BIN, "keygen", "-o", k->path, NULL};
+    proc *p = spawn(pname, argv, out);
+    char st[32];
+    CHECK(p && proc_wait(p, 20000) && WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0, "opg keygen: %s",
+          p ? proc_state(p, st, sizeof st) : "not started");
+    char *t = slurp(out, NULL);
+    CHECK(t && strlen(t) == 41 && t[40] == '\n', "opg keygen printed \"%s\", not one Z85 key", t ? t : "");
+    memcpy(k->z85, t, 40);
+    k->z85[40] = 0;
+    free(t);
+    CHECK(opg_key_load(k->path, &k->kp) == OPG_OK, "%s: %s", k->path, opg_last_error());
+    char z[41];
+    opg_key_public_z85(k->kp.curve_pk, z);
+    CHECK(!strcmp(z, k->z85), "opg keygen printed %s, the file holds %s", k->z85, z);
+}
+
+/* A submission that must get nothing through. */
+static void expect_refused(const char *endpoint, const opg_keypair *kp, const uint8_t *server_pk, const char *what) {
+    opg_client *cl = NULL;
+    CHECK(opg_client_new(endpoint, kp, server_pk, &cl) == OPG_OK, "%s: client: %s", what, opg_last_error());
+    uint64_t id = 0;
+    opg_status st = submit(cl, &g_specs[0], 700, &id);
+    opg_client_free(cl);
+    CHECK(st == OPG_ERR_TIMEOUT, "%s: submit returned %s (job %" PRIu64 "), expected a timeout", what,
+          opg_strerror(st), id);
+}
+
+static void test_curve(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    node_key ck, wk, cli, stranger;
+    keygen("coordinator.key", &ck);
+    keygen("worker.key", &wk);
+    keygen("client.key", &cli);
+    keygen("stranger.key", &stranger);
+    char line[128];
+    snprintf(line, sizeof line, "# workers admitted\n%s  # the worker\n", wk.z85);
+    CHECK(write_text(path_in_dir("workers.allow"), line) == 0, "write the allow list");
+    snprintf(line, sizeof line, "%s\n", cli.z85);
+    CHECK(write_text(path_in_dir("clients.allow"), line) == 0, "write the allow list");
+    coord c = {0};
+    const char *extra[] = {"--key", ck.path, "--allow-workers", path_in_dir("workers.allow"), "--allow-clients",
+                           path_in_dir("clients.allow")};
+    for (int i = 0; i < 6; i++) c.extra[i] = extra[i];
+    c.n_extra = 6;
+    coord_start(&c, "curve");
+
+    opg_client *cl = NULL;
+    CHECK(opg_client_new(c.cep, &cli.kp, ck.kp.curve_pk, &cl) == OPG_OK, "client: %s", opg_last_error());
+    uint64_t id = submit_ok(cl, &g_specs[8]);
+    /* a worker with a key not on the list: never admitted */
+    const char *sx[] = {"--key", stranger.path, "--server-key", ck.z85, NULL};
+    proc *ws = worker_start(c.wep, 2, sx);
+    CHECK(wait_log(ws, "event=connecting", 2, 20000), "worker %s did not try twice", ws->name);
+    expect_state(cl, id, OPG__V1__JOB_STATE__JOB_STATE_QUEUED, "only an unknown worker");
+    CHECK(metric(&c, M_WORKERS) == 0, "a worker with an unknown key was admitted");
+    /* clients: an unknown key, no CURVE, and the right key for another server */
+    expect_refused(c.cep, &stranger.kp, ck.kp.curve_pk, "unknown client key");
+    expect_refused(c.cep, NULL, NULL, "plain client");
+    expect_refused(c.cep, &cli.kp, wk.kp.curve_pk, "client expecting another server key");
+    /* a client key on the workers endpoint and a worker key on the clients one */
+    expect_refused(c.wep, &cli.kp, ck.kp.curve_pk, "client key on the workers endpoint");
+    expect_refused(c.cep, &wk.kp, ck.kp.curve_pk, "worker key on the clients endpoint");
+    /* the admitted worker takes the queued job */
+    const char *wx[] = {"--key", wk.path, "--server-key", ck.z85, NULL};
+    proc *w = worker_start(c.wep, 2, wx);
+    expect_result(cl, id, &g_specs[8], 1, "CURVE");
+    expect_result(cl, submit_ok(cl, &g_specs[9]), &g_specs[9], 1, "CURVE");
+    CHECK(log_count(c.p, "event=worker_ready") == 1, "%d workers admitted, one was allowed",
+          log_count(c.p, "event=worker_ready"));
+    CHECK(log_count(ws, "event=job_done") == 0 && proc_alive(ws), "the unknown worker ran a job or died");
+    opg_client_free(cl);
+    stop_clean(ws);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+    opg_keypair_wipe(&ck.kp);
+    opg_keypair_wipe(&wk.kp);
+    opg_keypair_wipe(&cli.kp);
+    opg_keypair_wipe(&stranger.kp);
+}
+
+/* ---- test 5: SIGTERM drains a busy worker ---------------------------------------------------------- */
+static void test_sigterm_drain(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    coord_start(&c, "drain");
+    proc *w = worker_start(c.wep, N_LONG, NULL);
+    wait_worker_ready(&c, w, 1);
+    opg_client *cl = client_new(c.cep);
+    uint64_t ids[N_LONG];
+    for (int i = 0; i < N_LONG; i++) ids[i] = submit_ok(cl, &g_long[i]);
+    for (int i = 0; i < N_LONG; i++) wait_running(cl, ids[i], "before SIGTERM");
+    double requeued = metric(&c, M_REQUEUED);
+    proc_signal(w, SIGTERM);
+    CHECK(wait_log(w, "event=draining jobs=", 1, 10000), "worker %s did not start draining", w->name);
+    char *t = slurp(w->log, NULL);
+    const char *d = t ? strstr(t, "event=draining jobs=") : NULL;
+    int draining = d ? atoi(d + strlen("event=draining jobs=")) : 0;
+    free(t);
+    CHECK(draining >= 1, "worker %s drained no running job (the jobs ended before SIGTERM)", w->name);
+    /* once the coordinator has its Ready with no free slots, a new job waits */
+    char upd[96];
+    snprintf(upd, sizeof upd, "event=worker_update worker=%s slots=0 ", w->name);
+    CHECK(wait_log(c.p, upd, 1, 10000), "the coordinator did not see worker %s drain", w->name);
+    uint64_t late = submit_ok(cl, &g_specs[10]);
+    char st[32];
+    CHECK(proc_wait(w, 60000), "worker %s still runs 60 s after SIGTERM", w->name);
+    CHECK(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0, "worker %s ended with %s", w->name,
+          proc_state(w, st, sizeof st));
+    /* no worker is left: a job re-queued instead of finished would time out */
+    for (int i = 0; i < N_LONG; i++) {
+        expect_result_in(cl, ids[i], &g_long[i], 1, 5000, "drained");
+        expect_state(cl, ids[i], OPG__V1__JOB_STATE__JOB_STATE_DONE, "drained");
+    }
+    CHECK(metric(&c, M_DONE) == N_LONG, "%g jobs done, %d drained", metric(&c, M_DONE), N_LONG);
+    CHECK(metric(&c, M_REQUEUED) == requeued, "a drained job was re-queued");
+    fprintf(stderr, "test_net_faults: SIGTERM drained %d running jobs, exit 0\n", draining);
+    expect_state(cl, late, OPG__V1__JOB_STATE__JOB_STATE_QUEUED, "submitted during the drain");
+    proc *w2 = worker_start(c.wep, 2, NULL);
+    expect_result(cl, late, &g_specs[10], 1, "submitted during the drain");
+    opg_client_free(cl);
+    stop_clean(w2);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+int main(void) {
+#ifdef OPG_FAULTS_NO_DAEMONS
+    printf("skipped: opg-coordinator and opg-worker are not built\n");
+    return 77;
+#endif
+    const struct CMUnitTest all[] = {
+        cmocka_unit_test_setup_teardown(test_reference, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_worker_kill9, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_worker_frozen, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_coordinator_kill9, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_malformed_frames, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_malformed_to_worker, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_curve, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
+    };
+    /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */
+    const char *only = getenv("OPG_FAULTS_ONLY");
+    struct CMUnitTest tests[sizeof all / sizeof all[0]];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (i == 0 || !only || strstr(all[i].name, only)) tests[n++] = all[i];
+    return _cmocka_run_group_tests("test_net_faults", tests, n, setup_group, teardown_group);
+}
