@@ -153,6 +153,32 @@ double bench_case_pct_copy(const bench_case *c, const bench_bw *bw);
 /* The acceptance case (Q8_0 GEMV at 4096x4096), or NULL when not run. */
 const bench_case *bench_find_q8_gemv(const bench_report *r);
 
+/* ---- dispatch load (bench_dispatch.c) --------------------------------------------- */
+
+/* opg-bench --dispatch: the real opg-coordinator and N opg-worker processes
+ * on 127.0.0.1, loaded by DEALER clients in this process (docs/benchmarks.md,
+ * "Dispatch"). Zero fields take the defaults. */
+typedef struct {
+    int workers;                 /* opg-worker processes (default 4) */
+    int slots;                   /* --slots of each worker (default 64) */
+    int clients;                 /* client DEALER sockets (default 2) */
+    int window;                  /* jobs in flight in the max-throughput phase (default 256) */
+    int prompt;                  /* prompt length in token ids (default 4); max_tokens is 1 */
+    double seconds;              /* measured seconds per phase (default 5) */
+    double warmup;               /* seconds before each measurement (negative: default 1) */
+    double rate;                 /* fixed-rate phase, jobs/s; 0: half the measured max */
+    const char *coordinator_bin; /* NULL: the build tree's */
+    const char *worker_bin;
+    const char *model;           /* NULL: the tiny f32 test model of the build tree */
+    const char *dir;             /* parent of the temp dir (NULL: $TMPDIR or /tmp) */
+    int json;
+} bench_dispatch_opts;
+
+/* Runs the dispatch benchmark and prints its table (or JSON) on stdout.
+ * Returns the exit status: 0 every job answered correctly, 1 errors or a
+ * daemon failed, 2 not built / bad setup, 130 interrupted (SIGINT/SIGTERM). */
+int bench_dispatch_main(const bench_dispatch_opts *o);
+
 /* ---- helpers (bench_util.c) ------------------------------------------------------ */
 
 double bench_now(void); /* monotonic seconds */

@@ -1,7 +1,8 @@
 /* opg_bench.c: entry point of opg-bench (CPU part). Parses the command line,
  * measures the memory bandwidth ceiling, runs every selected case (timing
  * plus determinism check) and prints the table or --json. Exit status: 0 all
- * same bits, 1 a DIFF or a kernel error, 2 a usage error. */
+ * same bits, 1 a DIFF or a kernel error, 2 a usage error. --dispatch runs the
+ * dispatch load test instead (bench_dispatch.c). */
 #include "bench.h"
 
 #include <stdlib.h>
@@ -19,6 +20,8 @@ typedef struct {
     int n_ops;
     char op_buf[1024];
     size_t op_used;
+    int dispatch;         /* --dispatch: the load test instead of the kernels */
+    bench_dispatch_opts d;
 } bench_opts;
 
 static void usage(FILE *f) {
@@ -37,7 +40,26 @@ static void usage(FILE *f) {
           "  --list        print the op names and groups, then exit\n"
           "  -h, --help    this text\n"
           "\n"
+          "Dispatch load test (instead of the kernels): starts opg-coordinator and N\n"
+          "opg-worker on 127.0.0.1 with a fresh store, loads them from client sockets\n"
+          "here: jobs/s with a window of jobs in flight, then latency at a fixed rate.\n"
+          "  --dispatch               run it\n"
+          "  --dispatch-workers N     opg-worker processes, 1 thread each (default 4)\n"
+          "  --dispatch-slots N       --slots of each worker (default 64)\n"
+          "  --dispatch-clients N     client DEALER sockets (default 2)\n"
+          "  --dispatch-window N      jobs in flight in the max-throughput phase (default 256)\n"
+          "  --dispatch-seconds S     measured seconds per phase (default 5)\n"
+          "  --dispatch-warmup S      warm-up seconds before each phase (default 1)\n"
+          "  --dispatch-rate R        fixed-rate phase, jobs/s (default: half the max)\n"
+          "  --dispatch-prompt N      prompt length in token ids (default 4; max_tokens 1)\n"
+          "  --dispatch-dir DIR       where the temp dir with the store goes ($TMPDIR, /tmp)\n"
+          "  --model PATH|micro       model the workers serve (default: the test fixture's\n"
+          "                           tiny-f32.gguf in the build tree); micro: a generated\n"
+          "                           1-layer width-32 model, so a job costs ~ its dispatch\n"
+          "  --coordinator-bin PATH, --worker-bin PATH   the daemons (default: the build tree's)\n"
+          "\n"
           "Exit status: 0 all bits the same, 1 a DIFF or a kernel error, 2 bad usage.\n"
+          "(--dispatch: 0 every job answered correctly, 1 errors, 130 interrupted.)\n"
           "Columns and conventions: docs/benchmarks.md.\n",
           f);
 }
@@ -56,6 +78,15 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
     long v = strtol(s, &end, 10);
     if (!*s || *end || v < lo || v > hi) return -1;
     *out = (int)v;
+    return 0;
+}
+
+/* Parses a number in [lo, hi] that is the whole of s. */
+static int parse_double(const char *s, double lo, double hi, double *out) {
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= lo && v <= hi)) return -1;
+    *out = v;
     return 0;
 }
 
@@ -105,6 +136,44 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         } else if ((v = flag_value(argc, argv, &i, "--op"))) {
             if (!*v) return usage_error("--op needs a name%s", "");
             if (add_ops(o, v) != 0) return usage_error("too many --op names%s", "");
+        } else if (strcmp(a, "--dispatch") == 0) {
+            o->dispatch = 1;
+        } else if ((v = flag_value(argc, argv, &i, "--dispatch-workers"))) {
+            if (parse_int(v, 1, 256, &o->d.workers) != 0)
+                return usage_error("--dispatch-workers needs an integer from 1 to 256, got '%s'", v);
+        } else if ((v = flag_value(argc, argv, &i, "--dispatch-slots"))) {
+            if (parse_int(v, 1, 4096, &o->d.slots) != 0)
+                return usage_error("--dispatch-slots needs an integer from 1 to 4096, got '%s'", v);
+        } else if ((v = flag_value(argc, argv, &i, "--dispatch-clients"))) {
+            if (parse_int(v, 1, 64, &o->d.clients) != 0)
+                return usage_error("--dispatch-clients needs an integer from 1 to 64, got '%s'", v);
+        } else if ((v = flag_value(argc, argv, &i, "--dispatch-window"))) {
+            if (parse_int(v, 1, 1000000, &o->d.window) != 0)
+                return usage_error("--dispatch-window needs an integer from 1 to 1000000, got '%s'", v);
+        } else if ((v = flag_value(argc, argv, &i, "--dispatch-prompt"))) {
+            if (parse_int(v, 1, 64, &o->d.prompt) != 0)
+                return usage_error("--dispatch-prompt needs an integer from 1 to 64, got '%s'", v);
+        } else if ((v = flag_value(argc, argv, &i, "--dispatch-seconds"))) {
+            if (parse_double(v, 0.1, 3600, &o->d.seconds) != 0)
+                return usage_error("--dispatch-seconds needs seconds from 0.1 to 3600, got '%s'", v);
+        } else if ((v = flag_value(argc, argv, &i, "--dispatch-warmup"))) {
+            if (parse_double(v, 0, 3600, &o->d.warmup) != 0)
+                return usage_error("--dispatch-warmup needs seconds from 0 to 3600, got '%s'", v);
+        } else if ((v = flag_value(argc, argv, &i, "--dispatch-rate"))) {
+            if (parse_double(v, 1, 1e7, &o->d.rate) != 0)
+                return usage_error("--dispatch-rate needs jobs/s from 1 to 1e7, got '%s'", v);
+        } else if ((v = flag_value(argc, argv, &i, "--dispatch-dir"))) {
+            if (!*v) return usage_error("--dispatch-dir needs a directory%s", "");
+            o->d.dir = v;
+        } else if ((v = flag_value(argc, argv, &i, "--model"))) {
+            if (!*v) return usage_error("--model needs a path%s", "");
+            o->d.model = v;
+        } else if ((v = flag_value(argc, argv, &i, "--coordinator-bin"))) {
+            if (!*v) return usage_error("--coordinator-bin needs a path%s", "");
+            o->d.coordinator_bin = v;
+        } else if ((v = flag_value(argc, argv, &i, "--worker-bin"))) {
+            if (!*v) return usage_error("--worker-bin needs a path%s", "");
+            o->d.worker_bin = v;
         } else {
             return usage_error("unknown option '%s'", a);
         }
@@ -140,8 +209,13 @@ static void list_cases(const bench_case *cases, int n) {
 int main(int argc, char **argv) {
     bench_opts o;
     memset(&o, 0, sizeof o);
+    o.d.warmup = -1; /* default */
     int rc = parse_args(argc, argv, &o);
     if (rc != 0) return rc;
+    if (o.dispatch) {
+        o.d.json = o.json;
+        return bench_dispatch_main(&o.d);
+    }
 
     static bench_case cases[MAX_CASES];
     int n = bench_cases_build(cases, MAX_CASES, o.quick);
