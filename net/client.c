@@ -1,17 +1,40 @@
-/* client.c: the coordinator's client API over one DEALER socket (client.h). */
+/* client.c: the coordinator's client API over one DEALER socket (client.h).
+ *
+ * The protocol carries no request ids, so a call that timed out could get
+ * its answer later, during another call (a SubmitAck names only the new job:
+ * it would pass for the next submit's). After a timeout the socket is
+ * replaced (the Lazy Pirate pattern): the coordinator sees a new peer, and
+ * whatever it still sends to the old one is dropped. */
 #include "client.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <zmq.h>
 
 #include "sock.h"
 
 #define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
+#define BIT(x) (1u << T(x))
 
 struct opg_client {
     void *zctx, *sock;
+    char *endpoint;
+    opg_keypair key;           /* with has_curve: for a new socket after a timeout */
+    uint8_t server_key[32];
+    int has_curve;
 };
+
+static opg_status open_sock(opg_client *c) {
+    if (!(c->sock = zmq_socket(c->zctx, ZMQ_DEALER)))
+        return opg__fail(OPG_ERR_IO, "client socket: %s", zmq_strerror(zmq_errno()));
+    opg_status st = opg_sock_setup(c->sock, 0, 0, 0, 0);
+    if (st) return st;
+    if (c->has_curve && (st = opg_sock_curve_client(c->sock, &c->key, c->server_key))) return st;
+    if (zmq_connect(c->sock, c->endpoint) != 0)
+        return opg__fail(OPG_ERR_IO, "cannot connect to %s: %s", c->endpoint, zmq_strerror(zmq_errno()));
+    return OPG_OK;
+}
 
 opg_status opg_client_new(const char *endpoint, const opg_keypair *key, const uint8_t *server_key, opg_client **out) {
     *out = NULL;
@@ -23,16 +46,20 @@ opg_status opg_client_new(const char *endpoint, const opg_keypair *key, const ui
     opg_client *c = calloc(1, sizeof *c);
     if (!c) return opg__fail(OPG_ERR_NOMEM, "client: out of memory");
     opg_status st = OPG_OK;
-    if (!(c->zctx = zmq_ctx_new()) || !(c->sock = zmq_socket(c->zctx, ZMQ_DEALER))) {
+    if (server_key) {
+        c->key = *key;
+        memcpy(c->server_key, server_key, 32);
+        c->has_curve = 1;
+    }
+    if (!(c->endpoint = strdup(endpoint))) {
+        st = opg__fail(OPG_ERR_NOMEM, "client: out of memory");
+        goto fail;
+    }
+    if (!(c->zctx = zmq_ctx_new())) {
         st = opg__fail(OPG_ERR_IO, "client socket: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
-    if ((st = opg_sock_setup(c->sock, 0, 0, 0, 0))) goto fail;
-    if (server_key && (st = opg_sock_curve_client(c->sock, key, server_key))) goto fail;
-    if (zmq_connect(c->sock, endpoint) != 0) {
-        st = opg__fail(OPG_ERR_IO, "cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
-        goto fail;
-    }
+    if ((st = open_sock(c))) goto fail;
     *out = c;
     return OPG_OK;
 fail:
@@ -44,7 +71,29 @@ void opg_client_free(opg_client *c) {
     if (!c) return;
     if (c->sock) zmq_close(c->sock);
     if (c->zctx) zmq_ctx_term(c->zctx);
+    free(c->endpoint);
+    opg_keypair_wipe(&c->key);
     free(c);
+}
+
+/* A call timed out: its answer may still come, so the socket is replaced
+ * before the next call. Returns st (OPG_ERR_TIMEOUT, its message kept). */
+static opg_status timed_out(opg_client *c, opg_status st) {
+    char why[256];
+    snprintf(why, sizeof why, "%s", opg_last_error());
+    zmq_close(c->sock);
+    c->sock = NULL;
+    if (open_sock(c) != OPG_OK && c->sock) { /* the next call fails with the socket's error */
+        zmq_close(c->sock);
+        c->sock = NULL;
+    }
+    return opg__fail(st, "%s", why);
+}
+
+/* Sends msg; OPG_ERR_IO when a failed reset left no socket. */
+static opg_status send_msg(opg_client *c, opg_msg_type type, const ProtobufCMessage *msg) {
+    if (!c->sock) return opg__fail(OPG_ERR_IO, "client: no socket (it could not be reopened after a timeout)");
+    return opg_sock_send(c->sock, NULL, type, msg);
 }
 
 /* The job id an answer is about (0 for SubmitAck/Error about no job). */
@@ -59,15 +108,17 @@ static uint64_t answer_job(const opg_frame *f) {
     }
 }
 
-/* Waits for the next message about job_id (of any type), at most timeout_ms. */
-static opg_status await(opg_client *c, uint64_t job_id, int timeout_ms, opg_frame **out) {
+/* Waits for the next message about job_id of one of the types in mask (an
+ * Error always qualifies), at most timeout_ms; a timeout resets the socket. */
+static opg_status await(opg_client *c, uint64_t job_id, uint32_t mask, int timeout_ms, opg_frame **out) {
     *out = NULL;
     int64_t deadline = opg_now_ms() + timeout_ms;
+    mask |= BIT(ERROR);
     for (;;) {
         opg_frame *f = NULL;
         opg_status st = opg_sock_recv(c->sock, 0, NULL, &f);
         if (st == OPG_OK) {
-            if (answer_job(f) == job_id) {
+            if (answer_job(f) == job_id && f->type < 32 && (mask & (1u << f->type))) {
                 *out = f;
                 return OPG_OK;
             }
@@ -76,7 +127,8 @@ static opg_status await(opg_client *c, uint64_t job_id, int timeout_ms, opg_fram
         }
         if (st != OPG_ERR_TIMEOUT) continue; /* malformed: dropped */
         int64_t left = deadline - opg_now_ms();
-        if (left <= 0) return opg__fail(OPG_ERR_TIMEOUT, "no answer from the coordinator in %d ms", timeout_ms);
+        if (left <= 0)
+            return timed_out(c, opg__fail(OPG_ERR_TIMEOUT, "no answer from the coordinator in %d ms", timeout_ms));
         zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, (long)left);
     }
@@ -98,14 +150,16 @@ static opg_status unexpected(opg_frame *f) {
 
 opg_status opg_client_submit(opg_client *c, const Opg__V1__SubmitJob *job, int timeout_ms, uint64_t *job_id) {
     *job_id = 0;
-    opg_status st = opg_sock_send(c->sock, NULL, T(SUBMIT_JOB), &job->base);
+    opg_status st = send_msg(c, T(SUBMIT_JOB), &job->base);
     if (st) return st;
-    /* the SubmitAck names the new id: the answer is the next SubmitAck, or an Error about no job */
+    /* the SubmitAck names the new id: the answer is the next SubmitAck, or an
+       Error about no job (no earlier call's: those reset the socket) */
     int64_t deadline = opg_now_ms() + timeout_ms;
     for (;;) {
         int left = (int)(deadline - opg_now_ms());
         opg_frame *f = NULL;
-        if (left <= 0) return opg__fail(OPG_ERR_TIMEOUT, "no answer from the coordinator in %d ms", timeout_ms);
+        if (left <= 0)
+            return timed_out(c, opg__fail(OPG_ERR_TIMEOUT, "no answer from the coordinator in %d ms", timeout_ms));
         opg_status ws = OPG_OK;
         zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, left) <= 0) continue;
@@ -124,9 +178,9 @@ opg_status opg_client_submit(opg_client *c, const Opg__V1__SubmitJob *job, int t
 opg_status opg_client_status(opg_client *c, uint64_t job_id, int timeout_ms, int *state, uint32_t *tokens_done) {
     Opg__V1__Status m = OPG__V1__STATUS__INIT;
     m.job_id = job_id;
-    opg_status st = opg_sock_send(c->sock, NULL, T(STATUS), &m.base);
+    opg_status st = send_msg(c, T(STATUS), &m.base);
     opg_frame *f = NULL;
-    if (st || (st = await(c, job_id, timeout_ms, &f))) return st;
+    if (st || (st = await(c, job_id, BIT(STATUS_REPLY), timeout_ms, &f))) return st;
     if (f->type == T(ERROR)) return from_error(f);
     if (f->type != T(STATUS_REPLY)) return unexpected(f);
     *state = ((Opg__V1__StatusReply *)f->msg)->state;
@@ -140,9 +194,9 @@ opg_status opg_client_result(opg_client *c, uint64_t job_id, int wait, int timeo
     Opg__V1__GetResult m = OPG__V1__GET_RESULT__INIT;
     m.job_id = job_id;
     m.wait = wait != 0;
-    opg_status st = opg_sock_send(c->sock, NULL, T(GET_RESULT), &m.base);
+    opg_status st = send_msg(c, T(GET_RESULT), &m.base);
     opg_frame *f = NULL;
-    if (st || (st = await(c, job_id, timeout_ms, &f))) return st;
+    if (st || (st = await(c, job_id, BIT(RESULT), timeout_ms, &f))) return st;
     if (f->type == T(ERROR)) return from_error(f);
     if (f->type != T(RESULT)) return unexpected(f);
     *out = f;
@@ -154,11 +208,11 @@ opg_status opg_client_stream(opg_client *c, uint64_t job_id, opg_client_tokens_f
     *out = NULL;
     Opg__V1__Stream m = OPG__V1__STREAM__INIT;
     m.job_id = job_id;
-    opg_status st = opg_sock_send(c->sock, NULL, T(STREAM), &m.base);
+    opg_status st = send_msg(c, T(STREAM), &m.base);
     if (st) return st;
     for (;;) {
         opg_frame *f = NULL;
-        if ((st = await(c, job_id, timeout_ms, &f))) return st;
+        if ((st = await(c, job_id, BIT(TOKENS) | BIT(RESULT), timeout_ms, &f))) return st;
         if (f->type == T(TOKENS)) {
             const Opg__V1__Tokens *t = (const Opg__V1__Tokens *)f->msg;
             if (on_tokens) on_tokens(ctx, t->index, t->token_ids, t->n_token_ids);
@@ -175,9 +229,9 @@ opg_status opg_client_stream(opg_client *c, uint64_t job_id, opg_client_tokens_f
 opg_status opg_client_cancel(opg_client *c, uint64_t job_id, int timeout_ms, int *state) {
     Opg__V1__Cancel m = OPG__V1__CANCEL__INIT;
     m.job_id = job_id;
-    opg_status st = opg_sock_send(c->sock, NULL, T(CANCEL), &m.base);
+    opg_status st = send_msg(c, T(CANCEL), &m.base);
     opg_frame *f = NULL;
-    if (st || (st = await(c, job_id, timeout_ms, &f))) return st;
+    if (st || (st = await(c, job_id, BIT(STATUS_REPLY), timeout_ms, &f))) return st;
     if (f->type == T(ERROR)) return from_error(f);
     if (f->type != T(STATUS_REPLY)) return unexpected(f);
     *state = ((Opg__V1__StatusReply *)f->msg)->state;

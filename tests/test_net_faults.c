@@ -1075,6 +1075,56 @@ static void test_coordinator_kill9(void **state) {
     check_sanitizer_logs();
 }
 
+/* ---- test 2b: a frozen coordinator and the client's timeouts ------------------------------------ */
+/* A call that timed out gets its answer late, once the coordinator runs
+ * again: it must never be taken for the answer of a later call. */
+static void test_client_timeouts(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    coord_start(&c, "timeouts");
+    proc *w = worker_start(c.wep, 2, NULL);
+    wait_worker_ready(&c, w, 1);
+    opg_client *cl = client_new(c.cep);
+    uint64_t id = 0;
+
+    /* a SubmitAck that comes after its submit timed out */
+    proc_signal(c.p, SIGSTOP);
+    opg_status st = submit(cl, &g_specs[11], 300, &id);
+    CHECK(st == OPG_ERR_TIMEOUT, "submit to a stopped coordinator: %s", opg_strerror(st));
+    proc_signal(c.p, SIGCONT);
+    sleep_ms(200);
+    id = submit_ok(cl, &g_specs[12]);
+    expect_result(cl, id, &g_specs[12], 1, "the submit after a late SubmitAck");
+
+    /* a Result that comes after its GetResult timed out */
+    uint64_t id2 = submit_ok(cl, &g_specs[13]);
+    proc_signal(c.p, SIGSTOP);
+    opg_frame *f = NULL;
+    st = opg_client_result(cl, id2, 1, 300, &f);
+    CHECK(st == OPG_ERR_TIMEOUT, "GetResult from a stopped coordinator: %s", opg_strerror(st));
+    proc_signal(c.p, SIGCONT);
+    expect_result(cl, id2, &g_specs[13], 1, "GetResult after a timed-out GetResult");
+    sleep_ms(200);
+    expect_state(cl, id2, OPG__V1__JOB_STATE__JOB_STATE_DONE, "Status after a late Result");
+
+    /* Tokens and a Result that come after their stream timed out */
+    uint64_t id3 = submit_ok(cl, &g_long[1]);
+    wait_running(cl, id3, "stream");
+    proc_signal(c.p, SIGSTOP);
+    st = opg_client_stream(cl, id3, NULL, NULL, 300, &f);
+    CHECK(st == OPG_ERR_TIMEOUT, "Stream from a stopped coordinator: %s", opg_strerror(st));
+    proc_signal(c.p, SIGCONT);
+    expect_result(cl, id3, &g_long[1], 1, "GetResult after a timed-out Stream");
+    sleep_ms(200);
+    expect_state(cl, id3, OPG__V1__JOB_STATE__JOB_STATE_DONE, "Status after a timed-out Stream");
+    expect_result(cl, id, &g_specs[12], 0, "an earlier job");
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
 /* ---- test 3: malformed frames ---------------------------------------------------------------- */
 /* Sends a bad message (a, or a and b as two parts) and expects an Error
  * answer with code want (0: any); a Disconnect may come too (the worker
@@ -1495,6 +1545,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_worker_kill9, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_worker_frozen, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_coordinator_kill9, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_client_timeouts, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_malformed_frames, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_malformed_to_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_curve, setup_test, teardown_test),
