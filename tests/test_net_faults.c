@@ -1043,9 +1043,10 @@ static void test_coordinator_kill9(void **state) {
         spec_job(&g_specs[5], &sj, &tl, &sp);
         size_t len = 0;
         uint8_t *buf = encode(T(SUBMIT_JOB), &sj.base, &len);
-        raw_send(raw, buf, len, NULL, 0);
-        free(buf);
         sleep_ms(tu_int(&g_rng, 0, max_delay));
+        raw_send(raw, buf, len, NULL, 0); /* its ack may never come */
+        free(buf);
+        sleep_ms(tu_int(&g_rng, 0, 3));
         kill9(c.p, "random point");
         zmq_close(raw);
         opg_client_free(cl);
@@ -1057,9 +1058,29 @@ static void test_coordinator_kill9(void **state) {
         for (int i = first; i < n; i++) expect_result(cl, a[i].id, a[i].s, 1, "random point");
     }
     /* every acknowledged job once more, from the store */
+    uint64_t max_id = 0;
     for (int i = 0; i < n; i++) {
         expect_state(cl, a[i].id, OPG__V1__JOB_STATE__JOB_STATE_DONE, "after the restarts");
         expect_result(cl, a[i].id, a[i].s, 0, "after the restarts");
+        if (a[i].id > max_id) max_id = a[i].id;
+    }
+    /* the unanswered submissions (ids are given in order): each is absent,
+       or stored and then run like any other */
+    int stored = 0;
+    for (uint64_t id = 1; id <= max_id + 8; id++) {
+        int known = 0;
+        for (int i = 0; i < n; i++) known |= a[i].id == id;
+        if (known) continue;
+        opg_frame *f = NULL;
+        opg_status st = opg_client_result(cl, id, 1, RESULT_MS, &f);
+        CHECK(st == OPG_OK || st == OPG_ERR_NOT_FOUND, "unanswered submission %" PRIu64 ": %s (%s)", id,
+              opg_strerror(st), opg_last_error());
+        if (st == OPG_ERR_NOT_FOUND) continue;
+        char why[160];
+        int ok = result_matches((const Opg__V1__Result *)f->msg, id, &g_specs[5], why, sizeof why);
+        opg_frame_free(&f);
+        CHECK(ok, "unanswered submission %" PRIu64 ": %s", id, why);
+        stored++;
     }
     CHECK(metric(&c, M_FAILED) == 0, "failed jobs");
     CHECK(proc_alive(w), "the worker died");
@@ -1067,8 +1088,8 @@ static void test_coordinator_kill9(void **state) {
           log_count(w, "event=link_lost"), cycles);
     fprintf(stderr,
             "test_net_faults: %d coordinator kill -9 restarts, %d acknowledged jobs all done, %d unfinished "
-            "jobs restored over the restarts, in %lld ms\n",
-            cycles, n, restored_total, (long long)(opg_now_ms() - t0));
+            "jobs restored over the restarts, %d of 6 unanswered submissions stored and done, in %lld ms\n",
+            cycles, n, restored_total, stored, (long long)(opg_now_ms() - t0));
     opg_client_free(cl);
     stop_clean(w);
     stop_clean(c.p);
@@ -1249,6 +1270,112 @@ static void test_malformed_frames(void **state) {
           rejected);
     CHECK(metric(&c, M_WORKERS) == 1 && proc_alive(w), "the worker was lost");
     opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* A registered worker (a raw DEALER here) that lies: Tokens with a gap or
+ * past max_tokens, a Result for a job it does not run, a Result longer than
+ * max_tokens, a transient Error, then Disconnect. None of it may finish the
+ * job; a real worker then runs it to the reference result. */
+static opg_frame *liar_expect_job(coord *c, void *s, uint64_t want_id, const char *what) {
+    int64_t end = opg_now_ms() + 10000;
+    for (;;) {
+        int left = (int)(end - opg_now_ms());
+        opg_frame *f = raw_recv(s, left > 0 ? left : 0);
+        CHECK(f != NULL, "%s: no Job for the lying worker", what);
+        if (f->type == T(JOB) && (!want_id || ((Opg__V1__Job *)f->msg)->job_id == want_id)) return f;
+        CHECK(f->type == T(HEARTBEAT), "%s: the lying worker got %s", what, opg_frame_type_name(f->type));
+        Opg__V1__Heartbeat hb = OPG__V1__HEARTBEAT__INIT; /* stay alive */
+        opg_sock_send(s, NULL, T(HEARTBEAT), &hb.base);
+        opg_frame_free(&f);
+        CHECK(proc_alive(c->p), "%s: the coordinator died", what);
+    }
+}
+
+static void liar_result(void *s, uint64_t id, uint32_t n_tokens) {
+    static uint32_t toks[OPG_PROTO_MAX_NEW_TOKENS + 1];
+    static uint8_t root[32];
+    Opg__V1__Result r = OPG__V1__RESULT__INIT;
+    Opg__V1__Usage u = OPG__V1__USAGE__INIT;
+    u.prompt_tokens = 1;
+    u.completion_tokens = n_tokens;
+    r.job_id = id;
+    r.n_output_tokens = n_tokens;
+    r.output_tokens = toks;
+    r.usage = &u;
+    r.trace_root.data = root;
+    r.trace_root.len = 32;
+    r.stop_reason = OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS;
+    CHECK(opg_sock_send(s, NULL, T(RESULT), &r.base) == OPG_OK, "send Result: %s", opg_last_error());
+}
+
+static void test_lying_worker(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    coord_start(&c, "liar");
+    void *s = raw_dealer(c.wep);
+    ProtobufCBinaryData model = {32, g_model_id};
+    Opg__V1__Ready r = OPG__V1__READY__INIT;
+    r.n_models = 1;
+    r.models = &model;
+    r.backend = OPG__V1__BACKEND__BACKEND_CPU;
+    r.free_slots = 1;
+    r.name = "liar";
+    CHECK(opg_sock_send(s, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
+    CHECK(wait_log(c.p, "event=worker_ready worker=liar ", 1, 10000), "the lying worker was not registered");
+    opg_client *cl = client_new(c.cep);
+    const spec *sp = &g_specs[14];
+    uint64_t id = submit_ok(cl, sp);
+    opg_frame *f = liar_expect_job(&c, s, id, "first dispatch");
+    opg_frame_free(&f);
+    double requeued = metric(&c, M_REQUEUED);
+
+    uint32_t bad[OPG_PROTO_MAX_NEW_TOKENS];
+    memset(bad, 0, sizeof bad);
+    Opg__V1__Tokens t = OPG__V1__TOKENS__INIT;
+    t.job_id = id;
+    t.index = 3; /* a gap: nothing before it was sent */
+    t.n_token_ids = 2;
+    t.token_ids = bad;
+    opg_sock_send(s, NULL, T(TOKENS), &t.base);
+    t.index = 0; /* longer than max_tokens */
+    t.n_token_ids = sp->max_tokens + 1;
+    opg_sock_send(s, NULL, T(TOKENS), &t.base);
+    t.job_id = id + 1000; /* not its job */
+    t.n_token_ids = 1;
+    opg_sock_send(s, NULL, T(TOKENS), &t.base);
+    liar_result(s, id + 1000, 1);
+    int js = -1;
+    uint32_t done = 99;
+    sleep_ms(100);
+    CHECK(opg_client_status(cl, id, 10000, &js, &done) == OPG_OK, "status: %s", opg_last_error());
+    CHECK(js == OPG__V1__JOB_STATE__JOB_STATE_RUNNING && done == 0,
+          "after bad Tokens: state %d, %u tokens done (expected running, 0)", js, done);
+    /* a Result with more tokens than max_tokens: refused, the job re-queued */
+    liar_result(s, id, sp->max_tokens + 1);
+    f = liar_expect_job(&c, s, id, "after an overlong Result");
+    opg_frame_free(&f);
+    /* a transient Error: re-queued */
+    Opg__V1__Error e = OPG__V1__ERROR__INIT;
+    e.job_id = id;
+    e.code = OPG_ERR_IO;
+    e.message = "lying";
+    opg_sock_send(s, NULL, T(ERROR), &e.base);
+    f = liar_expect_job(&c, s, id, "after a transient Error");
+    opg_frame_free(&f);
+    Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+    d.reason = "gone";
+    opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
+    proc *w = worker_start(c.wep, 2, NULL);
+    expect_result(cl, id, sp, 1, "after the lying worker");
+    CHECK(metric(&c, M_REQUEUED) == requeued + 3, "%g re-queues, expected 3", metric(&c, M_REQUEUED) - requeued);
+    CHECK(metric(&c, M_DONE) == 1 && metric(&c, M_FAILED) == 0, "done/failed counters");
+    zmq_close(s);
+    opg_client_free(cl);
+    wait_worker_ready(&c, w, 1);
     stop_clean(w);
     stop_clean(c.p);
     check_sanitizer_logs();
@@ -1547,6 +1674,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_coordinator_kill9, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_client_timeouts, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_malformed_frames, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_lying_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_malformed_to_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_curve, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
