@@ -4,28 +4,40 @@
  * driven through net/client.h (raw ZeroMQ for malformed frames) and killed
  * for real. Heartbeats are short (50 ms, liveness 3) so a lost peer is
  * noticed in 150 ms.
- *   0. reference: every job of a seeded pool run once without faults; its
- *      tokens and trace root are what every later run must return;
- *   1. kill -9 of a worker at a random point (before, during or after its
- *      jobs), >= 50 runs on one coordinator with two workers: every job
- *      finishes DONE exactly once with the reference result, and /metrics
- *      counts exactly that many done and none failed;
- *   2. kill -9 of the coordinator (queued jobs, running jobs, a submission
- *      in flight) and a restart on the same store: every acknowledged job
- *      finishes with the reference result; the worker reconnects by itself;
- *   3. malformed frames (random bytes, truncated frames, over 16 MiB, wrong
- *      version, unknown type, several parts, empty) on both coordinator
- *      endpoints, and on a worker from a fake coordinator: an Error reply or
- *      a dropped connection, never a crash; a normal job runs afterwards;
- *   4. CurveZMQ: an allowed client and worker work; an unknown client key, a
- *      plain client and an unknown worker key get nothing through;
- *   5. SIGTERM of a busy worker: its jobs finish DONE (none re-queued) and it
- *      exits 0.
+ *   test_reference: every job of a seeded pool run once without faults;
+ *      its tokens and trace root are what every later run must return;
+ *   test_worker_kill9: kill -9 of a worker at a random point (before,
+ *      during or after its jobs), 50 runs on one coordinator, with two
+ *      workers (a job streamed across the kill) then one: every job finishes
+ *      DONE exactly once with the reference result, /metrics counts exactly
+ *      that many done and none failed;
+ *   test_worker_frozen: a worker stopped (SIGSTOP) past its liveness and
+ *      resumed: its late results are dropped, nothing counts twice;
+ *   test_coordinator_kill9: kill -9 of the coordinator (queued jobs,
+ *      running jobs, a submission in flight) and a restart on the same
+ *      store, and one SIGTERM: every acknowledged job finishes with the
+ *      reference result, an unanswered submission is absent or runs too;
+ *      the worker reconnects by itself;
+ *   test_client_timeouts: a stopped coordinator makes a submit, a GetResult
+ *      and a Stream time out; their late answers never reach later calls;
+ *   test_malformed_frames: random bytes, every truncation, over 16 MiB,
+ *      wrong version, unknown type, two parts, empty, on both coordinator
+ *      endpoints: an Error reply or a dropped connection, never a crash,
+ *      each counted in /metrics; normal jobs run afterwards;
+ *   test_bad_jobs: token ids outside the vocabulary, a prompt as long as
+ *      the context, another contract, a model nobody serves;
+ *   test_lying_worker: a registered worker's bad Tokens and Results;
+ *   test_malformed_to_worker: a fake coordinator feeds a worker garbage;
+ *   test_curve: CurveZMQ: an allowed client and worker work; an unknown
+ *      client key, a plain client and an unknown worker key get nothing
+ *      through;
+ *   test_sigterm_drain: SIGTERM of a busy worker: its jobs finish DONE
+ *      (none re-queued) and it exits 0.
  * Each daemon's stderr goes to a log in a mkdtemp directory: a failed check
  * prints the logs' tails, and a sanitizer report in any log (ASan builds run
  * the daemons instrumented too) fails the test. The directory is removed when
  * everything passed. OPG_FAULTS_SEED=N replays a seed, OPG_FAULTS_RUNS=N sets
- * the number of kill runs of test 1 (default 50), OPG_FAULTS_ONLY=TEXT runs
+ * the number of kill runs of test_worker_kill9 (default 50), OPG_FAULTS_ONLY=TEXT runs
  * only the tests whose name holds TEXT (and test_reference first),
  * OPG_FAULTS_KEEP=1 keeps the directory. */
 #include "testutil.h"
@@ -1057,6 +1069,21 @@ static void test_coordinator_kill9(void **state) {
         cl = client_new(c.cep);
         for (int i = first; i < n; i++) expect_result(cl, a[i].id, a[i].s, 1, "random point");
     }
+    /* a clean stop (SIGTERM, exit 0) with jobs running loses nothing either */
+    first = n;
+    add_acked(a, &n, submit_ok(cl, &g_long[2]), &g_long[2]);
+    add_acked(a, &n, submit_ok(cl, &g_specs[6]), &g_specs[6]);
+    wait_running(cl, a[first].id, "before SIGTERM");
+    opg_client_free(cl);
+    stop_clean(c.p);
+    coord_restart(&c);
+    cycles++;
+    CHECK(restored(&c) >= 1, "the running long job was not restored after SIGTERM");
+    restored_total += restored(&c);
+    wait_worker_ready(&c, w, 1);
+    cl = client_new(c.cep);
+    for (int i = first; i < n; i++) expect_result(cl, a[i].id, a[i].s, 1, "after SIGTERM");
+
     /* every acknowledged job once more, from the store */
     uint64_t max_id = 0;
     for (int i = 0; i < n; i++) {
@@ -1087,7 +1114,7 @@ static void test_coordinator_kill9(void **state) {
     CHECK(log_count(w, "event=link_lost") >= cycles - 1, "worker %s reconnected %d times over %d restarts", w->name,
           log_count(w, "event=link_lost"), cycles);
     fprintf(stderr,
-            "test_net_faults: %d coordinator kill -9 restarts, %d acknowledged jobs all done, %d unfinished "
+            "test_net_faults: %d coordinator restarts (kill -9, one SIGTERM), %d acknowledged jobs all done, %d unfinished "
             "jobs restored over the restarts, %d of 6 unanswered submissions stored and done, in %lld ms\n",
             cycles, n, restored_total, stored, (long long)(opg_now_ms() - t0));
     opg_client_free(cl);
@@ -1269,6 +1296,71 @@ static void test_malformed_frames(void **state) {
     CHECK(metric(&c, M_REJECTED) == rejected, "%g frames counted as rejected, %d sent", metric(&c, M_REJECTED),
           rejected);
     CHECK(metric(&c, M_WORKERS) == 1 && proc_alive(w), "the worker was lost");
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* Well-formed jobs a worker cannot run: token ids outside the vocabulary
+ * (and one that is -1 as int32), a prompt longer than the context, an
+ * unknown model, another determinism contract. Each fails (or waits, for a
+ * model nobody serves) with an Error, the worker survives, a good job runs. */
+static void expect_job_fails(opg_client *cl, const spec *s, opg_status want, const char *what) {
+    uint64_t id = submit_ok(cl, s);
+    opg_frame *f = NULL;
+    opg_status st = opg_client_result(cl, id, 1, RESULT_MS, &f);
+    opg_frame_free(&f);
+    CHECK(st == want, "%s: job %" PRIu64 ": %s (%s), expected %s", what, id, opg_strerror(st), opg_last_error(),
+          opg_strerror(want));
+    expect_state(cl, id, OPG__V1__JOB_STATE__JOB_STATE_FAILED, what);
+}
+
+static void test_bad_jobs(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    coord_start(&c, "badjobs");
+    proc *w = worker_start(c.wep, 2, NULL);
+    wait_worker_ready(&c, w, 1);
+    opg_client *cl = client_new(c.cep);
+    spec bad = g_specs[0];
+    bad.prompt[0] = 96; /* the tiny vocabulary is 0..95 */
+    expect_job_fails(cl, &bad, OPG_ERR_ARG, "token id 96");
+    bad.prompt[0] = UINT32_MAX;
+    expect_job_fails(cl, &bad, OPG_ERR_ARG, "token id 2^32-1");
+    /* a prompt of 2048 tokens on a 2048-token context */
+    static uint32_t longp[2048];
+    for (size_t i = 0; i < 2048; i++) longp[i] = 1 + (uint32_t)(i % 90);
+    Opg__V1__SubmitJob sj;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    spec_job(&g_specs[0], &sj, &tl, &sp);
+    tl.n_ids = 2048;
+    tl.ids = longp;
+    uint64_t id = 0;
+    opg_status st = opg_client_submit(cl, &sj, 10000, &id);
+    CHECK(st == OPG_OK, "submit a long prompt: %s", opg_last_error());
+    opg_frame *f = NULL;
+    st = opg_client_result(cl, id, 1, RESULT_MS, &f);
+    opg_frame_free(&f);
+    CHECK(st == OPG_ERR_LIMIT, "a prompt as long as the context: %s (%s)", opg_strerror(st), opg_last_error());
+    /* another determinism contract: refused at the door */
+    spec_job(&g_specs[0], &sj, &tl, &sp);
+    sj.contract_version = OPG_CONTRACT_VERSION + 1;
+    st = opg_client_submit(cl, &sj, 10000, &id);
+    CHECK(st == OPG_ERR_UNSUPPORTED, "contract v%d: %s", OPG_CONTRACT_VERSION + 1, opg_strerror(st));
+    /* a model nobody serves: queued, not failed */
+    uint8_t other[32];
+    memset(other, 0xab, sizeof other);
+    spec_job(&g_specs[0], &sj, &tl, &sp);
+    sj.model_id.data = other;
+    CHECK(opg_client_submit(cl, &sj, 10000, &id) == OPG_OK, "submit: %s", opg_last_error());
+    sleep_ms(200);
+    expect_state(cl, id, OPG__V1__JOB_STATE__JOB_STATE_QUEUED, "a model nobody serves");
+    CHECK(proc_alive(w) && log_count(c.p, "event=worker_lost") == 0, "the worker died or was lost");
+    expect_result(cl, submit_ok(cl, &g_specs[1]), &g_specs[1], 1, "after the bad jobs");
+    CHECK(metric(&c, M_FAILED) == 3, "%g jobs failed, 3 expected", metric(&c, M_FAILED));
     opg_client_free(cl);
     stop_clean(w);
     stop_clean(c.p);
@@ -1674,6 +1766,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_coordinator_kill9, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_client_timeouts, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_malformed_frames, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_bad_jobs, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_lying_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_malformed_to_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_curve, setup_test, teardown_test),
