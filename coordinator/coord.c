@@ -48,6 +48,7 @@ typedef struct job {
     int64_t t_submit, t_dispatch;
     uint32_t *toks;            /* output tokens seen so far (for streams and Status) */
     uint32_t n_toks, cap_toks;
+    uint32_t n_out;            /* output tokens of its Result, once DONE */
     uint8_t *final_frame;      /* Result or Error frame, once final */
     size_t final_len;
     sub *subs;
@@ -178,16 +179,18 @@ static void job_free(job *j) {
 }
 
 /* A job from its packed SubmitJob (already validated by the frame decoder or
- * when it was stored). */
-static job *job_new(uint64_t id, const uint8_t *req, size_t len, int64_t t_submit) {
-    Opg__V1__SubmitJob *sj = opg__v1__submit_job__unpack(NULL, len, req);
+ * when it was stored); dec is that message decoded, or NULL to unpack req
+ * here (on_submit has it decoded already: one unpack less per job). */
+static job *job_new(uint64_t id, const uint8_t *req, size_t len, const Opg__V1__SubmitJob *dec, int64_t t_submit) {
+    Opg__V1__SubmitJob *own = dec ? NULL : opg__v1__submit_job__unpack(NULL, len, req);
+    const Opg__V1__SubmitJob *sj = dec ? dec : own;
     if (!sj) return NULL;
     job *j = calloc(1, sizeof *j);
     if (j) j->req = malloc(len ? len : 1);
     if (!j || !j->req || sj->model_id.len != 32) {
         if (j) free(j->req);
         free(j);
-        opg__v1__submit_job__free_unpacked(sj, NULL);
+        if (own) opg__v1__submit_job__free_unpacked(own, NULL);
         return NULL;
     }
     j->id = id;
@@ -197,7 +200,7 @@ static job *job_new(uint64_t id, const uint8_t *req, size_t len, int64_t t_submi
     j->max_tokens = sj->max_tokens;
     j->max_price = sj->max_price;
     j->t_submit = t_submit;
-    opg__v1__submit_job__free_unpacked(sj, NULL);
+    if (own) opg__v1__submit_job__free_unpacked(own, NULL);
     return j;
 }
 
@@ -337,17 +340,20 @@ static void deliver_finished(opg_coord *c) {
     int64_t now = opg_now_ms();
     for (; j; j = next) {
         next = j->fin_next;
-        Opg__V1__Result *res = NULL;
         if (j->final_state == OPG_JOB_DONE) {
+            /* the stored frame is decoded again only for a stream that still
+               misses tokens (most jobs have none: one decode less per job) */
+            int behind = 0;
+            for (sub *s = j->subs; s; s = s->next) behind |= s->stream == SUB_STREAM && s->sent < j->n_out;
             opg_frame *f = NULL;
-            if (opg_frame_decode(j->final_frame, j->final_len, &f) == OPG_OK && f->type == T(RESULT)) {
-                res = (Opg__V1__Result *)f->msg;
+            if (behind && opg_frame_decode(j->final_frame, j->final_len, &f) == OPG_OK && f->type == T(RESULT)) {
+                const Opg__V1__Result *res = (const Opg__V1__Result *)f->msg;
                 for (sub *s = j->subs; s; s = s->next)
                     if (s->stream == SUB_STREAM && s->sent < res->n_output_tokens)
                         send_tokens(c, &s->peer, j->id, res->output_tokens, s->sent, (uint32_t)res->n_output_tokens);
-                metric_add(c, c->m_tokens, (double)res->n_output_tokens);
             }
             opg_frame_free(&f);
+            metric_add(c, c->m_tokens, (double)j->n_out);
             metric_add(c, c->m_done, 1);
             metric_observe(c, c->m_latency, (double)(now - j->t_submit) / 1000.0);
         } else if (j->final_state == OPG_JOB_FAILED) {
@@ -514,6 +520,7 @@ static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
     uint8_t *buf = NULL;
     size_t len = 0;
     if (opg_frame_encode(T(RESULT), &r->base, &buf, &len)) return;
+    j->n_out = (uint32_t)r->n_output_tokens;
     finish_job(c, j, OPG_JOB_DONE, buf, len);
 }
 
@@ -536,15 +543,17 @@ static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
     finish_job(c, j, OPG_JOB_FAILED, buf, len);
 }
 
-static void handle_worker(opg_coord *c) {
+/* Handles one message from a worker: 1, or 0 when none was waiting. */
+static int handle_worker(opg_coord *c) {
     opg_peer p;
     opg_frame *f = NULL;
     opg_status st = opg_sock_recv(c->wsock, 1, &p, &f);
+    if (st == OPG_ERR_TIMEOUT) return 0;
     if (st) {
         metric_add(c, c->m_rejected, 1);
         LOG(OPG_LOG_WARN, "frame_rejected", "socket=workers code=%d error=\"%s\"", st, opg_last_error());
         if (p.rid_len) opg_sock_send_error(c->wsock, &p, 0, st, opg_last_error());
-        return;
+        return 1;
     }
     worker *w = worker_find(c, &p);
     if (w) w->last_seen = opg_now_ms();
@@ -569,6 +578,7 @@ static void handle_worker(opg_coord *c) {
         opg_sock_send(c->wsock, &p, T(DISCONNECT), &d.base);
     }
     opg_frame_free(&f);
+    return 1;
 }
 
 /* ---- client messages ----------------------------------------------------------------- */
@@ -611,7 +621,7 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
     uint64_t id = 0;
     opg_status st = begin(c);
     if (st == OPG_OK) st = opg_jobstore_insert(c->store, buf, len, opg_wall_ms(), &id);
-    job *j = st == OPG_OK ? job_new(id, buf, len, opg_now_ms()) : NULL;
+    job *j = st == OPG_OK ? job_new(id, buf, len, sj, opg_now_ms()) : NULL;
     free(buf);
     if (!j) {
         free(a);
@@ -697,15 +707,17 @@ static void on_cancel(opg_coord *c, const opg_peer *p, uint64_t id) {
     add_sub(c, j, p, SUB_STATUS);
 }
 
-static void handle_client(opg_coord *c) {
+/* Handles one message from a client: 1, or 0 when none was waiting. */
+static int handle_client(opg_coord *c) {
     opg_peer p;
     opg_frame *f = NULL;
     opg_status st = opg_sock_recv(c->csock, 1, &p, &f);
+    if (st == OPG_ERR_TIMEOUT) return 0;
     if (st) {
         metric_add(c, c->m_rejected, 1);
         LOG(OPG_LOG_WARN, "frame_rejected", "socket=clients code=%d error=\"%s\"", st, opg_last_error());
         if (p.rid_len) opg_sock_send_error(c->csock, &p, 0, st, opg_last_error());
-        return;
+        return 1;
     }
     uint64_t id = 0;
     job *j = NULL;
@@ -746,6 +758,7 @@ static void handle_client(opg_coord *c) {
         break;
     }
     opg_frame_free(&f);
+    return 1;
 }
 
 /* ---- commit ----------------------------------------------------------------------- */
@@ -814,22 +827,13 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
             st = opg__fail(OPG_ERR_IO, "poll: %s", zmq_strerror(zmq_errno()));
             break;
         }
-        int busy = 1;
-        for (int n = 0; busy && n < BATCH_MAX;) {
-            busy = 0;
-            int ev = 0;
-            size_t sz = sizeof ev;
-            if (zmq_getsockopt(c->wsock, ZMQ_EVENTS, &ev, &sz) == 0 && (ev & ZMQ_POLLIN)) {
-                handle_worker(c);
-                busy = 1;
-                n++;
-            }
-            sz = sizeof ev;
-            if (zmq_getsockopt(c->csock, ZMQ_EVENTS, &ev, &sz) == 0 && (ev & ZMQ_POLLIN)) {
-                handle_client(c);
-                busy = 1;
-                n++;
-            }
+        /* Both sockets in turn, each until it has nothing waiting. A
+         * non-blocking receive that finds a message costs no system call;
+         * asking ZMQ_EVENTS first cost a poll(2) per message and socket. */
+        int more_w = 1, more_c = 1;
+        for (int n = 0; (more_w || more_c) && n < BATCH_MAX;) {
+            if (more_w && (more_w = handle_worker(c))) n++;
+            if (more_c && (more_c = handle_client(c))) n++;
         }
         if ((st = commit(c))) break;
         now = opg_now_ms();
@@ -845,7 +849,7 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
 static int restore_one(void *ctx, uint64_t id, const uint8_t *req, size_t len, int64_t created_ms) {
     opg_coord *c = ctx;
     (void)created_ms;
-    job *j = job_new(id, req, len, opg_now_ms());
+    job *j = job_new(id, req, len, NULL, opg_now_ms());
     if (!j) {
         LOG(OPG_LOG_ERROR, "job_unreadable", "job=%llu", (unsigned long long)id);
         return 0;
