@@ -389,7 +389,9 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
         }
         long timeout = w->n_jobs ? 0 : (long)(w->next_hb > now ? w->next_hb - now : 0);
         zmq_pollitem_t it = {w->sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, timeout) < 0 && zmq_errno() != EINTR)
+        /* with jobs running, no wait: read_link's non-blocking reads suffice
+           (a zero-timeout zmq_poll would cost a poll(2) per step for nothing) */
+        if (timeout > 0 && zmq_poll(&it, 1, timeout) < 0 && zmq_errno() != EINTR)
             return opg__fail(OPG_ERR_IO, "poll: %s", zmq_strerror(zmq_errno()));
         if (read_link(w)) {
             if (w->draining) break;
