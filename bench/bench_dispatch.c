@@ -184,6 +184,20 @@ static double proc_cpu_s(pid_t pid) {
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* CPU seconds the whole machine spent busy (user, system, interrupts and a
+ * VM's steal) since boot, from /proc/stat; -1 when unreadable. */
+static double machine_busy_s(void) {
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return -1;
+    unsigned long long v[8] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+                   &v[7]);
+    fclose(f);
+    if (n != 8) return -1;
+    /* user nice system idle iowait irq softirq steal: all but idle and iowait */
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static double self_cpu_s(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -387,6 +401,8 @@ typedef struct {
     double seconds, jobs_s;
     double p50, p90, p99, max, mean;         /* ms */
     double cpu_coord, cpu_workers, cpu_client; /* CPU seconds in the measured window */
+    double cpu_other;                        /* the machine's other busy CPU seconds in it (other
+                                                processes, kernel threads, VM steal) */
     int64_t err_frames, bad_id, bad_tokens, lost, skipped, send_fail;
     int64_t total_jobs;                      /* every job of the phase, warm-up included */
 } phase_result;
@@ -540,11 +556,13 @@ static int daemons_alive(dctx *x) {
     return 1;
 }
 
-static void cpu_sample(dctx *x, double *coord, double *workers, double *client) {
-    *coord = proc_cpu_s(x->procs[0].pid);
-    *workers = 0;
-    for (int i = 1; i < x->n_procs; i++) *workers += proc_cpu_s(x->procs[i].pid);
-    *client = self_cpu_s();
+/* CPU seconds so far: c[0] coordinator, c[1] workers, c[2] this process, c[3] the whole machine. */
+static void cpu_sample(dctx *x, double c[4]) {
+    c[0] = proc_cpu_s(x->procs[0].pid);
+    c[1] = 0;
+    for (int i = 1; i < x->n_procs; i++) c[1] += proc_cpu_s(x->procs[i].pid);
+    c[2] = self_cpu_s();
+    c[3] = machine_busy_s();
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -574,7 +592,7 @@ static int run_phase(dctx *x, double rate, int window, phase_result *r) {
     double next = (double)t0;  /* open loop: the next send's time */
     int per_client = (window + x->n_cl - 1) / x->n_cl;
     int rr = 0, measuring = 0, ok = 1;
-    double c0[3] = {0}, c1[3] = {0};
+    double c0[4] = {0}, c1[4] = {0};
     zmq_pollitem_t items[MAX_CLIENTS];
     for (int i = 0; i < x->n_cl; i++) items[i] = (zmq_pollitem_t){x->cl[i].sock, 0, ZMQ_POLLIN, 0};
     int64_t last_check = t0;
@@ -583,11 +601,11 @@ static int run_phase(dctx *x, double rate, int window, phase_result *r) {
         int64_t t = now_ns();
         if (!measuring && t >= w.m0) {
             measuring = 1;
-            cpu_sample(x, &c0[0], &c0[1], &c0[2]);
+            cpu_sample(x, c0);
         }
         if (measuring == 1 && t >= w.m1) {
             measuring = 2;
-            cpu_sample(x, &c1[0], &c1[1], &c1[2]);
+            cpu_sample(x, c1);
         }
         int submitting = t < w.m1;
         if (submitting && rate > 0) {
@@ -638,7 +656,7 @@ static int run_phase(dctx *x, double rate, int window, phase_result *r) {
             }
         }
     }
-    if (measuring < 2) cpu_sample(x, &c1[0], &c1[1], &c1[2]);
+    if (measuring < 2) cpu_sample(x, c1);
     r->lost = inflight(x);
     for (int i = 0; i < x->n_cl; i++) { /* forget what never came back: the next phase starts clean */
         x->cl[i].inflight = 0;
@@ -650,6 +668,8 @@ static int run_phase(dctx *x, double rate, int window, phase_result *r) {
     r->cpu_coord = c1[0] - c0[0];
     r->cpu_workers = c1[1] - c0[1];
     r->cpu_client = c1[2] - c0[2];
+    r->cpu_other = c1[3] - c0[3] - r->cpu_coord - r->cpu_workers - r->cpu_client;
+    if (r->cpu_other < 0) r->cpu_other = 0; /* clock-tick rounding */
     r->jobs_s = (double)r->completed / x->o->seconds;
     qsort(x->lat, x->n_lat, sizeof *x->lat, cmp_double);
     double sum = 0;
@@ -808,8 +828,8 @@ static void print_table(const dctx *x, const bench_machine *m, const phase_resul
     else printf("model     %s; prompt %d token ids, max_tokens 1\n", o->model, o->prompt);
     printf("load      %d client DEALER sockets; %.1f s warm-up + %.1f s measured per phase\n\n", o->clients, o->warmup,
            o->seconds);
-    printf("%-6s %9s %7s %9s %9s %8s %8s %8s %8s %8s %6s  %s\n", "phase", "target/s", "window", "jobs", "jobs/s",
-           "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "CPU us/job coord/workers/client");
+    printf("%-6s %9s %7s %9s %9s %8s %8s %8s %8s %8s %6s %6s  %s\n", "phase", "target/s", "window", "jobs", "jobs/s",
+           "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "other", "CPU us/job coord/workers/client");
     for (int i = 0; i < n_ph; i++) {
         const phase_result *r = &ph[i];
         char tgt[16] = "-", win[16] = "-", a[16], b[16], c[16];
@@ -825,8 +845,10 @@ static void print_table(const dctx *x, const bench_machine *m, const phase_resul
         print_ms(stdout, r->p90);
         print_ms(stdout, r->p99);
         print_ms(stdout, r->max);
-        printf(" %6lld  %s / %s / %s\n", (long long)errors_of(r), a, b, c);
+        printf(" %6lld %6.2f  %s / %s / %s\n", (long long)errors_of(r), r->cpu_other / r->seconds, a, b, c);
     }
+    printf("(other: CPUs busy with anything else during the measured window: other processes, kernel\n"
+           " threads, VM steal; with 2 CPUs, 0.5 means a quarter of the machine was not ours)\n");
     for (int i = 0; i < n_ph; i++) {
         const phase_result *r = &ph[i];
         if (errors_of(r) || r->skipped)
@@ -856,6 +878,8 @@ static void json_phase(FILE *f, const phase_result *r) {
     bench_json_num(f, r->cpu_workers);
     fprintf(f, ",\"client\":");
     bench_json_num(f, r->cpu_client);
+    fprintf(f, ",\"other\":");
+    bench_json_num(f, r->cpu_other);
     fprintf(f, "},\"errors\":{\"error_frames\":%lld,\"unexpected\":%lld,\"bad_tokens\":%lld,\"unanswered\":%lld,"
                "\"send_failed\":%lld},\"skipped\":%lld}",
             (long long)r->err_frames, (long long)r->bad_id, (long long)r->bad_tokens, (long long)r->lost,
