@@ -33,14 +33,14 @@ int main(int argc, char **argv) {
     char *coordinator = "tcp://127.0.0.1:5555", *server_key = NULL, *key_path = NULL, *name = NULL;
     char *backend = "auto", *metrics_addr = "off", *log_level = "info";
     static char *default_models[] = {OPG_DEFAULT_MODEL};
-    opg_strv models = {default_models, 1};
+    opg_strv models = {NULL, 0}; /* none given: the default model */
     int64_t slots = 8, threads = 0, price = 0, heartbeat = 1000, liveness = 3, reconnect = 250,
             reconnect_max = 8000, stream_ms = 50, n_ctx = 0;
     const opg_opt opts[] = {
         {"coordinator", 'C', OPG_OPT_STR, &coordinator, 0, 0, "ENDPOINT", "the coordinator's worker endpoint"},
         {"server-key", 0, OPG_OPT_STR, &server_key, 0, 0, "Z85", "the coordinator's public key (CurveZMQ)"},
         {"key", 'k', OPG_OPT_STR, &key_path, 0, 0, "FILE", "identity key (opg keygen): CURVE and receipt signing"},
-        {"model", 'm', OPG_OPT_STRS, &models, 0, 0, "PATH", "GGUF model to serve (repeatable)"},
+        {"model", 'm', OPG_OPT_STRS, &models, 0, 0, "PATH", "GGUF model to serve (repeatable; default: " OPG_DEFAULT_MODEL ")"},
         {"backend", 'b', OPG_OPT_STR, &backend, 0, 0, "NAME", "auto, cpu, cuda or cuda:N"},
         {"threads", 't', OPG_OPT_INT, &threads, 0, 1024, "N", "CPU threads (0: all cores)"},
         {"slots", 's', OPG_OPT_INT, &slots, 1, 4096, "N", "jobs run at once (one batch)"},
@@ -79,9 +79,16 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (models.n < 1) {
-        fprintf(stderr, "opg-worker: at least one --model is required\n");
-        return 2;
+        models.v = default_models;
+        models.n = 1;
     }
+    /* from here on SIGTERM/SIGINT end the worker cleanly, even while a model loads */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
     opg_log log = {opg_log_stderr_sink, stderr, (opg_log_level)level};
     opg_keypair key;
     uint8_t spk[32];
@@ -105,7 +112,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     if (notice) opg_log_emit(&log, OPG_LOG_WARN, "backend_fallback", "notice=\"%s\"", notice);
-    for (int i = 0; i < models.n; i++) {
+    for (int i = 0; i < models.n && !g_stop; i++) {
         if ((st = opg_model_load(models.v[i], be, NULL, NULL, &ms[i]))) {
             rc = fail(models.v[i], st);
             if (strcmp(models.v[i], OPG_DEFAULT_MODEL) == 0)
@@ -117,6 +124,10 @@ int main(int argc, char **argv) {
         opg_model_id(ms[i], id);
         for (int k = 0; k < 32; k++) snprintf(hex + 2 * k, 3, "%02x", id[k]);
         opg_log_emit(&log, OPG_LOG_INFO, "model_loaded", "path=%s id=%s backend=%s", models.v[i], hex, be->ops->name);
+    }
+    if (g_stop) { /* stopped while loading */
+        rc = 0;
+        goto out;
     }
     if ((st = opg_metrics_new(&metrics))) {
         rc = fail("metrics", st);
@@ -147,12 +158,6 @@ int main(int argc, char **argv) {
         rc = fail("metrics endpoint", st);
         goto out;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
     rc = 0;
     if ((st = opg_worker_run(w, &g_stop))) rc = fail("run", st);
 out:
