@@ -433,6 +433,11 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
         }
     }
     drop_all(w);
+    if (w->sock) {
+        /* the last Result and the Disconnect get up to a second to leave */
+        int linger = 1000;
+        zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+    }
     close_link(w);
     LOG(OPG_LOG_INFO, "stopped", "why=%s", w->draining ? "drained" : "error");
     return w->fatal;
