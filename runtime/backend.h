@@ -69,6 +69,9 @@ typedef struct opg_backend_ops {
      * each, row stride `stride` elements, written to host out[n]. */
     opg_status (*fingerprint)(opg_backend *be, uint64_t *out, opg_view x, int64_t n,
                               int64_t len, int64_t stride);
+    /* The device it runs on, for humans ("NVIDIA H100 80GB HBM3 (sm_90, ...)");
+     * NULL for the cpu backend. */
+    const char *(*device)(opg_backend *be);
 } opg_backend_ops;
 
 struct opg_backend {
@@ -110,6 +113,8 @@ opg_status opg_backend_new_auto(const char *name, int n_threads, opg_backend **o
                                 const char **notice);
 /* Frees any backend; NULL is a no-op. */
 void opg_backend_free(opg_backend *be);
+/* be's device name ("" when it has none, as on the cpu). */
+const char *opg_backend_device(opg_backend *be);
 
 static inline opg_view opg_view_of(opg_buf *b, size_t off) {
     opg_view v = {b, off};

@@ -39,3 +39,8 @@ opg_status opg_backend_new_auto(const char *name, int n_threads, opg_backend **o
     if (dev >= 0) return opg_backend_cuda_new(dev, out);
     return opg__fail(OPG_ERR_ARG, "backend '%.64s' is not one of auto, cpu, cuda, cuda:N", name);
 }
+
+const char *opg_backend_device(opg_backend *be) {
+    const char *d = be && be->ops->device ? be->ops->device(be) : NULL;
+    return d ? d : "";
+}

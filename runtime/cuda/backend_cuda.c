@@ -483,8 +483,11 @@ static opg_status cuda_fingerprint(opg_backend *be, uint64_t *out, opg_view x, i
     return OPG_OK;
 }
 
+static const char *cuda_device(opg_backend *be) { return cb(be)->name; }
+
 static const opg_backend_ops cuda_ops = {
     .name = "cuda",
+    .device = cuda_device,
     .destroy = cuda_destroy,
     .alloc = cuda_alloc,
     .free = cuda_free,
