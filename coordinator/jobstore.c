@@ -10,31 +10,39 @@
 #define JS_SCHEMA_VERSION 1          /* PRAGMA user_version */
 #define JS_BUSY_MS 5000
 
-/* Schema 1. Never edit in place: a change is a new user_version and an
- * upgrade step in open.
- *  - AUTOINCREMENT so an id is never given twice, even after the highest row
- *    is deleted (sqlite_sequence remembers it).
+/* Schema 1 (unreleased; later changes are a new user_version and an upgrade
+ * step in open).
+ *  - ids are SQLite rowids without AUTOINCREMENT: a new row gets max(id) + 1,
+ *    read from the table itself, so ids increase and, since rows are never
+ *    deleted (there is no delete API), are never given twice, across restarts
+ *    too. A future pruner must keep the highest row (or switch to
+ *    AUTOINCREMENT in a new schema version). No sqlite_sequence write per
+ *    insert.
+ *  - a job's outcome is a row of its own in results, inserted once, instead
+ *    of growing the job's row in place (cheaper for SQLite: an append to a
+ *    second B-tree rather than rewriting a cell that no longer fits its
+ *    page). A job has a results row iff it is final. finish is that one
+ *    INSERT; its trigger moves jobs.state to the final state (a same-size
+ *    rewrite, which drops the row from jobs_open) within the same statement,
+ *    so the two never disagree, even when a write fails halfway.
  *  - jobs_open holds only non-final rows, ordered by id: pending() reads it
  *    without touching the (ever growing) final rows.
- *  - job_counts is kept by triggers so counts() is O(1) for any table size. */
+ *  - no count triggers (one statement less per insert, two per finish):
+ *    counts() scans the table; it is for tests and tools, not the job path. */
 static const char k_schema[] =
     "CREATE TABLE jobs("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " id INTEGER PRIMARY KEY,"
     " state INTEGER NOT NULL CHECK(state BETWEEN 1 AND 5),"
     " created_ms INTEGER NOT NULL,"
-    " finished_ms INTEGER NOT NULL DEFAULT 0,"
-    " request BLOB NOT NULL,"
-    " result BLOB);"
+    " request BLOB NOT NULL);"
     "CREATE INDEX jobs_open ON jobs(id) WHERE state IN (1, 2);"
-    "CREATE TABLE job_counts(state INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
-    "INSERT INTO job_counts VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0);"
-    "CREATE TRIGGER jobs_ins AFTER INSERT ON jobs BEGIN"
-    " UPDATE job_counts SET n = n + 1 WHERE state = NEW.state; END;"
-    "CREATE TRIGGER jobs_upd AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN"
-    " UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
-    " UPDATE job_counts SET n = n + 1 WHERE state = NEW.state; END;"
-    "CREATE TRIGGER jobs_del AFTER DELETE ON jobs BEGIN"
-    " UPDATE job_counts SET n = n - 1 WHERE state = OLD.state; END;";
+    "CREATE TABLE results("
+    " id INTEGER PRIMARY KEY,"
+    " state INTEGER NOT NULL CHECK(state BETWEEN 3 AND 5),"
+    " finished_ms INTEGER NOT NULL,"
+    " result BLOB);"
+    "CREATE TRIGGER results_ins AFTER INSERT ON results BEGIN"
+    " UPDATE jobs SET state = NEW.state WHERE id = NEW.id; END;";
 
 /* Statements prepared once at open and reused (the coordinator inserts tens
  * of thousands of jobs a second). */
@@ -44,13 +52,16 @@ static const char *const k_sql[ST_N] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_INSERT] = "INSERT INTO jobs(state, created_ms, request) VALUES (1, ?1, ?2)",
-    /* the state test makes finish idempotent: a final job is never touched */
-    [ST_FINISH] = "UPDATE jobs SET state = ?1, result = ?2, finished_ms = ?3 WHERE id = ?4 AND state IN (1, 2)",
+    /* the IGNORE (results.id taken: already final) makes finish idempotent;
+     * FROM jobs: no row for an unknown id */
+    [ST_FINISH] = "INSERT OR IGNORE INTO results(id, state, finished_ms, result)"
+                  " SELECT ?4, ?1, ?3, ?2 FROM jobs WHERE id = ?4",
     [ST_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
-    [ST_GET] = "SELECT state, created_ms, finished_ms, request, result FROM jobs WHERE id = ?1",
+    [ST_GET] = "SELECT j.state, j.created_ms, r.finished_ms, j.request, r.result"
+               " FROM jobs j LEFT JOIN results r ON r.id = j.id WHERE j.id = ?1",
     /* same WHERE as the partial index, so the planner uses it (and its order) */
     [ST_PENDING] = "SELECT id, request, created_ms FROM jobs WHERE state IN (1, 2) ORDER BY id",
-    [ST_COUNTS] = "SELECT state, n FROM job_counts",
+    [ST_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
 };
 
 struct opg_jobstore {
@@ -308,7 +319,7 @@ opg_status opg_jobstore_finish(opg_jobstore *s, uint64_t job_id, int state, cons
     opg_status ret = step_done(s, st, "finish");
     sqlite3_clear_bindings(st);
     if (ret != OPG_OK) return ret;
-    if (sqlite3_changes(s->db) > 0) { /* triggers' changes are not counted here */
+    if (sqlite3_changes(s->db) > 0) { /* the trigger's change is not counted here */
         if (changed) *changed = 1;
         return OPG_OK;
     }
@@ -354,7 +365,7 @@ opg_status opg_jobstore_get(opg_jobstore *s, uint64_t job_id, opg_job_row *row) 
         row->id = job_id;
         row->state = sqlite3_column_int(st, 0);
         row->created_ms = sqlite3_column_int64(st, 1);
-        row->finished_ms = sqlite3_column_int64(st, 2);
+        row->finished_ms = sqlite3_column_int64(st, 2); /* NULL (no results row) reads as 0 */
         ret = copy_blob(s, st, 3, &row->request, &row->request_len);
         if (ret == OPG_OK && !row->request) /* NOT NULL in the schema; never hand back NULL */
             ret = opg__fail(OPG_ERR_FORMAT, "jobstore %s: get: job %llu has no request", s->path,

@@ -74,8 +74,11 @@ opg_status opg_jobstore_rollback(opg_jobstore *s);
 
 /* Adds a QUEUED job with a copy of request (len bytes; request may be NULL
  * when len is 0) and sets *job_id. Ids start at 1 and increase; an id once
- * committed is never given again, even after deletes and restarts (an id
- * handed out in a transaction that was rolled back may be). */
+ * committed is never given again, across restarts too (an id handed out in a
+ * transaction that was rolled back may be). Invariant behind it: rows are
+ * never deleted (this API has no delete), and a new id is the highest stored
+ * id + 1 (a SQLite rowid without AUTOINCREMENT). Anything that ever prunes
+ * the store must keep the highest row, or ids would be given again. */
 opg_status opg_jobstore_insert(opg_jobstore *s, const uint8_t *request, size_t len, int64_t now_ms,
                                uint64_t *job_id);
 
@@ -102,7 +105,8 @@ typedef int (*opg_jobstore_fn)(void *ctx, uint64_t job_id, const uint8_t *reques
 opg_status opg_jobstore_pending(opg_jobstore *s, opg_jobstore_fn fn, void *ctx);
 
 /* Number of jobs per state: counts[state] for state 1..5 (counts[0] is set to
- * 0). O(1): kept by triggers in the file, not counted row by row. */
+ * 0). Counted row by row (O(jobs), one read transaction): for tests and
+ * tools, not for the job path. */
 opg_status opg_jobstore_counts(opg_jobstore *s, int64_t counts[6]);
 
 #endif

@@ -123,8 +123,9 @@ static int64_t sql_int(const char *path, const char *sql) {
     return strtoll(sql_text(path, sql, buf, sizeof buf), NULL, 10);
 }
 
-/* The store's counts against a count of the rows themselves, and
- * integrity_check: what "consistent" means after a crash. */
+/* What "consistent" means after a crash: integrity_check; the store's counts
+ * against a count of the rows themselves; a results row for exactly the final
+ * jobs, with the job's state (finish writes both in one statement). */
 static void assert_consistent(const char *path, opg_jobstore *s) {
     char buf[256];
     assert_string_equal(sql_text(path, "PRAGMA integrity_check", buf, sizeof buf), "ok");
@@ -135,6 +136,14 @@ static void assert_consistent(const char *path, opg_jobstore *s) {
         snprintf(q, sizeof q, "SELECT count(*) FROM jobs WHERE state = %d", st);
         assert_int_equal(c[st], sql_int(path, q));
     }
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM results"),
+                     c[OPG_JOB_DONE] + c[OPG_JOB_FAILED] + c[OPG_JOB_CANCELLED]);
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM jobs j WHERE (j.state >= 3) <>"
+                                   " EXISTS(SELECT 1 FROM results r WHERE r.id = j.id AND r.state = j.state)"),
+                     0);
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM results r WHERE NOT EXISTS"
+                                   " (SELECT 1 FROM jobs j WHERE j.id = r.id)"),
+                     0);
 }
 
 static double now_s(void) {
@@ -225,13 +234,19 @@ static void test_ids_never_reused(void **state) {
     assert_int_equal(insert_ok(s, 10, 2), 11);
     opg_jobstore_close(s);
 
-    /* the highest rows deleted (by a future pruner): their ids stay spent */
-    sql_exec(path, "DELETE FROM jobs WHERE id >= 9");
+    /* finished jobs keep their ids spent too (a job's outcome never deletes
+     * or moves its row), and ids go on after another restart */
+    s = open_ok(path);
+    for (uint64_t i = 1; i <= 11; i++) ok(opg_jobstore_finish(s, i, OPG_JOB_DONE, NULL, 0, 3, NULL));
+    opg_jobstore_close(s);
     s = open_ok(path);
     assert_int_equal(insert_ok(s, 11, 3), 12);
     opg_job_row r;
-    expect_err(opg_jobstore_get(s, 10, &r), OPG_ERR_NOT_FOUND, "no job 10", path);
-    assert_consistent(path, s); /* the delete trigger kept counts right */
+    ok(opg_jobstore_get(s, 11, &r));
+    assert_int_equal(r.state, OPG_JOB_DONE);
+    opg_job_row_clear(&r);
+    expect_err(opg_jobstore_get(s, 13, &r), OPG_ERR_NOT_FOUND, "no job 13", path);
+    assert_consistent(path, s);
     opg_jobstore_close(s);
 }
 
