@@ -8,6 +8,7 @@
 typedef struct {
     uint64_t tag;
     opg_gen_request req;   /* prompt and stop arrays owned */
+    int64_t prompt_cap, stop_cap; /* their allocated lengths (kept when recycled) */
     opg_kv *kv;
     int64_t fed;           /* prompt tokens fed so far */
     int done;
@@ -29,7 +30,17 @@ struct opg_sched {
     int *idx;
     void *scratch;         /* sampler scratch */
     opg_sched_stats stats;
+    /* Finished sequences kept for reuse (their KV cache, logits, layer
+     * fingerprints and prompt buffers): a worker runs thousands of short jobs
+     * a second, and a fresh sequence costs ~15 allocations and a zeroed KV
+     * cache. Bounded in count and in KV bytes. */
+    seq **pool;
+    int n_pool;
+    size_t pool_kv_bytes;
 };
+
+enum { POOL_MAX = 64 };
+#define POOL_KV_BYTES_MAX ((size_t)64 << 20)
 
 static double now_s(void) {
     struct timespec ts;
@@ -59,7 +70,10 @@ opg_status opg_sched_new(opg_model *m, const opg_sched_options *opt, const opg_s
     s->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : hp->n_ctx_train;
     s->step_tokens = opt && opt->step_tokens > 0 ? opt->step_tokens : 256;
     s->scratch = malloc(opg_sample_scratch_bytes(hp->n_vocab));
-    if (!s->scratch) {
+    s->pool = malloc(POOL_MAX * sizeof *s->pool);
+    if (!s->scratch || !s->pool) {
+        free(s->scratch);
+        free(s->pool);
         free(s);
         return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
     }
@@ -67,8 +81,43 @@ opg_status opg_sched_new(opg_model *m, const opg_sched_options *opt, const opg_s
     return OPG_OK;
 }
 
+/* Bytes of a KV cache of n_ctx positions (keys and values). */
+static size_t kv_bytes(const opg_hparams *hp, int64_t n_ctx) {
+    return 2 * (size_t)hp->n_layer * (size_t)n_ctx * (size_t)hp->n_head_kv * (size_t)hp->head_dim * sizeof(float);
+}
+
+/* A finished sequence (its result already handed over) back to the pool, or
+ * freed when the pool is full. */
+static void seq_recycle(opg_sched *s, seq *q) {
+    size_t kb = kv_bytes(opg_model_hparams(s->m), opg_kv_capacity(q->kv));
+    if (s->n_pool >= POOL_MAX || s->pool_kv_bytes + kb > POOL_KV_BYTES_MAX) {
+        seq_free(q);
+        return;
+    }
+    opg_gen_result_clear(&q->res);
+    s->pool_kv_bytes += kb;
+    s->pool[s->n_pool++] = q;
+}
+
+/* A pooled sequence whose KV cache holds exactly n_ctx positions (the
+ * capacity decides when a sequence stops with OPG_STOP_CONTEXT, so it must be
+ * the same as a fresh one's), emptied; NULL when none. */
+static seq *seq_reuse(opg_sched *s, int64_t n_ctx) {
+    for (int i = s->n_pool - 1; i >= 0; i--) {
+        seq *q = s->pool[i];
+        if (opg_kv_capacity(q->kv) != n_ctx) continue;
+        s->pool[i] = s->pool[--s->n_pool];
+        s->pool_kv_bytes -= kv_bytes(opg_model_hparams(s->m), n_ctx);
+        opg_kv_truncate(q->kv, 0); /* positions past len are never read */
+        return q;
+    }
+    return NULL;
+}
+
 void opg_sched_free(opg_sched *s) {
     if (!s) return;
+    for (int i = 0; i < s->n_pool; i++) seq_free(s->pool[i]);
+    free(s->pool);
     for (int i = 0; i < s->n; i++) seq_free(s->seqs[i]);
     free(s->seqs);
     free(s->batch);
@@ -107,25 +156,53 @@ opg_status opg_sched_add(opg_sched *s, const opg_gen_request *req, uint64_t tag)
         if (!sq || !b || !ix) return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
         s->cap = cap;
     }
-    seq *q = calloc(1, sizeof *q);
-    if (!q) return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
+    int64_t need = req->n_prompt + req->max_tokens;
+    if (need > s->n_ctx) need = s->n_ctx;
+    opg_status st = OPG_OK;
+    seq *q = seq_reuse(s, need);
+    if (q) {
+        /* everything but the buffers back to what calloc gave */
+        seq keep = *q;
+        memset(q, 0, sizeof *q);
+        q->kv = keep.kv;
+        q->logits = keep.logits;
+        q->layer_fp = keep.layer_fp;
+        q->req.prompt = keep.req.prompt;
+        q->req.stop = keep.req.stop;
+        q->prompt_cap = keep.prompt_cap;
+        q->stop_cap = keep.stop_cap;
+    } else {
+        q = calloc(1, sizeof *q);
+        if (!q) return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
+        q->logits = malloc((size_t)hp->n_vocab * sizeof(float));
+        q->layer_fp = malloc((size_t)hp->n_layer * sizeof(uint64_t));
+        if (!q->logits || !q->layer_fp) {
+            st = opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
+            goto fail;
+        }
+        if ((st = opg_kv_new(s->m, need, &q->kv))) goto fail;
+    }
     q->tag = tag;
+    int32_t *prompt = (int32_t *)q->req.prompt, *stop = (int32_t *)q->req.stop;
     q->req = *req;
-    int32_t *prompt = malloc((size_t)req->n_prompt * sizeof *prompt);
-    int32_t *stop = req->n_stop ? malloc((size_t)req->n_stop * sizeof *stop) : NULL;
     q->req.prompt = prompt;
     q->req.stop = stop;
-    q->logits = malloc((size_t)hp->n_vocab * sizeof(float));
-    q->layer_fp = malloc((size_t)hp->n_layer * sizeof(uint64_t));
-    opg_status st = OPG_OK;
-    if (!prompt || (req->n_stop && !stop) || !q->logits || !q->layer_fp) {
+    if (req->n_prompt > q->prompt_cap) {
+        free(prompt);
+        q->req.prompt = prompt = malloc((size_t)req->n_prompt * sizeof *prompt);
+        q->prompt_cap = prompt ? req->n_prompt : 0;
+    }
+    if (req->n_stop > q->stop_cap) {
+        free(stop);
+        q->req.stop = stop = malloc((size_t)req->n_stop * sizeof *stop);
+        q->stop_cap = stop ? req->n_stop : 0;
+    }
+    if (!prompt || (req->n_stop && !stop)) {
         st = opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
         goto fail;
     }
     memcpy(prompt, req->prompt, (size_t)req->n_prompt * sizeof *prompt);
     if (req->n_stop) memcpy(stop, req->stop, (size_t)req->n_stop * sizeof *stop);
-    int64_t need = req->n_prompt + req->max_tokens;
-    if ((st = opg_kv_new(s->m, need < s->n_ctx ? need : s->n_ctx, &q->kv))) goto fail;
     if ((st = opg_trace_new(hp->n_layer, &q->res.trace))) goto fail;
     s->seqs[s->n++] = q;
     return OPG_OK;
@@ -146,7 +223,7 @@ static void reap(opg_sched *s) {
         opg_gen_result r = q->res;
         memset(&q->res, 0, sizeof q->res);
         s->ev.on_done(s->ev.ctx, q->tag, &r);
-        seq_free(q);
+        seq_recycle(s, q);
     }
     s->n = k;
 }
