@@ -81,7 +81,7 @@ static void send_ready(opg_worker *w) {
     r.models = ids;
     opg_backend *be = opg_model_backend(w->models[0].m);
     r.backend = strcmp(be->ops->name, "cuda") == 0 ? OPG__V1__BACKEND__BACKEND_CUDA : OPG__V1__BACKEND__BACKEND_CPU;
-    r.gpu_name = "";
+    r.gpu_name = (char *)opg_backend_device(be);
     r.free_slots = w->draining ? 0u : (uint32_t)w->cfg.slots;
     r.price_per_token = w->cfg.price_per_token;
     r.name = w->name;
