@@ -43,22 +43,19 @@ int main(int argc, char **argv) {
         {"log-level", 0, OPG_OPT_STR, &log_level, 0, 0, "LEVEL", "debug, info, warn or error"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
-    int help = 0;
-    opg_status st = opg_opts_parse(opts, n_opts, argc, argv, &help, NULL);
-    if (st) {
-        fprintf(stderr, "opg-coordinator: %s\n(--help lists the options)\n", opg_last_error());
-        return 2;
-    }
-    if (help) {
-        char *t = opg_opts_help(opts, n_opts,
-                                "opg-coordinator [OPTIONS]\n"
-                                "Takes jobs from clients, stores them (SQLite, WAL) and dispatches them to\n"
-                                "workers over ZeroMQ. SIGINT/SIGTERM stop it; every accepted job survives a restart.");
-        if (t) fputs(t, stdout);
-        free(t);
+    char *text = NULL;
+    int code = opg_opts_main(opts, n_opts, argc, argv,
+                             "opg-coordinator [OPTIONS]\n"
+                             "Takes jobs from clients, stores them (SQLite, WAL) and dispatches them to\n"
+                             "workers over ZeroMQ. SIGINT/SIGTERM stop it; every accepted job survives a restart.", &text);
+    if (code >= 0) {
+        if (code) fprintf(stderr, "opg-coordinator: %s\n", text ? text : opg_last_error());
+        else if (text) fputs(text, stdout);
+        free(text);
         opg_opts_free(opts, n_opts);
-        return 0;
+        return code;
     }
+    opg_status st = OPG_OK;
     int level = opg_log_level_parse(log_level);
     if (level < 0) {
         fprintf(stderr, "opg-coordinator: --log-level must be debug, info, warn or error, got '%s'\n", log_level);

@@ -720,3 +720,18 @@ char *opg_opts_help(const opg_opt *opts, int n, const char *usage) {
     }
     return b.p;
 }
+
+int opg_opts_main(const opg_opt *opts, int n, int argc, char **argv, const char *usage, char **text) {
+    *text = NULL;
+    int help = 0;
+    if (opg_opts_parse(opts, n, argc, argv, &help, NULL) != OPG_OK) {
+        const char *why = opg_last_error();
+        size_t len = strlen(why) + 64;
+        *text = malloc(len);
+        if (*text) snprintf(*text, len, "%s\n(--help lists the options)", why);
+        return 2;
+    }
+    if (!help) return -1;
+    *text = opg_opts_help(opts, n, usage);
+    return 0;
+}

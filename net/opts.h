@@ -104,4 +104,11 @@ void opg_opts_free(const opg_opt *opts, int n);
  * resets it to {NULL, 0}. NULL is a no-op. */
 void opg_strv_clear(opg_strv *v);
 
+/* What a binary's main() does with its options, in one call: parses argv.
+ * Returns -1 to go on (*text NULL); 0 after --help, with the help text in
+ * *text (print it to stdout); 2 on a bad option, with "<error>\n(--help
+ * lists the options)" in *text (print it to stderr, after the program's
+ * name). Caller frees *text with free(). */
+int opg_opts_main(const opg_opt *opts, int n, int argc, char **argv, const char *usage, char **text);
+
 #endif

@@ -477,6 +477,29 @@ static void test_ownership(void **state) {
     assert_string_equal(g_name, "x");
 }
 
+
+/* opg_opts_main: what the binaries' main() calls. */
+static void test_main_helper(void **state) {
+    (void)state;
+    char *text = NULL;
+    char *a1[] = {"prog", "-t", "3", NULL};
+    assert_int_equal(opg_opts_main(g_opts, N_OPTS, 3, a1, "prog [OPTIONS]", &text), -1);
+    assert_null(text);
+    assert_int_equal(g_threads, 3);
+    char *a2[] = {"prog", "--help", NULL};
+    assert_int_equal(opg_opts_main(g_opts, N_OPTS, 2, a2, "prog [OPTIONS]", &text), 0);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "prog [OPTIONS]"));
+    assert_non_null(strstr(text, "--listen-workers"));
+    free(text);
+    char *a3[] = {"prog", "--threads", "99", NULL};
+    assert_int_equal(opg_opts_main(g_opts, N_OPTS, 3, a3, "prog [OPTIONS]", &text), 2);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "--threads"));
+    assert_non_null(strstr(text, "--help lists the options"));
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_no_args, reset, cleanup),
@@ -490,6 +513,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_help, reset, cleanup),
         cmocka_unit_test_setup_teardown(test_bad_tables, reset, cleanup),
         cmocka_unit_test_setup_teardown(test_ownership, reset, cleanup),
+        cmocka_unit_test_setup_teardown(test_main_helper, reset, cleanup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,21 +76,19 @@ int opg_cmd_submit(int argc, char **argv) {
         {"timeout-ms", 0, OPG_OPT_INT, &timeout, 1, INT64_MAX / 2, "MS", "longest silence from the coordinator"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
-    int help = 0, rc = 1;
-    opg_status st = opg_opts_parse(opts, n_opts, argc, argv, &help, NULL);
-    if (st) {
-        fprintf(stderr, "opg submit: %s\n(opg submit --help lists the options)\n", opg_last_error());
-        return 2;
-    }
-    if (help) {
-        char *t = opg_opts_help(opts, n_opts,
-                                "opg submit -p PROMPT [options]\n"
-                                "Submits a job to a coordinator, streams its output and prints its trace root.");
-        if (t) fputs(t, stdout);
-        free(t);
+    char *text = NULL;
+    int code = opg_opts_main(opts, n_opts, argc, argv,
+                             "opg submit -p PROMPT [options]\n"
+                             "Submits a job to a coordinator, streams its output and prints its trace root.", &text);
+    if (code >= 0) {
+        if (code) fprintf(stderr, "opg submit: %s\n", text ? text : opg_last_error());
+        else if (text) fputs(text, stdout);
+        free(text);
         opg_opts_free(opts, n_opts);
-        return 0;
+        return code;
     }
+    int rc = 1;
+    opg_status st = OPG_OK;
     opg_gguf *g = NULL;
     opg_tokenizer *tok = NULL;
     opg_client *cl = NULL;
