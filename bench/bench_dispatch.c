@@ -43,6 +43,7 @@
 
 #include "contract.h"
 #include "frame.h"
+#include "lattrace.h"
 #include "sock.h"
 
 #define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
@@ -488,6 +489,8 @@ static void handle(dctx *x, dclient *c, opg_frame *f, const window_t *w, phase_r
             break;
         }
         x->sent_at[id] = sent + 1;
+        OPG_LT_AT(id, OPG_LT_B_SENT, w->open, sent);
+        OPG_LT(id, OPG_LT_B_ACK, (uint32_t)w->open);
         Opg__V1__GetResult g = OPG__V1__GET_RESULT__INIT;
         g.job_id = id;
         g.wait = 1;
@@ -507,6 +510,7 @@ static void handle(dctx *x, dclient *c, opg_frame *f, const window_t *w, phase_r
         }
         int64_t sent = x->sent_at[id] - 1;
         x->sent_at[id] = -1;
+        OPG_LT(id, OPG_LT_B_RESULT, (uint32_t)w->open);
         c->inflight--;
         if (res->n_output_tokens != 1) r->bad_tokens++;
         int in = w->open ? (sent >= w->m0 && sent < w->m1) : (t >= w->m0 && t < w->m1);
@@ -944,6 +948,7 @@ int bench_dispatch_main(const bench_dispatch_opts *in) {
 
     static dctx x; /* big (the process table): not on the stack */
     memset(&x, 0, sizeof x);
+    opg_lt_init("bench"); /* OPG_LATTRACE=PREFIX: per-hop trace (net/lattrace.h) */
     x.o = &o;
     const char *tmp = o.dir ? o.dir : getenv("TMPDIR");
     snprintf(x.dir, sizeof x.dir, "%s/opg-dispatch-XXXXXX", tmp && *tmp ? tmp : "/tmp");

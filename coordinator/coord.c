@@ -16,6 +16,7 @@
 
 #include "contract.h"
 #include "jobstore.h"
+#include "lattrace.h"
 #include "sock.h"
 #include "zap.h"
 
@@ -372,6 +373,7 @@ static void deliver_finished(opg_coord *c) {
                 send_client_raw(c, &s->peer, j->final_frame, j->final_len);
             }
         }
+        OPG_LT(j->id, OPG_LT_C_DELIVER, 0);
         LOG(OPG_LOG_DEBUG, "job_final", "job=%llu state=%d ms=%lld", (unsigned long long)j->id, j->final_state,
             (long long)(now - j->t_submit));
         HASH_DEL(c->jobs, j);
@@ -438,6 +440,7 @@ static void dispatch(opg_coord *c) {
             j->state = OPG_JOB_RUNNING;
             j->w = w;
             j->t_dispatch = now;
+            OPG_LT(j->id, OPG_LT_C_JOB, 0);
             c->n_running++;
             metric_observe(c, c->m_wait, (double)(now - j->t_submit) / 1000.0);
         }
@@ -517,6 +520,7 @@ static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
         requeue(c, j, "invalid result");
         return;
     }
+    OPG_LT(j->id, OPG_LT_C_RESULT, 0);
     uint8_t *buf = NULL;
     size_t len = 0;
     if (opg_frame_encode(T(RESULT), &r->base, &buf, &len)) return;
@@ -630,6 +634,7 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
         return;
     }
     j->state = 0; /* becomes QUEUED after the commit */
+    OPG_LT(id, OPG_LT_C_SUBMIT, 0);
     HASH_ADD(hh, c->jobs, id, sizeof j->id, j);
     a->peer = *p;
     a->j = j;
@@ -736,6 +741,7 @@ static int handle_client(opg_coord *c) {
     case T(GET_RESULT): {
         Opg__V1__GetResult *g = (Opg__V1__GetResult *)f->msg;
         j = active_job(c, g->job_id);
+        OPG_LT(g->job_id, j ? OPG_LT_C_GETRESULT : OPG_LT_C_LOOKUP, 0);
         if (j && (g->wait || j->final_state)) add_sub(c, j, &p, SUB_RESULT);
         else if (j) {
             char msg[96];
@@ -766,6 +772,7 @@ static opg_status commit(opg_coord *c) {
     if (!c->in_txn) return OPG_OK;
     c->in_txn = 0;
     opg_status st = opg_jobstore_commit(c->store);
+    OPG_LT(0, OPG_LT_C_SYNCED, 0);
     if (st) {
         char why[512];
         snprintf(why, sizeof why, "%s", opg_last_error());
@@ -778,6 +785,7 @@ static opg_status commit(opg_coord *c) {
         Opg__V1__SubmitAck m = OPG__V1__SUBMIT_ACK__INIT;
         m.job_id = a->j->id;
         send_client(c, &a->peer, T(SUBMIT_ACK), &m.base);
+        OPG_LT(m.job_id, OPG_LT_C_ACK, 0);
         enqueue(c, a->j, 0);
         metric_add(c, c->m_submitted, 1);
         free(a);
@@ -830,16 +838,20 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
         /* Both sockets in turn, each until it has nothing waiting. A
          * non-blocking receive that finds a message costs no system call;
          * asking ZMQ_EVENTS first cost a poll(2) per message and socket. */
-        int more_w = 1, more_c = 1;
-        for (int n = 0; (more_w || more_c) && n < BATCH_MAX;) {
+        OPG_LT(0, OPG_LT_C_WAKE, 0);
+        int more_w = 1, more_c = 1, n = 0;
+        while ((more_w || more_c) && n < BATCH_MAX) {
             if (more_w && (more_w = handle_worker(c))) n++;
             if (more_c && (more_c = handle_client(c))) n++;
         }
+        OPG_LT(0, OPG_LT_C_BATCH, (uint32_t)n);
         if ((st = commit(c))) break;
+        OPG_LT(0, OPG_LT_C_COMMIT, 0);
         now = opg_now_ms();
         heartbeat(c, now);
         if ((st = commit(c))) break; /* jobs failed by lost workers */
         dispatch(c);
+        OPG_LT(0, OPG_LT_C_DISPATCH, 0);
         update_gauges(c);
     }
     return st;
@@ -902,6 +914,7 @@ opg_status opg_coord_new(const opg_coord_config *cfg, opg_coord **out) {
     *out = NULL;
     if (!cfg || !cfg->workers_endpoint || !cfg->clients_endpoint || !cfg->db_path)
         return opg__fail(OPG_ERR_ARG, "coordinator: endpoints and a store path are required");
+    opg_lt_init("coord");
     if (!cfg->key) {
         const char *eps[2] = {cfg->workers_endpoint, cfg->clients_endpoint};
         for (int i = 0; i < 2; i++)

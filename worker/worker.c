@@ -12,6 +12,7 @@
 
 #include "chat.h"
 #include "contract.h"
+#include "lattrace.h"
 #include "receipt.h"
 #include "scheduler.h"
 #include "sock.h"
@@ -151,6 +152,7 @@ static void on_done(void *ctx, uint64_t tag, opg_gen_result *r) {
         opg_gen_result_clear(r);
         return;
     }
+    OPG_LT(j->id, OPG_LT_W_DONE, 0);
     wmodel *wm = &w->models[j->model];
     uint32_t *out = malloc((size_t)(r->n_tokens ? r->n_tokens : 1) * sizeof *out);
     if (!out) {
@@ -194,6 +196,7 @@ static void on_done(void *ctx, uint64_t tag, opg_gen_result *r) {
     res.receipt = (ProtobufCBinaryData){signed_len, signed_rc};
     j->n_pending = 0; /* the Result carries them */
     send_msg(w, T(RESULT), &res.base);
+    OPG_LT(j->id, OPG_LT_W_SENT, 0);
     metric_add(w, w->m_done, 1);
     metric_add(w, w->m_tokens, (double)r->n_tokens);
     LOG(OPG_LOG_DEBUG, "job_done", "job=%llu tokens=%lld", (unsigned long long)j->id, (long long)r->n_tokens);
@@ -354,7 +357,10 @@ static int read_link(opg_worker *w) {
         w->backoff_ms = w->cfg.reconnect_ms; /* the link works */
         int reset = 0;
         switch (f->type) {
-        case T(JOB): on_job(w, (Opg__V1__Job *)f->msg); break;
+        case T(JOB):
+            OPG_LT(((Opg__V1__Job *)f->msg)->job_id, OPG_LT_W_JOB, 0);
+            on_job(w, (Opg__V1__Job *)f->msg);
+            break;
         case T(CANCEL): on_cancel(w, ((Opg__V1__Cancel *)f->msg)->job_id); break;
         case T(HEARTBEAT): break;
         case T(DISCONNECT): reset = 1; break;
@@ -401,6 +407,7 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
         for (int i = 0; i < w->cfg.n_models; i++) {
             if (!opg_sched_active(w->models[i].sched)) continue;
             int64_t t0 = opg_now_ms();
+            OPG_LT(0, OPG_LT_W_STEP0, (uint32_t)w->n_jobs);
             if ((st = opg_sched_step(w->models[i].sched))) {
                 /* a failed step: the jobs in it are failed, the model stays */
                 char why[512];
@@ -414,6 +421,7 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
                     opg_sched_cancel(w->models[i].sched, j->id);
                 }
             }
+            OPG_LT(0, OPG_LT_W_STEP1, 0);
             if (w->cfg.metrics && w->m_step >= 0)
                 opg_metrics_observe(w->cfg.metrics, w->m_step, (double)(opg_now_ms() - t0) / 1000.0);
         }
@@ -462,6 +470,7 @@ opg_status opg_worker_new(const opg_worker_config *cfg, opg_worker **out) {
     *out = NULL;
     if (!cfg || !cfg->coordinator || !cfg->models || cfg->n_models < 1)
         return opg__fail(OPG_ERR_ARG, "worker: a coordinator endpoint and at least one model are required");
+    opg_lt_init("worker");
     if (!cfg->server_key && !opg_endpoint_is_local(cfg->coordinator))
         return opg__fail(OPG_ERR_DENIED,
                          "coordinator %s is not on this machine: CurveZMQ is required (its public key)",
