@@ -547,18 +547,25 @@ static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
     finish_job(c, j, OPG_JOB_FAILED, buf, len);
 }
 
+/* Receives one message from sock (named for the log): 1 with *f decoded, 0
+ * when none was waiting, -1 when it was malformed (answered with an Error
+ * when the sender is known, counted, logged). */
+static int recv_one(opg_coord *c, void *sock, const char *name, opg_peer *p, opg_frame **f) {
+    opg_status st = opg_sock_recv(sock, 1, p, f);
+    if (st == OPG_ERR_TIMEOUT) return 0;
+    if (st == OPG_OK) return 1;
+    metric_add(c, c->m_rejected, 1);
+    LOG(OPG_LOG_WARN, "frame_rejected", "socket=%s code=%d error=\"%s\"", name, st, opg_last_error());
+    if (p->rid_len) opg_sock_send_error(sock, p, 0, st, opg_last_error());
+    return -1;
+}
+
 /* Handles one message from a worker: 1, or 0 when none was waiting. */
 static int handle_worker(opg_coord *c) {
     opg_peer p;
     opg_frame *f = NULL;
-    opg_status st = opg_sock_recv(c->wsock, 1, &p, &f);
-    if (st == OPG_ERR_TIMEOUT) return 0;
-    if (st) {
-        metric_add(c, c->m_rejected, 1);
-        LOG(OPG_LOG_WARN, "frame_rejected", "socket=workers code=%d error=\"%s\"", st, opg_last_error());
-        if (p.rid_len) opg_sock_send_error(c->wsock, &p, 0, st, opg_last_error());
-        return 1;
-    }
+    int got = recv_one(c, c->wsock, "workers", &p, &f);
+    if (got <= 0) return got < 0;
     worker *w = worker_find(c, &p);
     if (w) w->last_seen = opg_now_ms();
     switch (f->type) {
@@ -716,14 +723,8 @@ static void on_cancel(opg_coord *c, const opg_peer *p, uint64_t id) {
 static int handle_client(opg_coord *c) {
     opg_peer p;
     opg_frame *f = NULL;
-    opg_status st = opg_sock_recv(c->csock, 1, &p, &f);
-    if (st == OPG_ERR_TIMEOUT) return 0;
-    if (st) {
-        metric_add(c, c->m_rejected, 1);
-        LOG(OPG_LOG_WARN, "frame_rejected", "socket=clients code=%d error=\"%s\"", st, opg_last_error());
-        if (p.rid_len) opg_sock_send_error(c->csock, &p, 0, st, opg_last_error());
-        return 1;
-    }
+    int got = recv_one(c, c->csock, "clients", &p, &f);
+    if (got <= 0) return got < 0;
     uint64_t id = 0;
     job *j = NULL;
     switch (f->type) {
