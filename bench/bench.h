@@ -13,6 +13,8 @@
 #include "dtype.h"
 #include "pool.h"
 
+typedef struct opg_backend opg_backend;
+
 /* ---- environment ----------------------------------------------------------- */
 
 typedef struct {
@@ -179,6 +181,52 @@ typedef struct {
  * daemon failed, 2 not built / bad setup, 130 interrupted (SIGINT/SIGTERM). */
 int bench_dispatch_main(const bench_dispatch_opts *o);
 
+/* ---- a backend's ops, and a model on it (bench_backend*.c) -------------------------- */
+
+/* opg-bench --backend B: every op of backend.h at Llama-7B-like shapes on B,
+ * timed, and bit-compared with the cpu backend (all CPUs; 1 thread when B is
+ * the cpu backend itself); with --model, the model too. */
+typedef struct {
+    const char *backend;       /* "cpu", "cuda", "cuda:N", "auto" */
+    int threads;               /* of a cpu backend under test (0: all CPUs) */
+    int quick, json, reps;
+    const char *model;         /* NULL: ops only */
+    char *const *ops;          /* --op filter ("none": no op, e.g. the model alone) */
+    int n_ops;
+} bench_backend_opts;
+
+/* Prints the table (or JSON) on stdout. Returns the exit status: 0 every
+ * compared result the same, 1 a DIFF or an error, 2 bad usage, 3 the backend
+ * cannot be created (no CUDA device or driver, built without CUDA). */
+int bench_backend_main(const bench_backend_opts *o);
+void bench_backend_list(FILE *f);
+
+typedef struct {
+    char model[256];           /* file name */
+    char arch[16];
+    int n_layer, batch;
+    int64_t n_vocab, prompt, gen;
+    double load_s, prefill_tps, decode_tps_1, decode_tps_batch; /* <= 0: not measured */
+    char root[65], root_ref[65]; /* job 0 alone: on the backend, on the cpu backend */
+    int same_alone, same_batched, same_in_batch;
+    int failed;
+    char err[256];
+} bench_model_result;
+
+/* Loads path on be and on ref (the cpu backend), times it on be and compares
+ * trace roots. Returns 0 when every root matched, -1 otherwise (r->err). */
+int bench_model_measure(opg_backend *be, opg_backend *ref, const char *path, int quick,
+                        bench_model_result *r);
+void bench_model_print(FILE *f, const bench_model_result *r);
+void bench_model_json(FILE *f, const bench_model_result *r);
+
+/* Device references (bench_cuda_ref.c), -1 when not available: copy bandwidth
+ * of CUDA device `device` in GB/s (2x bytes), and cuBLAS's seconds per call
+ * of the float matmul y[M][N] = x[M][K] w[N][K]^T with weights of type wt. */
+double bench_cuda_copy_gbs(int device, int quick);
+double bench_cublas_matmul_s(int device, opg_dtype wt, int64_t M, int64_t N, int64_t K,
+                             int copies, int quick);
+
 /* ---- helpers (bench_util.c) ------------------------------------------------------ */
 
 double bench_now(void); /* monotonic seconds */
@@ -192,6 +240,9 @@ uint64_t bench_rng_u64(bench_rng *r);
 float bench_rng_uniform(bench_rng *r, float lo, float hi);
 void bench_fill_f32(bench_rng *r, float *x, size_t n, float lo, float hi);
 void bench_fill_bytes(bench_rng *r, void *p, size_t n);
+/* One copy of [N][K] weights of type wt as real ones look: float values in
+ * +-0.05, quantized blocks with small finite scales (bench_matmul.c). */
+void bench_fill_weights(bench_rng *r, uint8_t *w, opg_dtype wt, int64_t N, int64_t K);
 
 /* Writes s as a JSON string literal (quotes included, escaped). */
 void bench_json_str(FILE *f, const char *s);

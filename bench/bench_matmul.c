@@ -62,8 +62,8 @@ static void fix_scales(bench_rng *r, uint8_t *w, opg_dtype wt, size_t nblocks) {
     }
 }
 
-/* One copy of [N][K] weights of type wt. */
-static void fill_weights(bench_rng *r, uint8_t *w, opg_dtype wt, int64_t N, int64_t K) {
+/* One copy of [N][K] weights of type wt (bench.h). */
+void bench_fill_weights(bench_rng *r, uint8_t *w, opg_dtype wt, int64_t N, int64_t K) {
     size_t n = (size_t)(N * K);
     if (wt == OPG_F32) {
         bench_fill_f32(r, (float *)w, n, -0.05f, 0.05f);
@@ -98,7 +98,7 @@ static int mm_setup(bench_case *c, const bench_env *env) {
     s->sub_m = M < 4 ? M : 4;
 
     bench_rng r = {(uint64_t)c->p.wt * 1000003u + (uint64_t)M};
-    fill_weights(&r, s->w, c->p.wt, N, K);
+    bench_fill_weights(&r, s->w, c->p.wt, N, K);
     for (int i = 1; i < c->copies; i++) memcpy(s->w + (size_t)i * s->stride, s->w, s->wbytes);
     bench_fill_f32(&r, s->x, (size_t)(M * K), -1.0f, 1.0f);
 

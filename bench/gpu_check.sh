@@ -2,8 +2,8 @@
 # gpu_check.sh: on a machine with an NVIDIA GPU, in one go: configure and build
 # opg with CUDA and without the network layers (-DOPG_NETWORK=OFF), run the
 # GPU tests (ctest -L gpu) and the CPU suite, run compute-sanitizer over the
-# GPU tests, and the GPU part of opg-bench (while opg-bench has none: time
-# `opg run` on the cpu and cuda backends and compare their trace roots).
+# GPU tests, the GPU part of opg-bench (--backend cuda, with a model), and
+# `opg run` on the real model on the cpu and cuda backends (trace roots).
 # Writes OUT_DIR/summary.md (a short table, also printed) and one full log per
 # phase: env.log, build.log, test.log, sanitize.log, bench.log.
 #
@@ -311,18 +311,61 @@ phase_bench() {
         return
     fi
     setup_deps >>"$log" 2>&1
-    # opg-bench's GPU part, when it has one
-    local ob=$build/bench/opg-bench
-    if [ -x "$ob" ] && "$ob" --help 2>&1 | grep -qE -- '--backend'; then
-        { echo "== opg-bench --backend cuda"; "$ob" --backend cuda; } >>"$log" 2>&1 &&
-            row bench opg-bench-gpu ok "table in bench.log" ||
-            row bench opg-bench-gpu FAIL "exit status (bench.log)"
-    elif [ -x "$ob" ] && "$ob" --help 2>&1 | grep -qE -- '--gpu'; then
-        { echo "== opg-bench --gpu"; "$ob" --gpu; } >>"$log" 2>&1 &&
-            row bench opg-bench-gpu ok "table in bench.log" ||
-            row bench opg-bench-gpu FAIL "exit status (bench.log)"
+    # opg-bench's GPU part: every backend op on cuda against the cpu backend,
+    # cuBLAS beside the float GEMMs, and a model (the real one, else a tiny one)
+    local ob=$build/bench/opg-bench json=$out/opg-bench-cuda.json mdl=$model
+    [ -f "$mdl" ] || mdl=$build/tests/tiny/tiny-q4_1.gguf
+    if [ ! -x "$ob" ]; then
+        row bench opg-bench-cuda FAIL "opg-bench not built"
     else
-        row bench opg-bench-gpu note "pending: this opg-bench has no GPU part yet; opg run timed instead"
+        local margs=() t0 rc
+        [ -f "$mdl" ] && margs=(--model "$mdl")
+        echo "== opg-bench --backend cuda ${margs[*]} --json" >>"$log"
+        t0=$(now)
+        "$ob" --backend cuda "${margs[@]}" --json >"$json" 2>>"$log"
+        rc=$?
+        local rows
+        # the JSON as a table in bench.log, and summary rows (check<TAB>status<TAB>detail)
+        rows=$(python3 - "$json" "$out/opg-bench-cuda.md" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception as e:
+    print("opg-bench-cuda ops\tFAIL\tno JSON (%s)" % e); sys.exit(0)
+f = lambda v, fmt: "-" if v is None else fmt % v
+with open(sys.argv[2], "w") as md:
+    md.write("opg-bench --backend cuda: %s, copy %s GB/s, %s\n\n" % (d["device"], f(d["copy_gbs"], "%.0f"), d["date"]))
+    md.write("| op | shape | us | GFLOP/s | GB/s | % copy | cuBLAS us | bits |\n|---|---|---|---|---|---|---|---|\n")
+    for o in d["ops"]:
+        md.write("| %s | %s | %s | %s | %s | %s | %s | %s |\n" % (o["op"], o["shape"], f(o["median_us"], "%.1f"),
+                 f(o["gflops"], "%.0f"), f(o["gbs"], "%.0f"), f(o["pct_copy"], "%.0f"), f(o["cublas_us"], "%.1f"), o["bits"]))
+    m = d.get("model")
+    if m:
+        md.write("\nmodel %s: prefill %s tok/s, decode %s tok/s (1 seq), %s tok/s (%d seqs); roots alone/batched/in-batch = cpu: %s/%s/%s %s\n" % (
+            m["file"], f(m["prefill_tps"], "%.0f"), f(m["decode_tps_1"], "%.0f"), f(m["decode_tps_batch"], "%.0f"), m["batch"],
+            m["same_alone"], m["same_batched"], m["same_in_batch"], m["error"]))
+ops = d["ops"]
+bad = [o["op"] for o in ops if o["bits"] != "same"]
+by = {o["op"]: o for o in ops}
+detail = "%d ops, %s" % (len(ops), "every result = cpu backend" if not bad else "not = cpu: " + ",".join(bad))
+g = by.get("gemv_q8_0")
+if g and g["gbs"]: detail += "; gemv_q8_0 %.0f GB/s (%s%% of copy)" % (g["gbs"], f(g["pct_copy"], "%.0f"))
+h = by.get("gemm_f16")
+if h and h["median_us"] and h["cublas_us"]: detail += "; gemm_f16 %.1fx cuBLAS's time" % (h["median_us"] / h["cublas_us"])
+print("opg-bench-cuda ops\t%s\t%s" % ("ok" if not bad and ops else "FAIL", detail))
+m = d.get("model")
+if m:
+    same = m["same_alone"] and m["same_batched"] and m["same_in_batch"]
+    print("opg-bench-cuda model %s\t%s\tprefill %s tok/s, decode %s tok/s (1 seq), %s tok/s (%d seqs), roots %s %s" % (
+        m["file"], "ok" if same else "FAIL", f(m["prefill_tps"], "%.0f"), f(m["decode_tps_1"], "%.0f"),
+        f(m["decode_tps_batch"], "%.0f"), m["batch"], "= cpu" if same else "DIFFER", m["error"]))
+PY
+)
+        [ -f "$out/opg-bench-cuda.md" ] && cat "$out/opg-bench-cuda.md" >>"$log"
+        while IFS=$'\t' read -r name status detail; do
+            [ -n "$name" ] && row bench "$name" "$status" "$detail"
+        done <<<"$rows"
+        [ $rc -eq 0 ] || row bench opg-bench-cuda FAIL "exit $rc after $(secs "$t0") s (bench.log)"
     fi
     if [ ! -f "$model" ]; then
         row bench opg-run note "no model at $model (scripts/fetch-model.sh, or OPG_MODEL): not timed"

@@ -21,6 +21,7 @@ typedef struct {
     char op_buf[1024];
     size_t op_used;
     int dispatch;         /* --dispatch: the load test instead of the kernels */
+    const char *backend;  /* --backend: a backend's ops (and --model) instead */
     bench_dispatch_opts d;
 } bench_opts;
 
@@ -40,6 +41,16 @@ static void usage(FILE *f) {
           "  --list        print the op names and groups, then exit\n"
           "  -h, --help    this text\n"
           "\n"
+          "A backend's ops as the model calls them (the GPU part: --backend cuda), each\n"
+          "timed on it and compared bit for bit with the cpu backend (all CPUs; 1 thread\n"
+          "when it is the cpu backend); next to float matmuls, cuBLAS at the same shape:\n"
+          "  --backend B              cpu, cuda, cuda:N or auto (instead of the kernels;\n"
+          "                           --threads, --op, --reps, --quick, --json, --list apply;\n"
+          "                           --op none: no op, the model alone)\n"
+          "  --model PATH             also the whole model on B: prefill and decode tokens/s\n"
+          "                           (1 and 8 sequences) and its jobs' trace roots against\n"
+          "                           the cpu backend's, alone and batched\n"
+          "\n"
           "Dispatch load test (instead of the kernels): starts opg-coordinator and N\n"
           "opg-worker on 127.0.0.1 with a fresh store, loads them from client sockets\n"
           "here: jobs/s with a window of jobs in flight, then latency at a fixed rate.\n"
@@ -58,7 +69,8 @@ static void usage(FILE *f) {
           "                           1-layer width-32 model, so a job costs ~ its dispatch\n"
           "  --coordinator-bin PATH, --worker-bin PATH   the daemons (default: the build tree's)\n"
           "\n"
-          "Exit status: 0 all bits the same, 1 a DIFF or a kernel error, 2 bad usage.\n"
+          "Exit status: 0 all bits the same, 1 a DIFF or a kernel error, 2 bad usage,\n"
+          "3 (--backend) the backend cannot be created (no CUDA device, driver or build).\n"
           "(--dispatch: 0 every job answered correctly, 1 errors, 130 interrupted.)\n"
           "Columns and conventions: docs/benchmarks.md.\n",
           f);
@@ -136,6 +148,9 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         } else if ((v = flag_value(argc, argv, &i, "--op"))) {
             if (!*v) return usage_error("--op needs a name%s", "");
             if (add_ops(o, v) != 0) return usage_error("too many --op names%s", "");
+        } else if ((v = flag_value(argc, argv, &i, "--backend"))) {
+            if (!*v) return usage_error("--backend needs cpu, cuda, cuda:N or auto%s", "");
+            o->backend = v;
         } else if (strcmp(a, "--dispatch") == 0) {
             o->dispatch = 1;
         } else if ((v = flag_value(argc, argv, &i, "--dispatch-workers"))) {
@@ -167,7 +182,7 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
             o->d.dir = v;
         } else if ((v = flag_value(argc, argv, &i, "--model"))) {
             if (!*v) return usage_error("--model needs a path%s", "");
-            o->d.model = v;
+            o->d.model = v; /* --dispatch: the workers'; --backend: the one timed */
         } else if ((v = flag_value(argc, argv, &i, "--coordinator-bin"))) {
             if (!*v) return usage_error("--coordinator-bin needs a path%s", "");
             o->d.coordinator_bin = v;
@@ -212,6 +227,19 @@ int main(int argc, char **argv) {
     o.d.warmup = -1; /* default */
     int rc = parse_args(argc, argv, &o);
     if (rc != 0) return rc;
+    if (o.dispatch && o.backend)
+        return usage_error("--dispatch and --backend are separate runs%s", "");
+    if (o.backend && o.d.model && strcmp(o.d.model, "micro") == 0)
+        return usage_error("--model micro is for --dispatch; --backend needs a GGUF path%s", "");
+    if (o.backend) {
+        if (o.list) {
+            bench_backend_list(stdout);
+            return 0;
+        }
+        bench_backend_opts b = {o.backend, o.threads, o.quick, o.json, o.reps, o.d.model,
+                                o.ops, o.n_ops};
+        return bench_backend_main(&b);
+    }
     if (o.dispatch) {
         o.d.json = o.json;
         return bench_dispatch_main(&o.d);

@@ -69,6 +69,11 @@ typedef struct opg_backend_ops {
      * each, row stride `stride` elements, written to host out[n]. */
     opg_status (*fingerprint)(opg_backend *be, uint64_t *out, opg_view x, int64_t n,
                               int64_t len, int64_t stride);
+    /* Returns when every op enqueued so far has finished (a no-op on the cpu,
+     * whose ops finish before they return); where an asynchronous device
+     * fault surfaces. For timing and for callers that read results some other
+     * way than download. */
+    opg_status (*sync)(opg_backend *be);
     /* The device it runs on, for humans ("NVIDIA H100 80GB HBM3 (sm_90, ...)");
      * NULL for the cpu backend. */
     const char *(*device)(opg_backend *be);

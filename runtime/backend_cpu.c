@@ -156,6 +156,11 @@ static opg_status cpu_fingerprint(opg_backend *be, uint64_t *out, opg_view x, in
     return OPG_OK;
 }
 
+static opg_status cpu_sync(opg_backend *be) {
+    (void)be;
+    return OPG_OK;
+}
+
 static const opg_backend_ops cpu_ops = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -173,6 +178,7 @@ static const opg_backend_ops cpu_ops = {
     .embed = cpu_embed,
     .copy = cpu_copy,
     .fingerprint = cpu_fingerprint,
+    .sync = cpu_sync,
 };
 
 opg_status opg_backend_cpu_new(int n_threads, opg_backend **out) {

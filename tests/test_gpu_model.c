@@ -92,6 +92,10 @@ static void test_backend_memory(void **state) {
     CHECK_OK(o->copy(g_cuda, opg_view_of(a, 50), opg_view_of(a, 113), 5000));
     CHECK_OK(o->download(g_cuda, g, opg_view_of(a, 50), 5000));
     tu_assert_bytes(h, g, 5000, "overlapping copy backward");
+    /* sync drains the queue: a copy enqueued before it is visible after */
+    CHECK_OK(o->copy(g_cuda, opg_view_of(b, 0), opg_view_of(a, 0), 64));
+    CHECK_OK(o->sync(g_cuda));
+    CHECK_OK(g_cpu->ops->sync(g_cpu));
     /* views outside their buffer */
     EXPECT_FAIL(o->upload(g_cuda, opg_view_of(b, 4000), h, 97), OPG_ERR_ARG, "outside");
     EXPECT_FAIL(o->download(g_cuda, g, opg_view_of(b, 5000), 1), OPG_ERR_ARG, "outside");

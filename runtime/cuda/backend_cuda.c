@@ -228,8 +228,10 @@ static void cuda_destroy(opg_backend *be) {
     free(c);
 }
 
-static opg_status cuda_alloc(opg_backend *be, size_t bytes, opg_buf **out) {
-    cuda_backend *c = cb(be);
+static void cuda_free(opg_backend *be, opg_buf *b);
+
+/* A new opg_buf of bytes device bytes (contents undefined), counted in held. */
+static opg_status new_buf(cuda_backend *c, size_t bytes, opg_buf **out) {
     *out = NULL;
     TRY(enter(c));
     opg_buf *b = calloc(1, sizeof *b);
@@ -240,14 +242,22 @@ static opg_status cuda_alloc(opg_backend *be, size_t bytes, opg_buf **out) {
         return st;
     }
     b->bytes = bytes;
+    c->held += bytes;
+    *out = b;
+    return OPG_OK;
+}
+
+static opg_status cuda_alloc(opg_backend *be, size_t bytes, opg_buf **out) {
+    cuda_backend *c = cb(be);
+    opg_buf *b;
+    TRY(new_buf(c, bytes, &b));
     /* zeroed, as the interface promises; ordered before any later op */
     cudaError_t e = cudaMemsetAsync(b->dev, 0, bytes, c->stream);
     if (e != cudaSuccess) {
-        cudaFree(b->dev);
-        free(b);
-        return cuda_fail(e, "alloc: cudaMemsetAsync");
+        opg_status st = cuda_fail(e, "alloc: cudaMemsetAsync");
+        cuda_free(be, b);
+        return st;
     }
-    c->held += bytes;
     *out = b;
     return OPG_OK;
 }
@@ -294,26 +304,17 @@ static opg_status cuda_download(opg_backend *be, void *dst, opg_view src, size_t
 
 static opg_status cuda_wrap(opg_backend *be, const void *host, size_t bytes, opg_buf **out) {
     cuda_backend *c = cb(be);
-    *out = NULL;
-    TRY(enter(c));
-    opg_buf *b = calloc(1, sizeof *b);
-    if (!b) return opg__fail(OPG_ERR_NOMEM, "cuda backend: out of host memory");
-    opg_status st = dev_alloc(c, bytes, &b->dev);
-    if (st) {
-        free(b);
-        return st;
-    }
-    b->bytes = bytes;
-    c->held += bytes;
+    opg_buf *b;
+    TRY(new_buf(c, bytes, &b));
     /* once, at load, on the backend's stream (a non-blocking stream does
      * not wait for the legacy default stream), then synchronized: the
      * mapping may go away afterwards */
     cudaError_t e = cudaMemcpyAsync(b->dev, host, bytes, cudaMemcpyHostToDevice, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) {
-        opg_status st2 = cuda_fail(e, "wrap_weights: cudaMemcpyAsync");
+        opg_status st = cuda_fail(e, "wrap_weights: cudaMemcpyAsync");
         cuda_free(be, b);
-        return st2;
+        return st;
     }
     *out = b;
     return OPG_OK;
@@ -483,6 +484,14 @@ static opg_status cuda_fingerprint(opg_backend *be, uint64_t *out, opg_view x, i
     return OPG_OK;
 }
 
+static opg_status cuda_sync(opg_backend *be) {
+    cuda_backend *c = cb(be);
+    TRY(enter(c));
+    CU(cudaStreamSynchronize(c->stream),
+       "sync: cudaStreamSynchronize (an earlier op may have failed on the device)");
+    return OPG_OK;
+}
+
 static const char *cuda_device(opg_backend *be) { return cb(be)->name; }
 
 static const opg_backend_ops cuda_ops = {
@@ -503,6 +512,7 @@ static const opg_backend_ops cuda_ops = {
     .embed = cuda_embed,
     .copy = cuda_copy,
     .fingerprint = cuda_fingerprint,
+    .sync = cuda_sync,
 };
 
 int opg_backend_cuda_devices(void) { return opg_cuda_device_count(); }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# bench_backend.sh: opg-bench --backend B --quick on a tiny model: every op
+# and the model's trace roots must match the cpu backend's (exit 0), the
+# table and the JSON must say so. On the cuda backend without a usable device
+# (opg-bench exits 3) the test is skipped with a visible line.
+# Usage: bench_backend.sh OPG_BENCH BACKEND MODEL
+set -uo pipefail
+bench=$1 backend=$2 model=$3
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"$bench" --backend "$backend" --quick --threads 2 --model "$model" >table.txt 2>err.txt
+rc=$?
+cat table.txt
+if [ $rc -eq 3 ]; then
+    echo "skipped: no CUDA device ($(tail -1 err.txt))"
+    exit 77
+fi
+[ $rc -eq 0 ] || fail "exit $rc: $(tail -3 err.txt)"
+grep -Eq '^(gemv|gemm)_q4_K .* same$' table.txt || fail "no gemv/gemm q4_K row that says same"
+[ "$(grep -Ec '^[a-z].* (same|DIFF|ERROR)$' table.txt)" -eq 24 ] || fail "want 24 op rows"
+grep -q 'DIFF\|ERROR' table.txt && fail "a DIFF or ERROR row"
+grep -q '= on the cpu backend: *same' table.txt || fail "model root line"
+
+"$bench" --backend "$backend" --quick --op gemv_q8_0,attention --json >out.json 2>err.txt ||
+    fail "--json: exit $?: $(tail -1 err.txt)"
+python3 - out.json "$backend" <<'PY' || fail "JSON"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["backend"] == sys.argv[2].split(":")[0], d["backend"]
+ops = [o["op"] for o in d["ops"]]
+assert ops == ["gemv_q8_0", "attn_decode", "attn_prefill"], ops
+assert all(o["bits"] == "same" and o["median_us"] > 0 for o in d["ops"]), d["ops"]
+assert d["model"] is None
+PY
+
+# usage errors exit 2 with a message, before any work
+"$bench" --backend bogus 2>err.txt; [ $? -eq 2 ] || fail "bad backend: want exit 2"
+"$bench" --backend "$backend" --op nosuchop 2>err.txt; [ $? -eq 2 ] || fail "bad op: want exit 2"
+grep -q "unknown op 'nosuchop'" err.txt || fail "bad op message: $(cat err.txt)"
+"$bench" --backend "$backend" --model /nonexistent.gguf 2>err.txt; [ $? -eq 2 ] || fail "bad model: want exit 2"
+grep -q "cannot read model /nonexistent.gguf" err.txt || fail "bad model message: $(cat err.txt)"
+"$bench" --backend "$backend" --dispatch 2>err.txt; [ $? -eq 2 ] || fail "--dispatch with --backend: want exit 2"
+echo "ok"
