@@ -49,8 +49,8 @@ OPG_HD uint16_t opg_f32_to_f16(float f) {
         if (ax < 0x33000000u) return (uint16_t)sign; /* below half the smallest subnormal */
         uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
         uint32_t shift = 126u - e; /* 14..24 */
-        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (q & 1u))) q++;
+        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), halfway = 1u << (shift - 1u);
+        if (rem > halfway || (rem == halfway && (q & 1u))) q++;
         return (uint16_t)(sign | q);
     }
     uint32_t q = ((ax >> 13) - (112u << 10)), rem = ax & 0x1fffu;

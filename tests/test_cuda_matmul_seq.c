@@ -3,7 +3,8 @@
  * reference, bit for bit, on the host (no GPU needed). The loops below
  * replay the kernels' work split: the quantized kernel's lanes (4 integer
  * parts per 32-block, added as integers, then the 8 f32 terms of a chunk in
- * block order, chunks folded in order); the activation quantizer's warp (max
+ * block order, chunks folded in order; the tensor-core kernel's per-half
+ * integer sums), the packed weight words against the plain values; the activation quantizer's warp (max
  * of the |x_i| bit patterns, then per-element values, then the sum); the
  * float kernels' chunk partials folded in order (GEMV: 8 chunks per round;
  * GEMM: one fold per chunk), with the weight read by opg_cu_wf32. What this
@@ -88,6 +89,86 @@ static float qdot_as_kernel(const void *wrow, opg_dtype t, const opg_block_q8a *
     return total;
 }
 
+/* The integer value element e (0..31) of 32-block blk multiplies in the
+ * spec's sums, read the plain way (one byte or nibble at a time). */
+static int qvalue_plain(const uint8_t *wrow, opg_dtype t, int64_t blk, int e) {
+    switch (t) {
+    case OPG_Q8_0: return ((const opg_block_q8_0 *)wrow + blk)->qs[e];
+    case OPG_Q4_0: case OPG_Q4_1: {
+        const uint8_t *qs = t == OPG_Q4_0 ? ((const opg_block_q4_0 *)wrow + blk)->qs
+                                          : ((const opg_block_q4_1 *)wrow + blk)->qs;
+        int q = e < 16 ? (qs[e] & 15) : (qs[e - 16] >> 4);
+        return t == OPG_Q4_0 ? q - 8 : q;
+    }
+    case OPG_Q4_K: {
+        const opg_block_q4_K *b = (const opg_block_q4_K *)wrow + blk / 8;
+        int j = (int)(blk % 8);
+        return (b->qs[32 * (j / 2) + e] >> (4 * (j % 2))) & 15;
+    }
+    case OPG_Q6_K: { /* ggml's dequantize_row_q6_K layout */
+        const opg_block_q6_K *b = (const opg_block_q6_K *)wrow + blk / 8;
+        int i = (int)(blk % 8) * 32 + e, h = i / 128, g = (i % 128) / 32, l = i % 32;
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        int lo = g == 0 ? (ql[l] & 15) : g == 1 ? (ql[l + 32] & 15) : g == 2 ? (ql[l] >> 4) : (ql[l + 32] >> 4);
+        return (lo | (((qh[l] >> (2 * g)) & 3) << 4)) - 32;
+    }
+    default: return 0;
+    }
+}
+
+/* opg_cu_qword's packed bytes are the plain values, for every block and word
+ * of random rows (raw bytes: every bit pattern of the values occurs). */
+static void test_qword(void **state) {
+    (void)state;
+    tu_rng r = {777};
+    for (int ti = 0; ti < 5; ti++) {
+        opg_dtype t = QTYPES[ti];
+        for (int rep = 0; rep < 20; rep++) {
+            const int64_t K = 512;
+            uint8_t *w = make_row(&r, t, K, 1);
+            for (int64_t blk = 0; blk < K / 32; blk++)
+                for (int g = 0; g < 8; g++) {
+                    uint32_t word = opg_cu_qword(w, t, blk, g);
+                    for (int i = 0; i < 4; i++) {
+                        int got = (int8_t)(uint8_t)(word >> 8 * i), want = qvalue_plain(w, t, blk, 4 * g + i);
+                        if (got != want)
+                            fail_msg("%s block %lld element %d: word byte %d, plain value %d",
+                                     opg_dtype_name(t), (long long)blk, 4 * g + i, got, want);
+                    }
+                }
+            tu_free(w);
+        }
+    }
+    /* dp4a emulation: signed bytes, accumulated */
+    assert_int_equal(opg_cu_dp4a(0x80FF017Fu, 0x7F8002FFu, 5), 5 + (-128 * 127) + (-1 * -128) + 2 - 127);
+}
+
+/* The tensor-core kernel's sequence for one output: per block, the exact sum
+ * over each 16-element half (what wmma's int8 mma computes), Q6_K's halves
+ * combined with their scales, then the same f32 terms and folds. */
+static float qdot_as_tc_kernel(const void *wrow, opg_dtype t, const opg_block_q8a *xq, int64_t K) {
+    int64_t nb = K / 32, nchunks = (nb + 7) / 8;
+    float total = 0.0f;
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t b0 = c * 8;
+        int nbc = nb - b0 < 8 ? (int)(nb - b0) : 8;
+        float acc = 0.0f;
+        for (int j = 0; j < nbc; j++) {
+            int32_t half[2] = {0, 0};
+            for (int g = 0; g < 8; g++) { /* the smem tile's words */
+                uint32_t wv = opg_cu_qword(wrow, t, b0 + j, g);
+                for (int i = 0; i < 4; i++)
+                    half[g / 4] += (int8_t)(uint8_t)(wv >> 8 * i) * xq[b0 + j].qs[4 * g + i];
+            }
+            int32_t I = t == OPG_Q6_K ? opg_cu_q6k_combine(wrow, b0 + j, half[0], half[1])
+                                      : half[0] + half[1];
+            acc = opg_cu_qterm(wrow, t, b0 + j, &xq[b0 + j], I, acc);
+        }
+        total = opg_cu_fold(total, acc, c);
+    }
+    return total;
+}
+
 static void test_quantize_act(void **state) {
     (void)state;
     tu_rng r = {31};
@@ -126,14 +207,17 @@ static void test_qdot(void **state) {
                 else tu_fill(&r, x, (size_t)K, -1.0f, 1.0f);
                 opg_quantize_act_ref(xq, x, K);
                 uint8_t *w = make_row(&r, t, K, rep == 5);
-                float want = opg_qdot_ref(w, t, xq, K), got = qdot_as_kernel(w, t, xq, K);
-                char what[64];
-                snprintf(what, sizeof what, "qdot %s K=%lld rep %d", opg_dtype_name(t),
-                         (long long)K, rep);
-                if (want != want) /* raw bytes: NaN scales; only "NaN out" is promised */
-                    assert_true(got != got);
-                else
-                    tu_assert_bits(&got, &want, 1, what);
+                float want = opg_qdot_ref(w, t, xq, K);
+                for (int tc = 0; tc < 2; tc++) {
+                    float got = tc ? qdot_as_tc_kernel(w, t, xq, K) : qdot_as_kernel(w, t, xq, K);
+                    char what[64];
+                    snprintf(what, sizeof what, "qdot%s %s K=%lld rep %d", tc ? " (tc)" : "",
+                             opg_dtype_name(t), (long long)K, rep);
+                    if (want != want) /* raw bytes: NaN scales; only "NaN out" is promised */
+                        assert_true(got != got);
+                    else
+                        tu_assert_bits(&got, &want, 1, what);
+                }
                 tu_free(w);
             }
             tu_free(x);
@@ -208,6 +292,7 @@ static void test_fold_keeps_negative_zero(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_qword),
         cmocka_unit_test(test_quantize_act),
         cmocka_unit_test(test_qdot),
         cmocka_unit_test(test_float_dot),

@@ -221,7 +221,9 @@ static void test_matmul(void **state) {
     (void)state;
     tu_rng r = {0x6b0001};
     /* K multiples of 256 so every type takes them; M across the GEMV/GEMM
-     * crossover; N odd and even */
+     * crossover (float: gemv_float up to 8; quantized: the dp4a kernel up to
+     * 8, int8 tensor cores from 9, tiles of 64x64 cut by odd M and N); N odd
+     * and even */
     const int64_t shapes[][3] = {
         {1, 1, 256},   {1, 67, 256},  {2, 33, 512},  {3, 129, 768}, {7, 5, 256},
         {8, 64, 512},  {9, 31, 1024}, {16, 17, 256}, {33, 96, 512}, {1, 576, 1536},

@@ -6,13 +6,16 @@
  * construct appears here, only the order of the IEEE operations.
  *
  * Quantized split: the kernels compute the exact integer sum I of a 32-block
- * in 4 parts of 8 activation elements (part p covers elements 8p..8p+7, one
- * lane each) and add the parts as integers (exact, any order); the f32 block
- * term of the spec then takes the whole I. */
+ * from packed int8 words (opg_cu_qword): qmatmul in 4 parts of 8 activation
+ * elements (part p covers elements 8p..8p+7, one lane each, two dp4a) added
+ * as integers, qmatmul_tc with int8 tensor cores over the two 16-element
+ * halves (exact, any order); the f32 block term of the spec then takes the
+ * whole I. */
 #ifndef OPG_CUDA_MATMUL_SEQ_H
 #define OPG_CUDA_MATMUL_SEQ_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "contract.h"
 #include "dtype.h"
@@ -44,8 +47,41 @@ OPG_HD int opg_cu_q8a_value(float x, float d) {
     return (int)v;
 }
 
-/* ---- quantized path: integer part p (0..3) of 32-block blk of a row -------
- * qx points at the 8 activation values a->qs + 8p. */
+/* ---- quantized path: weight values as packed int8 words --------------------
+ * The integer sums take the weight values 4 at a time, as the 4 signed bytes
+ * of a 32-bit word (element 4g + i in byte i), so the GPU can multiply them
+ * with dp4a (qmatmul) or feed them to int8 tensor cores (qmatmul_tc). The
+ * words are built with exact integer operations only; integer sums are exact
+ * in any order, so the grouping changes no bit. */
+
+/* 4 bytes at p (2-byte aligned, as every block field of a row is), little
+ * endian. Two 16-bit loads on the device; memcpy (the same value) here. */
+OPG_HD uint32_t opg_cu_ld32(const uint8_t *p) {
+#ifdef __CUDA_ARCH__
+    const uint16_t *h = (const uint16_t *)p;
+    return (uint32_t)h[0] | ((uint32_t)h[1] << 16);
+#else
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+#endif
+}
+
+/* c + sum over the 4 byte lanes of a_i * b_i, bytes signed: __dp4a. */
+OPG_HD int32_t opg_cu_dp4a(uint32_t a, uint32_t b, int32_t c) {
+#ifdef __CUDA_ARCH__
+    return __dp4a((int)a, (int)b, c);
+#else
+    for (int i = 0; i < 4; i++) c += (int32_t)(int8_t)(uint8_t)(a >> 8 * i) * (int8_t)(uint8_t)(b >> 8 * i);
+    return c;
+#endif
+}
+
+/* Bytewise q - 8 for nibbles q in 0..15 and q - 32 for 6-bit q: adding
+ * 128 - k never carries (q + 128 - k < 256) and the xor with 0x80 turns the
+ * byte q + 128 - k into the two's complement byte of q - k. */
+OPG_HD uint32_t opg_cu_sub8(uint32_t q) { return (q + 0x78787878u) ^ 0x80808080u; }
+OPG_HD uint32_t opg_cu_sub32(uint32_t q) { return (q + 0x60606060u) ^ 0x80808080u; }
 
 /* Q4_K's 6-bit scale and min of sub-block j (ggml's get_scale_min_k4). */
 OPG_HD void opg_cu_q4k_scale_min(const uint8_t *scales, int j, int *sc, int *m) {
@@ -58,76 +94,62 @@ OPG_HD void opg_cu_q4k_scale_min(const uint8_t *scales, int j, int *sc, int *m) 
     }
 }
 
-/* Q6_K's 6-bit value (0..63, before the -32) of element i in [0, 256). */
-OPG_HD int opg_cu_q6k_value(const opg_block_q6_K *b, int i) {
-    int h = i / 128, g = (i % 128) / 32, l = i % 32;
-    const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-    int lo = g == 0 ? (ql[l] & 15) : g == 1 ? (ql[l + 32] & 15) : g == 2 ? (ql[l] >> 4) : (ql[l + 32] >> 4);
-    int hi = (qh[l] >> (2 * g)) & 3;
-    return lo | (hi << 4);
-}
-
-/* Q8_0: sum of q * qx over the part. */
-OPG_HD int32_t opg_cu_qpart_q8_0(const opg_block_q8_0 *w, int p, const int8_t *qx) {
-    int32_t I = 0;
-    for (int i = 0; i < 8; i++) I += (int32_t)w->qs[8 * p + i] * qx[i];
-    return I;
-}
-
-/* Q4_0: element e < 16 is the low nibble of qs[e], e >= 16 the high nibble of
- * qs[e - 16]; value q - 8. */
-OPG_HD int32_t opg_cu_qpart_q4_0(const opg_block_q4_0 *w, int p, const int8_t *qx) {
-    int32_t I = 0;
-    for (int i = 0; i < 8; i++) {
-        int e = 8 * p + i;
-        int q = e < 16 ? (w->qs[e] & 15) : (w->qs[e - 16] >> 4);
-        I += (q - 8) * qx[i];
-    }
-    return I;
-}
-
-/* Q4_1: nibbles as Q4_0, value q. */
-OPG_HD int32_t opg_cu_qpart_q4_1(const opg_block_q4_1 *w, int p, const int8_t *qx) {
-    int32_t I = 0;
-    for (int i = 0; i < 8; i++) {
-        int e = 8 * p + i;
-        int q = e < 16 ? (w->qs[e] & 15) : (w->qs[e - 16] >> 4);
-        I += q * qx[i];
-    }
-    return I;
-}
-
-/* Q4_K sub-block j of super-block w: sum of q * qx (the scale comes after). */
-OPG_HD int32_t opg_cu_qpart_q4_K(const opg_block_q4_K *w, int j, int p, const int8_t *qx) {
-    const uint8_t *qs = w->qs + 32 * (j / 2);
-    int shift = (j % 2) * 4;
-    int32_t I = 0;
-    for (int i = 0; i < 8; i++) I += ((qs[8 * p + i] >> shift) & 15) * qx[i];
-    return I;
-}
-
-/* Q6_K sub-block j of super-block w: parts 0, 1 are the first 16 elements
- * (scale scales[2j]), parts 2, 3 the last 16 (scales[2j+1]); the part returns
- * its scale times its sum, so the sum of the 4 parts is the spec's
- * I = sc_2j * lo + sc_2j+1 * hi (integers: exact). */
-OPG_HD int32_t opg_cu_qpart_q6_K(const opg_block_q6_K *w, int j, int p, const int8_t *qx) {
-    int32_t s = 0;
-    for (int i = 0; i < 8; i++) s += (opg_cu_q6k_value(w, 32 * j + 8 * p + i) - 32) * qx[i];
-    return (int32_t)w->scales[2 * j + p / 2] * s;
-}
-
-/* Part p of global 32-block blk of a weight row of type wt. */
-OPG_HD int32_t opg_cu_qpart(const void *wrow, int wt, int64_t blk, int p, const int8_t *qx) {
+/* Elements 4g..4g+3 (g in 0..7) of global 32-block blk of a weight row of
+ * type wt, as the integer sums multiply them (section 5's table): Q8_0 q,
+ * Q4_0 q - 8, Q4_1 q, Q4_K q (the scale comes after), Q6_K q - 32 (each
+ * 16-element half has its own scale, applied after). */
+OPG_HD uint32_t opg_cu_qword(const void *wrow, int wt, int64_t blk, int g) {
     switch (wt) {
-    case OPG_Q8_0: return opg_cu_qpart_q8_0((const opg_block_q8_0 *)wrow + blk, p, qx);
-    case OPG_Q4_0: return opg_cu_qpart_q4_0((const opg_block_q4_0 *)wrow + blk, p, qx);
-    case OPG_Q4_1: return opg_cu_qpart_q4_1((const opg_block_q4_1 *)wrow + blk, p, qx);
-    case OPG_Q4_K:
-        return opg_cu_qpart_q4_K((const opg_block_q4_K *)wrow + blk / 8, (int)(blk % 8), p, qx);
-    case OPG_Q6_K:
-        return opg_cu_qpart_q6_K((const opg_block_q6_K *)wrow + blk / 8, (int)(blk % 8), p, qx);
+    case OPG_Q8_0:
+        return opg_cu_ld32((const uint8_t *)((const opg_block_q8_0 *)wrow + blk)->qs + 4 * g);
+    case OPG_Q4_0: case OPG_Q4_1: {
+        /* element e < 16: low nibble of qs[e]; e >= 16: high nibble of qs[e - 16] */
+        const uint8_t *qs = wt == OPG_Q4_0 ? ((const opg_block_q4_0 *)wrow + blk)->qs
+                                           : ((const opg_block_q4_1 *)wrow + blk)->qs;
+        uint32_t q = (opg_cu_ld32(qs + 4 * (g & 3)) >> (4 * (g >> 2))) & 0x0F0F0F0Fu;
+        return wt == OPG_Q4_0 ? opg_cu_sub8(q) : q;
+    }
+    case OPG_Q4_K: {
+        const opg_block_q4_K *b = (const opg_block_q4_K *)wrow + blk / 8;
+        int j = (int)(blk % 8);
+        return (opg_cu_ld32(b->qs + 32 * (j / 2) + 4 * g) >> (4 * (j % 2))) & 0x0F0F0F0Fu;
+    }
+    case OPG_Q6_K: {
+        /* element l = 4g+i of sub-block j: its low 4 bits from ql (byte l or
+         * l + 32 of the 128-half, low or high nibble by j), its high 2 bits
+         * from qh (byte l, bits 2(j%4)) */
+        const opg_block_q6_K *b = (const opg_block_q6_K *)wrow + blk / 8;
+        int j = (int)(blk % 8), h = j / 4, gg = j % 4;
+        uint32_t lo = (opg_cu_ld32(b->ql + 64 * h + 32 * (gg & 1) + 4 * g) >> (4 * (gg >> 1))) & 0x0F0F0F0Fu;
+        uint32_t hi = (opg_cu_ld32(b->qh + 32 * h + 4 * g) >> (2 * gg)) & 0x03030303u;
+        return opg_cu_sub32(lo | (hi << 4));
+    }
     default: return 0;
     }
+}
+
+/* Q6_K's block I from the sums over its two 16-element halves:
+ * I = sc_2j * lo + sc_2j+1 * hi (integers: exact). */
+OPG_HD int32_t opg_cu_q6k_combine(const void *wrow, int64_t blk, int32_t lo, int32_t hi) {
+    const opg_block_q6_K *b = (const opg_block_q6_K *)wrow + blk / 8;
+    int j = (int)(blk % 8);
+    return (int32_t)b->scales[2 * j] * lo + (int32_t)b->scales[2 * j + 1] * hi;
+}
+
+/* ---- quantized path: integer part p (0..3) of 32-block blk of a row -------
+ * Elements 8p..8p+7 against qx (the 8 activation values a->qs + 8p): two
+ * dp4a. Q6_K parts 0, 1 lie in the first half and 2, 3 in the second, so a
+ * part returns its half's scale times its sum: the 4 parts add up to the
+ * spec's I. */
+OPG_HD int32_t opg_cu_qpart(const void *wrow, int wt, int64_t blk, int p, const int8_t *qx) {
+    const uint8_t *x = (const uint8_t *)qx;
+    int32_t s = opg_cu_dp4a(opg_cu_qword(wrow, wt, blk, 2 * p), opg_cu_ld32(x),
+                            opg_cu_dp4a(opg_cu_qword(wrow, wt, blk, 2 * p + 1), opg_cu_ld32(x + 4), 0));
+    if (wt == OPG_Q6_K) {
+        const opg_block_q6_K *b = (const opg_block_q6_K *)wrow + blk / 8;
+        return (int32_t)b->scales[2 * (int)(blk % 8) + p / 2] * s;
+    }
+    return s;
 }
 
 /* ---- quantized path: the f32 block term of the spec, given the whole I ---- */

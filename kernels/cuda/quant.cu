@@ -13,8 +13,20 @@
  *    the 4 parts are added by shuffles (integers: exact in any order); then
  *    every lane runs the 8 f32 block terms of the spec in block order from
  *    acc = +0 (opg_cu_qterm, shared with the host test), and folds the chunk
- *    into the total (total = p_0, then total + p_c), then + bias.
- * The work split depends only on the shapes. */
+ *    into the total (total = p_0, then total + p_c), then + bias. The parts
+ *    are two dp4a each over packed weight words (opg_cu_qword).
+ *  - qmatmul_tc (M > 8 on sm_72 and later): int8 tensor cores (wmma 16x16x16,
+ *    s8 x s8 -> s32) compute the exact integer sum of every (row, weight row,
+ *    block) of a 64x64 output tile, one 32-block at a time: the block's
+ *    activation and weight words go to shared memory, each warp multiplies
+ *    its 16 activation rows by the 64 weight rows (the two 16-element halves
+ *    accumulated, or kept apart and combined with their scales for Q6_K),
+ *    stores the int32 sums, and every lane then takes the f32 term of its 32
+ *    outputs in block order, exactly as qmatmul does.
+ * Which kernel runs depends on M and the device generation, never on data;
+ * both give the same bits (integers are exact; the f32 steps are the same). */
+#include <mma.h>
+
 #include "common.cuh"
 #include "matmul_seq.h"
 
@@ -110,6 +122,117 @@ qmatmul(float *__restrict__ y, const opg_block_q8a *__restrict__ xq,
     }
 }
 
+/* ---- int8 tensor cores ---------------------------------------------------------- */
+
+constexpr int TC_WARPS = 4;               /* a warp per 16 activation rows */
+constexpr int TC_TM = 16 * TC_WARPS;      /* activation rows per CTA */
+constexpr int TC_TN = 64;                 /* weight rows per CTA */
+constexpr int TC_MIN_M = 9;               /* below: qmatmul (GEMV-like shapes) */
+
+template <int T>
+__global__ void __launch_bounds__(TC_WARPS * 32)
+qmatmul_tc(float *__restrict__ y, const opg_block_q8a *__restrict__ xq,
+           const unsigned char *__restrict__ w, size_t row_bytes, const float *__restrict__ bias,
+           int64_t M, int64_t N, int64_t K) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 720
+    using namespace nvcuda;
+    constexpr int HALVES = T == OPG_Q6_K ? 2 : 1; /* int32 sums kept per half */
+    /* one 32-block: [half][row][16 values]; wmma wants 256-bit aligned tiles */
+    __shared__ __align__(32) int8_t As[2][TC_TM][16];
+    __shared__ __align__(32) int8_t Bs[2][TC_TN][16];
+    __shared__ __align__(32) int32_t Is[TC_WARPS][HALVES][16][TC_TN];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t n0 = (int64_t)blockIdx.x * TC_TN, m0 = (int64_t)blockIdx.y * TC_TM;
+    const int64_t nb = K / OPG_QK, nchunks = (nb + OPG_QCHUNK_BLOCKS - 1) / OPG_QCHUNK_BLOCKS;
+    /* lane's outputs: rows m0 + 16 warp + r (r < 16), weight rows n0 + lane + 32 cc */
+    float total[16][2], acc[16][2];
+#pragma unroll
+    for (int r = 0; r < 16; r++) total[r][0] = total[r][1] = 0.0f; /* K == 0: +0 */
+
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t b0 = c * OPG_QCHUNK_BLOCKS;
+        const int nbc = nb - b0 < OPG_QCHUNK_BLOCKS ? (int)(nb - b0) : OPG_QCHUNK_BLOCKS;
+#pragma unroll
+        for (int r = 0; r < 16; r++) acc[r][0] = acc[r][1] = 0.0f;
+        for (int j = 0; j < nbc; j++) {
+            const int64_t blk = b0 + j;
+            __syncthreads(); /* the previous block's tiles are consumed */
+            /* 8 words per row: word g holds elements 4g..4g+3 (half g / 4) */
+            for (int i = tid; i < TC_TM * 8; i += TC_WARPS * 32) {
+                const int r = i >> 3, g = i & 7;
+                const int64_t m = m0 + r;
+                uint32_t v = 0; /* rows past M multiply as zeros */
+                if (m < M) v = opg_cu_ld32((const uint8_t *)xq[m * nb + blk].qs + 4 * g);
+                reinterpret_cast<uint32_t *>(As[g >> 2][r])[g & 3] = v;
+            }
+            for (int i = tid; i < TC_TN * 8; i += TC_WARPS * 32) {
+                const int r = i >> 3, g = i & 7;
+                const int64_t n = n0 + r;
+                uint32_t v = 0;
+                if (n < N) v = opg_cu_qword(w + (size_t)n * row_bytes, T, blk, g);
+                reinterpret_cast<uint32_t *>(Bs[g >> 2][r])[g & 3] = v;
+            }
+            __syncthreads();
+            /* the warp's 16 rows x 64 weight rows of exact block sums */
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, signed char, wmma::row_major> fa[2];
+            wmma::load_matrix_sync(fa[0], &As[0][16 * warp][0], 16);
+            wmma::load_matrix_sync(fa[1], &As[1][16 * warp][0], 16);
+#pragma unroll
+            for (int nf = 0; nf < TC_TN / 16; nf++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, signed char, wmma::col_major> fb;
+                wmma::fragment<wmma::accumulator, 16, 16, 16, int> fc;
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    if (h == 0 || HALVES == 2) wmma::fill_fragment(fc, 0);
+                    wmma::load_matrix_sync(fb, &Bs[h][16 * nf][0], 16);
+                    wmma::mma_sync(fc, fa[h], fb, fc);
+                    if (h == 1 || HALVES == 2)
+                        wmma::store_matrix_sync(&Is[warp][HALVES == 2 ? h : 0][0][16 * nf], fc,
+                                                TC_TN, wmma::mem_row_major);
+                }
+            }
+            __syncwarp();
+            /* the f32 term of each of the lane's outputs, in block order */
+#pragma unroll
+            for (int cc = 0; cc < 2; cc++) {
+                const int64_t n = n0 + lane + 32 * cc;
+                if (n >= N) continue;
+                const unsigned char *wrow = w + (size_t)n * row_bytes;
+#pragma unroll
+                for (int r = 0; r < 16; r++) {
+                    const int64_t m = m0 + 16 * warp + r;
+                    if (m >= M) continue;
+                    int32_t I = Is[warp][0][r][lane + 32 * cc];
+                    if (HALVES == 2)
+                        I = opg_cu_q6k_combine(wrow, blk, I, Is[warp][HALVES - 1][r][lane + 32 * cc]);
+                    acc[r][cc] = opg_cu_qterm(wrow, T, blk, &xq[m * nb + blk], I, acc[r][cc]);
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 16; r++) {
+            total[r][0] = opg_cu_fold(total[r][0], acc[r][0], c);
+            total[r][1] = opg_cu_fold(total[r][1], acc[r][1], c);
+        }
+    }
+#pragma unroll
+    for (int cc = 0; cc < 2; cc++) {
+        const int64_t n = n0 + lane + 32 * cc;
+        if (n >= N) continue;
+#pragma unroll
+        for (int r = 0; r < 16; r++) {
+            const int64_t m = m0 + 16 * warp + r;
+            if (m >= M) continue;
+            float v = total[r][cc];
+            if (bias) v = v + bias[n];
+            y[m * N + n] = v;
+        }
+    }
+#else
+    __trap(); /* the launcher never picks this kernel below sm_72 */
+#endif
+}
+
 constexpr int64_t MAX_GRID_Y = 65535;
 constexpr int64_t MAX_GRID_X = 2147483647;
 
@@ -122,10 +245,20 @@ void launch_q(cudaStream_t s, float *y, const opg_block_q8a *xq, const void *w, 
                                                   bias, M, N, K);
 }
 
+/* qmatmul_tc covers M in grid.y tiles of 64 rows: up to 65535 of them. */
+template <int T>
+void launch_tc(cudaStream_t s, float *y, const opg_block_q8a *xq, const void *w, size_t row_bytes,
+               const float *bias, int64_t M, int64_t N, int64_t K) {
+    dim3 grid((unsigned)((N + TC_TN - 1) / TC_TN), (unsigned)((M + TC_TM - 1) / TC_TM));
+    qmatmul_tc<T><<<grid, TC_WARPS * 32, 0, s>>>(y, xq, (const unsigned char *)w, row_bytes, bias,
+                                                 M, N, K);
+}
+
 template <int T>
 void launch_qt(cudaStream_t s, float *y, const opg_block_q8a *xq, const void *w, size_t row_bytes,
-               const float *bias, int64_t M, int64_t N, int64_t K) {
-    if (M == 1) launch_q<T, 1>(s, y, xq, w, row_bytes, bias, M, N, K);
+               const float *bias, int64_t M, int64_t N, int64_t K, bool tc) {
+    if (tc) launch_tc<T>(s, y, xq, w, row_bytes, bias, M, N, K);
+    else if (M == 1) launch_q<T, 1>(s, y, xq, w, row_bytes, bias, M, N, K);
     else if (M == 2) launch_q<T, 2>(s, y, xq, w, row_bytes, bias, M, N, K);
     else if (M <= 4) launch_q<T, 4>(s, y, xq, w, row_bytes, bias, M, N, K);
     else launch_q<T, 8>(s, y, xq, w, row_bytes, bias, M, N, K);
@@ -184,12 +317,22 @@ extern "C" int opg_cuda_matmul(opg_cuda_stream s, float *y, const float *x, cons
         if (r != OPG_CUDA_OK) return r;
     }
     const size_t row_bytes = opg_dtype_row_bytes(wt, K);
+    /* int8 tensor cores for GEMM shapes where the device has them (wmma s8:
+     * sm_72 and later); same bits either way */
+    bool tc = false;
+    if (M >= TC_MIN_M && (M + TC_TM - 1) / TC_TM <= MAX_GRID_Y) {
+        int dev = 0, major = 0, minor = 0;
+        OPG_CUDA_CHECK(cudaGetDevice(&dev));
+        OPG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        OPG_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+        tc = major * 10 + minor >= 72;
+    }
     switch (wt) {
-    case OPG_Q8_0: launch_qt<OPG_Q8_0>(st, y, xq, w, row_bytes, bias, M, N, K); break;
-    case OPG_Q4_0: launch_qt<OPG_Q4_0>(st, y, xq, w, row_bytes, bias, M, N, K); break;
-    case OPG_Q4_1: launch_qt<OPG_Q4_1>(st, y, xq, w, row_bytes, bias, M, N, K); break;
-    case OPG_Q4_K: launch_qt<OPG_Q4_K>(st, y, xq, w, row_bytes, bias, M, N, K); break;
-    case OPG_Q6_K: launch_qt<OPG_Q6_K>(st, y, xq, w, row_bytes, bias, M, N, K); break;
+    case OPG_Q8_0: launch_qt<OPG_Q8_0>(st, y, xq, w, row_bytes, bias, M, N, K, tc); break;
+    case OPG_Q4_0: launch_qt<OPG_Q4_0>(st, y, xq, w, row_bytes, bias, M, N, K, tc); break;
+    case OPG_Q4_1: launch_qt<OPG_Q4_1>(st, y, xq, w, row_bytes, bias, M, N, K, tc); break;
+    case OPG_Q4_K: launch_qt<OPG_Q4_K>(st, y, xq, w, row_bytes, bias, M, N, K, tc); break;
+    case OPG_Q6_K: launch_qt<OPG_Q6_K>(st, y, xq, w, row_bytes, bias, M, N, K, tc); break;
     default:
         return opg_cuda__fail(OPG_CUDA_ERR_ARG, "opg_cuda_matmul: type %d has no CUDA kernel",
                               (int)wt);
