@@ -6,6 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* also used by kernels/cuda/sample.cu */
+#endif
+
 /* splitmix64-based counter RNG: the same (seed, counter) gives the same bits. */
 uint64_t opg_rng_u64(uint64_t seed, uint64_t counter);
 /* Uniform in [0, 1) with 24 random bits, exact. */
@@ -37,5 +41,9 @@ size_t opg_sample_scratch_bytes(int64_t n);
  * full sort's prefix). ids must hold n entries. Returns how many were
  * written (0 when n <= 0 or all are NaN). */
 int64_t opg_sample_order_ref(const float *logits, int64_t n, int32_t top_k, int64_t *ids);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

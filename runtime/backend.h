@@ -16,6 +16,7 @@
 
 #include "dtype.h"
 #include "rope.h"
+#include "sample.h"
 #include "status.h"
 
 typedef struct opg_backend opg_backend;
@@ -69,6 +70,12 @@ typedef struct opg_backend_ops {
      * each, row stride `stride` elements, written to host out[n]. */
     opg_status (*fingerprint)(opg_backend *be, uint64_t *out, opg_view x, int64_t n,
                               int64_t len, int64_t stride);
+    /* *token = opg_sample_ref of the n f32 logits at `logits` for step `step`
+     * of a job (docs/determinism.md section 10; the cuda backend samples on
+     * the device): -1 when n <= 0 or every logit is NaN. Synchronizes: the
+     * token is on the host when it returns. */
+    opg_status (*sample)(opg_backend *be, int64_t *token, opg_view logits, int64_t n,
+                         const opg_sample_params *p, uint64_t step);
     /* Returns when every op enqueued so far has finished (a no-op on the cpu,
      * whose ops finish before they return); where an asynchronous device
      * fault surfaces. For timing and for callers that read results some other

@@ -1,5 +1,6 @@
 /* backend_cpu.c: the cpu backend: host buffers and the kernels/ CPU paths
  * (AVX2 when present, the C reference otherwise; same bits either way). */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@
 #include "matmul.h"
 #include "pool.h"
 #include "rmsnorm.h"
+#include "sample.h"
 #include "trace.h"
 
 struct opg_buf {
@@ -21,6 +23,8 @@ struct opg_buf {
 typedef struct {
     opg_backend base;
     opg_pool *pool;
+    void *sample_scratch; /* opg_sample_ref's, grown on demand */
+    size_t sample_cap;
 } cpu_backend;
 
 static opg_pool *pool_of(opg_backend *be) { return ((cpu_backend *)be)->pool; }
@@ -29,6 +33,7 @@ static void *ptr(opg_view v) { return v.buf ? (char *)v.buf->data + v.off : NULL
 static void cpu_destroy(opg_backend *be) {
     cpu_backend *c = (cpu_backend *)be;
     opg_pool_free(c->pool);
+    free(c->sample_scratch);
     free(c);
 }
 
@@ -156,6 +161,21 @@ static opg_status cpu_fingerprint(opg_backend *be, uint64_t *out, opg_view x, in
     return OPG_OK;
 }
 
+static opg_status cpu_sample(opg_backend *be, int64_t *token, opg_view logits, int64_t n,
+                             const opg_sample_params *p, uint64_t step) {
+    cpu_backend *c = (cpu_backend *)be;
+    size_t need = opg_sample_scratch_bytes(n);
+    if (need == SIZE_MAX) return opg__fail(OPG_ERR_ARG, "sample: %lld logits", (long long)n);
+    if (need > c->sample_cap) {
+        void *s = realloc(c->sample_scratch, need);
+        if (!s) return opg__fail(OPG_ERR_NOMEM, "cpu backend: out of memory");
+        c->sample_scratch = s;
+        c->sample_cap = need;
+    }
+    *token = opg_sample_ref(ptr(logits), n, p, step, c->sample_scratch);
+    return OPG_OK;
+}
+
 static opg_status cpu_sync(opg_backend *be) {
     (void)be;
     return OPG_OK;
@@ -178,6 +198,7 @@ static const opg_backend_ops cpu_ops = {
     .embed = cpu_embed,
     .copy = cpu_copy,
     .fingerprint = cpu_fingerprint,
+    .sample = cpu_sample,
     .sync = cpu_sync,
 };
 

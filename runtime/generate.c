@@ -94,7 +94,7 @@ opg_status opg_replay(opg_model *m, const int32_t *prompt, int64_t n_prompt,
         int64_t first_out = n_prompt - 1 - p0;
         if (first_out < 0) first_out = 0;
         if (n_output == 0 || first_out > c) first_out = c;
-        opg_batch_seq b = {kv, all + p0, c, first_out, logits, lfp, gfp};
+        opg_batch_seq b = {kv, all + p0, c, first_out, logits, lfp, gfp, NULL, 0, NULL};
         if ((st = opg_model_forward(m, &b, 1))) goto out;
         for (int64_t r = first_out; r < c; r++) {
             int64_t k = p0 + r - (n_prompt - 1); /* output index */

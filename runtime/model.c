@@ -475,6 +475,10 @@ opg_status opg_model_forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
             if (q->logits)
                 TRY(be->download(b, q->logits, rows, (size_t)(nr * hp->n_vocab) * f4));
             if (q->logits_fp) TRY(be->fingerprint(b, q->logits_fp, rows, nr, hp->n_vocab, hp->n_vocab));
+            if (q->sample) {
+                opg_view last = opg_view_of(w, L.logits + (size_t)((ro + nr - 1) * hp->n_vocab) * f4);
+                TRY(be->sample(b, q->token, last, hp->n_vocab, q->sample, q->sample_step));
+            }
             ro += nr;
         }
     }

@@ -65,7 +65,9 @@ void opg_kv_truncate(opg_kv *kv, int64_t n);
 
 /* One sequence's part of a forward batch. Its tokens go to positions
  * kv_len .. kv_len+n-1 and are appended to the cache. Rows i with
- * i >= out_from get logits and, if requested, trace fingerprints. */
+ * i >= out_from get logits and, if requested, trace fingerprints; with
+ * `sample` set, the last row's logits are also sampled on the backend
+ * (opg_sample_ref's token, without bringing the logits to the host). */
 typedef struct {
     opg_kv *kv;
     const int32_t *tokens;
@@ -74,6 +76,9 @@ typedef struct {
     float *logits;         /* host [n - out_from][n_vocab], or NULL */
     uint64_t *layer_fp;    /* host [n - out_from][n_layer], or NULL */
     uint64_t *logits_fp;   /* host [n - out_from], or NULL */
+    const opg_sample_params *sample; /* NULL: no sampling */
+    uint64_t sample_step;  /* the job's step (the RNG counter) */
+    int64_t *token;        /* out, with sample: the token id, -1 if all logits are NaN */
 } opg_batch_seq;
 
 /* Runs one forward pass over all sequences' tokens together. On error no

@@ -13,9 +13,9 @@ typedef struct {
     int64_t fed;           /* prompt tokens fed so far */
     int done;
     int32_t last;          /* last sampled token, fed next step */
+    int64_t sampled;       /* the backend's pick of this step */
     int64_t cap;           /* capacity of res.tokens */
     opg_gen_result res;
-    float *logits;
     uint64_t *layer_fp;
     uint64_t logits_fp;
 } seq;
@@ -28,9 +28,8 @@ struct opg_sched {
     int n, cap;
     opg_batch_seq *batch;  /* cap entries */
     int *idx;
-    void *scratch;         /* sampler scratch */
     opg_sched_stats stats;
-    /* Finished sequences kept for reuse (their KV cache, logits, layer
+    /* Finished sequences kept for reuse (their KV cache, layer
      * fingerprints and prompt buffers): a worker runs thousands of short jobs
      * a second, and a fresh sequence costs ~15 allocations and a zeroed KV
      * cache. Bounded in count and in KV bytes. */
@@ -54,7 +53,6 @@ static void seq_free(seq *q) {
     free((void *)q->req.prompt);
     free((void *)q->req.stop);
     opg_gen_result_clear(&q->res);
-    free(q->logits);
     free(q->layer_fp);
     free(q);
 }
@@ -69,11 +67,8 @@ opg_status opg_sched_new(opg_model *m, const opg_sched_options *opt, const opg_s
     s->ev = *ev;
     s->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : hp->n_ctx_train;
     s->step_tokens = opt && opt->step_tokens > 0 ? opt->step_tokens : 256;
-    s->scratch = malloc(opg_sample_scratch_bytes(hp->n_vocab));
     s->pool = malloc(POOL_MAX * sizeof *s->pool);
-    if (!s->scratch || !s->pool) {
-        free(s->scratch);
-        free(s->pool);
+    if (!s->pool) {
         free(s);
         return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
     }
@@ -122,7 +117,6 @@ void opg_sched_free(opg_sched *s) {
     free(s->seqs);
     free(s->batch);
     free(s->idx);
-    free(s->scratch);
     free(s);
 }
 
@@ -165,7 +159,6 @@ opg_status opg_sched_add(opg_sched *s, const opg_gen_request *req, uint64_t tag)
         seq keep = *q;
         memset(q, 0, sizeof *q);
         q->kv = keep.kv;
-        q->logits = keep.logits;
         q->layer_fp = keep.layer_fp;
         q->req.prompt = keep.req.prompt;
         q->req.stop = keep.req.stop;
@@ -174,9 +167,8 @@ opg_status opg_sched_add(opg_sched *s, const opg_gen_request *req, uint64_t tag)
     } else {
         q = calloc(1, sizeof *q);
         if (!q) return opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
-        q->logits = malloc((size_t)hp->n_vocab * sizeof(float));
         q->layer_fp = malloc((size_t)hp->n_layer * sizeof(uint64_t));
-        if (!q->logits || !q->layer_fp) {
+        if (!q->layer_fp) {
             st = opg__fail(OPG_ERR_NOMEM, "sched: out of memory");
             goto fail;
         }
@@ -260,7 +252,6 @@ static opg_status push_token(seq *q, int32_t t) {
 }
 
 opg_status opg_sched_step(opg_sched *s) {
-    const opg_hparams *hp = opg_model_hparams(s->m);
     /* max_tokens 0: finished before any forward */
     for (int i = 0; i < s->n; i++)
         if (!s->seqs[i]->done && s->seqs[i]->req.max_tokens == 0) {
@@ -290,9 +281,12 @@ opg_status opg_sched_step(opg_sched *s) {
             b->out_from = 0;
         }
         if (b->out_from < b->n) {
-            b->logits = q->logits;
+            /* sampled on the backend: the logits stay where they are */
             b->layer_fp = q->layer_fp;
             b->logits_fp = &q->logits_fp;
+            b->sample = &q->req.sampling;
+            b->sample_step = (uint64_t)q->res.n_tokens;
+            b->token = &q->sampled;
         }
         s->idx[nb++] = i;
     }
@@ -319,7 +313,7 @@ opg_status opg_sched_step(opg_sched *s) {
         const opg_batch_seq *b = &s->batch[j];
         if (b->tokens != &q->last) q->fed += b->n;
         if (b->out_from >= b->n) continue;
-        int64_t t = opg_sample_ref(q->logits, hp->n_vocab, &q->req.sampling, (uint64_t)q->res.n_tokens, s->scratch);
+        int64_t t = q->sampled;
         if (t < 0)
             return opg__fail(OPG_ERR_STATE, "generate: logits are all NaN at position %lld",
                              (long long)(opg_kv_len(q->kv) - 1));

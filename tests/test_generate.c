@@ -234,7 +234,7 @@ static void check_entries_by_prefill(opg_model *m, const opg_gen_request *q,
     memcpy(all + q->n_prompt, res->tokens, (size_t)(n_out - 1) * sizeof *all);
     opg_kv *kv = NULL;
     assert_int_equal(opg_kv_new(m, n_all, &kv), OPG_OK);
-    opg_batch_seq s = {kv, all, n_all, q->n_prompt - 1, NULL, lfp, gfp};
+    opg_batch_seq s = {kv, all, n_all, q->n_prompt - 1, NULL, lfp, gfp, NULL, 0, NULL};
     assert_int_equal(opg_model_forward(m, &s, 1), OPG_OK);
     assert_int_equal(opg_trace_count(res->trace), n_out);
     assert_int_equal(opg_trace_layers(res->trace), hp->n_layer);

@@ -565,6 +565,91 @@ static void test_argmax(void **state) {
     }
 }
 
+/* ---- sampling -------------------------------------------------------------------- */
+
+/* opg_cuda_sample against opg_sample_ref: logits with ties, NaN, -inf, +inf,
+ * -0/+0, all NaN; greedy, top-k (1, small, larger than the vocabulary),
+ * top-p (tiny, typical, 1 = off), temperatures that overflow l/T; several
+ * steps per setting (the RNG counter). */
+static void test_sample(void **state) {
+    (void)state;
+    tu_rng r = {0x6b000a};
+    const int64_t sizes[] = {1, 2, 7, 33, 1000, 1025, big(49152, 4096), big(151936, 5000)};
+    const struct { float T; int32_t K; float P; } ps[] = {
+        {0.0f, 0, 0.0f},   {-1.0f, 40, 0.9f}, {NAN, 0, 0.0f},    {0.7f, 1, 0.0f},
+        {0.7f, 0, 0.0f},   {0.7f, 40, 0.0f},  {1.0f, 0, 0.9f},   {1.3f, 50, 0.95f},
+        {0.8f, 3, 1.0f},   {1.0f, 0, 1e-6f},  {1e-30f, 0, 0.5f}, {2.0f, 1 << 30, 0.5f},
+    };
+    const size_t n_ps = sizeof ps / sizeof ps[0];
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int64_t n = sizes[si];
+        size_t sb = opg_cuda_sample_scratch_bytes(n);
+        assert_true(sb > 0);
+        void *scratch = dev_alloc(sb);
+        void *host_scratch = tu_alloc(opg_sample_scratch_bytes(n));
+        int64_t *dout = dev_alloc(sizeof(int64_t));
+        for (int variant = 0; variant < 7; variant++) {
+            float *x = rand_floats(&r, (size_t)n, 0);
+            for (int64_t i = 0; i < n; i++) x[i] *= 8.0f;
+            switch (variant) {
+            case 1: /* many ties */
+                for (int64_t i = 0; i < n; i++) x[i] = (float)tu_int(&r, 0, 5);
+                break;
+            case 2: /* NaN scattered, -inf and +-0 */
+                for (int64_t i = 0; i < n; i += 3) x[i] = NAN;
+                for (int64_t i = 1; i < n; i += 7) x[i] = -INFINITY;
+                for (int64_t i = 2; i < n; i += 5) x[i] = i % 2 ? 0.0f : -0.0f;
+                break;
+            case 3: /* all NaN: -1 */
+                for (int64_t i = 0; i < n; i++) x[i] = NAN;
+                break;
+            case 4: /* an infinite logit: the top token */
+                x[n / 2] = INFINITY;
+                break;
+            case 5: /* all -inf but one NaN */
+                for (int64_t i = 0; i < n; i++) x[i] = -INFINITY;
+                x[0] = NAN;
+                break;
+            case 6: /* one dominant logit */
+                x[n - 1] = 1e4f;
+                break;
+            default: break;
+            }
+            float *dx = dev_from(x, (size_t)n * 4);
+            for (size_t pi = 0; pi < n_ps; pi++)
+                for (uint64_t step = 0; step < 3; step++) {
+                    opg_sample_params p = {ps[pi].T, ps[pi].K, ps[pi].P, 1234567u + pi};
+                    int64_t want = opg_sample_ref(x, n, &p, step, host_scratch), got = -7;
+                    LAUNCH(opg_cuda_sample(g_stream, dout, dx, n, &p, step, scratch));
+                    CK(cudaMemcpy(&got, dout, sizeof got, cudaMemcpyDeviceToHost));
+                    if (got != want) {
+                        print_error("sample n=%lld variant %d T=%g K=%d P=%g step %llu: %lld, "
+                                    "reference %lld\n", (long long)n, variant, (double)p.temperature,
+                                    p.top_k, (double)p.top_p, (unsigned long long)step,
+                                    (long long)got, (long long)want);
+                        fail();
+                    }
+                }
+            dev_free(dx);
+            tu_free(x);
+        }
+        dev_free(dout);
+        dev_free(scratch);
+        tu_free(host_scratch);
+    }
+    /* n = 0: -1; a bad scratch is refused with a message */
+    int64_t *dout = dev_alloc(sizeof(int64_t)), got = 0;
+    opg_sample_params p = {1.0f, 0, 0.0f, 1};
+    LAUNCH(opg_cuda_sample(g_stream, dout, NULL, 0, &p, 0, NULL));
+    CK(cudaMemcpy(&got, dout, sizeof got, cudaMemcpyDeviceToHost));
+    assert_int_equal(got, -1);
+    float *dx = dev_alloc(64 * 4);
+    assert_int_equal(opg_cuda_sample(g_stream, dout, dx, 64, &p, 0, NULL), OPG_CUDA_ERR_ARG);
+    assert_true(strstr(opg_cuda_last_error(), "scratch") != NULL);
+    dev_free(dx);
+    dev_free(dout);
+}
+
 /* ---- attention ------------------------------------------------------------------ */
 
 static void check_attention(tu_rng *r, int64_t n_q, int64_t pos0, int n_head, int n_kv, int hd,
@@ -687,7 +772,7 @@ int main(void) {
         cmocka_unit_test(test_quantize_act), cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),     cmocka_unit_test(test_swiglu_add),
         cmocka_unit_test(test_softmax),  cmocka_unit_test(test_embed),
-        cmocka_unit_test(test_argmax),   cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_argmax),   cmocka_unit_test(test_sample),   cmocka_unit_test(test_attention),
         cmocka_unit_test(test_fingerprint),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -245,6 +245,31 @@ static void test_backend_ops(void **state) {
         tu_free(x);
         tu_free(bias);
     }
+    /* sample: the same token from the same logits at an offset, whatever the
+     * params; growing vocabularies regrow the device scratch */
+    {
+        const int64_t sizes[] = {5, 1000, 49152};
+        for (int si = 0; si < 3; si++) {
+            const int64_t n = sizes[si];
+            float *x = rnd(&r, (size_t)n);
+            if (n > 10) x[3] = x[7] = NAN;
+            pair pl = pair_new(x, (size_t)n * 4, 20);
+            const opg_sample_params ps[] = {
+                {0.0f, 0, 0.0f, 1}, {0.8f, 40, 0.9f, 2}, {1.0f, 0, 0.0f, 3}, {1.2f, 0, 0.5f, 4}};
+            for (int pi = 0; pi < 4; pi++)
+                for (uint64_t step = 0; step < 4; step++) {
+                    int64_t tc = -7, tg = -8;
+                    CHECK_OK(C->sample(g_cpu, &tc, vc(&pl), n, &ps[pi], step));
+                    CHECK_OK(G->sample(g_cuda, &tg, vg(&pl), n, &ps[pi], step));
+                    assert_true(tc >= 0 && tc < n);
+                    assert_int_equal(tg, tc);
+                }
+            EXPECT_FAIL(G->sample(g_cuda, (int64_t[1]){0}, vg(&pl), n + 100, &ps[1], 0), OPG_ERR_ARG,
+                        "outside");
+            pair_free(&pl);
+            tu_free(x);
+        }
+    }
     /* rmsnorm (also in place), swiglu, add */
     {
         const int64_t M = 3, D = 576, n = M * D;
@@ -435,7 +460,7 @@ static void outs_free(outs *o) {
 }
 static opg_batch_seq seq_of(opg_kv *kv, const int32_t *t, int64_t n, int64_t out_from, outs *o,
                             int64_t row0) {
-    opg_batch_seq s = {kv, t, n, out_from, NULL, NULL, NULL};
+    opg_batch_seq s = {kv, t, n, out_from, NULL, NULL, NULL, NULL, 0, NULL};
     if (o) {
         s.logits = o->logits + row0 * o->V;
         s.layer_fp = o->layer_fp + row0 * o->L;

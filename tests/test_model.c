@@ -179,7 +179,7 @@ static void outputs_free(outputs *o) {
 /* The batch entry writing rows [row0, row0 + n - out_from) of o. */
 static opg_batch_seq seq_into(opg_kv *kv, const int32_t *tokens, int64_t n, int64_t out_from,
                               outputs *o, int64_t row0) {
-    opg_batch_seq s = {kv, tokens, n, out_from, NULL, NULL, NULL};
+    opg_batch_seq s = {kv, tokens, n, out_from, NULL, NULL, NULL, NULL, 0, NULL};
     if (o) {
         s.logits = o->logits + row0 * o->V;
         s.layer_fp = o->layer_fp + row0 * o->n_layer;

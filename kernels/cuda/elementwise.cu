@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <math.h>
 
+#include "argmax.cuh"
 #include "common.cuh"
 #include "contract.h"
 #include "opg_math.h"
@@ -58,50 +59,6 @@ __device__ float block_canonical_sum(int64_t n, Step step) {
     if (tid == 0) total_sh = total;
     __syncthreads();
     return total_sh;
-}
-
-/* Index of the largest non-NaN x[i], i in [0, n), lowest index on ties
- * (values compare as numbers: -0 == +0); -1 when there is none. With
- * skip_neg_inf, -inf elements are skipped too (a scan from m = -inf with
- * strict > never takes them). Returns the index in every thread. */
-__device__ int64_t block_argmax(const float *x, int64_t n, bool skip_neg_inf) {
-    __shared__ float bv[EW_THREADS];
-    __shared__ int64_t bi[EW_THREADS];
-    const int tid = (int)threadIdx.x;
-    float v = 0.0f;
-    int64_t idx = -1;
-    /* Each thread scans its own indices in increasing order with strict >,
-     * so it keeps the lowest index of its maximum. */
-    for (int64_t i = tid; i < n; i += EW_THREADS) {
-        float xi = x[i];
-        if (xi != xi) continue;
-        if (skip_neg_inf && !(xi > -INFINITY)) continue;
-        if (idx < 0 || xi > v) {
-            v = xi;
-            idx = i;
-        }
-    }
-    bv[tid] = v;
-    bi[tid] = idx;
-    __syncthreads();
-    /* Tree over threads: the winner of two candidates is the larger value, or
-     * the lower index of equal values; the result does not depend on the tree. */
-    for (int s = EW_THREADS / 2; s > 0; s >>= 1) {
-        if (tid < s) {
-            float ov = bv[tid + s];
-            int64_t oi = bi[tid + s];
-            int64_t mi = bi[tid];
-            float mv = bv[tid];
-            if (oi >= 0 && (mi < 0 || ov > mv || (ov == mv && oi < mi))) {
-                bv[tid] = ov;
-                bi[tid] = oi;
-            }
-        }
-        __syncthreads();
-    }
-    int64_t r = bi[0];
-    __syncthreads(); /* bi[] may be reused by a later call */
-    return r;
 }
 
 /* ---- RMSNorm (section 6) -------------------------------------------------- */
@@ -220,7 +177,7 @@ __global__ void softmax_kernel(float *y, const float *x, int64_t n) {
     __shared__ float m_sh;
     const float *xr = x + (int64_t)blockIdx.x * n;
     float *yr = y + (int64_t)blockIdx.x * n;
-    int64_t im = block_argmax(xr, n, true);
+    int64_t im = block_argmax<EW_THREADS>(xr, n, true);
     if (threadIdx.x == 0) m_sh = im < 0 ? -INFINITY : xr[im];
     __syncthreads(); /* m read before any y (which may alias x) is written */
     const float m = m_sh;
@@ -359,7 +316,7 @@ extern "C" int opg_cuda_embed(opg_cuda_stream s, float *out, const void *table, 
 /* ---- argmax (section 10) -------------------------------------------------- */
 
 __global__ void argmax_kernel(int64_t *out, const float *x, int64_t n) {
-    int64_t i = block_argmax(x, n, false);
+    int64_t i = block_argmax<EW_THREADS>(x, n, false);
     if (threadIdx.x == 0) *out = i < 0 ? 0 : i; /* all NaN (or n = 0): index 0 */
 }
 

@@ -17,6 +17,7 @@
 
 #include "dtype.h"
 #include "rope.h"
+#include "sample.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -63,6 +64,16 @@ int opg_cuda_embed(opg_cuda_stream s, float *out, const void *table, opg_dtype t
                    const int32_t *tokens, int64_t n);
 /* host_out[0] = argmax of x[0..n) (lowest index on ties, NaN ignored); synchronizes. */
 int opg_cuda_argmax(opg_cuda_stream s, int64_t *host_out, const float *x, int64_t n);
+
+/* ---- sampling (section 10) ---------------------------------------------------- */
+/* Device scratch opg_cuda_sample needs for n logits (0 when n <= 0 or n >= 2^31). */
+size_t opg_cuda_sample_scratch_bytes(int64_t n);
+/* out[0] (device int64) = opg_sample_ref(x, n, p, step): the token id, -1
+ * when n <= 0 or every logit is NaN. x: device f32[n]; p: host; scratch:
+ * device, opg_cuda_sample_scratch_bytes(n) bytes, 256-byte aligned (unused
+ * for greedy sampling, may then be NULL). Does not synchronize. */
+int opg_cuda_sample(opg_cuda_stream s, int64_t *out, const float *x, int64_t n,
+                    const opg_sample_params *p, uint64_t step, void *scratch);
 
 /* ---- attention (section 9) --------------------------------------------------- */
 int opg_cuda_attention(opg_cuda_stream s, float *out, const float *q, const float *k,

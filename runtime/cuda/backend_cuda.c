@@ -53,6 +53,10 @@ typedef struct {
     size_t scratch_cap;
     void *fp;       /* device fingerprints, uint64_t[fp_cap / 8] */
     size_t fp_cap;
+    void *sample_scratch; /* opg_cuda_sample's sort and terms */
+    size_t sample_cap;
+    void *token;    /* device int64: the sampled id */
+    size_t token_cap;
     size_t held;    /* bytes of live opg_bufs, for the out-of-memory message */
 } cuda_backend;
 
@@ -223,6 +227,8 @@ static void cuda_destroy(opg_backend *be) {
     staged_free(&c->tok);
     if (c->scratch) cudaFree(c->scratch);
     if (c->fp) cudaFree(c->fp);
+    if (c->sample_scratch) cudaFree(c->sample_scratch);
+    if (c->token) cudaFree(c->token);
     if (c->stream) cudaStreamDestroy(c->stream);
     (void)cudaGetLastError();
     free(c);
@@ -484,6 +490,27 @@ static opg_status cuda_fingerprint(opg_backend *be, uint64_t *out, opg_view x, i
     return OPG_OK;
 }
 
+static opg_status cuda_sample(opg_backend *be, int64_t *token, opg_view logits, int64_t n,
+                              const opg_sample_params *p, uint64_t step) {
+    cuda_backend *c = cb(be);
+    const char *op = "sample";
+    *token = -1;
+    if (n <= 0) return OPG_OK;
+    NEED(logits, f32s(n), "logits");
+    TRY(enter(c));
+    size_t need = opg_cuda_sample_scratch_bytes(n);
+    if (need == 0) return opg__fail(OPG_ERR_ARG, "cuda backend: sample: %lld logits", (long long)n);
+    TRY(grow(c, &c->sample_scratch, &c->sample_cap, need));
+    TRY(grow(c, &c->token, &c->token_cap, sizeof *token));
+    TRY(launched(opg_cuda_sample(c->stream, c->token, ptr(logits), n, p, step, c->sample_scratch),
+                 op));
+    CU(cudaMemcpyAsync(token, c->token, sizeof *token, cudaMemcpyDeviceToHost, c->stream),
+       "sample: cudaMemcpyAsync");
+    CU(cudaStreamSynchronize(c->stream),
+       "sample: cudaStreamSynchronize (an earlier op may have failed on the device)");
+    return OPG_OK;
+}
+
 static opg_status cuda_sync(opg_backend *be) {
     cuda_backend *c = cb(be);
     TRY(enter(c));
@@ -512,6 +539,7 @@ static const opg_backend_ops cuda_ops = {
     .embed = cuda_embed,
     .copy = cuda_copy,
     .fingerprint = cuda_fingerprint,
+    .sample = cuda_sample,
     .sync = cuda_sync,
 };
 
