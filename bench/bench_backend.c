@@ -28,7 +28,7 @@
 #define NBUF 4
 
 typedef enum { OP_MATMUL, OP_RMSNORM, OP_ROPE, OP_ATTENTION, OP_SWIGLU, OP_ADD, OP_EMBED,
-               OP_FINGERPRINT } bk_op;
+               OP_FINGERPRINT, OP_SAMPLE } bk_op;
 
 typedef struct {
     const char *name, *group;
@@ -45,7 +45,8 @@ typedef struct {
     size_t size[NBUF];    /* bytes of each buffer (one copy) */
     size_t stride;        /* bytes between weight copies */
     void *host[NBUF];     /* inputs' contents; NULL for outputs */
-    int out;              /* buffer holding the output; -1: host fingerprints */
+    int out;              /* buffer holding the output; -1: host fingerprints or token */
+    opg_sample_params sp; /* sample */
     int32_t *tokens;      /* embedding ids, rope/attention positions */
     double *inv_freq;
 
@@ -111,6 +112,12 @@ static int build_cases(bk_case *cs, int max, int quick) {
     if ((c = add(cs, max, "embed_q8_0", "embed", OP_EMBED)))
         c->wt = OPG_Q8_0, c->M = rows, c->N = dim, c->K = 32000;
     if ((c = add(cs, max, "fingerprint", "fingerprint", OP_FINGERPRINT))) c->M = rows, c->N = dim;
+    /* one logits row of the vocabulary: top-k/top-p as chat defaults, and the
+     * full distribution (the whole vocabulary sorted) */
+    if ((c = add(cs, max, "sample_topk", "sample", OP_SAMPLE)))
+        c->M = 1, c->N = 32000, c->sp = (opg_sample_params){0.8f, 40, 0.95f, 7};
+    if ((c = add(cs, max, "sample_full", "sample", OP_SAMPLE)))
+        c->M = 1, c->N = 32000, c->sp = (opg_sample_params){1.0f, 0, 0.0f, 7};
     return n_cases_built;
 }
 
@@ -216,6 +223,13 @@ static int setup(bk_case *c, int quick) {
         c->out = -1;
         c->bytes = (double)c->size[0];
         break;
+    case OP_SAMPLE:
+        c->size[0] = (size_t)c->N * f;
+        c->host[0] = host_f32(&r, (size_t)c->N, -12.0f, 12.0f);
+        c->out = -1;
+        snprintf(c->shape, sizeof c->shape, "%lld T%.1f k%d p%.2f", (long long)c->N,
+                 (double)c->sp.temperature, c->sp.top_k, (double)c->sp.top_p);
+        return 0;
     }
     c->mem_bound = 1;
     snprintf(c->shape, sizeof c->shape, "%lldx%lld", (long long)c->M, (long long)c->N);
@@ -238,7 +252,7 @@ static void teardown(bk_case *c) {
 typedef struct {
     opg_backend *be;
     opg_buf *b[NBUF];
-    uint64_t *fp; /* host fingerprints (OP_FINGERPRINT) */
+    uint64_t *fp; /* host fingerprints (OP_FINGERPRINT) or the token (OP_SAMPLE) */
     int copies;
 } bk_bufs;
 
@@ -277,7 +291,8 @@ static opg_status bufs_new(bk_case *c, opg_backend *be, int copies, bk_bufs *u) 
             return st;
         }
     }
-    if (c->op == OP_FINGERPRINT && !(u->fp = calloc((size_t)c->M, sizeof *u->fp))) {
+    if ((c->op == OP_FINGERPRINT || c->op == OP_SAMPLE) &&
+        !(u->fp = calloc((size_t)c->M, sizeof *u->fp))) {
         bufs_free(u);
         return opg__fail(OPG_ERR_NOMEM, "out of host memory");
     }
@@ -307,6 +322,8 @@ static opg_status run_op(const bk_case *c, bk_bufs *u, int copy) {
     case OP_ADD: return o->add(be, v2, v0, v1, c->M * c->N);
     case OP_EMBED: return o->embed(be, v1, v0, c->wt, c->N, c->K, c->tokens, c->M);
     case OP_FINGERPRINT: return o->fingerprint(be, u->fp, v0, c->M, c->N, c->N);
+    case OP_SAMPLE:
+        return o->sample(be, (int64_t *)u->fp, v0, c->N, &c->sp, (uint64_t)copy);
     }
     return opg__fail(OPG_ERR_ARG, "unknown op");
 }

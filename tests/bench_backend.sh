@@ -17,7 +17,7 @@ if [ $rc -eq 3 ]; then
 fi
 [ $rc -eq 0 ] || fail "exit $rc: $(tail -3 err.txt)"
 grep -Eq '^(gemv|gemm)_q4_K .* same$' table.txt || fail "no gemv/gemm q4_K row that says same"
-[ "$(grep -Ec '^[a-z].* (same|DIFF|ERROR)$' table.txt)" -eq 24 ] || fail "want 24 op rows"
+[ "$(grep -Ec '^[a-z].* (same|DIFF|ERROR)$' table.txt)" -eq 26 ] || fail "want 26 op rows"
 grep -q 'DIFF\|ERROR' table.txt && fail "a DIFF or ERROR row"
 grep -q '= on the cpu backend: *same' table.txt || fail "model root line"
 
