@@ -311,12 +311,15 @@ static void test_backend_ops(void **state) {
         opg_rope_freqs(f3, 64, 500000.0);
         int32_t p1[6] = {0, 1, 2, 3, 4, 5}, p2[6] = {9, 10, 11, 12, 13, 14};
         int32_t p3[3] = {7, 100000, 3}, p4[6] = {0, 1, 2, 3, 4, 77};
+        /* differs from p1 in its very last byte only (little endian) */
+        int32_t p5[6] = {0, 1, 2, 3, 4, 5 + (1 << 24)};
         struct { int64_t t; const int32_t *pos; int nd; const double *f; opg_rope_mode m; } calls[] = {
             {6, p1, 64, f1, OPG_ROPE_NORMAL}, {6, p1, 64, f1, OPG_ROPE_NORMAL},
             {6, p2, 64, f1, OPG_ROPE_NEOX},   {3, p3, 32, f2, OPG_ROPE_NORMAL},
             {6, p1, 64, f1, OPG_ROPE_NEOX},   {6, p2, 32, f2, OPG_ROPE_NEOX},
             {6, p4, 64, f1, OPG_ROPE_NORMAL}, {6, p4, 64, f3, OPG_ROPE_NORMAL},
             {6, p1, 64, f3, OPG_ROPE_NORMAL}, {6, p1, 64, f1, OPG_ROPE_NORMAL},
+            {6, p5, 64, f1, OPG_ROPE_NORMAL}, {6, p1, 64, f1, OPG_ROPE_NORMAL},
             {6, p1, 63, f1, OPG_ROPE_NORMAL}, /* odd n_dims: unchanged */
         };
         for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {

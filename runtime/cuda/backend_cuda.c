@@ -255,6 +255,7 @@ static opg_status new_buf(cuda_backend *c, size_t bytes, opg_buf **out) {
 
 static opg_status cuda_alloc(opg_backend *be, size_t bytes, opg_buf **out) {
     cuda_backend *c = cb(be);
+    *out = NULL;
     opg_buf *b;
     TRY(new_buf(c, bytes, &b));
     /* zeroed, as the interface promises; ordered before any later op */
@@ -310,6 +311,7 @@ static opg_status cuda_download(opg_backend *be, void *dst, opg_view src, size_t
 
 static opg_status cuda_wrap(opg_backend *be, const void *host, size_t bytes, opg_buf **out) {
     cuda_backend *c = cb(be);
+    *out = NULL;
     opg_buf *b;
     TRY(new_buf(c, bytes, &b));
     /* once, at load, on the backend's stream (a non-blocking stream does
