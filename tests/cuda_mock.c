@@ -131,6 +131,38 @@ cudaError_t cudaFree(void *p) {
     return cudaErrorInvalidValue;
 }
 
+/* A memory pool: allocations as cudaMalloc's, frees as cudaFree's (the mock
+ * runs everything at once, so stream order is program order). */
+static char g_pool_tag;
+cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr attr, int d) {
+    if (d != 0) return cudaErrorInvalidDevice;
+    *v = attr == cudaDevAttrMemoryPoolsSupported ? 1 : 0;
+    return cudaSuccess;
+}
+cudaError_t cudaMemPoolCreate(cudaMemPool_t *pool, const struct cudaMemPoolProps *props) {
+    if (props->location.type != cudaMemLocationTypeDevice || props->location.id != 0)
+        mock_die("cudaMemPoolCreate: not a pool on device 0");
+    *pool = (cudaMemPool_t)(void *)&g_pool_tag;
+    return cudaSuccess;
+}
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, enum cudaMemPoolAttr attr, void *v) {
+    (void)pool, (void)attr, (void)v;
+    return cudaSuccess;
+}
+cudaError_t cudaMemPoolDestroy(cudaMemPool_t pool) {
+    (void)pool;
+    return cudaSuccess;
+}
+cudaError_t cudaMallocFromPoolAsync(void **p, size_t bytes, cudaMemPool_t pool, cudaStream_t s) {
+    (void)s;
+    if (pool != (cudaMemPool_t)(void *)&g_pool_tag) mock_die("cudaMallocFromPoolAsync: unknown pool");
+    return cudaMalloc(p, bytes);
+}
+cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
+    (void)s;
+    return cudaFree(p);
+}
+
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
     *free_b = MOCK_MEMORY - g_held;
     *total_b = MOCK_MEMORY;

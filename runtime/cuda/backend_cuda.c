@@ -4,19 +4,24 @@
  * same bits (docs/determinism.md). Built without CUDA (OPG_HAVE_CUDA unset)
  * only the entry points remain and say so.
  *
- * Memory: every opg_buf is one cudaMalloc (256-byte aligned, zeroed). The
- * model makes a few hundred buffers (weights, KV caches, one workspace), so a
- * pool would buy nothing yet. Host arrays the ops take (positions, RoPE
- * frequencies, token ids) go through small pinned staging buffers that
- * remember what the device holds: the positions of a forward pass are
- * uploaded once, not twice per layer.
+ * Memory: every opg_buf, KV cache and scratch area comes from the backend's
+ * own CUDA memory pool (cudaMemPoolCreate, stream-ordered
+ * cudaMallocFromPoolAsync/cudaFreeAsync on the backend's stream, release
+ * threshold unlimited): freed memory stays with the backend and is handed out
+ * again without a device-wide synchronization, and a free is ordered after
+ * the queued kernels that still use the memory. Devices without memory pools
+ * get cudaMalloc/cudaFree (after a stream synchronization).
+ *
+ * Host arrays the ops take (positions, RoPE frequencies, token ids) go
+ * through small pinned staging buffers that remember what the device holds:
+ * the positions of a forward pass are uploaded once, not twice per layer.
  *
  * Ordering: every op and copy is enqueued on the backend's stream; the stream
  * order alone makes reuse of the workspace, the staging buffers and the
  * matmul scratch safe. upload, download and fingerprint synchronize (the
  * caller's host memory is free or filled when they return), and that is where
- * an asynchronous kernel fault surfaces. cudaFree synchronizes the device, so
- * freeing a buffer a queued kernel still reads is safe too. */
+ * an asynchronous kernel fault surfaces. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +51,8 @@ typedef struct {
 typedef struct {
     opg_backend base;
     int device;
+    cudaMemPool_t pool; /* NULL: plain cudaMalloc */
+    size_t total_mem;   /* the device's, from its properties */
     char name[256]; /* "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" */
     cudaStream_t stream;
     staged pos, freq, tok;
@@ -92,12 +99,18 @@ static opg_status enter(cuda_backend *c) {
     return OPG_OK;
 }
 
-/* cudaMalloc, with the out-of-memory message of backend.h. */
+/* Device memory from the backend's pool (or cudaMalloc), usable by the
+ * backend's stream from now on, with the out-of-memory message of backend.h. */
 static opg_status dev_alloc(cuda_backend *c, size_t bytes, void **out) {
     *out = NULL;
     size_t rounded = (bytes + 255) & ~(size_t)255;
-    if (rounded < bytes) rounded = bytes; /* wrapped: let cudaMalloc refuse it */
-    cudaError_t e = cudaMalloc(out, rounded ? rounded : 256);
+    if (rounded < bytes) rounded = bytes; /* wrapped: let CUDA refuse it */
+    if (!rounded) rounded = 256;
+    /* more than the device has is out of memory whatever the allocator would
+     * call it (a pool may answer "invalid value") */
+    cudaError_t e = c->total_mem && rounded > c->total_mem ? cudaErrorMemoryAllocation
+                    : c->pool ? cudaMallocFromPoolAsync(out, rounded, c->pool, c->stream)
+                              : cudaMalloc(out, rounded);
     if (e == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();
         size_t free_b = 0, total_b = 0;
@@ -110,20 +123,30 @@ static opg_status dev_alloc(cuda_backend *c, size_t bytes, void **out) {
     }
     if (e != cudaSuccess) {
         *out = NULL;
-        return cuda_fail(e, "cudaMalloc");
+        return cuda_fail(e, "device allocation");
     }
     return OPG_OK;
+}
+
+/* Frees dev_alloc's memory after the work queued on the stream (NULL: no-op).
+ * Errors are cleared: a free has nothing to report that a later
+ * synchronizing call would not. */
+static void dev_free(cuda_backend *c, void *p) {
+    if (!p) return;
+    if (c->pool) {
+        cudaFreeAsync(p, c->stream);
+    } else {
+        cudaStreamSynchronize(c->stream); /* queued kernels may still use it */
+        cudaFree(p);
+    }
+    (void)cudaGetLastError();
 }
 
 /* Grows a device scratch area to at least bytes (contents not kept). */
 static opg_status grow(cuda_backend *c, void **p, size_t *cap, size_t bytes) {
     if (bytes <= *cap && *p) return OPG_OK;
     size_t want = bytes > 2 * *cap ? bytes : 2 * *cap;
-    if (*p) {
-        /* queued kernels may still use the old area */
-        CU(cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
-        CU(cudaFree(*p), "cudaFree");
-    }
+    dev_free(c, *p);
     *p = NULL;
     *cap = 0;
     opg_status st = dev_alloc(c, want, p);
@@ -132,9 +155,9 @@ static opg_status grow(cuda_backend *c, void **p, size_t *cap, size_t bytes) {
     return OPG_OK;
 }
 
-static void staged_free(staged *s) {
+static void staged_free(cuda_backend *c, staged *s) {
     if (s->host) cudaFreeHost(s->host);
-    if (s->dev) cudaFree(s->dev);
+    dev_free(c, s->dev);
     if (s->copied) cudaEventDestroy(s->copied);
     memset(s, 0, sizeof *s);
 }
@@ -153,13 +176,12 @@ static opg_status stage(cuda_backend *c, staged *s, const void *host, size_t byt
     s->recorded = 0;
     s->len = 0;
     if (bytes > s->cap) {
-        /* queued kernels may still read the old device copy */
-        CU(cudaStreamSynchronize(c->stream), "staging: cudaStreamSynchronize");
         size_t want = bytes > 2 * s->cap ? bytes : 2 * s->cap;
         if (want < 4096) want = 4096;
+        /* the event above: no copy from the old host buffer is pending */
         if (s->host) CU(cudaFreeHost(s->host), "staging: cudaFreeHost");
         s->host = NULL;
-        if (s->dev) CU(cudaFree(s->dev), "staging: cudaFree");
+        dev_free(c, s->dev); /* after the queued kernels that read it */
         s->dev = NULL;
         s->cap = 0;
         cudaError_t e = cudaMallocHost(&s->host, want);
@@ -221,14 +243,19 @@ static int64_t prod(int64_t a, int64_t b) {
 
 static void cuda_destroy(opg_backend *be) {
     cuda_backend *c = cb(be);
-    if (cudaSetDevice(c->device) == cudaSuccess && c->stream) cudaStreamSynchronize(c->stream);
-    staged_free(&c->pos);
-    staged_free(&c->freq);
-    staged_free(&c->tok);
-    if (c->scratch) cudaFree(c->scratch);
-    if (c->fp) cudaFree(c->fp);
-    if (c->sample_scratch) cudaFree(c->sample_scratch);
-    if (c->token) cudaFree(c->token);
+    int ok = cudaSetDevice(c->device) == cudaSuccess;
+    if (ok && c->stream) cudaStreamSynchronize(c->stream);
+    staged_free(c, &c->pos);
+    staged_free(c, &c->freq);
+    staged_free(c, &c->tok);
+    if (ok) {
+        dev_free(c, c->scratch);
+        dev_free(c, c->fp);
+        dev_free(c, c->sample_scratch);
+        dev_free(c, c->token);
+        if (c->stream) cudaStreamSynchronize(c->stream); /* the frees are done */
+    }
+    if (c->pool) cudaMemPoolDestroy(c->pool);
     if (c->stream) cudaStreamDestroy(c->stream);
     (void)cudaGetLastError();
     free(c);
@@ -272,12 +299,9 @@ static opg_status cuda_alloc(opg_backend *be, size_t bytes, opg_buf **out) {
 static void cuda_free(opg_backend *be, opg_buf *b) {
     if (!b) return;
     cuda_backend *c = cb(be);
-    /* a queued kernel may still use it (the model frees its workspace right
-     * before a forward pass allocates a larger one) */
-    if (cudaSetDevice(c->device) == cudaSuccess) {
-        cudaStreamSynchronize(c->stream);
-        cudaFree(b->dev);
-    }
+    /* after the queued kernels that may still use it (the model frees its
+     * workspace right before a forward pass allocates a larger one) */
+    if (cudaSetDevice(c->device) == cudaSuccess) dev_free(c, b->dev);
     (void)cudaGetLastError();
     c->held -= b->bytes <= c->held ? b->bytes : c->held;
     free(b);
@@ -563,6 +587,32 @@ static opg_status self_test(cuda_backend *c) {
     return st;
 }
 
+/* The backend's memory pool, where the device supports pools (else c->pool
+ * stays NULL and dev_alloc uses cudaMalloc): device memory, kept when freed
+ * (release threshold unlimited), so steady-state allocations never go back
+ * to the driver. */
+static cudaError_t create_pool(cuda_backend *c) {
+    int supported = 0;
+    if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, c->device) !=
+            cudaSuccess ||
+        !supported) {
+        (void)cudaGetLastError();
+        return cudaSuccess;
+    }
+    struct cudaMemPoolProps props;
+    memset(&props, 0, sizeof props);
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = c->device;
+    cudaError_t e = cudaMemPoolCreate(&c->pool, &props);
+    if (e != cudaSuccess) {
+        c->pool = NULL;
+        return e;
+    }
+    uint64_t threshold = UINT64_MAX;
+    return cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &threshold);
+}
+
 opg_status opg_backend_cuda_new(int device, opg_backend **out) {
     *out = NULL;
     int n = 0;
@@ -587,12 +637,14 @@ opg_status opg_backend_cuda_new(int device, opg_backend **out) {
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaEventCreateWithFlags(&c->pos.copied, cudaEventDisableTiming)) != cudaSuccess ||
         (e = cudaEventCreateWithFlags(&c->freq.copied, cudaEventDisableTiming)) != cudaSuccess ||
-        (e = cudaEventCreateWithFlags(&c->tok.copied, cudaEventDisableTiming)) != cudaSuccess) {
+        (e = cudaEventCreateWithFlags(&c->tok.copied, cudaEventDisableTiming)) != cudaSuccess ||
+        (e = create_pool(c)) != cudaSuccess) {
         (void)cudaGetLastError();
         st = opg__fail(OPG_ERR_UNSUPPORTED, "cuda backend: device %d is not usable: %s", device,
                        cudaGetErrorString(e));
     }
     if (!st) {
+        c->total_mem = prop.totalGlobalMem;
         snprintf(c->name, sizeof c->name, "%.200s (sm_%d%d, %.1f GiB)", prop.name, prop.major,
                  prop.minor, (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
         if ((st = self_test(c)))
@@ -609,6 +661,32 @@ opg_status opg_backend_cuda_new(int device, opg_backend **out) {
 }
 
 #else /* !OPG_HAVE_CUDA */
+
+/* The backend's memory pool, where the device supports pools (else c->pool
+ * stays NULL and dev_alloc uses cudaMalloc): device memory, kept when freed
+ * (release threshold unlimited), so steady-state allocations never go back
+ * to the driver. */
+static cudaError_t create_pool(cuda_backend *c) {
+    int supported = 0;
+    if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, c->device) !=
+            cudaSuccess ||
+        !supported) {
+        (void)cudaGetLastError();
+        return cudaSuccess;
+    }
+    struct cudaMemPoolProps props;
+    memset(&props, 0, sizeof props);
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = c->device;
+    cudaError_t e = cudaMemPoolCreate(&c->pool, &props);
+    if (e != cudaSuccess) {
+        c->pool = NULL;
+        return e;
+    }
+    uint64_t threshold = UINT64_MAX;
+    return cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &threshold);
+}
 
 opg_status opg_backend_cuda_new(int device, opg_backend **out) {
     (void)device;
