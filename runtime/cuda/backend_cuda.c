@@ -662,32 +662,6 @@ opg_status opg_backend_cuda_new(int device, opg_backend **out) {
 
 #else /* !OPG_HAVE_CUDA */
 
-/* The backend's memory pool, where the device supports pools (else c->pool
- * stays NULL and dev_alloc uses cudaMalloc): device memory, kept when freed
- * (release threshold unlimited), so steady-state allocations never go back
- * to the driver. */
-static cudaError_t create_pool(cuda_backend *c) {
-    int supported = 0;
-    if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, c->device) !=
-            cudaSuccess ||
-        !supported) {
-        (void)cudaGetLastError();
-        return cudaSuccess;
-    }
-    struct cudaMemPoolProps props;
-    memset(&props, 0, sizeof props);
-    props.allocType = cudaMemAllocationTypePinned;
-    props.location.type = cudaMemLocationTypeDevice;
-    props.location.id = c->device;
-    cudaError_t e = cudaMemPoolCreate(&c->pool, &props);
-    if (e != cudaSuccess) {
-        c->pool = NULL;
-        return e;
-    }
-    uint64_t threshold = UINT64_MAX;
-    return cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &threshold);
-}
-
 opg_status opg_backend_cuda_new(int device, opg_backend **out) {
     (void)device;
     *out = NULL;
