@@ -148,6 +148,9 @@ typedef struct {
 
 void bench_print_table(FILE *f, const bench_report *r);
 void bench_print_json(FILE *f, const bench_report *r);
+/* " value" (fmt with a width, e.g. "%*.1f") in width columns, or " -" when v
+ * is negative (not applicable). */
+void bench_print_num(FILE *f, int width, double v, const char *fmt);
 /* Achieved rates of a measured case; negative when not applicable. */
 double bench_case_gflops(const bench_case *c);
 double bench_case_gbs(const bench_case *c);

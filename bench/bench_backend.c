@@ -473,12 +473,6 @@ static const char *bits_word(const bk_case *c) {
     return c->failed ? "ERROR" : c->bits_same ? "same" : "DIFF";
 }
 
-static void num(FILE *f, int w, double v, const char *fmt) {
-    fputc(' ', f);
-    if (v < 0) fprintf(f, "%*s", w, "-");
-    else fprintf(f, fmt, w, v);
-}
-
 static void print_table(FILE *f, const bk_env *e, bk_case *cs, int n, const bench_machine *m,
                         const bench_model_result *mr) {
     fprintf(f, "opg-bench (backend %s, contract v%d): %s\n", e->be->ops->name,
@@ -498,13 +492,13 @@ static void print_table(FILE *f, const bk_env *e, bk_case *cs, int n, const benc
         const bk_case *c = &cs[i];
         if (c->skipped) continue;
         fprintf(f, "%-14s %-22s", c->name, c->shape);
-        num(f, 10, c->failed ? -1 : c->median_s * 1e6, "%*.1f");
-        num(f, 6, c->failed ? -1 : c->inner, "%*.0f");
-        num(f, 9, gflops(c), "%*.1f");
-        num(f, 8, gbs(c), "%*.1f");
-        num(f, 7, pct_copy(c, e), "%*.1f");
-        num(f, 10, c->cublas_s > 0 ? c->cublas_s * 1e6 : -1, "%*.1f");
-        num(f, 6, c->cublas_s > 0 && !c->failed ? c->median_s / c->cublas_s : -1, "%*.2f");
+        bench_print_num(f, 10, c->failed ? -1 : c->median_s * 1e6, "%*.1f");
+        bench_print_num(f, 6, c->failed ? -1 : c->inner, "%*.0f");
+        bench_print_num(f, 9, gflops(c), "%*.1f");
+        bench_print_num(f, 8, gbs(c), "%*.1f");
+        bench_print_num(f, 7, pct_copy(c, e), "%*.1f");
+        bench_print_num(f, 10, c->cublas_s > 0 ? c->cublas_s * 1e6 : -1, "%*.1f");
+        bench_print_num(f, 6, c->cublas_s > 0 && !c->failed ? c->median_s / c->cublas_s : -1, "%*.2f");
         fprintf(f, "  %s\n", bits_word(c));
         if (c->err[0]) fprintf(f, "    %s\n", c->err);
     }

@@ -38,8 +38,7 @@ static const char *bits_word(const bench_case *c) {
 
 /* ---- table ------------------------------------------------------------------------ */
 
-/* " value" in width columns, or " -" for not applicable (negative). */
-static void print_num(FILE *f, int width, double v, const char *fmt) {
+void bench_print_num(FILE *f, int width, double v, const char *fmt) {
     fputc(' ', f);
     if (v < 0) fprintf(f, "%*s", width, "-");
     else fprintf(f, fmt, width, v);
@@ -72,8 +71,8 @@ static void print_row(FILE *f, const bench_case *c, const bench_bw *bw) {
     }
     fprintf(f, " %4dx%-6d", c->reps, c->inner);
     fprintf(f, " %11.2f", c->median_s * 1e6);
-    print_num(f, 9, bench_case_gflops(c), "%*.2f");
-    print_num(f, 9, bench_case_gbs(c), "%*.2f");
+    bench_print_num(f, 9, bench_case_gflops(c), "%*.2f");
+    bench_print_num(f, 9, bench_case_gbs(c), "%*.2f");
     double pct = bench_case_pct_copy(c, bw);
     if (pct < 0) fprintf(f, " %6s", "-");
     else fprintf(f, " %5.1f%%", pct);

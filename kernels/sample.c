@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "opg_math.h"
+#include "sample_impl.h"
 
 /* ---- RNG --------------------------------------------------------------- */
 
@@ -127,36 +128,9 @@ int64_t opg_sample_ref(const float *logits, int64_t n, const opg_sample_params *
     /* An infinite largest z (an inf logit, l/T overflowing, all -inf) would
      * make e_first NaN: the contract picks the top token then. */
     if (z_first - z_first != 0.0f) return order[0];
-    float S = 0.0f;
     for (int64_t j = 0; j < kept; j++) {
         float z = logits[order[j]] / T;
         e[j] = opg_expf(z - z_first);
-        S = S + e[j];
     }
-
-    const float P = p->top_p;
-    if (P > 0.0f && P < 1.0f) {
-        const float thr = P * S;
-        float cum = 0.0f;
-        int64_t m = kept; /* no prefix reaches thr only when S is NaN: keep all */
-        for (int64_t j = 0; j < kept; j++) {
-            cum = cum + e[j];
-            if (cum >= thr) {
-                m = j + 1;
-                break;
-            }
-        }
-        kept = m;
-    }
-
-    float S2 = 0.0f;
-    for (int64_t j = 0; j < kept; j++) S2 = S2 + e[j];
-
-    const float r = opg_rng_uniform(p->seed, step) * S2;
-    float c = 0.0f;
-    for (int64_t j = 0; j < kept; j++) {
-        c = c + e[j];
-        if (r < c) return order[j];
-    }
-    return order[kept - 1];
+    return order[opg__sample_pick(e, kept, p->top_p, opg_rng_uniform(p->seed, step))];
 }

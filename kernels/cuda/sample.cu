@@ -11,8 +11,9 @@
  *    min(top_k, non-NaN) ids are the reference's (its partial selection gives
  *    a full sort's prefix). Then e_j = opg_expf(l_j / T - z_first) for every
  *    kept j in parallel (each e_j is one element's own sequence), and one
- *    thread runs the sequential sums of the spec: S, the top-p prefix, S',
- *    and the walk with r = u * S'. u = opg_rng_uniform(seed, step) is the
+ *    thread runs the sequential sums of the spec (S, the top-p prefix, S',
+ *    the walk with r = u * S') in opg__sample_pick, the reference's own
+ *    code (sample_impl.h). u = opg_rng_uniform(seed, step) is the
  *    reference's own value, computed on the host by the launcher. */
 #include <cub/device/device_radix_sort.cuh>
 
@@ -20,6 +21,7 @@
 #include "common.cuh"
 #include "opg_math.h"
 #include "sample.h"
+#include "sample_impl.h"
 
 namespace {
 
@@ -86,34 +88,7 @@ __global__ void sample_finish(int64_t *out, const float *x, int64_t n, const uin
         e[j] = opg_expf(z - zf);
     }
     __syncthreads(); /* e[] written by the block, read by thread 0 */
-    if (tid != 0) return;
-    float S = 0.0f;
-    for (int64_t j = 0; j < kept; j++) S = S + e[j];
-    if (P > 0.0f && P < 1.0f) {
-        const float thr = P * S;
-        float cum = 0.0f;
-        int64_t m = kept; /* no prefix reaches thr only when S is NaN: keep all */
-        for (int64_t j = 0; j < kept; j++) {
-            cum = cum + e[j];
-            if (cum >= thr) {
-                m = j + 1;
-                break;
-            }
-        }
-        kept = m;
-    }
-    float S2 = 0.0f;
-    for (int64_t j = 0; j < kept; j++) S2 = S2 + e[j];
-    const float r = u * S2;
-    float c = 0.0f;
-    for (int64_t j = 0; j < kept; j++) {
-        c = c + e[j];
-        if (r < c) {
-            *out = ids[j];
-            return;
-        }
-    }
-    *out = ids[kept - 1];
+    if (tid == 0) *out = ids[opg__sample_pick(e, kept, P, u)];
 }
 
 /* Scratch layout: keys in/out, ids in/out, e, then CUB's temporary storage,
