@@ -17,21 +17,21 @@
 OPG_HD int64_t opg__sample_pick(const float *e, int64_t kept, float P, float u) {
     float S = 0.0f;
     for (int64_t j = 0; j < kept; j++) S = S + e[j];
+    /* S' is the same sequential sum over the kept prefix: the running sum at
+     * the cut, or S itself when nothing is cut (same operations, same order) */
+    float S2 = S;
     if (P > 0.0f && P < 1.0f) {
         const float thr = P * S;
         float cum = 0.0f;
-        int64_t m = kept;
         for (int64_t j = 0; j < kept; j++) {
             cum = cum + e[j];
             if (cum >= thr) {
-                m = j + 1;
+                kept = j + 1;
+                S2 = cum;
                 break;
             }
         }
-        kept = m;
     }
-    float S2 = 0.0f;
-    for (int64_t j = 0; j < kept; j++) S2 = S2 + e[j];
     const float r = u * S2;
     float c = 0.0f;
     for (int64_t j = 0; j < kept; j++) {

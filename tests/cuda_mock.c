@@ -149,6 +149,15 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, enum cudaMemPoolAttr att
     (void)pool, (void)attr, (void)v;
     return cudaSuccess;
 }
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t keep) {
+    (void)pool, (void)keep;
+    return cudaSuccess;
+}
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, enum cudaMemPoolAttr attr, void *v) {
+    (void)pool, (void)attr;
+    *(uint64_t *)v = 0; /* the mock frees at once: nothing stays reserved */
+    return cudaSuccess;
+}
 cudaError_t cudaMemPoolDestroy(cudaMemPool_t pool) {
     (void)pool;
     return cudaSuccess;
@@ -358,6 +367,11 @@ int opg_cuda_sample(opg_cuda_stream s, int64_t *out, const float *x, int64_t n,
         return OPG_CUDA_OK;
     }
     need(x, f32s(1, n), "sample logits");
+    if (!(p->temperature > 0.0f) || p->top_k == 1) { /* greedy: no scratch (opg_cuda.h) */
+        static char unused[8];
+        *out = opg_sample_ref(x, n, p, step, unused);
+        return OPG_CUDA_OK;
+    }
     if (((uintptr_t)scratch & 255) != 0) return fail_arg("sample: scratch not 256-byte aligned");
     need(scratch, opg_cuda_sample_scratch_bytes(n), "sample scratch");
     *out = opg_sample_ref(x, n, p, step, scratch);

@@ -14,6 +14,7 @@
  * all of them. Returns the index in every thread. */
 template <int THREADS>
 __device__ __forceinline__ int64_t block_argmax(const float *x, int64_t n, bool skip_neg_inf) {
+    static_assert(THREADS > 0 && (THREADS & (THREADS - 1)) == 0, "the tree halves THREADS");
     __shared__ float bv[THREADS];
     __shared__ int64_t bi[THREADS];
     const int tid = (int)threadIdx.x;

@@ -23,7 +23,7 @@
  *    accumulated, or kept apart and combined with their scales for Q6_K),
  *    stores the int32 sums, and every lane then takes the f32 term of its 32
  *    outputs in block order, exactly as qmatmul does.
- * Which kernel runs depends on M and the device generation, never on data;
+ * Which kernel runs depends on M and the build's PTX target, never on data;
  * both give the same bits (integers are exact; the f32 steps are the same). */
 #include <mma.h>
 
@@ -229,7 +229,7 @@ qmatmul_tc(float *__restrict__ y, const opg_block_q8a *__restrict__ xq,
         }
     }
 #else
-    __trap(); /* the launcher never picks this kernel below sm_72 */
+    __trap(); /* never launched: tc_usable sees the PTX target below 72 */
 #endif
 }
 
@@ -243,6 +243,21 @@ void launch_q(cudaStream_t s, float *y, const opg_block_q8a *xq, const void *w, 
     dim3 grid((unsigned)((N + QM_WARPS - 1) / QM_WARPS), (unsigned)(gy < MAX_GRID_Y ? gy : MAX_GRID_Y));
     qmatmul<T, MB><<<grid, QM_WARPS * 32, 0, s>>>(y, xq, (const unsigned char *)w, row_bytes,
                                                   bias, M, N, K);
+}
+
+/* Whether qmatmul_tc<T> as loaded on device dev has its tensor-core body:
+ * the PTX target it was built from (the build's architectures, JIT included)
+ * decides, not the device; below sm_72 the body is __trap(). Cached per
+ * device (a benign race: every thread computes the same answer). */
+template <int T>
+bool tc_usable(int dev) {
+    static signed char known[64]; /* 0 unknown, 1 yes, -1 no */
+    if (dev >= 0 && dev < 64 && known[dev]) return known[dev] > 0;
+    cudaFuncAttributes a;
+    bool ok = cudaFuncGetAttributes(&a, qmatmul_tc<T>) == cudaSuccess && a.ptxVersion >= 72;
+    (void)cudaGetLastError();
+    if (dev >= 0 && dev < 64) known[dev] = ok ? 1 : -1;
+    return ok;
 }
 
 /* qmatmul_tc covers M in grid.y tiles of 64 rows: up to 65535 of them. */
@@ -319,20 +334,15 @@ extern "C" int opg_cuda_matmul(opg_cuda_stream s, float *y, const float *x, cons
     const size_t row_bytes = opg_dtype_row_bytes(wt, K);
     /* int8 tensor cores for GEMM shapes where the device has them (wmma s8:
      * sm_72 and later); same bits either way */
-    bool tc = false;
-    if (M >= TC_MIN_M && (M + TC_TM - 1) / TC_TM <= MAX_GRID_Y) {
-        int dev = 0, major = 0, minor = 0;
-        OPG_CUDA_CHECK(cudaGetDevice(&dev));
-        OPG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        OPG_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-        tc = major * 10 + minor >= 72;
-    }
+    const bool tc_shape = M >= TC_MIN_M && (M + TC_TM - 1) / TC_TM <= MAX_GRID_Y;
+    int dev = 0;
+    if (tc_shape) OPG_CUDA_CHECK(cudaGetDevice(&dev));
     switch (wt) {
-    case OPG_Q8_0: launch_qt<OPG_Q8_0>(st, y, xq, w, row_bytes, bias, M, N, K, tc); break;
-    case OPG_Q4_0: launch_qt<OPG_Q4_0>(st, y, xq, w, row_bytes, bias, M, N, K, tc); break;
-    case OPG_Q4_1: launch_qt<OPG_Q4_1>(st, y, xq, w, row_bytes, bias, M, N, K, tc); break;
-    case OPG_Q4_K: launch_qt<OPG_Q4_K>(st, y, xq, w, row_bytes, bias, M, N, K, tc); break;
-    case OPG_Q6_K: launch_qt<OPG_Q6_K>(st, y, xq, w, row_bytes, bias, M, N, K, tc); break;
+    case OPG_Q8_0: launch_qt<OPG_Q8_0>(st, y, xq, w, row_bytes, bias, M, N, K, tc_shape && tc_usable<OPG_Q8_0>(dev)); break;
+    case OPG_Q4_0: launch_qt<OPG_Q4_0>(st, y, xq, w, row_bytes, bias, M, N, K, tc_shape && tc_usable<OPG_Q4_0>(dev)); break;
+    case OPG_Q4_1: launch_qt<OPG_Q4_1>(st, y, xq, w, row_bytes, bias, M, N, K, tc_shape && tc_usable<OPG_Q4_1>(dev)); break;
+    case OPG_Q4_K: launch_qt<OPG_Q4_K>(st, y, xq, w, row_bytes, bias, M, N, K, tc_shape && tc_usable<OPG_Q4_K>(dev)); break;
+    case OPG_Q6_K: launch_qt<OPG_Q6_K>(st, y, xq, w, row_bytes, bias, M, N, K, tc_shape && tc_usable<OPG_Q6_K>(dev)); break;
     default:
         return opg_cuda__fail(OPG_CUDA_ERR_ARG, "opg_cuda_matmul: type %d has no CUDA kernel",
                               (int)wt);

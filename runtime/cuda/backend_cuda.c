@@ -108,18 +108,30 @@ static opg_status dev_alloc(cuda_backend *c, size_t bytes, void **out) {
     if (!rounded) rounded = 256;
     /* more than the device has is out of memory whatever the allocator would
      * call it (a pool may answer "invalid value") */
-    cudaError_t e = c->total_mem && rounded > c->total_mem ? cudaErrorMemoryAllocation
+    const int too_big = c->total_mem && rounded > c->total_mem;
+    cudaError_t e = too_big ? cudaErrorMemoryAllocation
                     : c->pool ? cudaMallocFromPoolAsync(out, rounded, c->pool, c->stream)
                               : cudaMalloc(out, rounded);
+    if (e == cudaErrorMemoryAllocation && c->pool && !too_big) {
+        /* the pool keeps what was freed: hand its unused memory back to the
+         * device (others may hold some of it now) and try once more */
+        (void)cudaGetLastError();
+        (void)cudaStreamSynchronize(c->stream);
+        (void)cudaMemPoolTrimTo(c->pool, 0);
+        e = cudaMallocFromPoolAsync(out, rounded, c->pool, c->stream);
+    }
     if (e == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();
         size_t free_b = 0, total_b = 0;
+        uint64_t pooled = 0;
         (void)cudaMemGetInfo(&free_b, &total_b);
+        if (c->pool) (void)cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrReservedMemCurrent, &pooled);
+        (void)cudaGetLastError();
         *out = NULL;
         return opg__fail(OPG_ERR_NOMEM,
                          "cuda backend: out of device memory allocating %zu bytes (free %zu of "
-                         "%zu; this backend holds %zu)",
-                         bytes, free_b, total_b, c->held);
+                         "%zu; this backend holds %zu in buffers, %llu reserved in its pool)",
+                         bytes, free_b, total_b, c->held, (unsigned long long)pooled);
     }
     if (e != cudaSuccess) {
         *out = NULL;
@@ -198,7 +210,12 @@ static opg_status stage(cuda_backend *c, staged *s, const void *host, size_t byt
     memcpy(s->host, host, bytes);
     CU(cudaMemcpyAsync(s->dev, s->host, bytes, cudaMemcpyHostToDevice, c->stream),
        "staging: cudaMemcpyAsync");
-    CU(cudaEventRecord(s->copied, c->stream), "staging: cudaEventRecord");
+    cudaError_t er = cudaEventRecord(s->copied, c->stream);
+    if (er != cudaSuccess) {
+        /* no event to wait on: drain the copy before the host buffer is reused */
+        (void)cudaStreamSynchronize(c->stream);
+        return cuda_fail(er, "staging: cudaEventRecord");
+    }
     s->recorded = 1;
     s->len = bytes;
     *dev = s->dev;
@@ -524,11 +541,14 @@ static opg_status cuda_sample(opg_backend *be, int64_t *token, opg_view logits, 
     if (n <= 0) return OPG_OK;
     NEED(logits, f32s(n), "logits");
     TRY(enter(c));
+    /* greedy sampling (argmax) needs no sort scratch */
+    const int greedy = !(p->temperature > 0.0f) || p->top_k == 1;
     size_t need = opg_cuda_sample_scratch_bytes(n);
     if (need == 0) return opg__fail(OPG_ERR_ARG, "cuda backend: sample: %lld logits", (long long)n);
-    TRY(grow(c, &c->sample_scratch, &c->sample_cap, need));
+    if (!greedy) TRY(grow(c, &c->sample_scratch, &c->sample_cap, need));
     TRY(grow(c, &c->token, &c->token_cap, sizeof *token));
-    TRY(launched(opg_cuda_sample(c->stream, c->token, ptr(logits), n, p, step, c->sample_scratch),
+    TRY(launched(opg_cuda_sample(c->stream, c->token, ptr(logits), n, p, step,
+                                 greedy ? NULL : c->sample_scratch),
                  op));
     CU(cudaMemcpyAsync(token, c->token, sizeof *token, cudaMemcpyDeviceToHost, c->stream),
        "sample: cudaMemcpyAsync");
@@ -587,10 +607,11 @@ static opg_status self_test(cuda_backend *c) {
     return st;
 }
 
-/* The backend's memory pool, where the device supports pools (else c->pool
- * stays NULL and dev_alloc uses cudaMalloc): device memory, kept when freed
- * (release threshold unlimited), so steady-state allocations never go back
- * to the driver. */
+/* The backend's memory pool, where the device supports pools (else, or when
+ * creating it fails, c->pool stays NULL and dev_alloc uses cudaMalloc):
+ * device memory, kept when freed (release threshold unlimited), so
+ * steady-state allocations never go back to the driver; dev_alloc trims it
+ * before giving up on an allocation. Never fails the backend. */
 static cudaError_t create_pool(cuda_backend *c) {
     int supported = 0;
     if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, c->device) !=
@@ -604,13 +625,18 @@ static cudaError_t create_pool(cuda_backend *c) {
     props.allocType = cudaMemAllocationTypePinned;
     props.location.type = cudaMemLocationTypeDevice;
     props.location.id = c->device;
-    cudaError_t e = cudaMemPoolCreate(&c->pool, &props);
-    if (e != cudaSuccess) {
-        c->pool = NULL;
-        return e;
+    if (cudaMemPoolCreate(&c->pool, &props) != cudaSuccess) {
+        c->pool = NULL; /* some virtualized setups: plain cudaMalloc then */
+    } else {
+        uint64_t threshold = UINT64_MAX;
+        if (cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &threshold) !=
+            cudaSuccess) {
+            cudaMemPoolDestroy(c->pool);
+            c->pool = NULL;
+        }
     }
-    uint64_t threshold = UINT64_MAX;
-    return cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &threshold);
+    (void)cudaGetLastError();
+    return cudaSuccess;
 }
 
 opg_status opg_backend_cuda_new(int device, opg_backend **out) {
