@@ -2,7 +2,11 @@
  * run runs exactly once and its writes are visible when opg_pool_run
  * returns, whether the workers are spinning (runs back to back), asleep
  * (runs further apart than the spin) or the caller has to sleep too (a task
- * longer than the spin); and a pool frees cleanly in either state. */
+ * longer than the spin); and a pool frees cleanly in either state. ctest
+ * also runs it over kernels/pool.c built with SPIN_NS=0 (every wait blocks:
+ * a lost wakeup hangs it) and under ThreadSanitizer (test_pool_nospin,
+ * test_pool_tsan; both caught the mutations tried: an unlocked done signal,
+ * relaxed atomics). */
 #include "testutil.h"
 
 #include <stdatomic.h>
