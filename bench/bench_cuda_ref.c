@@ -98,6 +98,8 @@ double bench_cublas_matmul_s(int device, opg_dtype wt, int64_t M, int64_t N, int
     for (int k = 0; k < copies; k++)
         if (fill_dev((char *)w + (size_t)k * stride, wt, (size_t)N * (size_t)K, 42) != 0) goto out;
     if (fill_dev(x, wt, (size_t)M * (size_t)K, 43) != 0) goto out;
+    /* the fills ran on the legacy stream; the GEMMs run on a non-blocking one */
+    if (cudaDeviceSynchronize() != cudaSuccess) goto out;
     const float alpha = 1.0f, beta = 0.0f;
     int next = 0;
 #define GEMM()                                                                                 \

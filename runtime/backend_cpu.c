@@ -164,8 +164,13 @@ static opg_status cpu_fingerprint(opg_backend *be, uint64_t *out, opg_view x, in
 static opg_status cpu_sample(opg_backend *be, int64_t *token, opg_view logits, int64_t n,
                              const opg_sample_params *p, uint64_t step) {
     cpu_backend *c = (cpu_backend *)be;
+    *token = -1;
+    if (n <= 0) return OPG_OK;
     size_t need = opg_sample_scratch_bytes(n);
-    if (need == SIZE_MAX) return opg__fail(OPG_ERR_ARG, "sample: %lld logits", (long long)n);
+    if (need == SIZE_MAX || (uint64_t)n > SIZE_MAX / sizeof(float))
+        return opg__fail(OPG_ERR_ARG, "sample: %lld logits", (long long)n);
+    opg_status st = check_range(logits, (size_t)n * sizeof(float), "sample logits");
+    if (st) return st;
     if (need > c->sample_cap) {
         void *s = realloc(c->sample_scratch, need);
         if (!s) return opg__fail(OPG_ERR_NOMEM, "cpu backend: out of memory");

@@ -353,7 +353,7 @@ opg_status opg_model_forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
     for (int s = 0; s < n_seqs; s++) {
         opg_batch_seq *q = &seqs[s];
         if (!q->kv || q->kv->m != m || q->n < 0 || q->out_from < 0 || q->out_from > q->n ||
-            (q->n > 0 && !q->tokens))
+            (q->n > 0 && !q->tokens) || (q->sample && !q->token))
             return opg__fail(OPG_ERR_ARG, "forward: sequence %d is malformed", s);
         if (q->kv->len + q->n > q->kv->n_ctx)
             return opg__fail(OPG_ERR_LIMIT,

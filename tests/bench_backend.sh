@@ -35,6 +35,7 @@ PY
 
 # usage errors exit 2 with a message, before any work
 "$bench" --backend bogus 2>err.txt; [ $? -eq 2 ] || fail "bad backend: want exit 2"
+"$bench" --backend cudax 2>err.txt; [ $? -eq 2 ] || fail "misspelt cuda backend: want exit 2"
 "$bench" --backend "$backend" --op nosuchop 2>err.txt; [ $? -eq 2 ] || fail "bad op: want exit 2"
 grep -q "unknown op 'nosuchop'" err.txt || fail "bad op message: $(cat err.txt)"
 "$bench" --backend "$backend" --model /nonexistent.gguf 2>err.txt; [ $? -eq 2 ] || fail "bad model: want exit 2"

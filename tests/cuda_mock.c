@@ -8,10 +8,17 @@
  * "Device" memory is host memory, 256-byte aligned, filled with garbage and
  * tracked: every copy, memset and launcher argument must lie inside one live
  * allocation and device-to-device copies must not overlap (undefined on
- * CUDA), else the mock aborts naming the call. Each launcher runs the cpu
- * backend's kernel call, so the bits are the CPU's: this checks the glue and
- * the tests, never a CUDA kernel. Work runs at once, so a missing stream
- * synchronization is not caught here either. */
+ * CUDA), else the mock aborts naming the call. Kernels and device-side copies
+ * run at once, but a device-to-host copy only lands at the next stream or
+ * event synchronization (its destination reads as garbage until then), and
+ * a pinned host buffer that a queued host-to-device copy reads must not
+ * change before a synchronization (else abort): a missing synchronization
+ * shows. Events and pinned buffers are tracked. OPG_MOCK_NO_POOLS=1 makes
+ * the device report no memory pools (the backend's cudaMalloc path). Each
+ * launcher runs the cpu backend's kernel call, so the bits are the CPU's:
+ * this checks the glue and the tests, never a CUDA kernel. Not modelled:
+ * host code dereferencing a device pointer (device memory is host memory
+ * here) and sticky device errors. */
 #include <cuda_runtime_api.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,7 +45,24 @@ typedef struct {
 
 static mock_alloc *g_allocs;
 static size_t g_n_allocs, g_cap_allocs, g_held;
-static char g_stream_tag, g_event_tag;
+static char g_stream_tag;
+
+/* Work that completes only at a synchronization: D2H copies (the bytes as
+ * they were when queued) and H2D copies out of pinned memory (a snapshot of
+ * the source, which must still match then). */
+typedef struct {
+    int d2h;
+    void *host;     /* D2H destination / H2D pinned source */
+    void *snap;     /* the bytes */
+    size_t bytes;
+} mock_pending;
+static mock_pending g_pending[64];
+static int g_n_pending;
+
+static void *g_pinned[64];     /* live cudaMallocHost blocks */
+static size_t g_pinned_bytes[64];
+static char g_events[16];      /* event i is &g_events[i]; g_event_live[i] */
+static int g_event_live[16];
 
 static void mock_die(const char *fmt, ...) {
     va_list ap;
@@ -58,6 +82,35 @@ static const mock_alloc *find(const void *p, size_t bytes) {
         if (c >= a->p && c <= a->p + a->bytes && bytes <= (size_t)(a->p + a->bytes - c)) return a;
     }
     return NULL;
+}
+
+/* The pinned block holding [p, p + bytes), or -1. */
+static int pinned_of(const void *p, size_t bytes) {
+    for (int i = 0; i < 64; i++)
+        if (g_pinned[i] && (const char *)p >= (char *)g_pinned[i] &&
+            bytes <= (size_t)((char *)g_pinned[i] + g_pinned_bytes[i] - (const char *)p))
+            return i;
+    return -1;
+}
+
+/* A synchronization: queued D2H copies land, pinned sources are checked. */
+static void complete_pending(const char *at) {
+    for (int i = 0; i < g_n_pending; i++) {
+        mock_pending *q = &g_pending[i];
+        if (q->d2h) memcpy(q->host, q->snap, q->bytes);
+        else if (memcmp(q->host, q->snap, q->bytes) != 0)
+            mock_die("%s: a pinned buffer changed while a queued copy still read it", at);
+        free(q->snap);
+    }
+    g_n_pending = 0;
+}
+
+static void queue(int d2h, void *host, const void *src, size_t bytes) {
+    if (g_n_pending == 64) complete_pending("queue full"); /* a real stream would block too */
+    void *snap = malloc(bytes ? bytes : 1);
+    if (!snap) mock_die("out of host memory");
+    memcpy(snap, src, bytes);
+    g_pending[g_n_pending++] = (mock_pending){d2h, host, snap, bytes};
 }
 
 static void need(const void *p, size_t bytes, const char *what) {
@@ -113,7 +166,13 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     return cudaSuccess;
 }
 
+static cudaError_t mock_free(void *p);
 cudaError_t cudaFree(void *p) {
+    complete_pending("cudaFree"); /* cudaFree synchronizes the device */
+    return mock_free(p);
+}
+
+static cudaError_t mock_free(void *p) {
     if (!p) return cudaSuccess;
     for (size_t i = 0; i < g_n_allocs; i++)
         if (g_allocs[i].p == p) {
@@ -127,7 +186,7 @@ cudaError_t cudaFree(void *p) {
             }
             return cudaSuccess;
         }
-    mock_die("cudaFree(%p): not a live device allocation", p);
+    mock_die("free of %p: not a live device allocation", p);
     return cudaErrorInvalidValue;
 }
 
@@ -136,17 +195,20 @@ cudaError_t cudaFree(void *p) {
 static char g_pool_tag;
 cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr attr, int d) {
     if (d != 0) return cudaErrorInvalidDevice;
-    *v = attr == cudaDevAttrMemoryPoolsSupported ? 1 : 0;
+    const char *no_pools = getenv("OPG_MOCK_NO_POOLS");
+    *v = attr == cudaDevAttrMemoryPoolsSupported && !(no_pools && *no_pools == '1') ? 1 : 0;
     return cudaSuccess;
 }
 cudaError_t cudaMemPoolCreate(cudaMemPool_t *pool, const struct cudaMemPoolProps *props) {
-    if (props->location.type != cudaMemLocationTypeDevice || props->location.id != 0)
-        mock_die("cudaMemPoolCreate: not a pool on device 0");
+    if (props->allocType != cudaMemAllocationTypePinned ||
+        props->location.type != cudaMemLocationTypeDevice || props->location.id != 0)
+        mock_die("cudaMemPoolCreate: not a pinned-allocation pool on device 0");
     *pool = (cudaMemPool_t)(void *)&g_pool_tag;
     return cudaSuccess;
 }
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, enum cudaMemPoolAttr attr, void *v) {
-    (void)pool, (void)attr, (void)v;
+    (void)pool, (void)v;
+    if (attr != cudaMemPoolAttrReleaseThreshold) mock_die("cudaMemPoolSetAttribute: unexpected attribute");
     return cudaSuccess;
 }
 cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t keep) {
@@ -169,7 +231,7 @@ cudaError_t cudaMallocFromPoolAsync(void **p, size_t bytes, cudaMemPool_t pool, 
 }
 cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
     (void)s;
-    return cudaFree(p);
+    return mock_free(p); /* stream order = program order here */
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
@@ -179,12 +241,30 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
 }
 
 cudaError_t cudaMallocHost(void **p, size_t bytes) {
-    *p = malloc(bytes ? bytes : 1);
-    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+    *p = NULL;
+    for (int i = 0; i < 64; i++)
+        if (!g_pinned[i]) {
+            if (!(*p = malloc(bytes ? bytes : 1))) return cudaErrorMemoryAllocation;
+            g_pinned[i] = *p;
+            g_pinned_bytes[i] = bytes;
+            return cudaSuccess;
+        }
+    mock_die("more than 64 pinned host buffers");
+    return cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFreeHost(void *p) {
-    free(p);
-    return cudaSuccess;
+    if (!p) return cudaSuccess;
+    for (int i = 0; i < 64; i++)
+        if (g_pinned[i] == p) {
+            for (int k = 0; k < g_n_pending; k++)
+                if (pinned_of(g_pending[k].host, 1) == i)
+                    mock_die("cudaFreeHost: a queued copy still uses this pinned buffer");
+            free(p);
+            g_pinned[i] = NULL;
+            return cudaSuccess;
+        }
+    mock_die("cudaFreeHost(%p): not from cudaMallocHost", p);
+    return cudaErrorInvalidValue;
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
@@ -199,7 +279,16 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
     if (kind == cudaMemcpyDeviceToDevice && (const char *)dst < (const char *)src + bytes &&
         (const char *)src < (const char *)dst + bytes)
         mock_die("overlapping device-to-device copy (undefined on CUDA)");
-    if (bytes) memcpy(dst, src, bytes);
+    if (!bytes) return cudaSuccess;
+    if (kind == cudaMemcpyDeviceToHost) {
+        /* lands at the next synchronization; garbage until then */
+        queue(1, dst, src, bytes);
+        memset(dst, 0xA5, bytes);
+        return cudaSuccess;
+    }
+    if (kind == cudaMemcpyHostToDevice && pinned_of(src, bytes) >= 0)
+        queue(0, (void *)src, src, bytes); /* the host must leave it alone until then */
+    memcpy(dst, src, bytes); /* pageable sources are staged by the call itself */
     return cudaSuccess;
 }
 
@@ -220,24 +309,40 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    (void)s;
+    if (s != (cudaStream_t)(void *)&g_stream_tag) mock_die("cudaStreamSynchronize: unknown stream");
+    complete_pending("cudaStreamSynchronize");
     return cudaSuccess;
+}
+
+static int event_index(cudaEvent_t e, const char *what) {
+    for (int i = 0; i < 16; i++)
+        if ((cudaEvent_t)(void *)&g_events[i] == e && g_event_live[i]) return i;
+    mock_die("%s: not a live event", what);
+    return -1;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
     (void)flags;
-    *e = (cudaEvent_t)(void *)&g_event_tag;
-    return cudaSuccess;
+    for (int i = 0; i < 16; i++)
+        if (!g_event_live[i]) {
+            g_event_live[i] = 1;
+            *e = (cudaEvent_t)(void *)&g_events[i];
+            return cudaSuccess;
+        }
+    mock_die("more than 16 events");
+    return cudaErrorInvalidValue;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    (void)e, (void)s;
+    (void)event_index(e, "cudaEventRecord");
+    if (s != (cudaStream_t)(void *)&g_stream_tag) mock_die("cudaEventRecord: unknown stream");
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    (void)e;
+    (void)event_index(e, "cudaEventSynchronize");
+    complete_pending("cudaEventSynchronize"); /* one stream: everything before it */
     return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    (void)e;
+    g_event_live[event_index(e, "cudaEventDestroy")] = 0;
     return cudaSuccess;
 }
 
@@ -355,7 +460,7 @@ int opg_cuda_fingerprint(opg_cuda_stream s, uint64_t *out, const float *x, int64
 }
 
 size_t opg_cuda_sample_scratch_bytes(int64_t n) {
-    return n <= 0 ? 0 : opg_sample_scratch_bytes(n) + 256;
+    return n <= 0 || n > 0x7fffffff ? 0 : opg_sample_scratch_bytes(n) + 256; /* sample.cu's limit */
 }
 
 int opg_cuda_sample(opg_cuda_stream s, int64_t *out, const float *x, int64_t n,
