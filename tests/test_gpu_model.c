@@ -266,6 +266,8 @@ static void test_backend_ops(void **state) {
                 }
             EXPECT_FAIL(G->sample(g_cuda, (int64_t[1]){0}, vg(&pl), n + 100, &ps[1], 0), OPG_ERR_ARG,
                         "outside");
+            EXPECT_FAIL(C->sample(g_cpu, (int64_t[1]){0}, vc(&pl), n + 100, &ps[1], 0), OPG_ERR_ARG,
+                        "outside");
             pair_free(&pl);
             tu_free(x);
         }
