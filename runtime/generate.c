@@ -76,14 +76,14 @@ opg_status opg_replay(opg_model *m, const int32_t *prompt, int64_t n_prompt,
     /* The sequence fed: prompt, then every output token but the last. */
     int64_t n_all = n_prompt + (n_output > 0 ? n_output - 1 : 0);
     int32_t *all = malloc((size_t)(n_all ? n_all : 1) * sizeof *all);
-    float *logits = malloc((size_t)step_tokens * (size_t)hp->n_vocab * sizeof(float));
+    /* the rows are sampled where the forward pass ran: only ids come back */
+    int64_t *picked = malloc((size_t)step_tokens * sizeof *picked);
     uint64_t *lfp = malloc((size_t)step_tokens * (size_t)hp->n_layer * sizeof(uint64_t));
     uint64_t *gfp = malloc((size_t)step_tokens * sizeof(uint64_t));
-    void *scratch = malloc(opg_sample_scratch_bytes(hp->n_vocab));
     opg_kv *kv = NULL;
     opg_trace *tr = NULL;
     opg_status st = OPG_OK;
-    if (!all || !logits || !lfp || !gfp || !scratch) { st = opg__fail(OPG_ERR_NOMEM, "replay: out of memory"); goto out; }
+    if (!all || !picked || !lfp || !gfp) { st = opg__fail(OPG_ERR_NOMEM, "replay: out of memory"); goto out; }
     memcpy(all, prompt, (size_t)n_prompt * sizeof *all);
     if (n_output > 1) memcpy(all + n_prompt, output, (size_t)(n_output - 1) * sizeof *all);
     if ((st = opg_kv_new(m, n_all, &kv))) goto out;
@@ -94,12 +94,13 @@ opg_status opg_replay(opg_model *m, const int32_t *prompt, int64_t n_prompt,
         int64_t first_out = n_prompt - 1 - p0;
         if (first_out < 0) first_out = 0;
         if (n_output == 0 || first_out > c) first_out = c;
-        opg_batch_seq b = {kv, all + p0, c, first_out, logits, lfp, gfp, NULL, 0, NULL};
+        /* row first_out is output index p0 + first_out - (n_prompt - 1) */
+        uint64_t step0 = (uint64_t)(p0 + first_out - (n_prompt - 1));
+        opg_batch_seq b = {kv, all + p0, c, first_out, NULL, lfp, gfp, sampling, step0, picked};
         if ((st = opg_model_forward(m, &b, 1))) goto out;
         for (int64_t r = first_out; r < c; r++) {
             int64_t k = p0 + r - (n_prompt - 1); /* output index */
-            const float *lg = logits + (size_t)(r - first_out) * (size_t)hp->n_vocab;
-            int64_t t = opg_sample_ref(lg, hp->n_vocab, sampling, (uint64_t)k, scratch);
+            int64_t t = picked[r - first_out];
             if (t != output[k] && *first_bad < 0) *first_bad = k;
             if ((st = opg_trace_add(tr, output[k], p0 + r, lfp + (r - first_out) * hp->n_layer,
                                     gfp[r - first_out])))
@@ -112,9 +113,8 @@ out:
     opg_trace_free(tr);
     opg_kv_free(kv);
     free(all);
-    free(logits);
+    free(picked);
     free(lfp);
     free(gfp);
-    free(scratch);
     return st;
 }

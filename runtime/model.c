@@ -475,9 +475,10 @@ opg_status opg_model_forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
             if (q->logits)
                 TRY(be->download(b, q->logits, rows, (size_t)(nr * hp->n_vocab) * f4));
             if (q->logits_fp) TRY(be->fingerprint(b, q->logits_fp, rows, nr, hp->n_vocab, hp->n_vocab));
-            if (q->sample) {
-                opg_view last = opg_view_of(w, L.logits + (size_t)((ro + nr - 1) * hp->n_vocab) * f4);
-                TRY(be->sample(b, q->token, last, hp->n_vocab, q->sample, q->sample_step));
+            for (int64_t i = 0; q->sample && i < nr; i++) {
+                opg_view row = opg_view_of(w, L.logits + (size_t)((ro + i) * hp->n_vocab) * f4);
+                TRY(be->sample(b, &q->token[i], row, hp->n_vocab, q->sample,
+                               q->sample_step + (uint64_t)i));
             }
             ro += nr;
         }

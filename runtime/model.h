@@ -66,8 +66,9 @@ void opg_kv_truncate(opg_kv *kv, int64_t n);
 /* One sequence's part of a forward batch. Its tokens go to positions
  * kv_len .. kv_len+n-1 and are appended to the cache. Rows i with
  * i >= out_from get logits and, if requested, trace fingerprints; with
- * `sample` set, the last row's logits are also sampled on the backend
- * (opg_sample_ref's token, without bringing the logits to the host). */
+ * `sample` set, each of those rows is also sampled on the backend
+ * (opg_sample_ref's token, without bringing the logits to the host): row i
+ * as step sample_step + (i - out_from), into token[i - out_from]. */
 typedef struct {
     opg_kv *kv;
     const int32_t *tokens;
@@ -77,8 +78,8 @@ typedef struct {
     uint64_t *layer_fp;    /* host [n - out_from][n_layer], or NULL */
     uint64_t *logits_fp;   /* host [n - out_from], or NULL */
     const opg_sample_params *sample; /* NULL: no sampling */
-    uint64_t sample_step;  /* the job's step (the RNG counter) */
-    int64_t *token;        /* out, with sample: the token id, -1 if all logits are NaN */
+    uint64_t sample_step;  /* the job's step (the RNG counter) of row out_from */
+    int64_t *token;        /* out, with sample: [n - out_from] ids, -1 where all logits are NaN */
 } opg_batch_seq;
 
 /* Runs one forward pass over all sequences' tokens together. On error no
