@@ -16,9 +16,9 @@
  * shows. Events and pinned buffers are tracked. OPG_MOCK_NO_POOLS=1 makes
  * the device report no memory pools (the backend's cudaMalloc path). Each
  * launcher runs the cpu backend's kernel call, so the bits are the CPU's:
- * this checks the glue and the tests, never a CUDA kernel. Not modelled:
- * host code dereferencing a device pointer (device memory is host memory
- * here) and sticky device errors. */
+ * this checks the glue and the tests, never a CUDA kernel. Device addresses
+ * are offset into non-canonical space, so host code that dereferences one
+ * faults. Not modelled: sticky device errors. */
 #include <cuda_runtime_api.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -113,10 +113,20 @@ static void queue(int d2h, void *host, const void *src, size_t bytes) {
     g_pending[g_n_pending++] = (mock_pending){d2h, host, snap, bytes};
 }
 
-static void need(const void *p, size_t bytes, const char *what) {
-    if (bytes == 0) return;
-    if (!p || !find(p, bytes))
+/* Device addresses are the host memory's plus DEV_OFFSET: non-canonical on
+ * x86-64, so host code that dereferences a device pointer faults here as it
+ * would with real device memory, while pointer arithmetic on them works. */
+#define DEV_OFFSET ((uintptr_t)1 << 46)
+static void *to_dev(void *host) { return (void *)((uintptr_t)host + DEV_OFFSET); }
+static void *real(const void *dev) { return dev ? (void *)((uintptr_t)dev - DEV_OFFSET) : NULL; }
+
+/* The host memory behind device range [p, p + bytes) after checking that it
+ * lies inside one live allocation (NULL for an empty range). */
+static void *need(const void *p, size_t bytes, const char *what) {
+    if (bytes == 0) return real(p);
+    if (!p || !find(real(p), bytes))
         mock_die("%s: %zu bytes at %p are not inside one device allocation", what, bytes, p);
+    return real(p);
 }
 
 /* ---- the runtime calls backend_cuda.c makes ---------------------------------------- */
@@ -162,7 +172,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     }
     g_allocs[g_n_allocs++] = (mock_alloc){m, bytes};
     g_held += bytes;
-    *p = m;
+    *p = to_dev(m);
     return cudaSuccess;
 }
 
@@ -172,8 +182,9 @@ cudaError_t cudaFree(void *p) {
     return mock_free(p);
 }
 
-static cudaError_t mock_free(void *p) {
-    if (!p) return cudaSuccess;
+static cudaError_t mock_free(void *dp) {
+    if (!dp) return cudaSuccess;
+    void *p = real(dp);
     for (size_t i = 0; i < g_n_allocs; i++)
         if (g_allocs[i].p == p) {
             g_held -= g_allocs[i].bytes;
@@ -186,7 +197,7 @@ static cudaError_t mock_free(void *p) {
             }
             return cudaSuccess;
         }
-    mock_die("free of %p: not a live device allocation", p);
+    mock_die("free of %p: not a live device allocation", dp);
     return cudaErrorInvalidValue;
 }
 
@@ -271,11 +282,11 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
                             cudaStream_t s) {
     (void)s;
     if (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice)
-        need(dst, bytes, "cudaMemcpyAsync destination");
+        dst = need(dst, bytes, "cudaMemcpyAsync destination");
     if (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice)
-        need(src, bytes, "cudaMemcpyAsync source");
-    if (kind == cudaMemcpyDeviceToHost && find(dst, 1)) mock_die("D2H copy into device memory");
-    if (kind == cudaMemcpyHostToDevice && find(src, 1)) mock_die("H2D copy from device memory");
+        src = need(src, bytes, "cudaMemcpyAsync source");
+    if (kind == cudaMemcpyDeviceToHost && find(real(dst), 1)) mock_die("D2H copy into device memory");
+    if (kind == cudaMemcpyHostToDevice && find(real(src), 1)) mock_die("H2D copy from device memory");
     if (kind == cudaMemcpyDeviceToDevice && (const char *)dst < (const char *)src + bytes &&
         (const char *)src < (const char *)dst + bytes)
         mock_die("overlapping device-to-device copy (undefined on CUDA)");
@@ -294,8 +305,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t s) {
     (void)s;
-    need(p, bytes, "cudaMemsetAsync");
-    memset(p, v, bytes);
+    memset(need(p, bytes, "cudaMemsetAsync"), v, bytes);
     return cudaSuccess;
 }
 
@@ -374,10 +384,10 @@ int opg_cuda_matmul(opg_cuda_stream s, float *y, const float *x, const void *w, 
     (void)s;
     size_t row = opg_dtype_row_bytes(wt, K);
     if (M < 0 || N < 0 || K < 0 || (K > 0 && row == 0)) return fail_arg("matmul: bad shape");
-    need(y, f32s(M, N), "matmul y");
-    need(x, f32s(M, K), "matmul x");
-    need(w, (size_t)N * row, "matmul weights");
-    if (bias) need(bias, f32s(1, N), "matmul bias");
+    y = need(y, f32s(M, N), "matmul y");
+    x = need(x, f32s(M, K), "matmul x");
+    w = need(w, (size_t)N * row, "matmul weights");
+    if (bias) bias = need(bias, f32s(1, N), "matmul bias");
     if (opg_dtype_is_quant(wt)) need(xq_scratch, opg_cuda_matmul_scratch_bytes(M, K), "matmul scratch");
     if (opg_matmul(pool(), y, x, w, wt, bias, M, N, K) != 0) return fail_arg("matmul: refused");
     return OPG_CUDA_OK;
@@ -386,9 +396,9 @@ int opg_cuda_matmul(opg_cuda_stream s, float *y, const float *x, const void *w, 
 int opg_cuda_rmsnorm(opg_cuda_stream s, float *y, const float *x, const float *w, int64_t M,
                      int64_t D, float eps) {
     (void)s;
-    need(y, f32s(M, D), "rmsnorm y");
-    need(x, f32s(M, D), "rmsnorm x");
-    need(w, f32s(1, D), "rmsnorm weight");
+    y = need(y, f32s(M, D), "rmsnorm y");
+    x = need(x, f32s(M, D), "rmsnorm x");
+    w = need(w, f32s(1, D), "rmsnorm weight");
     opg_rmsnorm(pool(), y, x, w, M, D, eps);
     return OPG_CUDA_OK;
 }
@@ -396,27 +406,27 @@ int opg_cuda_rmsnorm(opg_cuda_stream s, float *y, const float *x, const float *w
 int opg_cuda_rope(opg_cuda_stream s, float *x, int64_t n_tok, const int32_t *pos, int n_heads,
                   int head_dim, int n_dims, const double *inv_freq, opg_rope_mode mode) {
     (void)s;
-    need(x, f32s(n_tok, (int64_t)n_heads * head_dim), "rope x");
-    need(pos, (size_t)n_tok * sizeof *pos, "rope positions");
-    need(inv_freq, (size_t)(n_dims / 2) * sizeof *inv_freq, "rope frequencies");
+    x = need(x, f32s(n_tok, (int64_t)n_heads * head_dim), "rope x");
+    pos = need(pos, (size_t)n_tok * sizeof *pos, "rope positions");
+    inv_freq = need(inv_freq, (size_t)(n_dims / 2) * sizeof *inv_freq, "rope frequencies");
     opg_rope(pool(), x, n_tok, pos, n_heads, head_dim, n_dims, inv_freq, mode);
     return OPG_CUDA_OK;
 }
 
 int opg_cuda_swiglu(opg_cuda_stream s, float *out, const float *gate, const float *up, int64_t n) {
     (void)s;
-    need(out, f32s(1, n), "swiglu out");
-    need(gate, f32s(1, n), "swiglu gate");
-    need(up, f32s(1, n), "swiglu up");
+    out = need(out, f32s(1, n), "swiglu out");
+    gate = need(gate, f32s(1, n), "swiglu gate");
+    up = need(up, f32s(1, n), "swiglu up");
     opg_swiglu(pool(), out, gate, up, n);
     return OPG_CUDA_OK;
 }
 
 int opg_cuda_add(opg_cuda_stream s, float *y, const float *a, const float *b, int64_t n) {
     (void)s;
-    need(y, f32s(1, n), "add y");
-    need(a, f32s(1, n), "add a");
-    need(b, f32s(1, n), "add b");
+    y = need(y, f32s(1, n), "add y");
+    a = need(a, f32s(1, n), "add a");
+    b = need(b, f32s(1, n), "add b");
     for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
     return OPG_CUDA_OK;
 }
@@ -425,13 +435,13 @@ int opg_cuda_embed(opg_cuda_stream s, float *out, const void *table, opg_dtype t
                    const int32_t *tokens, int64_t n) {
     (void)s;
     size_t row = opg_dtype_row_bytes(t, dim);
-    need(out, f32s(n, dim), "embed out");
-    need(tokens, (size_t)n * sizeof *tokens, "embed tokens");
+    out = need(out, f32s(n, dim), "embed out");
+    tokens = need(tokens, (size_t)n * sizeof *tokens, "embed tokens");
     for (int64_t i = 0; i < n; i++) {
         if (tokens[i] < 0) mock_die("embed: token %d reached the launcher", tokens[i]);
         need((const char *)table + (size_t)tokens[i] * row, row, "embed table row");
     }
-    if (opg_embed_ref(out, table, t, dim, INT32_MAX, tokens, n) != 0) return fail_arg("embed");
+    if (opg_embed_ref(out, real(table), t, dim, INT32_MAX, tokens, n) != 0) return fail_arg("embed");
     return OPG_CUDA_OK;
 }
 
@@ -442,10 +452,10 @@ int opg_cuda_attention(opg_cuda_stream s, float *out, const float *q, const floa
     if (n_q <= 0) return OPG_CUDA_OK;
     if (n_head <= 0 || n_kv <= 0 || head_dim <= 0 || n_head % n_kv || pos0 < 0)
         return fail_arg("attention: bad heads or position");
-    need(out, f32s(n_q, (int64_t)n_head * head_dim), "attention out");
-    need(q, f32s(n_q, (int64_t)n_head * head_dim), "attention q");
-    need(k, f32s(pos0 + n_q, (int64_t)n_kv * head_dim), "attention k");
-    need(v, f32s(pos0 + n_q, (int64_t)n_kv * head_dim), "attention v");
+    out = need(out, f32s(n_q, (int64_t)n_head * head_dim), "attention out");
+    q = need(q, f32s(n_q, (int64_t)n_head * head_dim), "attention q");
+    k = need(k, f32s(pos0 + n_q, (int64_t)n_kv * head_dim), "attention k");
+    v = need(v, f32s(pos0 + n_q, (int64_t)n_kv * head_dim), "attention v");
     opg_attention(pool(), out, q, k, v, n_q, pos0, n_head, n_kv, head_dim, scale);
     return OPG_CUDA_OK;
 }
@@ -453,8 +463,8 @@ int opg_cuda_attention(opg_cuda_stream s, float *out, const float *q, const floa
 int opg_cuda_fingerprint(opg_cuda_stream s, uint64_t *out, const float *x, int64_t n, int64_t len,
                          int64_t stride) {
     (void)s;
-    need(out, (size_t)n * sizeof *out, "fingerprint out");
-    if (n > 0) need(x, f32s(1, (n - 1) * stride + len), "fingerprint rows");
+    out = need(out, (size_t)n * sizeof *out, "fingerprint out");
+    if (n > 0) x = need(x, f32s(1, (n - 1) * stride + len), "fingerprint rows");
     for (int64_t i = 0; i < n; i++) out[i] = opg_trace_fingerprint(x + i * stride, len);
     return OPG_CUDA_OK;
 }
@@ -466,19 +476,19 @@ size_t opg_cuda_sample_scratch_bytes(int64_t n) {
 int opg_cuda_sample(opg_cuda_stream s, int64_t *out, const float *x, int64_t n,
                     const opg_sample_params *p, uint64_t step, void *scratch) {
     (void)s;
-    need(out, sizeof *out, "sample out");
+    out = need(out, sizeof *out, "sample out");
     if (n <= 0) {
         *out = -1;
         return OPG_CUDA_OK;
     }
-    need(x, f32s(1, n), "sample logits");
+    x = need(x, f32s(1, n), "sample logits");
     if (!(p->temperature > 0.0f) || p->top_k == 1) { /* greedy: no scratch (opg_cuda.h) */
         static char unused[8];
         *out = opg_sample_ref(x, n, p, step, unused);
         return OPG_CUDA_OK;
     }
     if (((uintptr_t)scratch & 255) != 0) return fail_arg("sample: scratch not 256-byte aligned");
-    need(scratch, opg_cuda_sample_scratch_bytes(n), "sample scratch");
+    scratch = need(scratch, opg_cuda_sample_scratch_bytes(n), "sample scratch");
     *out = opg_sample_ref(x, n, p, step, scratch);
     return OPG_CUDA_OK;
 }
