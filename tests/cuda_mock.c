@@ -148,9 +148,19 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int d) {
     return cudaSuccess;
 }
 
-cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+/* A sticky device fault (cuda_mock_fault): like an illegal address in a
+ * kernel, every later synchronizing call and cudaGetLastError report it. */
+static int g_fault;
+void cuda_mock_fault(int on) {
+    g_fault = on;
+    if (!on) complete_pending("cuda_mock_fault(0)");
+}
+
+cudaError_t cudaGetLastError(void) { return g_fault ? cudaErrorIllegalAddress : cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t e) {
-    return e == cudaErrorMemoryAllocation ? "out of memory (mock)" : "mock error";
+    return e == cudaErrorMemoryAllocation ? "out of memory (mock)"
+           : e == cudaErrorIllegalAddress ? "an illegal memory access was encountered (mock)"
+                                          : "mock error";
 }
 const char *cudaGetErrorName(cudaError_t e) {
     return e == cudaErrorMemoryAllocation ? "cudaErrorMemoryAllocation" : "cudaErrorMock";
@@ -320,6 +330,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     if (s != (cudaStream_t)(void *)&g_stream_tag) mock_die("cudaStreamSynchronize: unknown stream");
+    if (g_fault) return cudaErrorIllegalAddress; /* queued copies never land */
     complete_pending("cudaStreamSynchronize");
     return cudaSuccess;
 }
@@ -348,6 +359,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     (void)event_index(e, "cudaEventSynchronize");
+    if (g_fault) return cudaErrorIllegalAddress;
     complete_pending("cudaEventSynchronize"); /* one stream: everything before it */
     return cudaSuccess;
 }

@@ -716,6 +716,39 @@ static void test_real_model(void **state) {
     opg_model_free(mc);
 }
 
+#ifdef OPG_CUDA_MOCK
+/* tests/cuda_mock.c: from now on the device "faulted" (sticky), or cleared. */
+void cuda_mock_fault(int on);
+
+/* An asynchronous device fault (only the mock can make one on demand):
+ * enqueueing still succeeds, every synchronizing call then reports
+ * OPG_ERR_STATE with the device's message, and none hands out stale data. */
+static void test_async_fault(void **state) {
+    (void)state;
+    opg_backend *be = NULL;
+    CHECK_OK(opg_backend_cuda_new(0, &be));
+    const opg_backend_ops *o = be->ops;
+    opg_buf *b = NULL;
+    CHECK_OK(o->alloc(be, 4096, &b));
+    float h[4] = {1, 2, 3, 4}, got[4] = {0};
+    CHECK_OK(o->upload(be, opg_view_of(b, 0), h, sizeof h));
+    cuda_mock_fault(1);
+    CHECK_OK(o->add(be, opg_view_of(b, 16), opg_view_of(b, 0), opg_view_of(b, 0), 4));
+    EXPECT_FAIL(o->sync(be), OPG_ERR_STATE, "illegal memory access");
+    EXPECT_FAIL(o->download(be, got, opg_view_of(b, 16), sizeof got), OPG_ERR_STATE,
+                "an earlier op may have failed on the device");
+    uint64_t fp = 0;
+    EXPECT_FAIL(o->fingerprint(be, &fp, opg_view_of(b, 0), 1, 4, 4), OPG_ERR_STATE, "fingerprint");
+    int64_t tok = 7;
+    opg_sample_params sp = {0.0f, 0, 0.0f, 1};
+    EXPECT_FAIL(o->sample(be, &tok, opg_view_of(b, 0), 4, &sp, 0), OPG_ERR_STATE, "sample");
+    EXPECT_FAIL(o->upload(be, opg_view_of(b, 0), h, sizeof h), OPG_ERR_STATE, "upload");
+    cuda_mock_fault(0);
+    o->free(be, b);
+    opg_backend_free(be);
+}
+#endif
+
 static int setup(void **state) {
     (void)state;
     if (opg_backend_cpu_new(2, &g_cpu) != OPG_OK) return -1;
@@ -741,6 +774,9 @@ int main(void) {
         cmocka_unit_test(test_backend_memory), cmocka_unit_test(test_backend_select),
         cmocka_unit_test(test_backend_ops),    cmocka_unit_test(test_tiny_forward),
         cmocka_unit_test(test_tiny_jobs),      cmocka_unit_test(test_real_model),
+#ifdef OPG_CUDA_MOCK
+        cmocka_unit_test(test_async_fault),
+#endif
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
