@@ -1,9 +1,13 @@
 /* cuda_mock.c: a host stand-in for the CUDA runtime calls of the cuda backend
- * and for opg's launchers (kernels/cuda/opg_cuda.h), linked into
- * test_cuda_backend_mock instead of libcudart and the CUDA kernels. It lets
- * the cuda backend's host code (runtime/cuda/backend_cuda.c: view checks,
- * staging buffers, scratch growth, out of memory, the sample op) and all of
- * test_gpu_model run in CI without a GPU, under ASan.
+ * and of the tests, in two builds:
+ *  - test_cuda_backend_mock: also stands in for opg's launchers
+ *    (kernels/cuda/opg_cuda.h), each running the cpu backend's kernel call,
+ *    so the bits are the CPU's: it checks the backend's host code
+ *    (runtime/cuda/backend_cuda.c: view checks, staging buffers, scratch
+ *    growth, out of memory, the sample op) and the tests, never a CUDA kernel;
+ *  - OPG_CUDA_MOCK_EMU (the test_cuda_emu_* tests): the launchers are the
+ *    real kernels/cuda sources run by the CUDA emulation (tests/cuemu), which
+ *    asks this file whether a kernel's pointer is device memory.
  *
  * "Device" memory is host memory, 256-byte aligned, filled with garbage and
  * tracked: every copy, memset and launcher argument must lie inside one live
@@ -14,11 +18,11 @@
  * a pinned host buffer that a queued host-to-device copy reads must not
  * change before a synchronization (else abort): a missing synchronization
  * shows. Events and pinned buffers are tracked. OPG_MOCK_NO_POOLS=1 makes
- * the device report no memory pools (the backend's cudaMalloc path). Each
- * launcher runs the cpu backend's kernel call, so the bits are the CPU's:
- * this checks the glue and the tests, never a CUDA kernel. Device addresses
- * are offset into non-canonical space, so host code that dereferences one
- * faults. Not modelled: sticky device errors. */
+ * the device report no memory pools (the backend's cudaMalloc path). In the
+ * first build device addresses are offset into non-canonical space, so host
+ * code that dereferences one faults (the emulated kernels dereference them,
+ * so there they are the host addresses). A sticky device fault can be set
+ * (cuda_mock_fault). */
 #include <cuda_runtime_api.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -116,7 +120,11 @@ static void queue(int d2h, void *host, const void *src, size_t bytes) {
 /* Device addresses are the host memory's plus DEV_OFFSET: non-canonical on
  * x86-64, so host code that dereferences a device pointer faults here as it
  * would with real device memory, while pointer arithmetic on them works. */
+#ifdef OPG_CUDA_MOCK_EMU
+#define DEV_OFFSET ((uintptr_t)0)
+#else
 #define DEV_OFFSET ((uintptr_t)1 << 46)
+#endif
 static void *to_dev(void *host) { return (void *)((uintptr_t)host + DEV_OFFSET); }
 static void *real(const void *dev) { return dev ? (void *)((uintptr_t)dev - DEV_OFFSET) : NULL; }
 
@@ -141,7 +149,11 @@ cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvali
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int d) {
     if (d != 0) return cudaErrorInvalidDevice;
     memset(prop, 0, sizeof *prop);
+#ifdef OPG_CUDA_MOCK_EMU
+    snprintf(prop->name, sizeof prop->name, "opg cuda_mock (host memory, emulated CUDA kernels)");
+#else
     snprintf(prop->name, sizeof prop->name, "opg cuda_mock (host memory, CPU kernels)");
+#endif
     prop->major = 9;
     prop->minor = 0;
     prop->totalGlobalMem = MOCK_MEMORY;
@@ -169,10 +181,10 @@ const char *cudaGetErrorName(cudaError_t e) {
 cudaError_t cudaMalloc(void **p, size_t bytes) {
     *p = NULL;
     if (bytes == 0 || bytes > MOCK_MEMORY - g_held) return cudaErrorMemoryAllocation;
-    size_t rounded = (bytes + 255) & ~(size_t)255;
-    char *m = aligned_alloc(256, rounded);
-    if (!m) return cudaErrorMemoryAllocation;
-    memset(m, 0xA5, rounded); /* garbage: only what the backend writes is read */
+    void *vm = NULL; /* exactly bytes: ASan sees a kernel reading past the end */
+    if (posix_memalign(&vm, 256, bytes) != 0) return cudaErrorMemoryAllocation;
+    char *m = vm;
+    memset(m, 0xA5, bytes); /* garbage: only what the backend writes is read */
     if (g_n_allocs == g_cap_allocs) {
         size_t cap = g_cap_allocs ? 2 * g_cap_allocs : 256;
         mock_alloc *a = realloc(g_allocs, cap * sizeof *a);
@@ -313,6 +325,29 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
     return cudaSuccess;
 }
 
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
+    if (g_fault) return cudaErrorIllegalAddress;
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, (cudaStream_t)(void *)&g_stream_tag);
+    complete_pending("cudaMemcpy"); /* synchronous */
+    return e;
+}
+
+cudaError_t cudaMallocAsync(void **p, size_t bytes, cudaStream_t s) {
+    (void)s;
+    return cudaMalloc(p, bytes);
+}
+
+cudaError_t cudaGetDevice(int *d) {
+    *d = 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+    if (g_fault) return cudaErrorIllegalAddress;
+    complete_pending("cudaDeviceSynchronize");
+    return cudaSuccess;
+}
+
 cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t s) {
     (void)s;
     memset(need(p, bytes, "cudaMemsetAsync"), v, bytes);
@@ -368,6 +403,17 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
     return cudaSuccess;
 }
 
+#ifdef OPG_CUDA_MOCK_EMU
+/* ---- what the CUDA emulation asks (tests/cuemu/cuemu.h) ------------------------------- */
+
+int cuemu_device_ptr_ok(const void *p) { return find(real(p), 0) != NULL; }
+
+int cuemu_ptx_version(void) {
+    const char *e = getenv("OPG_CUEMU_PTX");
+    return e && *e ? atoi(e) : 90;
+}
+
+#else
 /* ---- the launchers: the cpu backend's kernel calls ------------------------------------ */
 
 static opg_pool *pool(void) {
@@ -504,3 +550,4 @@ int opg_cuda_sample(opg_cuda_stream s, int64_t *out, const float *x, int64_t n,
     *out = opg_sample_ref(x, n, p, step, scratch);
     return OPG_CUDA_OK;
 }
+#endif
