@@ -503,13 +503,24 @@ int opg_cuda_embed(opg_cuda_stream s, float *out, const void *table, opg_dtype t
     return OPG_CUDA_OK;
 }
 
+/* Segment states whenever the context spans segments (attention.cu splits
+ * only some of those shapes; asking more often exercises the caller's
+ * scratch more). */
+size_t opg_cuda_attention_scratch_bytes(int64_t n_q, int64_t pos0, int n_head, int head_dim) {
+    if (n_q <= 0 || pos0 < 0 || n_head <= 0 || head_dim <= 0) return 0;
+    int64_t n_seg = (pos0 + n_q + 1023) / 1024;
+    return n_seg > 1 ? (size_t)(n_q * n_head) * (size_t)n_seg * (size_t)(head_dim + 2) * 4 : 0;
+}
+
 int opg_cuda_attention(opg_cuda_stream s, float *out, const float *q, const float *k,
                        const float *v, int64_t n_q, int64_t pos0, int n_head, int n_kv,
-                       int head_dim, float scale) {
+                       int head_dim, float scale, void *scratch) {
     (void)s;
     if (n_q <= 0) return OPG_CUDA_OK;
     if (n_head <= 0 || n_kv <= 0 || head_dim <= 0 || n_head % n_kv || pos0 < 0)
         return fail_arg("attention: bad heads or position");
+    size_t sb = opg_cuda_attention_scratch_bytes(n_q, pos0, n_head, head_dim);
+    if (sb) memset(need(scratch, sb, "attention scratch"), 0xA5, sb); /* the kernels' use */
     out = need(out, f32s(n_q, (int64_t)n_head * head_dim), "attention out");
     q = need(q, f32s(n_q, (int64_t)n_head * head_dim), "attention q");
     k = need(k, f32s(pos0 + n_q, (int64_t)n_kv * head_dim), "attention k");

@@ -668,8 +668,19 @@ static void check_attention(tu_rng *r, int64_t n_q, int64_t pos0, int n_head, in
     char what[128];
     snprintf(what, sizeof what, "attention n_q=%lld pos0=%lld heads=%d/%d hd=%d", (long long)n_q,
              (long long)pos0, n_head, n_kv, hd);
-    LAUNCH(opg_cuda_attention(g_stream, o.out, dq, dk, dv, n_q, pos0, n_head, n_kv, hd, scale));
+    /* a long context with few (query, head) pairs is split: segment states in scratch */
+    size_t sb = opg_cuda_attention_scratch_bytes(n_q, pos0, n_head, hd);
+    void *ds = sb ? dev_alloc(sb) : NULL;
+    if (sb) {
+        assert_int_equal(opg_cuda_attention(g_stream, o.out, dq, dk, dv, n_q, pos0, n_head, n_kv,
+                                            hd, scale, NULL),
+                         OPG_CUDA_ERR_ARG);
+        assert_true(strstr(opg_cuda_last_error(), "scratch") != NULL);
+    }
+    LAUNCH(opg_cuda_attention(g_stream, o.out, dq, dk, dv, n_q, pos0, n_head, n_kv, hd, scale,
+                              ds));
     guarded_get(&o, got, what);
+    if (ds) dev_free(ds);
     tu_assert_bits(want, got, nq, what);
     guarded_free(&o);
     dev_free(dq);
@@ -692,7 +703,10 @@ static void test_attention(void **state) {
         {1, 300, 15, 5, 64},  {2, 1000, 8, 1, 128},  {1, 0, 2, 1, 512},   {4, 60, 2, 2, 512},
         {1, big(4095, 700), 9, 3, 64},               {big(300, 40), 0, 9, 3, 64},
         {1, big(8191, 900), 32, 8, 128},             {big(64, 9), big(4000, 300), 4, 2, 64},
+        {1, 1100, 2, 1, 32},  {3, 2040, 4, 2, 16}, /* split, also with quick shapes */
     };
+    assert_true(opg_cuda_attention_scratch_bytes(1, 1100, 2, 32) > 0);
+    assert_int_equal(opg_cuda_attention_scratch_bytes(1, 1000, 2, 32), 0);
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
         for (int qi = 0; qi < 2; qi++)
             check_attention(&r, cases[ci][0], cases[ci][1], (int)cases[ci][2], (int)cases[ci][3],

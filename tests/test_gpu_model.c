@@ -344,16 +344,18 @@ static void test_backend_ops(void **state) {
         pair_free(&px);
         tu_free(x);
     }
-    /* attention over a cache at an offset, decode steps after a prefill */
+    /* attention over a cache at an offset, decode steps after a prefill, and
+     * past the first 1024-key segment (the cuda backend's split path, whose
+     * segment states live in the backend's scratch) */
     {
         const int H = 6, KV = 2, hd = 64;
-        const int64_t ctx = 40, qrow = H * hd, kvrow = KV * hd;
+        const int64_t ctx = 1100, qrow = H * hd, kvrow = KV * hd;
         float *k = rnd(&r, (size_t)(ctx * kvrow)), *v = rnd(&r, (size_t)(ctx * kvrow));
         float *q = rnd(&r, (size_t)(ctx * qrow));
         pair pk = pair_new(k, (size_t)(ctx * kvrow) * 4, 256), pv = pair_new(v, (size_t)(ctx * kvrow) * 4, 0);
         pair pq = pair_new(q, (size_t)(ctx * qrow) * 4, 12), po = pair_new(NULL, (size_t)(ctx * qrow) * 4, 0);
-        const int64_t steps[][2] = {{0, 17}, {17, 1}, {18, 1}, {19, 21}};
-        for (int s = 0; s < 4; s++) {
+        const int64_t steps[][2] = {{0, 17}, {17, 1}, {18, 1}, {19, 21}, {1090, 1}, {1091, 9}};
+        for (int s = 0; s < 6; s++) {
             int64_t p0 = steps[s][0], nq = steps[s][1];
             size_t qo = (size_t)(p0 * qrow) * 4;
             CHECK_OK(C->attention(g_cpu, opg_view_of(po.c, qo), opg_view_of(pq.c, pq.off + qo),

@@ -12,6 +12,8 @@
  * skip_neg_inf, -inf elements are skipped too (a scan from m = -inf with
  * strict > never takes them). Call with THREADS threads in the block, from
  * all of them. Returns the index in every thread. */
+namespace { /* one copy per .cu: no symbol shared across objects */
+
 template <int THREADS>
 __device__ __forceinline__ int64_t block_argmax(const float *x, int64_t n, bool skip_neg_inf) {
     static_assert(THREADS > 0 && (THREADS & (THREADS - 1)) == 0, "the tree halves THREADS");
@@ -53,5 +55,7 @@ __device__ __forceinline__ int64_t block_argmax(const float *x, int64_t n, bool 
     __syncthreads(); /* bi[] may be reused by a later call */
     return r;
 }
+
+} // namespace
 
 #endif

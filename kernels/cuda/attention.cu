@@ -229,9 +229,28 @@ __global__ void attn_merge_kernel(float *out, const float *seg, int64_t pos0, in
     }
 }
 
+/* The split (segment + merge kernels) is taken when the context spans more
+ * than one segment and there are too few (query, head) pairs to fill the
+ * device; a shape-only choice. n_seg: segments of the last query, the one
+ * that sees the most keys. */
+static bool attn_split(int64_t n_q, int64_t pos0, int n_head, int64_t *n_seg) {
+    *n_seg = (pos0 + n_q + OPG_ATTN_SEGMENT - 1) / OPG_ATTN_SEGMENT;
+    return *n_seg > 1 && n_q * n_head < ATT_SPLIT_PAIRS;
+}
+
+extern "C" size_t opg_cuda_attention_scratch_bytes(int64_t n_q, int64_t pos0, int n_head,
+                                                   int head_dim) {
+    int64_t n_seg;
+    if (n_q <= 0 || pos0 < 0 || n_head <= 0 || head_dim <= 0 || head_dim > ATT_MAX_HEAD_DIM ||
+        n_q > INT_MAX || pos0 > INT64_MAX / 2 || !attn_split(n_q, pos0, n_head, &n_seg) ||
+        n_seg > 65535)
+        return 0;
+    return (size_t)(n_q * n_head) * (size_t)n_seg * (size_t)(head_dim + 2) * sizeof(float);
+}
+
 extern "C" int opg_cuda_attention(opg_cuda_stream s, float *out, const float *q, const float *k,
                                   const float *v, int64_t n_q, int64_t pos0, int n_head, int n_kv,
-                                  int head_dim, float scale) {
+                                  int head_dim, float scale, void *scratch) {
     if (n_q < 0 || pos0 < 0 || n_head <= 0 || n_kv <= 0 || n_head % n_kv != 0 || head_dim <= 0 ||
         head_dim > ATT_MAX_HEAD_DIM)
         return opg_cuda__fail(OPG_CUDA_ERR_ARG,
@@ -241,38 +260,29 @@ extern "C" int opg_cuda_attention(opg_cuda_stream s, float *out, const float *q,
                               ATT_MAX_HEAD_DIM);
     if (n_q == 0) return OPG_CUDA_OK;
     const int64_t pairs = n_q * n_head;
-    /* segments of the last query, the one that sees the most keys */
-    const int64_t n_seg = (pos0 + n_q + OPG_ATTN_SEGMENT - 1) / OPG_ATTN_SEGMENT;
+    int64_t n_seg;
+    const bool split = attn_split(n_q, pos0, n_head, &n_seg);
     if (pairs > INT_MAX || n_seg > 65535)
         return opg_cuda__fail(OPG_CUDA_ERR_ARG, "attention: too large (n_q=%lld pos0=%lld)",
                               (long long)n_q, (long long)pos0);
     cudaStream_t st = (cudaStream_t)s;
-    if (n_seg == 1 || pairs >= ATT_SPLIT_PAIRS) {
+    if (!split) {
         attn_pair_kernel<<<(unsigned)pairs, ATT_THREADS, 0, st>>>(out, q, k, v, pos0, n_head, n_kv,
                                                                   head_dim, scale);
         OPG_CUDA_CHECK_LAUNCH();
         return OPG_CUDA_OK;
     }
-    float *seg = NULL;
-    size_t bytes = (size_t)pairs * (size_t)n_seg * (size_t)(head_dim + 2) * sizeof(float);
-    if (cudaMallocAsync((void **)&seg, bytes, st) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return opg_cuda__fail(OPG_CUDA_ERR_NOMEM, "attention: no device memory for %zu bytes of "
-                              "segment states", bytes);
-    }
+    if (!scratch || ((uintptr_t)scratch % alignof(float)) != 0)
+        return opg_cuda__fail(OPG_CUDA_ERR_ARG,
+                              "attention: scratch NULL or misaligned (needs %zu bytes)",
+                              opg_cuda_attention_scratch_bytes(n_q, pos0, n_head, head_dim));
+    float *seg = (float *)scratch;
     dim3 grid((unsigned)pairs, (unsigned)n_seg);
     attn_segment_kernel<<<grid, ATT_THREADS, 0, st>>>(seg, q, k, v, pos0, n_head, n_kv, head_dim,
                                                       scale, (int)n_seg);
-    cudaError_t e = cudaGetLastError();
-    if (e == cudaSuccess) {
-        attn_merge_kernel<<<(unsigned)pairs, ATT_THREADS, 0, st>>>(out, seg, pos0, n_head,
-                                                                   head_dim, (int)n_seg);
-        e = cudaGetLastError();
-    }
-    cudaError_t ef = cudaFreeAsync(seg, st);
-    if (e == cudaSuccess) e = ef;
-    if (e != cudaSuccess)
-        return opg_cuda__fail(OPG_CUDA_ERR_LAUNCH, "attention: split launch failed at %s:%d: %s",
-                              __FILE__, __LINE__, cudaGetErrorString(e));
+    OPG_CUDA_CHECK_LAUNCH();
+    attn_merge_kernel<<<(unsigned)pairs, ATT_THREADS, 0, st>>>(out, seg, pos0, n_head, head_dim,
+                                                               (int)n_seg);
+    OPG_CUDA_CHECK_LAUNCH();
     return OPG_CUDA_OK;
 }

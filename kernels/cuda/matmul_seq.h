@@ -57,7 +57,7 @@ OPG_HD int opg_cu_q8a_value(float x, float d) {
 /* 4 bytes at p (2-byte aligned, as every block field of a row is), little
  * endian. Two 16-bit loads on the device; memcpy (the same value) here. */
 OPG_HD uint32_t opg_cu_ld32(const uint8_t *p) {
-#ifdef __CUDA_ARCH__
+#if defined(__CUDA_ARCH__) || defined(OPG_CUEMU) /* OPG_CUEMU: tests/cuemu runs device code */
     const uint16_t *h = (const uint16_t *)p;
     return (uint32_t)h[0] | ((uint32_t)h[1] << 16);
 #else
@@ -69,7 +69,7 @@ OPG_HD uint32_t opg_cu_ld32(const uint8_t *p) {
 
 /* c + sum over the 4 byte lanes of a_i * b_i, bytes signed: __dp4a. */
 OPG_HD int32_t opg_cu_dp4a(uint32_t a, uint32_t b, int32_t c) {
-#ifdef __CUDA_ARCH__
+#if defined(__CUDA_ARCH__) || defined(OPG_CUEMU)
     return __dp4a((int)a, (int)b, c);
 #else
     for (int i = 0; i < 4; i++) c += (int32_t)(int8_t)(uint8_t)(a >> 8 * i) * (int8_t)(uint8_t)(b >> 8 * i);

@@ -76,9 +76,15 @@ int opg_cuda_sample(opg_cuda_stream s, int64_t *out, const float *x, int64_t n,
                     const opg_sample_params *p, uint64_t step, void *scratch);
 
 /* ---- attention (section 9) --------------------------------------------------- */
+/* Device scratch the attention of this shape needs: the segment states of a
+ * long context split across blocks (0 when it is not split, or the shape is
+ * invalid). */
+size_t opg_cuda_attention_scratch_bytes(int64_t n_q, int64_t pos0, int n_head, int head_dim);
+/* scratch: device, opg_cuda_attention_scratch_bytes(...) bytes, 4-byte
+ * aligned (may be NULL when that is 0). */
 int opg_cuda_attention(opg_cuda_stream s, float *out, const float *q, const float *k,
                        const float *v, int64_t n_q, int64_t pos0, int n_head, int n_kv,
-                       int head_dim, float scale);
+                       int head_dim, float scale, void *scratch);
 
 /* ---- trace (section 12) ------------------------------------------------------ */
 /* out[i] = opg_trace_fingerprint of row i (len floats, rows stride apart),

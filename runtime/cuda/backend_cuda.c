@@ -56,7 +56,8 @@ typedef struct {
     char name[256]; /* "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" */
     cudaStream_t stream;
     staged pos, freq, tok;
-    void *scratch;  /* activation blocks of quantized matmuls; overlap copies */
+    void *scratch;  /* activation blocks of quantized matmuls; overlap copies; attention's
+                       segment states */
     size_t scratch_cap;
     void *fp;       /* device fingerprints, uint64_t[fp_cap / 8] */
     size_t fp_cap;
@@ -439,8 +440,11 @@ static opg_status cuda_attention(opg_backend *be, opg_view out, opg_view q, opg_
         NEED(v, f32s(prod(pos0 + n_q, kvrow)), "v cache");
     }
     TRY(enter(c));
+    /* a long context split across blocks keeps its segment states here */
+    const size_t need = opg_cuda_attention_scratch_bytes(n_q, pos0, n_head, head_dim);
+    if (need) TRY(grow(c, &c->scratch, &c->scratch_cap, need));
     return launched(opg_cuda_attention(c->stream, ptr(out), ptr(q), ptr(k), ptr(v), n_q, pos0,
-                                       n_head, n_kv, head_dim, scale),
+                                       n_head, n_kv, head_dim, scale, need ? c->scratch : NULL),
                     op);
 }
 

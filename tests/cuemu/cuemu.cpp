@@ -3,7 +3,8 @@
  * fibers (own stacks, a small x86-64 context switch) run by a round-robin
  * loop in the order OPG_CUEMU_ORDER asks for. A thread runs until it reaches
  * a barrier or returns; a barrier releases its threads when every live
- * thread it waits for has arrived, and they run again from the next round. */
+ * thread it waits for has arrived, and they run when the round's order
+ * reaches them (later in this round, or in the next). */
 #include "cuemu.h"
 
 #include <stdarg.h>
@@ -12,6 +13,8 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
+#include <map>
+#include <string>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -85,6 +88,7 @@ struct warp_state {
     unsigned arrived = 0, mask = 0;
     int kind = 0;
     const char *site = nullptr;
+    uint64_t key = 0; /* a collective's pointer and stride, the same in every lane */
     unsigned gen = 0;
     unsigned took_part[2] = {0, 0}; /* lanes of barrier gen, by parity */
     uint64_t slot[2][32];
@@ -97,6 +101,7 @@ struct block_state {
     std::vector<warp_state> warps;
     std::vector<int> order; /* this round's order of the threads */
     int pos = -1;           /* where the round is */
+    std::vector<void *> fresh; /* __shared__ variables declared in this block so far */
 };
 
 struct run_state {
@@ -265,31 +270,35 @@ run_state *running(const char *what) {
     return r;
 }
 
-/* The current thread waits at warp barrier (kind, site, mask); returns the
- * barrier's generation once it is released. */
-unsigned warp_wait(unsigned mask, int kind, const char *site) {
+/* The current thread waits at warp barrier (kind, site, mask, key); returns
+ * the barrier's generation once it is released. */
+unsigned warp_wait(unsigned mask, int kind, const char *site, uint64_t key = 0) {
     run_state *r = running(site);
     fiber *f = r->cur;
     block_state &b = r->blk;
     warp_state &ws = b.warps[(size_t)f->warp];
-    const unsigned bit = 1u << f->lane;
-    if (!(mask & bit))
-        die("kernel %s: thread %u calls a warp operation at %s with a mask (0x%08x) that "
-            "leaves out its own lane", r->kernel, f->coords.thread.x, site, mask);
-    mask &= ws.exists;
+    if (mask != 0xffffffffu)
+        die("kernel %s: %s with mask 0x%08x: only full-warp masks are emulated", r->kernel, site,
+            mask);
+    mask &= ws.exists; /* the last warp of a block may be partial */
     if (!ws.arrived) {
         ws.mask = mask;
         ws.kind = kind;
         ws.site = site;
-    } else if (ws.mask != mask || ws.kind != kind ||
-               (kind != WK_SYNCWARP && ws.site != site && strcmp(ws.site, site) != 0)) {
-        die("kernel %s: lanes of warp %d meet at different warp operations: %s (mask 0x%08x) "
-            "and %s (mask 0x%08x)", r->kernel, f->warp, ws.site, ws.mask, site, mask);
+        ws.key = key;
+    } else if (ws.kind != kind || (kind != WK_SYNCWARP && ws.site != site &&
+                                   strcmp(ws.site, site) != 0)) {
+        die("kernel %s: lanes of warp %d meet at different warp operations: %s and %s",
+            r->kernel, f->warp, ws.site, site);
+    } else if (ws.key != key) {
+        die("kernel %s: lanes of warp %d call %s with different pointers or strides", r->kernel,
+            f->warp, site);
     }
+    /* stricter than CUDA, which only asks for the lanes that have not exited */
     if (kind != WK_SYNCWARP && (mask & ~ws.live))
         die("kernel %s: %s names lanes of warp %d that have returned (0x%08x)", r->kernel, site,
             f->warp, mask & ~ws.live);
-    ws.arrived |= bit;
+    ws.arrived |= 1u << f->lane;
     const unsigned gen = ws.gen;
     f->state = WAIT_WARP;
     f->site = site;
@@ -306,6 +315,13 @@ unsigned warp_wait(unsigned mask, int kind, const char *site) {
     r->body(r->arg);
     fiber *f = r->cur;
     block_state &b = r->blk;
+    if (b.bar_arrived > 0)
+        die("kernel %s: thread %d returned while others wait at __syncthreads (%s): undefined "
+            "in CUDA", r->kernel, (int)(f - b.f.data()), b.bar_site);
+    const warp_state &wq = b.warps[(size_t)f->warp];
+    if (wq.arrived && wq.kind != WK_SYNCWARP && (wq.mask >> f->lane & 1))
+        die("kernel %s: %s names lanes of warp %d that have returned (lane %d)", r->kernel,
+            wq.site, f->warp, f->lane);
     f->state = DONE;
     b.live--;
     warp_state &ws = b.warps[(size_t)f->warp];
@@ -327,6 +343,7 @@ void run_block(run_state *r, dim3 grid, dim3 block, idx3 bid) {
     b.n = b.live = n;
     b.bar_arrived = 0;
     b.bar_site = nullptr;
+    b.fresh.clear();
     b.f.assign((size_t)n, fiber());
     b.warps.assign((size_t)((n + 31) / 32), warp_state());
     for (int i = 0; i < n; i++) {
@@ -380,6 +397,9 @@ void syncthreads(const char *site) {
     run_state *r = running(site);
     fiber *f = r->cur;
     block_state &b = r->blk;
+    if (b.live < b.n)
+        die("kernel %s: __syncthreads at %s after %d thread(s) of the block returned "
+            "(undefined in CUDA)", r->kernel, site, b.n - b.live);
     if (b.bar_arrived == 0) {
         b.bar_site = site;
     } else if (b.bar_site != site && strcmp(b.bar_site, site) != 0) {
@@ -393,9 +413,23 @@ void syncthreads(const char *site) {
     yield(r, false);
 }
 
-void syncwarp(unsigned mask, const char *site) { (void)warp_wait(mask, WK_SYNCWARP, site); }
+void syncwarp(const char *site, unsigned mask) { (void)warp_wait(mask, WK_SYNCWARP, site); }
 
-void warp_collective(const char *site) { (void)warp_wait(0xffffffffu, WK_COLLECTIVE, site); }
+void warp_collective(const char *what, const char *file, int line, uint64_t key) {
+    /* one stable "what at file:line" string per call site */
+    static std::map<std::pair<const char *, int>, std::string> sites;
+    std::string &site = sites[{file, line}];
+    if (site.empty()) site = std::string(what) + " at " + file + ":" + std::to_string(line);
+    (void)warp_wait(0xffffffffu, WK_COLLECTIVE, site.c_str(), key);
+}
+
+void fresh_shared(void *p, size_t bytes) {
+    run_state *r = running("a __shared__ declaration");
+    for (void *q : r->blk.fresh)
+        if (q == p) return;
+    r->blk.fresh.push_back(p);
+    memset(p, 0xA5, bytes); /* the block's first thread here: nobody has written it */
+}
 
 uint64_t exchange(unsigned mask, uint64_t v, int src, const char *site) {
     run_state *r = running(site);
@@ -433,9 +467,17 @@ void launch(const char *kernel, dim3 grid, dim3 block, void (*body)(void *), voi
 #endif
     g_run = &r;
     const uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
+    std::vector<uint64_t> perm; /* random order: the blocks shuffled too */
+    if (g_order == ORDER_RANDOM) {
+        perm.resize(nblocks);
+        for (uint64_t k = 0; k < nblocks; k++) perm[k] = k;
+        for (uint64_t k = nblocks; k > 1; k--) std::swap(perm[k - 1], perm[next_rand() % k]);
+    }
     for (uint64_t k = 0; k < nblocks; k++) {
-        /* reverse and random orders also reverse the blocks */
-        const uint64_t i = g_order == ORDER_FORWARD ? k : nblocks - 1 - k;
+        /* reverse: the blocks last to first */
+        const uint64_t i = g_order == ORDER_FORWARD   ? k
+                           : g_order == ORDER_REVERSE ? nblocks - 1 - k
+                                                      : perm[k];
         idx3 bid = {(unsigned)(i % grid.x), (unsigned)(i / grid.x % grid.y),
                     (unsigned)(i / ((uint64_t)grid.x * grid.y))};
         run_block(&r, grid, block, bid);

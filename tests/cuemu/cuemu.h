@@ -19,14 +19,21 @@
  * a device allocation (cuemu_device_ptr_ok, given by the runtime stand-in),
  * launch shapes over CUDA's limits, wmma pointers or strides CUDA rejects.
  *
+ * Shared memory starts as garbage in each block, and a __syncthreads reached
+ * after some threads of the block returned is fatal (CUDA leaves it
+ * undefined). Code under `defined(__CUDA_ARCH__) || defined(OPG_CUEMU)`
+ * takes the device's path (OPG_CUEMU is defined here).
+ *
  * Arithmetic is the host's IEEE binary32 with no contraction, which is what
  * the kernels ask of nvcc (-fmad=false, -prec-div=true, -prec-sqrt=true,
  * -ftz=false, explicit __fmaf_rn): the same roundings. What it cannot show:
  * nvcc's code generation, the hardware, timing, memory-model effects beyond
- * barriers, CUB's sort (a stable host sort stands in for it). __shared__
- * variables are function statics: one copy, kept from block to block. */
+ * barriers, CUB's sort (a stable host sort stands in for it), partial-warp
+ * masks (fatal), __launch_bounds__ (ignored). */
 #ifndef OPG_CUEMU_H
 #define OPG_CUEMU_H
+
+#define OPG_CUEMU 1
 
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -78,15 +85,22 @@ extern thread_local thread_coords *g_coords;
 
 [[noreturn]] void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Barriers; site identifies the call (file:line) for the divergence check. */
+/* Barriers; site identifies the call (file:line) for the divergence check.
+ * Warp operations take the full mask only (the kernels use no other):
+ * anything else is fatal rather than emulated. */
 void syncthreads(const char *site);
-void syncwarp(unsigned mask, const char *site);
-/* A warp-collective operation (wmma): every live lane of the warp, same site. */
-void warp_collective(const char *site);
+void syncwarp(const char *site, unsigned mask = 0xffffffffu);
+/* A warp-collective operation (wmma) at file:line: every lane of the warp,
+ * the same call, the same key (the operation's pointer and stride). */
+void warp_collective(const char *what, const char *file, int line, uint64_t key);
 /* Warp exchange: lane deposits v, waits for the lanes of mask, returns the
  * value lane src deposited. */
 uint64_t exchange(unsigned mask, uint64_t v, int src, const char *site);
 int lane_id();
+/* __shared__ variable at p (bytes long) is declared: the first thread of a
+ * block to get here fills it with garbage, as shared memory starts on a GPU
+ * (CMake adds the call after each declaration). */
+void fresh_shared(void *p, size_t bytes);
 
 /* Runs body(arg) as every thread of a grid<<<grid, block>>>. */
 void launch(const char *kernel, dim3 grid, dim3 block, void (*body)(void *), void *arg);
@@ -144,12 +158,19 @@ template <typename T> T shfl(unsigned mask, T v, int src, const char *site) {
 #define gridDim (cuemu::g_coords->grid_dim)
 
 #define __syncthreads() cuemu::syncthreads(CUEMU_SITE)
-#define __syncwarp(...) cuemu::syncwarp(__VA_ARGS__ + 0 ? (__VA_ARGS__ + 0) : 0xffffffffu, CUEMU_SITE)
+#define __syncwarp(...) cuemu::syncwarp(CUEMU_SITE __VA_OPT__(, ) __VA_ARGS__)
 #define __shfl_sync(mask, v, src) cuemu::shfl((mask), (v), (src), CUEMU_SITE)
 #define __shfl_xor_sync(mask, v, lm) \
     cuemu::shfl((mask), (v), cuemu::lane_id() ^ (lm), CUEMU_SITE)
 #define __fmaf_rn(a, b, c) fmaf((a), (b), (c))
 #define __trap() cuemu::die("__trap() at %s", CUEMU_SITE)
+
+/* c + the 4 products of the signed bytes of a and b (the device's dp4a). */
+static inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; i++)
+        c += (int)(int8_t)(uint8_t)((unsigned)a >> 8 * i) * (int)(int8_t)(uint8_t)((unsigned)b >> 8 * i);
+    return c;
+}
 
 /* CUDA's integer max/min overloads of device code. */
 static inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }

@@ -1,7 +1,8 @@
 /* mma.h of the CUDA emulation: the nvcuda::wmma calls quant.cu makes, for
  * 16x16x16 tiles. A fragment holds the whole tile in each lane (the real
  * per-lane layout is unspecified and the kernels never touch it). Loads,
- * mma and stores are warp-collective (every lane, same call); a lane owns
+ * mma and stores are warp-collective (every lane, the same call site, the
+ * same pointer and stride); a lane owns
  * the accumulator elements e with e % 32 == lane: mma computes and a store
  * writes only those, so a lane that reads the stored tile
  * before the warp synchronizes sees stale data, as it may on a GPU. Pointers
@@ -52,8 +53,10 @@ void fill_fragment(fragment<Use, M, N, K, T, L> &f, T v) {
 
 /* Element (r, c) of a matrix_a / matrix_b tile stored in layout L. */
 template <typename Use, int M, int N, int K, typename T, typename L>
-void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const T *p, unsigned ldm) {
-    cuemu::warp_collective("wmma::load_matrix_sync");
+void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const T *p, unsigned ldm,
+                      const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
+    cuemu::warp_collective("wmma::load_matrix_sync", file, line,
+                           (uint64_t)(uintptr_t)p * 31 + ldm);
     detail::check_mem<T>(p, ldm, "load_matrix_sync");
     for (int r = 0; r < f.R; r++)
         for (int c = 0; c < f.C; c++)
@@ -66,8 +69,9 @@ void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const T *p, unsigned ldm)
 template <int M, int N, int K, typename Ta, typename La, typename Tb, typename Lb>
 void mma_sync(fragment<accumulator, M, N, K, int> &d, const fragment<matrix_a, M, N, K, Ta, La> &a,
               const fragment<matrix_b, M, N, K, Tb, Lb> &b,
-              const fragment<accumulator, M, N, K, int> &c) {
-    cuemu::warp_collective("wmma::mma_sync");
+              const fragment<accumulator, M, N, K, int> &c, const char *file = __builtin_FILE(),
+              int line = __builtin_LINE()) {
+    cuemu::warp_collective("wmma::mma_sync", file, line, 0);
     for (int e = cuemu::lane_id(); e < M * N; e += 32) {
         const int i = e / N, j = e % N;
         uint32_t s = (uint32_t)c.v[i][j]; /* wraps as the hardware's int32 adds */
@@ -78,8 +82,10 @@ void mma_sync(fragment<accumulator, M, N, K, int> &d, const fragment<matrix_a, M
 
 template <int M, int N, int K, typename T>
 void store_matrix_sync(T *p, const fragment<accumulator, M, N, K, T> &f, unsigned ldm,
-                       layout_t layout) {
-    cuemu::warp_collective("wmma::store_matrix_sync");
+                       layout_t layout, const char *file = __builtin_FILE(),
+                       int line = __builtin_LINE()) {
+    cuemu::warp_collective("wmma::store_matrix_sync", file, line,
+                           ((uint64_t)(uintptr_t)p * 31 + ldm) * 2 + (uint64_t)layout);
     detail::check_mem<T>(p, ldm, "store_matrix_sync");
     const int lane = cuemu::lane_id();
     for (int i = 0; i < M; i++)
