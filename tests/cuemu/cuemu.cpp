@@ -431,6 +431,13 @@ void fresh_shared(void *p, size_t bytes) {
     memset(p, 0xA5, bytes); /* the block's first thread here: nobody has written it */
 }
 
+void launch_bounds(unsigned max_threads) {
+    run_state *r = running("__launch_bounds__");
+    if ((unsigned)r->blk.n > max_threads)
+        die("kernel %s: launched with %d threads per block, over its __launch_bounds__(%u)",
+            r->kernel, r->blk.n, max_threads);
+}
+
 uint64_t exchange(unsigned mask, uint64_t v, int src, const char *site) {
     run_state *r = running(site);
     fiber *f = r->cur;

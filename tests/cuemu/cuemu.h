@@ -29,7 +29,7 @@
  * -ftz=false, explicit __fmaf_rn): the same roundings. What it cannot show:
  * nvcc's code generation, the hardware, timing, memory-model effects beyond
  * barriers, CUB's sort (a stable host sort stands in for it), partial-warp
- * masks (fatal), __launch_bounds__ (ignored). */
+ * masks (fatal). */
 #ifndef OPG_CUEMU_H
 #define OPG_CUEMU_H
 
@@ -49,7 +49,6 @@
 #undef __device__
 #undef __host__
 #undef __forceinline__
-#undef __launch_bounds__
 #undef __shared__
 #undef __constant__
 #undef __align__
@@ -57,7 +56,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
-#define __launch_bounds__(...)
 #define __shared__ static
 #define __constant__
 #define __align__(n) __attribute__((aligned(n)))
@@ -101,6 +99,10 @@ int lane_id();
  * block to get here fills it with garbage, as shared memory starts on a GPU
  * (CMake adds the call after each declaration). */
 void fresh_shared(void *p, size_t bytes);
+/* The kernel was declared __launch_bounds__(max_threads): a launch with more
+ * threads per block fails on a GPU, so here it is fatal (CMake moves the
+ * bound into a call at the top of the kernel's body). */
+void launch_bounds(unsigned max_threads);
 
 /* Runs body(arg) as every thread of a grid<<<grid, block>>>. */
 void launch(const char *kernel, dim3 grid, dim3 block, void (*body)(void *), void *arg);

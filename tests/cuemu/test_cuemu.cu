@@ -4,7 +4,8 @@
  * the forward and reverse orders disagree; and each fatal check (divergent
  * __syncthreads, a barrier after threads returned, a deadlock, partial warp
  * masks, a shuffle naming a returned lane, a host pointer argument, a launch
- * over CUDA's limits, a misaligned wmma pointer) aborts with its message
+ * over CUDA's limits or a kernel's launch bounds, a misaligned wmma
+ * pointer) aborts with its message
  * (run in a forked child; also a thread returning while others wait at
  * __syncthreads). Built like the kernels: launches and shared-memory declarations
  * rewritten by tests/cuemu/CMakeLists.txt. */
@@ -127,6 +128,8 @@ __global__ void k_shuffle_returned(int *out) {
 
 __global__ void k_nothing(int *out) { (void)out; }
 
+__global__ void __launch_bounds__(64) k_bounded(int *out) { out[threadIdx.x] = 1; }
+
 /* one warp: C = A (row-major 16x16) * B (col-major 16x16), int8 -> int32 */
 __global__ void k_wmma(int *c, const signed char *a, const signed char *b, int misalign) {
     using namespace nvcuda;
@@ -190,6 +193,7 @@ static void run_host_pointer() {
     k_nothing<<<1, 32>>>(host);
 }
 static void run_too_many_threads() { k_nothing<<<1, 2048>>>(dev_alloc<int>(1)); }
+static void run_over_launch_bounds() { k_bounded<<<1, 96>>>(dev_alloc<int>(96)); }
 static void run_wmma_misaligned() {
     k_wmma<<<1, 32>>>(dev_alloc<int>(256), dev_alloc<signed char>(256), dev_alloc<signed char>(256), 16);
 }
@@ -254,6 +258,11 @@ int main() {
     expect_death("shuffle naming a returned lane", run_shuffle_returned, "have returned");
     expect_death("host pointer", run_host_pointer, "is not device memory");
     expect_death("2048 threads", run_too_many_threads, "outside CUDA's limits");
+    expect_death("over the launch bounds", run_over_launch_bounds, "96 threads per block, over its");
+    int *kb = dev_alloc<int>(64);
+    k_bounded<<<1, 64>>>(kb); /* at the bound: fine */
+    CHECK(kb[63] == 1, "k_bounded at its bound did not run");
+    dev_free(kb);
     expect_death("misaligned wmma", run_wmma_misaligned, "not 256-bit aligned");
 
     if (g_failed) return 1;
