@@ -348,6 +348,12 @@ cudaError_t cudaDeviceSynchronize(void) {
     return cudaSuccess;
 }
 
+cudaError_t cudaMemset(void *p, int v, size_t bytes) {
+    if (g_fault) return cudaErrorIllegalAddress;
+    memset(need(p, bytes, "cudaMemset"), v, bytes);
+    return cudaSuccess;
+}
+
 cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t s) {
     (void)s;
     memset(need(p, bytes, "cudaMemsetAsync"), v, bytes);
