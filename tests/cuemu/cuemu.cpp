@@ -190,7 +190,7 @@ void fiber_stack_init(fiber *f, int i) {
     uint64_t *s = (uint64_t *)top;
     *--s = 0;                           /* fiber_main's "return address" */
     *--s = (uint64_t)(uintptr_t)&fiber_main; /* what cuemu_switch's ret jumps to */
-    for (int i = 0; i < 6; i++) *--s = 0; /* rbp rbx r12 r13 r14 r15 */
+    for (int k = 0; k < 6; k++) *--s = 0; /* rbp rbx r12 r13 r14 r15 */
     uint32_t csr[2] = {0, 0};
     asm volatile("stmxcsr %0" : "=m"(csr[0]));
     asm volatile("fnstcw %0" : "=m"(*(uint16_t *)&csr[1]));

@@ -3,33 +3,35 @@
  * in CI without a GPU, against the C reference. Compiled with g++ (C++17,
  * -ffp-contract=off) after tests/cuemu/CMakeLists.txt turns each
  * `k<<<grid, block, smem, stream>>>(args)` into
- * `cuemu::launcher(grid, block, smem, stream).run(k, args)`.
+ * `cuemu::launcher(grid, block, smem, stream).run("k", k, args)`, adds
+ * cuemu::fresh_shared after each __shared__ declaration and turns
+ * __launch_bounds__(n) into a cuemu::launch_bounds(n) call in the body.
  *
  * Model (cuemu.cpp): a launch runs at once, block after block; the threads of
  * a block are fibers on one host thread, each running until it reaches a
  * barrier (__syncthreads, __syncwarp, a shuffle, a wmma call) or returns.
  * Independent thread scheduling as on sm_70+: lanes of a warp run apart
- * between warp barriers. OPG_CUEMU_ORDER=forward|reverse|random[:seed]
- * picks the order the runnable threads (and the blocks) take, so code that
- * relies on an order nothing enforces (a missing barrier) gives different
- * bits under different orders. Checked, and fatal with a message naming the
- * kernel: a barrier reached at two different places by the threads it
- * waits for (divergent __syncthreads), a deadlock, a shuffle from a lane
- * that did not take part, a pointer argument that is neither NULL nor inside
- * a device allocation (cuemu_device_ptr_ok, given by the runtime stand-in),
- * launch shapes over CUDA's limits, wmma pointers or strides CUDA rejects.
- *
- * Shared memory starts as garbage in each block, and a __syncthreads reached
- * after some threads of the block returned is fatal (CUDA leaves it
- * undefined). Code under `defined(__CUDA_ARCH__) || defined(OPG_CUEMU)`
- * takes the device's path (OPG_CUEMU is defined here).
+ * between warp barriers. Shared memory starts as garbage in each block.
+ * OPG_CUEMU_ORDER=forward|reverse|random[:seed] picks the order the runnable
+ * threads (and the blocks) take, so code that relies on an order nothing
+ * enforces (a missing barrier) gives different bits under different orders.
+ * Checked, and fatal with a message naming the kernel: a __syncthreads
+ * reached at two different places (divergent), after or while threads of
+ * the block return (undefined in CUDA), a deadlock, a warp mask other than
+ * the full warp (not emulated; the kernels use none), a shuffle or wmma call
+ * naming a lane that returned or reading one that did not take part, lanes
+ * meeting at different warp operations, a pointer argument that is neither
+ * NULL nor inside a device allocation (cuemu_device_ptr_ok, given by the
+ * runtime stand-in), launch shapes over CUDA's limits or the kernel's
+ * __launch_bounds__, wmma pointers or strides CUDA rejects. Code under
+ * `defined(__CUDA_ARCH__) || defined(OPG_CUEMU)` takes the device's path
+ * (OPG_CUEMU is defined here).
  *
  * Arithmetic is the host's IEEE binary32 with no contraction, which is what
  * the kernels ask of nvcc (-fmad=false, -prec-div=true, -prec-sqrt=true,
  * -ftz=false, explicit __fmaf_rn): the same roundings. What it cannot show:
  * nvcc's code generation, the hardware, timing, memory-model effects beyond
- * barriers, CUB's sort (a stable host sort stands in for it), partial-warp
- * masks (fatal). */
+ * barriers, CUB's sort (a stable host sort stands in for it). */
 #ifndef OPG_CUEMU_H
 #define OPG_CUEMU_H
 
