@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""ptx_contract.py: checks that nvcc's PTX for the CUDA kernels keeps the
+determinism contract's floating-point rules (docs/determinism.md, docs/gpu.md).
+
+The host emulation (tests/cuemu) runs the kernels' sources with g++; what it
+cannot see is what nvcc makes of them. This reads the PTX nvcc wrote with the
+build's own flags and refuses every instruction that could round differently
+from the C reference:
+
+  ftz        any .ftz modifier (subnormals flushed; the CPU keeps them)
+  approx     any .approx or .full modifier (approximate div/rcp/sqrt)
+  transc     ex2, lg2, sin, cos, tanh, rsqrt (the contract has its own exp/sin/cos)
+  contract   a float add/sub/mul without .rn: the PTX ISA lets ptxas fuse such
+             a mul and add into one fma ("mul/add sequences with no rounding
+             modifiers may be optimized to use fused-multiply-add"); with .rn
+             it may not. nvcc writes .rn only under -fmad=false.
+  mad        a float mad (a fused multiply-add the source did not ask for)
+  rounding   a float fma/div/sqrt/rcp whose rounding is not .rn
+  atomic     a float atom/red (the order of the additions is the scheduler's)
+
+Usage:
+  ptx_contract.py [--require FILE_STEM=OPCODE ...] PTX...
+      exit 0 when every file is clean, 1 with one line per violation
+  ptx_contract.py --self-test NVCC SOURCE.cu [-I DIR ...]
+      checks the checker: hand-written bad instructions must each be refused,
+      and SOURCE.cu compiled by NVCC without -fmad=false, and with
+      --use_fast_math, must fail the check while the contract flags pass it
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+FLOAT_TYPES = ("f16", "f16x2", "bf16", "bf16x2", "f32", "f32x2", "f64")
+TRANSCENDENTAL = ("ex2", "lg2", "sin", "cos", "tanh", "rsqrt")
+CONTRACT_FLAGS = ["-fmad=false", "-prec-div=true", "-prec-sqrt=true", "-ftz=false"]
+
+
+def instructions(text):
+    """(line number, opcode with modifiers) of every instruction in PTX text."""
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.split("//", 1)[0].strip()
+        if not s or s.startswith((".", "{", "}", ")", "(")):
+            continue
+        s = re.sub(r"^\$?[A-Za-z_][\w$]*:\s*", "", s)  # label
+        s = re.sub(r"^@!?%\w+\s+", "", s)  # predicate guard
+        if not s or not re.match(r"[a-z]", s):
+            continue
+        yield n, re.split(r"[\s;]", s, 1)[0]
+
+
+def violation(op):
+    """The rule op breaks, or None."""
+    parts = op.split(".")
+    name, mods = parts[0], parts[1:]
+    is_float = any(m in FLOAT_TYPES for m in mods)
+    if "ftz" in mods:
+        return "ftz"
+    if "approx" in mods or "full" in mods:
+        return "approx"
+    if name in TRANSCENDENTAL:
+        return "transc"
+    if not is_float:
+        return None
+    if name in ("atom", "red"):
+        return "atomic"
+    if name == "mad":
+        return "mad"
+    if name in ("add", "sub", "mul") and "rn" not in mods:
+        return "contract"
+    if name in ("fma", "div", "sqrt", "rcp") and "rn" not in mods:
+        return "rounding"
+    return None
+
+
+def check_text(text, label):
+    """Violation lines for one PTX text; counts of entries and float ops."""
+    bad, float_ops = [], 0
+    entries = len(re.findall(r"^\s*(?:\.visible\s+)?\.entry\s", text, re.M))
+    for n, op in instructions(text):
+        rule = violation(op)
+        if rule:
+            bad.append(f"{label}:{n}: {op}: {rule}")
+        parts = op.split(".")
+        if parts[0] in ("add", "sub", "mul", "fma", "div") and any(m in FLOAT_TYPES for m in parts[1:]):
+            float_ops += 1
+    return bad, entries, float_ops
+
+
+def check_files(paths, required):
+    problems, total_float = [], 0
+    seen = set()
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        bad, entries, float_ops = check_text(text, os.path.relpath(path))
+        problems += bad
+        total_float += float_ops
+        stem = os.path.basename(path).split(".")[0]
+        seen.add(stem)
+        if entries == 0 and stem != "common":
+            problems.append(f"{path}: no kernel entry in the PTX")
+        ops = {op for _, op in instructions(text)}
+        for want_stem, want_op in required:
+            if want_stem == stem and want_op not in ops:
+                problems.append(f"{path}: expected instruction {want_op} is missing")
+        target = re.search(r"^\s*\.target\s+(\w+)", text, re.M)
+        print(f"{path}: {'clean' if not bad else f'{len(bad)} violation(s)'}, "
+              f"{entries} kernel(s), {float_ops} float add/sub/mul/fma/div, "
+              f"target {target.group(1) if target else '?'}")
+    for want_stem, want_op in required:
+        if want_stem not in seen:
+            problems.append(f"no PTX for {want_stem} (expected {want_op})")
+    if paths and total_float == 0:
+        problems.append("no float arithmetic at all: not the kernels' PTX?")
+    return problems
+
+
+def self_test(nvcc, source, includes):
+    failures = []
+    # every rule refuses its instruction, and the sound forms pass
+    cases = {
+        "add.f32": "contract", "mul.f64": "contract", "sub.f32": "contract",
+        "mul.ftz.f32": "ftz", "fma.rn.ftz.f32": "ftz", "cvt.rzi.ftz.s32.f32": "ftz",
+        "setp.lt.ftz.f32": "ftz", "div.approx.ftz.f32": "ftz", "div.approx.f32": "approx",
+        "div.full.f32": "approx", "sqrt.approx.f32": "approx", "rcp.approx.f64": "approx",
+        "ex2.approx.f32": "approx", "lg2.approx.f32": "approx", "ex2.f32": "transc",
+        "sin.f32": "transc", "cos.f32": "transc", "tanh.f32": "transc", "rsqrt.f64": "transc",
+        "mad.f32": "mad", "mad.rn.f32": "mad", "fma.rz.f32": "rounding",
+        "div.rz.f32": "rounding", "sqrt.rp.f32": "rounding",
+        "atom.global.add.f32": "atomic", "red.shared.add.f32": "atomic",
+        "atom.global.add.noftz.f16": "atomic",
+        "add.rn.f32": None, "mul.rn.f64": None, "fma.rn.f32": None, "div.rn.f32": None,
+        "sqrt.rn.f32": None, "rcp.rn.f32": None, "mad.lo.s32": None, "add.s32": None,
+        "atom.global.add.u32": None, "cvt.rn.f32.s32": None, "setp.gt.f32": None,
+        "dp4a.s32.s32": None, "mov.f32": None, "ld.global.nc.f32": None,
+    }
+    for op, want in cases.items():
+        got = violation(op)
+        if got != want:
+            failures.append(f"rule table: {op} gives {got}, expected {want}")
+    # the parser finds guarded and labelled instructions, skips directives
+    sample = ("\t.visible .entry k(\n\t.param .u64 p\n)\n{\n\t.reg .f32 %f<4>;\n"
+              "$L__BB0_1:\n\t@%p1 add.f32 %f1, %f2, %f3;\n\t@!%p2 bra $L__BB0_1;\n"
+              "\tmul.rn.f32 %f1, %f1, %f2; // mul.f32 in a comment\n\tret;\n}\n")
+    bad, entries, float_ops = check_text(sample, "sample")
+    if bad != ["sample:7: add.f32: contract"] or entries != 1 or float_ops != 2:
+        failures.append(f"parser: got {bad}, {entries} entries, {float_ops} float ops")
+    # real nvcc output: the contract flags pass, without them it fails
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [nvcc, "-ptx", "-arch=compute_75", "-std=c++17", "-O3"]
+        base += [a for d in includes for a in ("-I", d)]
+        variants = {
+            "contract flags": (CONTRACT_FLAGS, True),
+            "default -fmad=true": (["-prec-div=true", "-prec-sqrt=true", "-ftz=false"], False),
+            # alone: nvcc lets explicit contract flags override its parts
+            "--use_fast_math": (["--use_fast_math"], False),
+        }
+        for name, (flags, should_pass) in variants.items():
+            out = os.path.join(tmp, name.replace(" ", "_").replace("=", "_") + ".ptx")
+            r = subprocess.run(base + flags + [source, "-o", out], capture_output=True, text=True)
+            if r.returncode != 0:
+                failures.append(f"nvcc ({name}) failed: {r.stderr.strip()[:400]}")
+                continue
+            with open(out, encoding="utf-8") as f:
+                bad, _, _ = check_text(f.read(), name)
+            print(f"self-test: {os.path.basename(source)} with {name}: {len(bad)} violation(s)"
+                  + (f", e.g. {bad[0]}" if bad else ""))
+            if should_pass and bad:
+                failures.append(f"{name}: expected clean, got {bad[:3]}")
+            if not should_pass and not bad:
+                failures.append(f"{name}: expected violations, the check passed it")
+    return failures
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[0] == "--self-test":
+        includes, rest = [], argv[3:]
+        while rest:
+            if rest[0] == "-I" and len(rest) > 1:
+                includes.append(rest[1])
+                rest = rest[2:]
+            else:
+                print(f"ptx_contract: unknown argument {rest[0]}", file=sys.stderr)
+                return 2
+        failures = self_test(argv[1], argv[2], includes)
+        for f in failures:
+            print(f"FAIL: {f}")
+        print("self-test " + ("failed" if failures else "passed"))
+        return 1 if failures else 0
+    required, paths = [], []
+    it = iter(argv)
+    for a in it:
+        if a == "--require":
+            spec = next(it, "")
+            if "=" not in spec:
+                print("ptx_contract: --require takes FILE_STEM=OPCODE", file=sys.stderr)
+                return 2
+            required.append(tuple(spec.split("=", 1)))
+        elif a in ("-h", "--help"):
+            print(__doc__)
+            return 0
+        else:
+            paths.append(a)
+    if not paths:
+        print("ptx_contract: no PTX files given (see --help)", file=sys.stderr)
+        return 2
+    problems = check_files(paths, required)
+    for p in problems:
+        print(f"FAIL: {p}")
+    print(f"{len(paths)} PTX file(s): " + ("contract kept" if not problems else f"{len(problems)} problem(s)"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
