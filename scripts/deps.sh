@@ -33,6 +33,22 @@ opg_install_deps() {
         python3 -m pip install --quiet $user gguf numpy 2>/dev/null ||
             python3 -m pip install --quiet $user --break-system-packages gguf numpy
     fi
+    # cuobjdump (in the full CUDA toolkit; NVIDIA's PyPI wheel where nvcc came
+    # without it): test_cuda_fatbin reads the kernels' fat binaries with it.
+    if command -v nvcc >/dev/null 2>&1 &&
+       ! python3 tests/ptx/ptx_contract.py --find-cuobjdump --toolkit-bin "$(dirname "$(command -v nvcc)")" >/dev/null; then
+        local major pkg user=""
+        major=$(nvcc --version | sed -nE 's/.*release ([0-9]+)\..*/\1/p')
+        case "$major" in
+            12) pkg="nvidia-cuda-cuobjdump-cu12" ;;
+            *) pkg="nvidia-cuda-cuobjdump==${major}.*" ;;
+        esac
+        [ "$(id -u)" -ne 0 ] && user="--user"
+        echo "opg: installing the Python package $pkg (cuobjdump)" >&2
+        python3 -m pip install --quiet $user "$pkg" 2>/dev/null ||
+            python3 -m pip install --quiet $user --break-system-packages "$pkg" ||
+            echo "opg: WARNING: could not install $pkg; test_cuda_fatbin will be skipped" >&2
+    fi
 }
 
 # CUDA: nvcc is used when present (the kernels' .cu files are compiled even

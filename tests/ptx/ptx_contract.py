@@ -21,13 +21,24 @@ from the C reference:
 Usage:
   ptx_contract.py [--require FILE_STEM=OPCODE ...] PTX...
       exit 0 when every file is clean, 1 with one line per violation
+  ptx_contract.py --fatbin auto|CUOBJDUMP --archs 75,80,... [--toolkit-bin DIR]
+                  [--require ...] FILE...
+      FILE (a library or an executable with CUDA code) carries a cubin for
+      every architecture and PTX for the highest, and the PTX embedded in a
+      library keeps the rules; auto looks in DIR, PATH and pip's nvidia
+      packages; exit 77 (ctest: skipped) when there is no cuobjdump
+  ptx_contract.py --find-cuobjdump [--toolkit-bin DIR]
+      prints the cuobjdump auto would use; exit 1 when there is none
   ptx_contract.py --self-test NVCC SOURCE.cu [-I DIR ...]
       checks the checker: hand-written bad instructions must each be refused,
       and SOURCE.cu compiled by NVCC without -fmad=false, and with
       --use_fast_math, must fail the check while the contract flags pass it
 """
+import glob
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,25 +99,27 @@ def check_text(text, label):
     return bad, entries, float_ops
 
 
-def check_files(paths, required):
+def check_files(paths, required, labels=None):
+    """Checks PTX files; labels (path -> name) name them in the output."""
     problems, total_float = [], 0
     seen = set()
     for path in paths:
+        label = (labels or {}).get(path, os.path.relpath(path))
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
-        bad, entries, float_ops = check_text(text, os.path.relpath(path))
+        bad, entries, float_ops = check_text(text, label)
         problems += bad
         total_float += float_ops
-        stem = os.path.basename(path).split(".")[0]
+        stem = os.path.basename(label).split(".")[0]
         seen.add(stem)
         if entries == 0 and stem != "common":
-            problems.append(f"{path}: no kernel entry in the PTX")
+            problems.append(f"{label}: no kernel entry in the PTX")
         ops = {op for _, op in instructions(text)}
         for want_stem, want_op in required:
             if want_stem == stem and want_op not in ops:
-                problems.append(f"{path}: expected instruction {want_op} is missing")
+                problems.append(f"{label}: expected instruction {want_op} is missing")
         target = re.search(r"^\s*\.target\s+(\w+)", text, re.M)
-        print(f"{path}: {'clean' if not bad else f'{len(bad)} violation(s)'}, "
+        print(f"{label}: {'clean' if not bad else f'{len(bad)} violation(s)'}, "
               f"{entries} kernel(s), {float_ops} float add/sub/mul/fma/div, "
               f"target {target.group(1) if target else '?'}")
     for want_stem, want_op in required:
@@ -114,6 +127,87 @@ def check_files(paths, required):
             problems.append(f"no PTX for {want_stem} (expected {want_op})")
     if paths and total_float == 0:
         problems.append("no float arithmetic at all: not the kernels' PTX?")
+    return problems
+
+
+def find_cuobjdump(toolkit_bin=None):
+    """cuobjdump from the CUDA toolkit, PATH, or pip's nvidia-cuda-cuobjdump
+    (nvidia/cu*/bin), or None."""
+    candidates = [os.path.join(toolkit_bin, "cuobjdump")] if toolkit_bin else []
+    candidates.append(shutil.which("cuobjdump") or "")
+    try:
+        spec = importlib.util.find_spec("nvidia")
+    except (ImportError, ValueError):
+        spec = None
+    for d in (spec.submodule_search_locations if spec and spec.submodule_search_locations else []):
+        candidates += sorted(glob.glob(os.path.join(d, "cu*", "bin", "cuobjdump")), reverse=True)
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def fatbin_listing(cuobjdump, path):
+    """[(member, kind, arch, name)] of the device code cuobjdump lists in path
+    (member is the archive member, or '' for an executable or object)."""
+    r = subprocess.run([cuobjdump, "-lelf", "-lptx", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"cuobjdump -lelf -lptx {path}: {(r.stderr or r.stdout).strip()}")
+    entries, member = [], ""
+    for line in r.stdout.splitlines():
+        m = re.match(r"member .*:([^:]+):$", line)
+        if m:
+            member = m.group(1)
+            continue
+        m = re.match(r"(PTX|ELF) file\s+\d+: (\S+)$", line)
+        if m:
+            arch = re.search(r"\.sm_(\d+)[a-z]?\.(?:ptx|cubin)$", m.group(2))
+            entries.append((member, m.group(1), arch.group(1) if arch else "?", m.group(2)))
+    return entries
+
+
+def check_fatbin(cuobjdump, paths, archs, required):
+    """Every file carries a cubin for each architecture (per archive member)
+    and PTX for the highest (JIT on newer GPUs); an archive's embedded PTX
+    must also keep the contract."""
+    problems = []
+    for path in paths:
+        listing = fatbin_listing(cuobjdump, path)
+        if not listing:
+            problems.append(f"{path}: no device code")
+            continue
+        members = sorted({m for m, _, _, _ in listing})
+        for member in members:
+            where = f"{os.path.basename(path)}{':' + member if member else ''}"
+            elf = [a for m, k, a, _ in listing if m == member and k == "ELF"]
+            ptx = [a for m, k, a, _ in listing if m == member and k == "PTX"]
+            counts = {a: elf.count(a) for a in archs}
+            if min(counts.values()) == 0 or len(set(counts.values())) != 1:
+                problems.append(f"{where}: cubins per architecture {counts}, expected the same "
+                                f"non-zero number for each of sm_{', sm_'.join(archs)}")
+            extra = sorted(set(elf) - set(archs))
+            if extra:
+                problems.append(f"{where}: cubins for sm_{', sm_'.join(extra)} not asked for")
+            if archs[-1] not in ptx:
+                problems.append(f"{where}: no PTX for sm_{archs[-1]} (newer GPUs JIT it)")
+            print(f"{where}: cubins {' '.join(f'sm_{a}x{counts[a]}' for a in archs)}, "
+                  f"PTX {' '.join(sorted(set(ptx)))}")
+        if not any(members):
+            continue  # an executable: the listing is what is checked
+        with tempfile.TemporaryDirectory() as tmp:
+            r = subprocess.run([cuobjdump, "-xptx", "all", os.path.abspath(path)],
+                               cwd=tmp, capture_output=True, text=True)
+            if r.returncode != 0:
+                problems.append(f"cuobjdump -xptx all {path}: {r.stderr.strip()}")
+                continue
+            labels = {os.path.join(tmp, name): f"{member} ({name})"
+                      for member, kind, _, name in listing if kind == "PTX"}
+            missing = [p for p in labels if not os.path.exists(p)]
+            if missing:
+                problems.append(f"{path}: cuobjdump did not extract {missing[:3]}")
+                continue
+            order = {os.path.join(tmp, n): (m, int(a) if a.isdigit() else 0) for m, k, a, n in listing if k == "PTX"}
+            problems += check_files(sorted(labels, key=order.get), required, labels)
     return problems
 
 
@@ -171,10 +265,57 @@ def self_test(nvcc, source, includes):
                 failures.append(f"{name}: expected clean, got {bad[:3]}")
             if not should_pass and not bad:
                 failures.append(f"{name}: expected violations, the check passed it")
+        failures += self_test_fatbin(nvcc, source, includes, tmp)
+    return failures
+
+
+def self_test_fatbin(nvcc, source, includes, tmp):
+    """The fat-binary checks fail where they should, on archives nvcc built."""
+    cuobjdump = find_cuobjdump(os.path.dirname(nvcc))
+    if cuobjdump is None:
+        print("self-test: fat-binary part skipped: no cuobjdump")
+        return []
+    failures = []
+    both = ["-gencode", "arch=compute_75,code=sm_75", "-gencode", "arch=compute_90,code=[sm_90,compute_90]"]
+    builds = {
+        "fat75_90": CONTRACT_FLAGS + both,
+        "noptx": CONTRACT_FLAGS + ["-gencode", "arch=compute_75,code=sm_75",
+                                   "-gencode", "arch=compute_90,code=sm_90"],
+        "fast": ["--use_fast_math"] + both,
+    }
+    libs = {}
+    for name, flags in builds.items():
+        obj, lib = os.path.join(tmp, f"{name}.o"), os.path.join(tmp, f"lib{name}.a")
+        cmd = [nvcc, "-c", "-std=c++17", "-O3"] + [a for d in includes for a in ("-I", d)]
+        r = subprocess.run(cmd + flags + [source, "-o", obj], capture_output=True, text=True)
+        if r.returncode != 0 or subprocess.run(["ar", "rcs", lib, obj]).returncode != 0:
+            failures.append(f"building {name} failed: {r.stderr.strip()[:400]}")
+            continue
+        libs[name] = lib
+    cases = [  # (library, archs, a phrase the problems must hold, or None for none)
+        ("fat75_90", ["75", "90"], None),
+        ("fat75_90", ["75", "80", "90"], "cubins per architecture"),
+        ("fat75_90", ["75"], "not asked for"),
+        ("noptx", ["75", "90"], "no PTX for sm_90"),
+        ("fast", ["75", "90"], ": ftz"),
+    ]
+    for name, archs, phrase in cases:
+        if name not in libs:
+            continue
+        problems = check_fatbin(cuobjdump, [libs[name]], archs, [])
+        ok = not problems if phrase is None else any(phrase in p for p in problems)
+        print(f"self-test: fat binary {name} for sm_{',sm_'.join(archs)}: "
+              f"{len(problems)} problem(s){', as expected' if ok else ''}")
+        if not ok:
+            failures.append(f"fat binary {name} for {archs}: expected "
+                            f"{'none' if phrase is None else repr(phrase)}, got {problems[:3]}")
     return failures
 
 
 def main(argv):
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if len(argv) >= 3 and argv[0] == "--self-test":
         includes, rest = [], argv[3:]
         while rest:
@@ -189,27 +330,56 @@ def main(argv):
             print(f"FAIL: {f}")
         print("self-test " + ("failed" if failures else "passed"))
         return 1 if failures else 0
-    required, paths = [], []
+    required, paths, fatbin, archs, toolkit_bin = [], [], None, None, None
     it = iter(argv)
     for a in it:
-        if a == "--require":
-            spec = next(it, "")
-            if "=" not in spec:
-                print("ptx_contract: --require takes FILE_STEM=OPCODE", file=sys.stderr)
+        if a in ("--require", "--fatbin", "--archs", "--toolkit-bin"):
+            value = next(it, None)
+            if value is None:
+                print(f"ptx_contract: {a} needs a value (see --help)", file=sys.stderr)
                 return 2
-            required.append(tuple(spec.split("=", 1)))
-        elif a in ("-h", "--help"):
-            print(__doc__)
-            return 0
+            if a == "--require":
+                if "=" not in value:
+                    print("ptx_contract: --require takes FILE_STEM=OPCODE", file=sys.stderr)
+                    return 2
+                required.append(tuple(value.split("=", 1)))
+            elif a == "--fatbin":
+                fatbin = value
+            elif a == "--toolkit-bin":
+                toolkit_bin = value
+            else:
+                archs = sorted({re.sub(r"-(real|virtual)$", "", x) for x in re.split(r"[,;]", value) if x},
+                               key=int)
+        elif a == "--find-cuobjdump":
+            fatbin = "find"
         else:
             paths.append(a)
+    if fatbin == "find":
+        found = find_cuobjdump(toolkit_bin)
+        print(found or "ptx_contract: no cuobjdump found")
+        return 0 if found else 1
     if not paths:
-        print("ptx_contract: no PTX files given (see --help)", file=sys.stderr)
+        print("ptx_contract: no files given (see --help)", file=sys.stderr)
         return 2
-    problems = check_files(paths, required)
+    if fatbin is not None:
+        cuobjdump = find_cuobjdump(toolkit_bin) if fatbin == "auto" else fatbin
+        if not cuobjdump or not os.path.isfile(cuobjdump):
+            # ctest's skip code; scripts/deps.sh installs it where nvcc is
+            print("skipped: no cuobjdump (the CUDA toolkit's, or pip's nvidia-cuda-cuobjdump)")
+            return 77
+        if not archs:
+            print("ptx_contract: --fatbin needs --archs", file=sys.stderr)
+            return 2
+        print(f"cuobjdump: {cuobjdump}")
+        try:
+            problems = check_fatbin(cuobjdump, paths, archs, required)
+        except RuntimeError as e:
+            problems = [str(e)]
+    else:
+        problems = check_files(paths, required)
     for p in problems:
         print(f"FAIL: {p}")
-    print(f"{len(paths)} PTX file(s): " + ("contract kept" if not problems else f"{len(problems)} problem(s)"))
+    print(f"{len(paths)} file(s): " + ("contract kept" if not problems else f"{len(problems)} problem(s)"))
     return 1 if problems else 0
 
 
