@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <cjson/cJSON.h>
+
 #include "cpu.h"
 #include "dtype.h"
 #include "pool.h"
@@ -147,7 +149,7 @@ typedef struct {
 } bench_report;
 
 void bench_print_table(FILE *f, const bench_report *r);
-void bench_print_json(FILE *f, const bench_report *r);
+int bench_print_json(FILE *f, const bench_report *r); /* bench_json_finish's result */
 /* " value" (fmt with a width, e.g. "%*.1f") in width columns, or " -" when v
  * is negative (not applicable). */
 void bench_print_num(FILE *f, int width, double v, const char *fmt);
@@ -221,7 +223,7 @@ typedef struct {
 int bench_model_measure(opg_backend *be, opg_backend *ref, const char *path, int quick,
                         bench_model_result *r);
 void bench_model_print(FILE *f, const bench_model_result *r);
-void bench_model_json(FILE *f, const bench_model_result *r);
+void bench_model_json(cJSON *obj, const char *key, const bench_model_result *r);
 
 /* Device references (bench_cuda_ref.c), -1 when not available: copy bandwidth
  * of CUDA device `device` in GB/s (2x bytes), and cuBLAS's seconds per call
@@ -247,9 +249,20 @@ void bench_fill_bytes(bench_rng *r, void *p, size_t n);
  * +-0.05, quantized blocks with small finite scales (bench_matmul.c). */
 void bench_fill_weights(bench_rng *r, uint8_t *w, opg_dtype wt, int64_t N, int64_t K);
 
-/* Writes s as a JSON string literal (quotes included, escaped). */
-void bench_json_str(FILE *f, const char *s);
-/* Writes a number, or null when v is negative or not finite. */
-void bench_json_num(FILE *f, double v);
+/* JSON output, built with cJSON. Each add puts one member into obj (NULL
+ * obj: nothing); a failed allocation is remembered and reported by
+ * bench_json_finish. */
+void bench_json_add_str(cJSON *obj, const char *key, const char *s); /* NULL as ""; bytes >= 0x80 as '?' */
+void bench_json_add_num(cJSON *obj, const char *key, double v);      /* null when v < 0 or not finite */
+void bench_json_add_int(cJSON *obj, const char *key, long long v);
+void bench_json_add_bool(cJSON *obj, const char *key, int v);
+void bench_json_add_null(cJSON *obj, const char *key);
+cJSON *bench_json_add_obj(cJSON *obj, const char *key);  /* the new object */
+cJSON *bench_json_add_arr(cJSON *obj, const char *key);  /* the new array */
+cJSON *bench_json_push_obj(cJSON *arr);                  /* a new object appended to arr */
+cJSON *bench_json_new(void);                             /* a root object */
+/* Prints root (indented, then a newline) to f and frees it. 0, or -1 with a
+ * line on stderr when an allocation failed on the way (nothing printed). */
+int bench_json_finish(FILE *f, cJSON *root);
 
 #endif

@@ -505,49 +505,36 @@ static void print_table(FILE *f, const bk_env *e, bk_case *cs, int n, const benc
     if (mr) bench_model_print(f, mr);
 }
 
-static void print_json(FILE *f, const bk_env *e, bk_case *cs, int n, const bench_machine *m,
-                       const bench_model_result *mr) {
-    fputs("{\"backend\":", f);
-    bench_json_str(f, e->be->ops->name);
-    fputs(",\"device\":", f);
-    bench_json_str(f, opg_backend_device(e->be));
-    fputs(",\"host_cpu\":", f);
-    bench_json_str(f, m->cpu_model);
-    fprintf(f, ",\"contract\":%d,\"quick\":%s,\"date\":", OPG_CONTRACT_VERSION,
-            e->o->quick ? "true" : "false");
-    bench_json_str(f, m->date);
-    fputs(",\"copy_gbs\":", f);
-    bench_json_num(f, e->copy_gbs);
-    fputs(",\"ops\":[", f);
-    int first = 1;
+static int print_json(FILE *f, const bk_env *e, bk_case *cs, int n, const bench_machine *m,
+                      const bench_model_result *mr) {
+    cJSON *root = bench_json_new();
+    bench_json_add_str(root, "backend", e->be->ops->name);
+    bench_json_add_str(root, "device", opg_backend_device(e->be));
+    bench_json_add_str(root, "host_cpu", m->cpu_model);
+    bench_json_add_int(root, "contract", OPG_CONTRACT_VERSION);
+    bench_json_add_bool(root, "quick", e->o->quick);
+    bench_json_add_str(root, "date", m->date);
+    bench_json_add_num(root, "copy_gbs", e->copy_gbs);
+    cJSON *ops = bench_json_add_arr(root, "ops");
     for (int i = 0; i < n; i++) {
         const bk_case *c = &cs[i];
         if (c->skipped) continue;
-        fputs(first ? "{\"op\":" : ",{\"op\":", f);
-        first = 0;
-        bench_json_str(f, c->name);
-        fputs(",\"shape\":", f);
-        bench_json_str(f, c->shape);
-        fputs(",\"median_us\":", f);
-        bench_json_num(f, c->failed ? -1 : c->median_s * 1e6);
-        fprintf(f, ",\"reps\":%d,\"inner\":%d,\"gflops\":", c->reps, c->inner);
-        bench_json_num(f, gflops(c));
-        fputs(",\"gbs\":", f);
-        bench_json_num(f, gbs(c));
-        fputs(",\"pct_copy\":", f);
-        bench_json_num(f, pct_copy(c, e));
-        fputs(",\"cublas_us\":", f);
-        bench_json_num(f, c->cublas_s > 0 ? c->cublas_s * 1e6 : -1);
-        fputs(",\"bits\":", f);
-        bench_json_str(f, bits_word(c));
-        fputs(",\"error\":", f);
-        bench_json_str(f, c->err);
-        fputc('}', f);
+        cJSON *o = bench_json_push_obj(ops);
+        bench_json_add_str(o, "op", c->name);
+        bench_json_add_str(o, "shape", c->shape);
+        bench_json_add_num(o, "median_us", c->failed ? -1 : c->median_s * 1e6);
+        bench_json_add_int(o, "reps", c->reps);
+        bench_json_add_int(o, "inner", c->inner);
+        bench_json_add_num(o, "gflops", gflops(c));
+        bench_json_add_num(o, "gbs", gbs(c));
+        bench_json_add_num(o, "pct_copy", pct_copy(c, e));
+        bench_json_add_num(o, "cublas_us", c->cublas_s > 0 ? c->cublas_s * 1e6 : -1);
+        bench_json_add_str(o, "bits", bits_word(c));
+        bench_json_add_str(o, "error", c->err);
     }
-    fputs("],\"model\":", f);
-    if (mr) bench_model_json(f, mr);
-    else fputs("null", f);
-    fputs("}\n", f);
+    if (mr) bench_model_json(root, "model", mr);
+    else bench_json_add_null(root, "model");
+    return bench_json_finish(f, root);
 }
 
 /* ---- main ------------------------------------------------------------------------- */
@@ -643,8 +630,11 @@ int bench_backend_main(const bench_backend_opts *o) {
     int have_model = o->model != NULL;
     if (have_model && bench_model_measure(e.be, e.ref, o->model, o->quick, &mr) != 0) bad++;
 
-    if (o->json) print_json(stdout, &e, cs, n, &m, have_model ? &mr : NULL);
-    else print_table(stdout, &e, cs, n, &m, have_model ? &mr : NULL);
+    if (o->json) {
+        if (print_json(stdout, &e, cs, n, &m, have_model ? &mr : NULL) != 0) bad++;
+    } else {
+        print_table(stdout, &e, cs, n, &m, have_model ? &mr : NULL);
+    }
     opg_backend_free(e.ref);
     opg_backend_free(e.be);
     return bad ? 1 : 0;

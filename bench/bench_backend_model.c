@@ -149,28 +149,23 @@ void bench_model_print(FILE *f, const bench_model_result *r) {
     if (r->err[0]) fprintf(f, "  %s\n", r->err);
 }
 
-void bench_model_json(FILE *f, const bench_model_result *r) {
-    fputs("{\"file\":", f);
-    bench_json_str(f, r->model);
-    fputs(",\"arch\":", f);
-    bench_json_str(f, r->arch);
-    fprintf(f, ",\"layers\":%d,\"vocab\":%lld,\"prompt\":%lld,\"gen\":%lld,\"batch\":%d",
-            r->n_layer, (long long)r->n_vocab, (long long)r->prompt, (long long)r->gen, r->batch);
-    fputs(",\"load_s\":", f);
-    bench_json_num(f, r->load_s);
-    fputs(",\"prefill_tps\":", f);
-    bench_json_num(f, r->prefill_tps);
-    fputs(",\"decode_tps_1\":", f);
-    bench_json_num(f, r->decode_tps_1);
-    fputs(",\"decode_tps_batch\":", f);
-    bench_json_num(f, r->decode_tps_batch);
-    fputs(",\"trace_root\":", f);
-    bench_json_str(f, r->root);
-    fputs(",\"trace_root_cpu\":", f);
-    bench_json_str(f, r->root_ref);
-    fprintf(f, ",\"same_alone\":%s,\"same_batched\":%s,\"same_in_batch\":%s,\"error\":",
-            r->same_alone ? "true" : "false", r->same_batched ? "true" : "false",
-            r->same_in_batch ? "true" : "false");
-    bench_json_str(f, r->err);
-    fputc('}', f);
+void bench_model_json(cJSON *obj, const char *key, const bench_model_result *r) {
+    cJSON *o = bench_json_add_obj(obj, key);
+    bench_json_add_str(o, "file", r->model);
+    bench_json_add_str(o, "arch", r->arch);
+    bench_json_add_int(o, "layers", r->n_layer);
+    bench_json_add_int(o, "vocab", r->n_vocab);
+    bench_json_add_int(o, "prompt", r->prompt);
+    bench_json_add_int(o, "gen", r->gen);
+    bench_json_add_int(o, "batch", r->batch);
+    bench_json_add_num(o, "load_s", r->load_s);
+    bench_json_add_num(o, "prefill_tps", r->prefill_tps);
+    bench_json_add_num(o, "decode_tps_1", r->decode_tps_1);
+    bench_json_add_num(o, "decode_tps_batch", r->decode_tps_batch);
+    bench_json_add_str(o, "trace_root", r->root);
+    bench_json_add_str(o, "trace_root_cpu", r->root_ref);
+    bench_json_add_bool(o, "same_alone", r->same_alone);
+    bench_json_add_bool(o, "same_batched", r->same_batched);
+    bench_json_add_bool(o, "same_in_batch", r->same_in_batch);
+    bench_json_add_str(o, "error", r->err);
 }

@@ -864,51 +864,53 @@ static void print_table(const dctx *x, const bench_machine *m, const phase_resul
     }
 }
 
-static void json_phase(FILE *f, const phase_result *r) {
-    fprintf(f, "{\"phase\":\"%s\",\"target_rate\":", r->target_rate > 0 ? "rate" : "max");
-    bench_json_num(f, r->target_rate > 0 ? r->target_rate : -1);
-    fprintf(f, ",\"window\":%d,\"seconds\":%g,\"submitted\":%lld,\"completed\":%lld,\"jobs_per_s\":", r->window,
-            r->seconds, (long long)r->submitted, (long long)r->completed);
-    bench_json_num(f, r->jobs_s);
+static void json_phase(cJSON *o, const phase_result *r) {
+    bench_json_add_str(o, "phase", r->target_rate > 0 ? "rate" : "max");
+    bench_json_add_num(o, "target_rate", r->target_rate > 0 ? r->target_rate : -1);
+    bench_json_add_int(o, "window", r->window);
+    bench_json_add_num(o, "seconds", r->seconds);
+    bench_json_add_int(o, "submitted", r->submitted);
+    bench_json_add_int(o, "completed", r->completed);
+    bench_json_add_num(o, "jobs_per_s", r->jobs_s);
     const char *k[] = {"mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"};
     double v[] = {r->mean, r->p50, r->p90, r->p99, r->max};
-    for (int i = 0; i < 5; i++) {
-        fprintf(f, ",\"%s\":", k[i]);
-        bench_json_num(f, v[i]);
-    }
-    fprintf(f, ",\"cpu_s\":{\"coordinator\":");
-    bench_json_num(f, r->cpu_coord);
-    fprintf(f, ",\"workers\":");
-    bench_json_num(f, r->cpu_workers);
-    fprintf(f, ",\"client\":");
-    bench_json_num(f, r->cpu_client);
-    fprintf(f, ",\"other\":");
-    bench_json_num(f, r->cpu_other);
-    fprintf(f, "},\"errors\":{\"error_frames\":%lld,\"unexpected\":%lld,\"bad_tokens\":%lld,\"unanswered\":%lld,"
-               "\"send_failed\":%lld},\"skipped\":%lld}",
-            (long long)r->err_frames, (long long)r->bad_id, (long long)r->bad_tokens, (long long)r->lost,
-            (long long)r->send_fail, (long long)r->skipped);
+    for (int i = 0; i < 5; i++) bench_json_add_num(o, k[i], v[i]);
+    cJSON *cpu = bench_json_add_obj(o, "cpu_s");
+    bench_json_add_num(cpu, "coordinator", r->cpu_coord);
+    bench_json_add_num(cpu, "workers", r->cpu_workers);
+    bench_json_add_num(cpu, "client", r->cpu_client);
+    bench_json_add_num(cpu, "other", r->cpu_other);
+    cJSON *err = bench_json_add_obj(o, "errors");
+    bench_json_add_int(err, "error_frames", r->err_frames);
+    bench_json_add_int(err, "unexpected", r->bad_id);
+    bench_json_add_int(err, "bad_tokens", r->bad_tokens);
+    bench_json_add_int(err, "unanswered", r->lost);
+    bench_json_add_int(err, "send_failed", r->send_fail);
+    bench_json_add_int(o, "skipped", r->skipped);
 }
 
-static void print_json(const dctx *x, const bench_machine *m, const phase_result *ph, int n_ph) {
+static int print_json(const dctx *x, const bench_machine *m, const phase_result *ph, int n_ph) {
     const bench_dispatch_opts *o = x->o;
-    FILE *f = stdout;
-    fprintf(f, "{\"bench\":\"dispatch\",\"date\":");
-    bench_json_str(f, m->date);
-    fprintf(f, ",\"machine\":{\"cpu\":");
-    bench_json_str(f, m->cpu_model);
-    fprintf(f, ",\"online_cpus\":%d},\"config\":{\"workers\":%d,\"slots\":%d,\"clients\":%d,\"window\":%d,"
-               "\"prompt_tokens\":%d,\"max_tokens\":1,\"seconds\":%g,\"warmup\":%g,\"model\":",
-            m->online_cpus, o->workers, o->slots, o->clients, o->window, o->prompt, o->seconds, o->warmup);
-    bench_json_str(f, x->micro ? "micro" : o->model);
-    fprintf(f, ",\"store_fs\":");
-    bench_json_str(f, fs_name(x->dir));
-    fprintf(f, "},\"phases\":[");
-    for (int i = 0; i < n_ph; i++) {
-        if (i) fputc(',', f);
-        json_phase(f, &ph[i]);
-    }
-    fprintf(f, "]}\n");
+    cJSON *root = bench_json_new();
+    bench_json_add_str(root, "bench", "dispatch");
+    bench_json_add_str(root, "date", m->date);
+    cJSON *mach = bench_json_add_obj(root, "machine");
+    bench_json_add_str(mach, "cpu", m->cpu_model);
+    bench_json_add_int(mach, "online_cpus", m->online_cpus);
+    cJSON *cfg = bench_json_add_obj(root, "config");
+    bench_json_add_int(cfg, "workers", o->workers);
+    bench_json_add_int(cfg, "slots", o->slots);
+    bench_json_add_int(cfg, "clients", o->clients);
+    bench_json_add_int(cfg, "window", o->window);
+    bench_json_add_int(cfg, "prompt_tokens", o->prompt);
+    bench_json_add_int(cfg, "max_tokens", 1);
+    bench_json_add_num(cfg, "seconds", o->seconds);
+    bench_json_add_num(cfg, "warmup", o->warmup);
+    bench_json_add_str(cfg, "model", x->micro ? "micro" : o->model);
+    bench_json_add_str(cfg, "store_fs", fs_name(x->dir));
+    cJSON *phases = bench_json_add_arr(root, "phases");
+    for (int i = 0; i < n_ph; i++) json_phase(bench_json_push_obj(phases), &ph[i]);
+    return bench_json_finish(stdout, root);
 }
 
 /* ---- entry ------------------------------------------------------------------------- */
@@ -1011,8 +1013,11 @@ out:
     close_clients(&x);
     stop_all(x.procs, x.n_procs, 5000);
     if (n_ph) {
-        if (o.json) print_json(&x, &m, ph, n_ph);
-        else print_table(&x, &m, ph, n_ph);
+        if (o.json) {
+            if (print_json(&x, &m, ph, n_ph) != 0) rc = 1;
+        } else {
+            print_table(&x, &m, ph, n_ph);
+        }
     }
     remove_dir(x.dir);
     free(x.submit_frame);

@@ -135,111 +135,92 @@ void bench_print_table(FILE *f, const bench_report *r) {
 
 /* ---- JSON ------------------------------------------------------------------------- */
 
-static void json_machine(FILE *f, const bench_report *r) {
+static void json_machine(cJSON *o, const bench_report *r) {
     const bench_machine *m = r->machine;
-    fputs("\"machine\":{\"cpu_model\":", f);
-    bench_json_str(f, m->cpu_model);
-    fprintf(f, ",\"online_cpus\":%d,\"threads\":%d,\"cpu_level\":", m->online_cpus,
-            r->env->threads);
-    bench_json_str(f, m->cpu_level);
-    fputs(",\"best_level\":", f);
-    bench_json_str(f, m->best_level);
-    fprintf(f, ",\"llc_bytes\":%zu,\"llc_source\":", m->llc_bytes);
-    bench_json_str(f, m->llc_source);
-    fputs(",\"compiler\":", f);
-    bench_json_str(f, m->compiler);
-    fputs(",\"date\":", f);
-    bench_json_str(f, m->date);
-    fputs("}", f);
+    bench_json_add_str(o, "cpu_model", m->cpu_model);
+    bench_json_add_int(o, "online_cpus", m->online_cpus);
+    bench_json_add_int(o, "threads", r->env->threads);
+    bench_json_add_str(o, "cpu_level", m->cpu_level);
+    bench_json_add_str(o, "best_level", m->best_level);
+    bench_json_add_int(o, "llc_bytes", (long long)m->llc_bytes);
+    bench_json_add_str(o, "llc_source", m->llc_source);
+    bench_json_add_str(o, "compiler", m->compiler);
+    bench_json_add_str(o, "date", m->date);
 }
 
-static void json_bw(FILE *f, const bench_bw *bw) {
-    fprintf(f, "\"bandwidth\":{\"array_bytes\":%zu,\"reps\":%d,\"method\":", bw->array_bytes,
-            bw->reps);
-    bench_json_str(f, bw->method);
+static void json_bw(cJSON *o, const bench_bw *bw) {
+    bench_json_add_int(o, "array_bytes", (long long)bw->array_bytes);
+    bench_json_add_int(o, "reps", bw->reps);
+    bench_json_add_str(o, "method", bw->method);
     const char *names[3] = {"copy", "read", "triad"};
     const double *v[3] = {bw->copy, bw->read, bw->triad};
     for (int i = 0; i < 3; i++) {
-        fprintf(f, ",\"%s_gbs_1t\":", names[i]);
-        bench_json_num(f, v[i][0]);
-        fprintf(f, ",\"%s_gbs\":", names[i]);
-        bench_json_num(f, v[i][1]);
+        char key[32];
+        snprintf(key, sizeof key, "%s_gbs_1t", names[i]);
+        bench_json_add_num(o, key, v[i][0]);
+        snprintf(key, sizeof key, "%s_gbs", names[i]);
+        bench_json_add_num(o, key, v[i][1]);
     }
-    fputs("}", f);
 }
 
-static void json_case(FILE *f, const bench_case *c, const bench_report *r) {
-    fputs("{\"name\":", f);
-    bench_json_str(f, c->name);
-    fputs(",\"group\":", f);
-    bench_json_str(f, c->group);
-    fputs(",\"shape\":", f);
-    bench_json_str(f, c->shape);
-    fputs(",\"dtype\":", f);
-    bench_json_str(f, c->dtype);
-    fprintf(f, ",\"threads\":%d,\"copies\":%d,\"reps\":%d,\"inner\":%d,\"median_s\":",
-            r->env->threads, c->copies, c->reps, c->inner);
-    bench_json_num(f, c->failed ? -1.0 : c->median_s);
-    fputs(",\"min_s\":", f);
-    bench_json_num(f, c->failed ? -1.0 : c->min_s);
-    fputs(",\"flops\":", f);
-    bench_json_num(f, c->flops > 0 ? c->flops : -1.0);
-    fputs(",\"bytes\":", f);
-    bench_json_num(f, c->bytes);
-    fputs(",\"gflops\":", f);
-    bench_json_num(f, bench_case_gflops(c));
-    fputs(",\"gbs\":", f);
-    bench_json_num(f, bench_case_gbs(c));
-    fprintf(f, ",\"mem_bound\":%s,\"pct_copy\":", c->mem_bound ? "true" : "false");
-    bench_json_num(f, bench_case_pct_copy(c, r->bw));
-    fputs(",\"bits\":", f);
-    bench_json_str(f, bits_word(c));
-    fputs(",\"checks\":", f);
-    bench_json_str(f, c->checks);
-    fputs(",\"detail\":", f);
-    bench_json_str(f, c->failed ? c->err : c->bits_same ? "" : c->bits_why);
-    fputs("}", f);
+static void json_case(cJSON *o, const bench_case *c, const bench_report *r) {
+    bench_json_add_str(o, "name", c->name);
+    bench_json_add_str(o, "group", c->group);
+    bench_json_add_str(o, "shape", c->shape);
+    bench_json_add_str(o, "dtype", c->dtype);
+    bench_json_add_int(o, "threads", r->env->threads);
+    bench_json_add_int(o, "copies", c->copies);
+    bench_json_add_int(o, "reps", c->reps);
+    bench_json_add_int(o, "inner", c->inner);
+    bench_json_add_num(o, "median_s", c->failed ? -1.0 : c->median_s);
+    bench_json_add_num(o, "min_s", c->failed ? -1.0 : c->min_s);
+    bench_json_add_num(o, "flops", c->flops > 0 ? c->flops : -1.0);
+    bench_json_add_num(o, "bytes", c->bytes);
+    bench_json_add_num(o, "gflops", bench_case_gflops(c));
+    bench_json_add_num(o, "gbs", bench_case_gbs(c));
+    bench_json_add_bool(o, "mem_bound", c->mem_bound);
+    bench_json_add_num(o, "pct_copy", bench_case_pct_copy(c, r->bw));
+    bench_json_add_str(o, "bits", bits_word(c));
+    bench_json_add_str(o, "checks", c->checks);
+    bench_json_add_str(o, "detail", c->failed ? c->err : c->bits_same ? "" : c->bits_why);
 }
 
-static void json_q8(FILE *f, const bench_report *r) {
+static void json_q8(cJSON *root, const bench_report *r) {
     const bench_case *q = bench_find_q8_gemv(r);
-    fputs("\"q8_0_gemv\":", f);
     if (!q) {
-        fputs("null", f);
+        bench_json_add_null(root, "q8_0_gemv");
         return;
     }
+    cJSON *o = bench_json_add_obj(root, "q8_0_gemv");
     double g = bench_case_gbs(q), pc = bench_case_pct_copy(q, r->bw);
-    fputs("{\"shape\":", f);
-    bench_json_str(f, q->shape);
-    fputs(",\"gbs\":", f);
-    bench_json_num(f, g);
-    fputs(",\"pct_copy\":", f);
-    bench_json_num(f, pc);
-    fputs(",\"pct_read\":", f);
-    bench_json_num(f, r->bw->read[1] > 0 ? 100.0 * g / r->bw->read[1] : -1.0);
+    bench_json_add_str(o, "shape", q->shape);
+    bench_json_add_num(o, "gbs", g);
+    bench_json_add_num(o, "pct_copy", pc);
+    bench_json_add_num(o, "pct_read", r->bw->read[1] > 0 ? 100.0 * g / r->bw->read[1] : -1.0);
     int acc = q8_is_acceptance(q, r->env);
-    fprintf(f, ",\"aim_pct_copy\":%.0f,\"acceptance_shape\":%s,\"met\":%s}", Q8_AIM_PCT,
-            acc ? "true" : "false", !acc ? "null" : pc >= Q8_AIM_PCT ? "true" : "false");
+    bench_json_add_num(o, "aim_pct_copy", Q8_AIM_PCT);
+    bench_json_add_bool(o, "acceptance_shape", acc);
+    if (acc) bench_json_add_bool(o, "met", pc >= Q8_AIM_PCT);
+    else bench_json_add_null(o, "met"); /* not the acceptance shape */
 }
 
-void bench_print_json(FILE *f, const bench_report *r) {
+int bench_print_json(FILE *f, const bench_report *r) {
     int ok = 1;
-    fprintf(f, "{\"tool\":\"opg-bench\",\"part\":\"cpu\",\"contract_version\":%d,\"mode\":\"%s\",",
-            OPG_CONTRACT_VERSION, r->env->quick ? "quick" : "full");
-    json_machine(f, r);
-    fputs(",", f);
-    json_bw(f, r->bw);
-    fputs(",\"ops\":[", f);
-    int first = 1;
+    cJSON *root = bench_json_new();
+    bench_json_add_str(root, "tool", "opg-bench");
+    bench_json_add_str(root, "part", "cpu");
+    bench_json_add_int(root, "contract_version", OPG_CONTRACT_VERSION);
+    bench_json_add_str(root, "mode", r->env->quick ? "quick" : "full");
+    json_machine(bench_json_add_obj(root, "machine"), r);
+    json_bw(bench_json_add_obj(root, "bandwidth"), r->bw);
+    cJSON *ops = bench_json_add_arr(root, "ops");
     for (int i = 0; i < r->n_cases; i++) {
         const bench_case *c = &r->cases[i];
         if (c->skipped) continue;
         if (c->failed || !c->bits_same) ok = 0;
-        fputs(first ? "\n" : ",\n", f);
-        first = 0;
-        json_case(f, c, r);
+        json_case(bench_json_push_obj(ops), c, r);
     }
-    fputs("],\n", f);
-    json_q8(f, r);
-    fprintf(f, ",\"ok\":%s}\n", ok ? "true" : "false");
+    json_q8(root, r);
+    bench_json_add_bool(root, "ok", ok);
+    return bench_json_finish(f, root);
 }

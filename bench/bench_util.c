@@ -141,25 +141,83 @@ void bench_machine_read(bench_machine *m) {
 
 /* ---- JSON -------------------------------------------------------------------- */
 
-void bench_json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        default:
-            if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-            else if (*p >= 0x80) fputc('?', f); /* keep the output ASCII, valid whatever the bytes */
-            else fputc(*p, f);
-        }
+static int json_failed; /* an allocation failed since the last bench_json_finish */
+
+static cJSON *json_put(cJSON *obj, const char *key, cJSON *item) {
+    if (!obj || !item || !cJSON_AddItemToObject(obj, key, item)) {
+        cJSON_Delete(item);
+        json_failed = 1;
+        return NULL;
     }
-    fputc('"', f);
+    return item;
 }
 
-void bench_json_num(FILE *f, double v) {
-    if (!(v >= 0.0) || !isfinite(v)) fputs("null", f);
-    else fprintf(f, "%.10g", v);
+void bench_json_add_str(cJSON *obj, const char *key, const char *s) {
+    /* ASCII only: the output stays valid UTF-8 whatever bytes a message holds */
+    size_t n = strlen(s ? s : "");
+    char *a = malloc(n + 1);
+    if (!a) {
+        json_failed = 1;
+        return;
+    }
+    for (size_t i = 0; i <= n; i++) {
+        unsigned char c = i < n ? (unsigned char)s[i] : 0;
+        a[i] = (char)(c >= 0x80 ? '?' : c);
+    }
+    json_put(obj, key, cJSON_CreateString(a));
+    free(a);
+}
+
+void bench_json_add_num(cJSON *obj, const char *key, double v) {
+    json_put(obj, key, v >= 0.0 && isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull());
+}
+
+void bench_json_add_int(cJSON *obj, const char *key, long long v) {
+    json_put(obj, key, cJSON_CreateNumber((double)v));
+}
+
+void bench_json_add_bool(cJSON *obj, const char *key, int v) {
+    json_put(obj, key, cJSON_CreateBool(v != 0));
+}
+
+void bench_json_add_null(cJSON *obj, const char *key) {
+    json_put(obj, key, cJSON_CreateNull());
+}
+
+cJSON *bench_json_add_obj(cJSON *obj, const char *key) {
+    return json_put(obj, key, cJSON_CreateObject());
+}
+
+cJSON *bench_json_add_arr(cJSON *obj, const char *key) {
+    return json_put(obj, key, cJSON_CreateArray());
+}
+
+cJSON *bench_json_push_obj(cJSON *arr) {
+    cJSON *o = cJSON_CreateObject();
+    if (!arr || !o || !cJSON_AddItemToArray(arr, o)) {
+        cJSON_Delete(o);
+        json_failed = 1;
+        return NULL;
+    }
+    return o;
+}
+
+cJSON *bench_json_new(void) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) json_failed = 1;
+    return o;
+}
+
+int bench_json_finish(FILE *f, cJSON *root) {
+    char *text = root && !json_failed ? cJSON_Print(root) : NULL;
+    cJSON_Delete(root);
+    json_failed = 0;
+    if (!text) {
+        fputs("opg-bench: out of memory while writing the JSON\n", stderr);
+        return -1;
+    }
+    fputs(text, f);
+    fputc('\n', f);
+    cJSON_free(text);
+    return 0;
 }

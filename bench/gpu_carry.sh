@@ -5,7 +5,8 @@
 #
 #   DEST/sysroot/   the Debian runtime + dev files of the runtime's and the
 #                   tests' libraries (libsodium, libxxhash incl. xxhash.h,
-#                   libpcre2-8, libcmocka) and pkgconf, unpacked with dpkg -x
+#                   libpcre2-8, libcmocka, and libcjson for opg-bench's
+#                   JSON) and pkgconf, unpacked with dpkg -x
 #   DEST/debs/      the .deb files they came from
 #   DEST/wheels/    the pure-Python gguf wheel (tests/data/gen_tiny_models.py
 #                   writes the tiny test models with it)
@@ -37,7 +38,7 @@ dest=$(cd "$dest" && pwd)
 # runtime + dev package of each library, and pkgconf (a GPU image may have
 # no pkg-config); Debian 12 names
 pkgs=(libsodium-dev libsodium23 libxxhash-dev libxxhash0 libpcre2-dev libpcre2-8-0
-      libcmocka-dev libcmocka0 pkgconf-bin libpkgconf3)
+      libcmocka-dev libcmocka0 libcjson-dev libcjson1 pkgconf-bin libpkgconf3)
 
 log() { echo "gpu_carry: $*" >&2; }
 
@@ -68,16 +69,16 @@ find "$dest/sysroot" -xtype l -delete
 
 sr=$dest/sysroot
 libdir=$sr/usr/lib/x86_64-linux-gnu
-for need in usr/include/sodium.h usr/include/xxhash.h usr/include/pcre2.h usr/include/cmocka.h \
+for need in usr/include/sodium.h usr/include/xxhash.h usr/include/pcre2.h usr/include/cmocka.h usr/include/cjson/cJSON.h \
             usr/bin/pkgconf; do
     [ -e "$sr/$need" ] || { log "missing $need in the sysroot"; exit 1; }
 done
-for pc in libsodium libxxhash libpcre2-8 cmocka; do
+for pc in libsodium libxxhash libpcre2-8 cmocka libcjson; do
     [ -f "$libdir/pkgconfig/$pc.pc" ] || { log "missing $pc.pc"; exit 1; }
 done
 # the carried pkgconf must answer with the carried files alone
 if ! LD_LIBRARY_PATH=$libdir PKG_CONFIG_LIBDIR=$libdir/pkgconfig PKG_CONFIG_SYSROOT_DIR=$sr \
-    "$sr/usr/bin/pkgconf" --cflags --libs libsodium libxxhash libpcre2-8 cmocka >/dev/null; then
+    "$sr/usr/bin/pkgconf" --cflags --libs libsodium libxxhash libpcre2-8 cmocka libcjson >/dev/null; then
     log "the carried pkgconf cannot resolve the carried .pc files"
     exit 1
 fi

@@ -74,7 +74,7 @@ setup_deps() {
     local want=${GPU_CHECK_DEPS:-}
     if [ -z "$want" ]; then
         if command -v pkg-config >/dev/null &&
-            pkg-config --exists libsodium libxxhash libpcre2-8 cmocka 2>/dev/null; then
+            pkg-config --exists libsodium libxxhash libpcre2-8 cmocka libcjson 2>/dev/null; then
             want=system
         else
             want=carry
@@ -86,7 +86,7 @@ setup_deps() {
     fi
     local sr=$carry/sysroot libdir=$carry/sysroot/usr/lib/x86_64-linux-gnu
     if [ ! -d "$sr" ]; then
-        say "no pkg-config modules libsodium libxxhash libpcre2-8 cmocka here and no carry at $carry"
+        say "no pkg-config modules libsodium libxxhash libpcre2-8 cmocka libcjson here and no carry at $carry"
         say "(run bench/gpu_carry.sh on a machine that has them, and bring .carry along)"
         return 1
     fi
@@ -102,7 +102,7 @@ setup_deps() {
         printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$libdir" "$sr/usr/bin/pkgconf" >"$pc"
         chmod +x "$pc"
     fi
-    "$pc" --exists libsodium libxxhash libpcre2-8 cmocka || {
+    "$pc" --exists libsodium libxxhash libpcre2-8 cmocka libcjson || {
         say "the carry's .pc files do not resolve with $pc"
         return 1
     }
@@ -154,7 +154,7 @@ phase_env() {
         echo "== python3"; python3 --version 2>&1
         python3 -c 'import numpy; print("numpy", numpy.__version__)' 2>&1
         python3 -c 'import gguf; print("gguf ok")' 2>&1
-        echo "== pkg-config"; command -v pkg-config && pkg-config --modversion libsodium libxxhash libpcre2-8 cmocka 2>&1
+        echo "== pkg-config"; command -v pkg-config && pkg-config --modversion libsodium libxxhash libpcre2-8 cmocka libcjson 2>&1
         echo "== carry"; cat "$carry/MANIFEST" 2>&1
         echo "== cpu"; grep -m1 'model name' /proc/cpuinfo; nproc
     } >"$log" 2>&1

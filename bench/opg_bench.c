@@ -280,8 +280,11 @@ int main(int argc, char **argv) {
         if (!cases[i].skipped && bench_case_measure(&cases[i], &env) != 0) bad++;
 
     bench_report r = {&m, &bw, &env, cases, n};
-    if (o.json) bench_print_json(stdout, &r);
-    else bench_print_table(stdout, &r);
+    if (o.json) {
+        if (bench_print_json(stdout, &r) != 0) bad++;
+    } else {
+        bench_print_table(stdout, &r);
+    }
 
     opg_pool_free(env.pool);
     opg_pool_free(env.pool1);

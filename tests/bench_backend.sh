@@ -33,6 +33,20 @@ assert all(o["bits"] == "same" and o["median_us"] > 0 for o in d["ops"]), d["ops
 assert d["model"] is None
 PY
 
+# a model that is not GGUF, under a name JSON must escape (quote, backslash,
+# a control byte, non-ASCII): exit 1, and the JSON still parses and says why
+odd=$'we"ird\\n\001m\303\251.gguf'
+head -c 100 /dev/zero >"$odd"
+"$bench" --backend "$backend" --quick --op rope --model "$odd" --json >bad.json 2>err.txt
+[ $? -eq 1 ] || fail "a model that is not GGUF: want exit 1"
+python3 - bad.json <<'PY' || fail "JSON of a bad model"
+import json, sys
+m = json.load(open(sys.argv[1], encoding="ascii"))["model"]
+assert m["file"] == 'we"ird\\n\x01m??.gguf', repr(m["file"])
+assert "not a GGUF file" in m["error"] and m["trace_root"] == "", m
+PY
+rm -f "$odd"
+
 # usage errors exit 2 with a message, before any work
 "$bench" --backend bogus 2>err.txt; [ $? -eq 2 ] || fail "bad backend: want exit 2"
 "$bench" --backend cudax 2>err.txt; [ $? -eq 2 ] || fail "misspelt cuda backend: want exit 2"
