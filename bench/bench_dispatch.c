@@ -876,16 +876,13 @@ static void json_phase(cJSON *o, const phase_result *r) {
     double v[] = {r->mean, r->p50, r->p90, r->p99, r->max};
     for (int i = 0; i < 5; i++) bench_json_add_num(o, k[i], v[i]);
     cJSON *cpu = bench_json_add_obj(o, "cpu_s");
-    bench_json_add_num(cpu, "coordinator", r->cpu_coord);
-    bench_json_add_num(cpu, "workers", r->cpu_workers);
-    bench_json_add_num(cpu, "client", r->cpu_client);
-    bench_json_add_num(cpu, "other", r->cpu_other);
+    const char *ck[] = {"coordinator", "workers", "client", "other"};
+    double cv[] = {r->cpu_coord, r->cpu_workers, r->cpu_client, r->cpu_other};
+    for (int i = 0; i < 4; i++) bench_json_add_num(cpu, ck[i], cv[i]);
     cJSON *err = bench_json_add_obj(o, "errors");
-    bench_json_add_int(err, "error_frames", r->err_frames);
-    bench_json_add_int(err, "unexpected", r->bad_id);
-    bench_json_add_int(err, "bad_tokens", r->bad_tokens);
-    bench_json_add_int(err, "unanswered", r->lost);
-    bench_json_add_int(err, "send_failed", r->send_fail);
+    const char *ek[] = {"error_frames", "unexpected", "bad_tokens", "unanswered", "send_failed"};
+    long long ev[] = {r->err_frames, r->bad_id, r->bad_tokens, r->lost, r->send_fail};
+    for (int i = 0; i < 5; i++) bench_json_add_int(err, ek[i], ev[i]);
     bench_json_add_int(o, "skipped", r->skipped);
 }
 
