@@ -49,16 +49,18 @@ CONTRACT_FLAGS = ["-fmad=false", "-prec-div=true", "-prec-sqrt=true", "-ftz=fals
 
 
 def instructions(text):
-    """(line number, opcode with modifiers) of every instruction in PTX text."""
+    """(line number, opcode with modifiers) of every instruction in PTX text,
+    also several on one line and inside inline-asm braces ({ cvt...; })."""
     for n, line in enumerate(text.splitlines(), 1):
-        s = line.split("//", 1)[0].strip()
-        if not s or s.startswith((".", "{", "}", ")", "(")):
-            continue
-        s = re.sub(r"^\$?[A-Za-z_][\w$]*:\s*", "", s)  # label
-        s = re.sub(r"^@!?%\w+\s+", "", s)  # predicate guard
-        if not s or not re.match(r"[a-z]", s):
-            continue
-        yield n, re.split(r"[\s;]", s, 1)[0]
+        for stmt in line.split("//", 1)[0].split(";"):
+            s = stmt.strip().strip("{}").strip()
+            if not s or s.startswith((".", ")", "(")):
+                continue
+            s = re.sub(r"^\$?[A-Za-z_][\w$]*:\s*", "", s)  # label
+            s = re.sub(r"^@!?%\w+\s+", "", s)  # predicate guard
+            if not s or not re.match(r"[a-z]", s):
+                continue
+            yield n, re.split(r"\s", s, 1)[0]
 
 
 def violation(op):
@@ -237,9 +239,11 @@ def self_test(nvcc, source, includes):
     # the parser finds guarded and labelled instructions, skips directives
     sample = ("\t.visible .entry k(\n\t.param .u64 p\n)\n{\n\t.reg .f32 %f<4>;\n"
               "$L__BB0_1:\n\t@%p1 add.f32 %f1, %f2, %f3;\n\t@!%p2 bra $L__BB0_1;\n"
-              "\tmul.rn.f32 %f1, %f1, %f2; // mul.f32 in a comment\n\tret;\n}\n")
+              "\tmul.rn.f32 %f1, %f1, %f2; // mul.f32 in a comment\n"
+              "\t{ .reg .b16 %t; cvt.f32.f16 %f3, %rs1; sub.f32 %f3, %f3, %f1;}\n\tret;\n}\n")
     bad, entries, float_ops = check_text(sample, "sample")
-    if bad != ["sample:7: add.f32: contract"] or entries != 1 or float_ops != 2:
+    if (bad != ["sample:7: add.f32: contract", "sample:10: sub.f32: contract"] or entries != 1
+            or float_ops != 3):
         failures.append(f"parser: got {bad}, {entries} entries, {float_ops} float ops")
     # real nvcc output: the contract flags pass, without them it fails
     with tempfile.TemporaryDirectory() as tmp:
