@@ -38,16 +38,21 @@ opg_install_deps() {
     if command -v nvcc >/dev/null 2>&1 &&
        ! python3 tests/ptx/ptx_contract.py --find-cuobjdump --toolkit-bin "$(dirname "$(command -v nvcc)")" >/dev/null; then
         local major pkg user=""
-        major=$(nvcc --version | sed -nE 's/.*release ([0-9]+)\..*/\1/p')
+        major=$(nvcc --version 2>/dev/null | sed -nE 's/.*release ([0-9]+)\..*/\1/p' || true)
         case "$major" in
+            "") pkg="" ;;
             12) pkg="nvidia-cuda-cuobjdump-cu12" ;;
             *) pkg="nvidia-cuda-cuobjdump==${major}.*" ;;
         esac
         [ "$(id -u)" -ne 0 ] && user="--user"
-        echo "opg: installing the Python package $pkg (cuobjdump)" >&2
-        python3 -m pip install --quiet $user "$pkg" 2>/dev/null ||
-            python3 -m pip install --quiet $user --break-system-packages "$pkg" ||
-            echo "opg: WARNING: could not install $pkg; test_cuda_fatbin will be skipped" >&2
+        if [ -z "$pkg" ]; then
+            echo "opg: WARNING: cannot tell nvcc's version; no cuobjdump installed, test_cuda_fatbin will be skipped" >&2
+        else
+            echo "opg: installing the Python package $pkg (cuobjdump)" >&2
+            python3 -m pip install --quiet $user "$pkg" 2>/dev/null ||
+                python3 -m pip install --quiet $user --break-system-packages "$pkg" ||
+                echo "opg: WARNING: could not install $pkg; test_cuda_fatbin will be skipped" >&2
+        fi
     fi
 }
 

@@ -36,6 +36,7 @@ PY
 # a model that is not GGUF, under a name JSON must escape (quote, backslash,
 # a control byte, non-ASCII): exit 1, and the JSON still parses and says why
 odd=$'we"ird\\n\001m\303\251.gguf'
+trap 'rm -f "$odd"' EXIT
 head -c 100 /dev/zero >"$odd"
 "$bench" --backend "$backend" --quick --op rope --model "$odd" --json >bad.json 2>err.txt
 [ $? -eq 1 ] || fail "a model that is not GGUF: want exit 1"
@@ -45,7 +46,6 @@ m = json.load(open(sys.argv[1], encoding="ascii"))["model"]
 assert m["file"] == 'we"ird\\n\x01m??.gguf', repr(m["file"])
 assert "not a GGUF file" in m["error"] and m["trace_root"] == "", m
 PY
-rm -f "$odd"
 
 # usage errors exit 2 with a message, before any work
 "$bench" --backend bogus 2>err.txt; [ $? -eq 2 ] || fail "bad backend: want exit 2"

@@ -16,23 +16,30 @@ from the C reference:
              it may not. nvcc writes .rn only under -fmad=false.
   mad        a float mad (a fused multiply-add the source did not ask for)
   rounding   a float fma/div/sqrt/rcp whose rounding is not .rn
-  atomic     a float atom/red (the order of the additions is the scheduler's)
+  atomic     a float atom/red or other reduction (the order of the additions
+             is the scheduler's)
+  mma        a float (w)mma/wgmma: the tensor cores' own summation order
 
 Usage:
   ptx_contract.py [--require FILE_STEM=OPCODE ...] PTX...
       exit 0 when every file is clean, 1 with one line per violation
-  ptx_contract.py --fatbin auto|CUOBJDUMP --archs 75,80,... [--toolkit-bin DIR]
+  ptx_contract.py --fatbin auto|CUOBJDUMP --archs ARCHS [--toolkit-bin DIR]
                   [--require ...] FILE...
-      FILE (a library or an executable with CUDA code) carries a cubin for
-      every architecture and PTX for the highest, and the PTX embedded in a
-      library keeps the rules; auto looks in DIR, PATH and pip's nvidia
-      packages; exit 77 (ctest: skipped) when there is no cuobjdump
+      FILE (a library or an executable with CUDA code) carries what ARCHS
+      (CMake's CUDA_ARCHITECTURES, ';' or ',' between entries) asks for: per
+      object one cubin for each entry that is not -virtual and PTX for each
+      that is not -real, nothing else (native, all, all-major: the same
+      cubins in every object); the PTX embedded in a library keeps the rules.
+      auto looks in DIR, PATH and pip's nvidia packages and exits 77 (ctest:
+      skipped) when it finds no cuobjdump
   ptx_contract.py --find-cuobjdump [--toolkit-bin DIR]
       prints the cuobjdump auto would use; exit 1 when there is none
   ptx_contract.py --self-test NVCC SOURCE.cu [-I DIR ...]
       checks the checker: hand-written bad instructions must each be refused,
       and SOURCE.cu compiled by NVCC without -fmad=false, and with
-      --use_fast_math, must fail the check while the contract flags pass it
+      --use_fast_math, must fail the check while the contract flags pass it;
+      fat archives nvcc builds must fail for architectures they lack (exit 77
+      when that part has no cuobjdump)
 """
 import glob
 import importlib.util
@@ -51,16 +58,18 @@ CONTRACT_FLAGS = ["-fmad=false", "-prec-div=true", "-prec-sqrt=true", "-ftz=fals
 def instructions(text):
     """(line number, opcode with modifiers) of every instruction in PTX text,
     also several on one line and inside inline-asm braces ({ cvt...; })."""
+    # block comments go, their newlines stay (line numbers)
+    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)
     for n, line in enumerate(text.splitlines(), 1):
-        for stmt in line.split("//", 1)[0].split(";"):
-            s = stmt.strip().strip("{}").strip()
+        for stmt in re.split(r"[;{}]", line.split("//", 1)[0]):
+            s = stmt.strip()
             if not s or s.startswith((".", ")", "(")):
                 continue
             s = re.sub(r"^\$?[A-Za-z_][\w$]*:\s*", "", s)  # label
-            s = re.sub(r"^@!?%\w+\s+", "", s)  # predicate guard
+            s = re.sub(r"^@!?%?[\w$]+\s+", "", s)  # predicate guard (@%p1, @!p)
             if not s or not re.match(r"[a-z]", s):
                 continue
-            yield n, re.split(r"\s", s, 1)[0]
+            yield n, re.split(r"\s", s, maxsplit=1)[0]
 
 
 def violation(op):
@@ -76,8 +85,10 @@ def violation(op):
         return "transc"
     if not is_float:
         return None
-    if name in ("atom", "red"):
-        return "atomic"
+    if name in ("atom", "red") or "add" in mods or "red" in mods or "reduce" in mods:
+        return "atomic"  # also multimem.red, cp.reduce.async.bulk ... .add.f32
+    if name in ("mma", "wmma", "wgmma", "tcgen05"):
+        return "mma"  # float tensor-core sums: order and rounding are the hardware's
     if name == "mad":
         return "mad"
     if name in ("add", "sub", "mul") and "rn" not in mods:
@@ -163,15 +174,38 @@ def fatbin_listing(cuobjdump, path):
             continue
         m = re.match(r"(PTX|ELF) file\s+\d+: (\S+)$", line)
         if m:
-            arch = re.search(r"\.sm_(\d+)[a-z]?\.(?:ptx|cubin)$", m.group(2))
+            arch = re.search(r"\.sm_(\d+[a-z]?)\.(?:ptx|cubin)$", m.group(2))
             entries.append((member, m.group(1), arch.group(1) if arch else "?", m.group(2)))
     return entries
 
 
+def arch_key(a):
+    """Sort key of an architecture name such as 90 or 90a."""
+    m = re.match(r"(\d+)", a)
+    return (int(m.group(1)) if m else 0, a)
+
+
+def parse_archs(value):
+    """CMake's CUDA_ARCHITECTURES list ("75;80-real;90a-virtual") as
+    (cubin archs, PTX archs), or None for names without a fixed list
+    (native, all, all-major)."""
+    cubins, ptx = set(), set()
+    for entry in (x for x in re.split(r"[,;]", value) if x):
+        m = re.fullmatch(r"(\d+[af]?)(-real|-virtual)?", entry)
+        if not m:
+            return None
+        if m.group(2) != "-virtual":
+            cubins.add(m.group(1))
+        if m.group(2) != "-real":
+            ptx.add(m.group(1))
+    return sorted(cubins, key=arch_key), sorted(ptx, key=arch_key)
+
+
 def check_fatbin(cuobjdump, paths, archs, required):
-    """Every file carries a cubin for each architecture (per archive member)
-    and PTX for the highest (JIT on newer GPUs); an archive's embedded PTX
-    must also keep the contract."""
+    """Every file (per archive member) carries one cubin for each real
+    architecture and PTX for each virtual one, as archs (parse_archs) asks;
+    with archs None, the same cubins in every member. An archive's embedded
+    PTX must also keep the contract."""
     problems = []
     for path in paths:
         listing = fatbin_listing(cuobjdump, path)
@@ -179,21 +213,27 @@ def check_fatbin(cuobjdump, paths, archs, required):
             problems.append(f"{path}: no device code")
             continue
         members = sorted({m for m, _, _, _ in listing})
+        first_set = None
         for member in members:
             where = f"{os.path.basename(path)}{':' + member if member else ''}"
             elf = [a for m, k, a, _ in listing if m == member and k == "ELF"]
-            ptx = [a for m, k, a, _ in listing if m == member and k == "PTX"]
-            counts = {a: elf.count(a) for a in archs}
-            if min(counts.values()) == 0 or len(set(counts.values())) != 1:
-                problems.append(f"{where}: cubins per architecture {counts}, expected the same "
-                                f"non-zero number for each of sm_{', sm_'.join(archs)}")
-            extra = sorted(set(elf) - set(archs))
-            if extra:
-                problems.append(f"{where}: cubins for sm_{', sm_'.join(extra)} not asked for")
-            if archs[-1] not in ptx:
-                problems.append(f"{where}: no PTX for sm_{archs[-1]} (newer GPUs JIT it)")
-            print(f"{where}: cubins {' '.join(f'sm_{a}x{counts[a]}' for a in archs)}, "
-                  f"PTX {' '.join(sorted(set(ptx)))}")
+            ptx = sorted({a for m, k, a, _ in listing if m == member and k == "PTX"}, key=arch_key)
+            have = sorted(set(elf), key=arch_key)
+            counts = {a: elf.count(a) for a in have}
+            if archs is not None:
+                want_elf, want_ptx = archs
+                if have != want_elf or len(set(counts.values())) > 1:
+                    problems.append(f"{where}: cubins {counts or 'none'}, expected the same number "
+                                    f"for each of {want_elf} and no other")
+                if ptx != want_ptx:
+                    problems.append(f"{where}: PTX for {ptx or 'none'}, expected {want_ptx}")
+            else:
+                first_set = have if first_set is None else first_set
+                if not have or have != first_set:
+                    problems.append(f"{where}: cubins {counts or 'none'}, expected {first_set} as in "
+                                    f"the other objects")
+            print(f"{where}: cubins {' '.join(f'sm_{a}x{counts[a]}' for a in have) or 'none'}, "
+                  f"PTX {' '.join(ptx) or 'none'}")
         if not any(members):
             continue  # an executable: the listing is what is checked
         with tempfile.TemporaryDirectory() as tmp:
@@ -204,16 +244,19 @@ def check_fatbin(cuobjdump, paths, archs, required):
                 continue
             labels = {os.path.join(tmp, name): f"{member} ({name})"
                       for member, kind, _, name in listing if kind == "PTX"}
+            if not labels:
+                print(f"{path}: no PTX embedded, so no instruction to check")
             missing = [p for p in labels if not os.path.exists(p)]
             if missing:
                 problems.append(f"{path}: cuobjdump did not extract {missing[:3]}")
                 continue
-            order = {os.path.join(tmp, n): (m, int(a) if a.isdigit() else 0) for m, k, a, n in listing if k == "PTX"}
+            order = {os.path.join(tmp, n): (m, arch_key(a)) for m, k, a, n in listing if k == "PTX"}
             problems += check_files(sorted(labels, key=order.get), required, labels)
     return problems
 
 
 def self_test(nvcc, source, includes):
+    """(failures, whether the fat-binary part was skipped for want of cuobjdump)"""
     failures = []
     # every rule refuses its instruction, and the sound forms pass
     cases = {
@@ -226,7 +269,11 @@ def self_test(nvcc, source, includes):
         "mad.f32": "mad", "mad.rn.f32": "mad", "fma.rz.f32": "rounding",
         "div.rz.f32": "rounding", "sqrt.rp.f32": "rounding",
         "atom.global.add.f32": "atomic", "red.shared.add.f32": "atomic",
-        "atom.global.add.noftz.f16": "atomic",
+        "atom.global.add.noftz.f16": "atomic", "multimem.red.relaxed.sys.global.add.f32": "atomic",
+        "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32": "atomic",
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32": "mma",
+        "wmma.mma.sync.aligned.row.col.m16n16k16.f32.f16.f16.f32": "mma",
+        "wmma.mma.sync.aligned.row.col.m16n16k16.s32.s8.s8.s32": None, "add.rn.f32x2": None,
         "add.rn.f32": None, "mul.rn.f64": None, "fma.rn.f32": None, "div.rn.f32": None,
         "sqrt.rn.f32": None, "rcp.rn.f32": None, "mad.lo.s32": None, "add.s32": None,
         "atom.global.add.u32": None, "cvt.rn.f32.s32": None, "setp.gt.f32": None,
@@ -240,10 +287,13 @@ def self_test(nvcc, source, includes):
     sample = ("\t.visible .entry k(\n\t.param .u64 p\n)\n{\n\t.reg .f32 %f<4>;\n"
               "$L__BB0_1:\n\t@%p1 add.f32 %f1, %f2, %f3;\n\t@!%p2 bra $L__BB0_1;\n"
               "\tmul.rn.f32 %f1, %f1, %f2; // mul.f32 in a comment\n"
-              "\t{ .reg .b16 %t; cvt.f32.f16 %f3, %rs1; sub.f32 %f3, %f3, %f1;}\n\tret;\n}\n")
+              "\t{ .reg .b16 %t; cvt.f32.f16 %f3, %rs1; sub.f32 %f3, %f3, %f1;}\n"
+              "\t@p mul.f32 %f1, %f1, %f1; add.rn.f32 %f2, %f2, %f2; /* add.f32\n"
+              "sub.f32 */ @!p div.full.f32 %f1, %f1, %f2;\n\tret;\n}\n")
     bad, entries, float_ops = check_text(sample, "sample")
-    if (bad != ["sample:7: add.f32: contract", "sample:10: sub.f32: contract"] or entries != 1
-            or float_ops != 3):
+    want = ["sample:7: add.f32: contract", "sample:10: sub.f32: contract",
+            "sample:11: mul.f32: contract", "sample:12: div.full.f32: approx"]
+    if bad != want or entries != 1 or float_ops != 6:
         failures.append(f"parser: got {bad}, {entries} entries, {float_ops} float ops")
     # real nvcc output: the contract flags pass, without them it fails
     with tempfile.TemporaryDirectory() as tmp:
@@ -269,16 +319,15 @@ def self_test(nvcc, source, includes):
                 failures.append(f"{name}: expected clean, got {bad[:3]}")
             if not should_pass and not bad:
                 failures.append(f"{name}: expected violations, the check passed it")
-        failures += self_test_fatbin(nvcc, source, includes, tmp)
-    return failures
+        fat = self_test_fatbin(nvcc, source, includes, tmp)
+    return failures + (fat or []), fat is None
 
 
 def self_test_fatbin(nvcc, source, includes, tmp):
     """The fat-binary checks fail where they should, on archives nvcc built."""
     cuobjdump = find_cuobjdump(os.path.dirname(nvcc))
     if cuobjdump is None:
-        print("self-test: fat-binary part skipped: no cuobjdump")
-        return []
+        return None  # skipped
     failures = []
     both = ["-gencode", "arch=compute_75,code=sm_75", "-gencode", "arch=compute_90,code=[sm_90,compute_90]"]
     builds = {
@@ -296,19 +345,23 @@ def self_test_fatbin(nvcc, source, includes, tmp):
             failures.append(f"building {name} failed: {r.stderr.strip()[:400]}")
             continue
         libs[name] = lib
-    cases = [  # (library, archs, a phrase the problems must hold, or None for none)
-        ("fat75_90", ["75", "90"], None),
-        ("fat75_90", ["75", "80", "90"], "cubins per architecture"),
-        ("fat75_90", ["75"], "not asked for"),
-        ("noptx", ["75", "90"], "no PTX for sm_90"),
-        ("fast", ["75", "90"], ": ftz"),
+    cases = [  # (library, CMake architectures, a phrase the problems must hold, or None for none)
+        ("fat75_90", "75-real;90", None),
+        ("fat75_90", "75;90", "PTX for"),
+        ("fat75_90", "75-real;80-real;90", "cubins"),
+        ("fat75_90", "75-real", "cubins"),
+        ("noptx", "75-real;90", "PTX for"),
+        ("noptx", "native", None),
+        ("fast", "75-real;90", ": ftz"),
     ]
+    if parse_archs("90a-virtual;75") != (["75"], ["75", "90a"]) or parse_archs("all-major") is not None:
+        failures.append(f"parse_archs: {parse_archs('90a-virtual;75')}, {parse_archs('all-major')}")
     for name, archs, phrase in cases:
         if name not in libs:
             continue
-        problems = check_fatbin(cuobjdump, [libs[name]], archs, [])
+        problems = check_fatbin(cuobjdump, [libs[name]], parse_archs(archs), [])
         ok = not problems if phrase is None else any(phrase in p for p in problems)
-        print(f"self-test: fat binary {name} for sm_{',sm_'.join(archs)}: "
+        print(f"self-test: fat binary {name} for {archs}: "
               f"{len(problems)} problem(s){', as expected' if ok else ''}")
         if not ok:
             failures.append(f"fat binary {name} for {archs}: expected "
@@ -329,9 +382,12 @@ def main(argv):
             else:
                 print(f"ptx_contract: unknown argument {rest[0]}", file=sys.stderr)
                 return 2
-        failures = self_test(argv[1], argv[2], includes)
+        failures, fat_skipped = self_test(argv[1], argv[2], includes)
         for f in failures:
             print(f"FAIL: {f}")
+        if not failures and fat_skipped:
+            print("skipped: no cuobjdump for the fat-binary part (the rest passed)")
+            return 77
         print("self-test " + ("failed" if failures else "passed"))
         return 1 if failures else 0
     required, paths, fatbin, archs, toolkit_bin = [], [], None, None, None
@@ -352,8 +408,7 @@ def main(argv):
             elif a == "--toolkit-bin":
                 toolkit_bin = value
             else:
-                archs = sorted({re.sub(r"-(real|virtual)$", "", x) for x in re.split(r"[,;]", value) if x},
-                               key=int)
+                archs = value
         elif a == "--find-cuobjdump":
             fatbin = "find"
         else:
@@ -366,17 +421,22 @@ def main(argv):
         print("ptx_contract: no files given (see --help)", file=sys.stderr)
         return 2
     if fatbin is not None:
-        cuobjdump = find_cuobjdump(toolkit_bin) if fatbin == "auto" else fatbin
-        if not cuobjdump or not os.path.isfile(cuobjdump):
-            # ctest's skip code; scripts/deps.sh installs it where nvcc is
-            print("skipped: no cuobjdump (the CUDA toolkit's, or pip's nvidia-cuda-cuobjdump)")
-            return 77
         if not archs:
             print("ptx_contract: --fatbin needs --archs", file=sys.stderr)
             return 2
-        print(f"cuobjdump: {cuobjdump}")
+        cuobjdump = find_cuobjdump(toolkit_bin) if fatbin == "auto" else fatbin
+        if fatbin == "auto" and not cuobjdump:
+            # ctest's skip code; scripts/deps.sh installs it where nvcc is
+            print("skipped: no cuobjdump (the CUDA toolkit's, or pip's nvidia-cuda-cuobjdump)")
+            return 77
+        if not os.path.isfile(cuobjdump):
+            print(f"ptx_contract: no cuobjdump at {cuobjdump}", file=sys.stderr)
+            return 2
+        parsed = parse_archs(archs)
+        print(f"cuobjdump: {cuobjdump}; architectures {archs}"
+              + ("" if parsed else ": no fixed list, so every object must carry the same cubins"))
         try:
-            problems = check_fatbin(cuobjdump, paths, archs, required)
+            problems = check_fatbin(cuobjdump, paths, parsed, required)
         except RuntimeError as e:
             problems = [str(e)]
     else:
