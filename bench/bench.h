@@ -262,7 +262,8 @@ cJSON *bench_json_add_arr(cJSON *obj, const char *key);  /* the new array */
 cJSON *bench_json_push_obj(cJSON *arr);                  /* a new object appended to arr */
 cJSON *bench_json_new(void);                             /* a root object */
 /* Prints root (indented, then a newline) to f and frees it. 0, or -1 with a
- * line on stderr when an allocation failed on the way (nothing printed). */
+ * line on stderr when an allocation failed on the way (nothing printed) or
+ * the write failed. */
 int bench_json_finish(FILE *f, cJSON *root);
 
 #endif

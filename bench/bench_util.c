@@ -219,5 +219,9 @@ int bench_json_finish(FILE *f, cJSON *root) {
     fputs(text, f);
     fputc('\n', f);
     cJSON_free(text);
+    if (fflush(f) != 0 || ferror(f)) {
+        fputs("opg-bench: could not write the JSON\n", stderr);
+        return -1;
+    }
     return 0;
 }

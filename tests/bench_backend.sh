@@ -47,6 +47,13 @@ assert m["file"] == 'we"ird\\n\x01m??.gguf', repr(m["file"])
 assert "not a GGUF file" in m["error"] and m["trace_root"] == "", m
 PY
 
+# a JSON that cannot be written is an error, not a silent success
+if [ -w /dev/full ]; then
+    "$bench" --backend "$backend" --quick --op rope --json >/dev/full 2>err.txt
+    [ $? -eq 1 ] || fail "--json to a full device: want exit 1"
+    grep -q "could not write the JSON" err.txt || fail "full device message: $(tail -1 err.txt)"
+fi
+
 # usage errors exit 2 with a message, before any work
 "$bench" --backend bogus 2>err.txt; [ $? -eq 2 ] || fail "bad backend: want exit 2"
 "$bench" --backend cudax 2>err.txt; [ $? -eq 2 ] || fail "misspelt cuda backend: want exit 2"
