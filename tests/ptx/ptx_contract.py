@@ -98,8 +98,9 @@ def violation(op):
     return None
 
 
-def check_text(text, label):
-    """Violation lines for one PTX text; counts of entries and float ops."""
+def check_text(text, label, ops=None):
+    """Violation lines for one PTX text; counts of entries and float ops.
+    ops (a set), when given, receives every opcode seen."""
     bad, float_ops = [], 0
     entries = len(re.findall(r"^\s*(?:\.visible\s+)?\.entry\s", text, re.M))
     for n, op in instructions(text):
@@ -109,6 +110,8 @@ def check_text(text, label):
         parts = op.split(".")
         if parts[0] in ("add", "sub", "mul", "fma", "div") and any(m in FLOAT_TYPES for m in parts[1:]):
             float_ops += 1
+        if ops is not None:
+            ops.add(op)
     return bad, entries, float_ops
 
 
@@ -120,14 +123,14 @@ def check_files(paths, required, labels=None):
         label = (labels or {}).get(path, os.path.relpath(path))
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
-        bad, entries, float_ops = check_text(text, label)
+        ops = set()
+        bad, entries, float_ops = check_text(text, label, ops)
         problems += bad
         total_float += float_ops
         stem = os.path.basename(label).split(".")[0]
         seen.add(stem)
         if entries == 0 and stem != "common":
             problems.append(f"{label}: no kernel entry in the PTX")
-        ops = {op for _, op in instructions(text)}
         for want_stem, want_op in required:
             if want_stem == stem and want_op not in ops:
                 problems.append(f"{label}: expected instruction {want_op} is missing")
