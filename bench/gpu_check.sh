@@ -18,8 +18,9 @@
 # Environment:
 #   GPU_CHECK_BUILD   build folder (default <repo>/build-gpu)
 #   GPU_CHECK_CARRY   carry folder (default <repo>/.carry)
-#   GPU_CHECK_ARCHS   CUDA architectures (default: native when nvidia-smi sees a
-#                     GPU, else the project's default list)
+#   GPU_CHECK_ARCHS   CUDA architectures (default when nvidia-smi sees a GPU: its
+#                     compute capability, e.g. 90, else `native`; without a GPU
+#                     the project's default list)
 #   GPU_CHECK_DEPS    system | carry (default: system when pkg-config finds all)
 #   GPU_CHECK_CARRY_PKGCONF=1  use the carry's pkgconf even where pkg-config exists
 #   GPU_CHECK_SAN_TIMEOUT  seconds per compute-sanitizer run (default 300)
@@ -65,6 +66,13 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 have_gpu() { command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }
+# The GPUs' compute capabilities as a CMake architecture list ("90", "86;90"),
+# empty when the driver does not say. Preferred to CMake's `native`, which
+# needs CMake 3.24 and a device query at configure time.
+gpu_archs() {
+    nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | tr -d ' .\r' |
+        grep -E '^[0-9]+$' | sort -un | paste -sd';' -
+}
 
 # ---- dependencies: the system's, else the carry's --------------------------------
 pc_args=()
@@ -174,7 +182,10 @@ phase_build() {
     fi
     row build dependencies ok "$deps_mode"
     archs=${GPU_CHECK_ARCHS:-}
-    if [ -z "$archs" ] && have_gpu; then archs=native; fi
+    if [ -z "$archs" ] && have_gpu; then
+        archs=$(gpu_archs)
+        [ -n "$archs" ] || archs=native
+    fi
     local arch_args=()
     [ -n "$archs" ] && arch_args=(-DOPG_CUDA_ARCHITECTURES="$archs")
     t0=$(now)
