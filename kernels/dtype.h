@@ -25,6 +25,10 @@ typedef enum {
     OPG_Q4_K = 12,
     OPG_Q6_K = 14,
     OPG_BF16 = 30,
+    /* Not GGUF types: Q4_0 / Q4_1 matrices re-laid out by opg_pack_x8 (quant.h)
+     * for the CPU's AVX2 path, same values and bytes, 8 rows interleaved. */
+    OPG_Q4_0_X8 = 0x100 | OPG_Q4_0,
+    OPG_Q4_1_X8 = 0x100 | OPG_Q4_1,
 } opg_dtype;
 
 #define OPG_QK 32   /* elements per activation block and per Q4_0/Q4_1/Q8_0 block */
@@ -56,6 +60,10 @@ size_t opg_dtype_row_bytes(opg_dtype t, int64_t n);
 const char *opg_dtype_name(opg_dtype t);
 /* 1 when t takes the integer path (quantized weights), 0 otherwise. */
 int opg_dtype_is_quant(opg_dtype t);
+/* For an _X8 type the GGUF type it re-lays out; t itself otherwise. */
+opg_dtype opg_dtype_base(opg_dtype t);
+/* 1 for OPG_Q4_0_X8 and OPG_Q4_1_X8: not row-addressable (see opg_pack_x8). */
+int opg_dtype_is_x8(opg_dtype t);
 
 #ifdef __cplusplus
 }

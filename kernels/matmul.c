@@ -64,6 +64,7 @@ static float dot_row_ref(const void *wrow, opg_dtype wt, const float *x, int64_t
 static int check_args(opg_dtype wt, int64_t M, int64_t N, int64_t K, size_t *row_bytes) {
     int be = opg_dtype_block_elems(wt);
     if (be == 0 || M < 0 || N < 0 || K < 0 || K % be != 0) return -1;
+    if (opg_dtype_is_x8(wt) && N % 8 != 0) return -1; /* whole groups of 8 rows (quant.h) */
     *row_bytes = (size_t)(K / be) * opg_dtype_block_bytes(wt);
     return 0;
 }
@@ -81,7 +82,8 @@ int opg_matmul_ref(float *y, const float *x, const void *w, opg_dtype wt,
         for (int64_t m = 0; m < M; m++) {
             opg_quantize_act_ref(xq, x + m * K, K);
             for (int64_t n = 0; n < N; n++) {
-                float total = opg_qdot_ref(wb + (size_t)n * rb, wt, xq, K);
+                float total = opg_dtype_is_x8(wt) ? opg_qdot_x8_ref(wb, wt, n, xq, K)
+                                                  : opg_qdot_ref(wb + (size_t)n * rb, wt, xq, K);
                 if (bias) total = total + bias[n];
                 y[m * N + n] = total;
             }

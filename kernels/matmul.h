@@ -23,7 +23,9 @@ float opg_dot_f16_ref(const uint16_t *w, const float *x, int64_t K);
 float opg_dot_bf16_ref(const uint16_t *w, const float *x, int64_t K);
 
 /* Full matmul by the reference. Returns 0, or -1 for an unsupported dtype,
- * a K that is not a multiple of wt's block, negative sizes, or out of memory. */
+ * a K that is not a multiple of wt's block, negative sizes, an _X8 type
+ * (quant.h: w packed by opg_pack_x8) with N not a multiple of 8, or out of
+ * memory. */
 int opg_matmul_ref(float *y, const float *x, const void *w, opg_dtype wt,
                    const float *bias, int64_t M, int64_t N, int64_t K);
 

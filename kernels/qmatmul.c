@@ -40,7 +40,9 @@ static void qm_task(void *ctx, int64_t t) {
     int64_t nb = j->K / OPG_QK;
     for (int64_t m = m0; m < m1; m++) {
         for (int64_t n = n0; n < n1; n++) {
-            float v = opg_qdot_ref(j->w + (size_t)n * j->row_bytes, j->wt, j->xq + m * nb, j->K);
+            float v = opg_dtype_is_x8(j->wt)
+                          ? opg_qdot_x8_ref(j->w, j->wt, n, j->xq + m * nb, j->K)
+                          : opg_qdot_ref(j->w + (size_t)n * j->row_bytes, j->wt, j->xq + m * nb, j->K);
             if (j->bias) v = v + j->bias[n];
             j->y[m * j->N + n] = v;
         }
@@ -51,6 +53,7 @@ int opg_matmul_q8a(opg_pool *pool, float *y, const opg_block_q8a *xq, const void
                    opg_dtype wt, const float *bias, int64_t M, int64_t N, int64_t K) {
     if (!opg_dtype_is_quant(wt) || M < 0 || N < 0 || K < 0) return -1;
     if (K % opg_dtype_block_elems(wt) != 0) return -1;
+    if (opg_dtype_is_x8(wt) && N % 8 != 0) return -1; /* packed in whole groups of 8 rows */
     if (M == 0 || N == 0) return 0;
     if (!y || (K > 0 && (!xq || !w))) return -1;
     const int64_t n_rows = M == 1 ? QM_NROWS_GEMV : QM_NROWS;

@@ -26,6 +26,7 @@
 #include "quant.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "contract.h"
 #include "cpu.h"
@@ -159,17 +160,72 @@ static float block_term(const void *wrow, opg_dtype wt, int64_t k, const opg_blo
 
 /* ---- the canonical quantized dot ------------------------------------------ */
 
-float opg_qdot_ref(const void *wrow, opg_dtype wt, const opg_block_q8a *xq, int64_t K) {
+/* Row r's place among the 8 rows' qs in the packed layout (quant.h). */
+static const int x8_slot[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+/* Block b of row n in the packed layout, copied into GGUF's block layout. */
+static void x8_block(void *out, const uint8_t *w, opg_dtype base, int64_t n, int64_t b, int64_t nb) {
+    const size_t bb = opg_dtype_block_bytes(base), sb = bb - 16; /* scale bytes per row */
+    const uint8_t *run = w + ((size_t)(n / 8) * (size_t)nb + (size_t)b) * 8 * bb;
+    memcpy(out, run + (size_t)(n % 8) * sb, sb);
+    memcpy((uint8_t *)out + sb, run + 8 * sb + (size_t)x8_slot[n % 8] * 16, 16);
+}
+
+/* wrow: the row (GGUF types), or the whole packed matrix and its row n (_X8). */
+static float qdot(const void *wrow, opg_dtype wt, int64_t n, const opg_block_q8a *xq, int64_t K) {
     int64_t nb = K / OPG_QK;
+    const opg_dtype base = opg_dtype_base(wt);
     float total = 0.0f; /* K == 0: +0, as the float dot */
     for (int64_t c = 0; c * OPG_QCHUNK_BLOCKS < nb; c++) {
         int64_t b0 = c * OPG_QCHUNK_BLOCKS;
         int64_t b1 = b0 + OPG_QCHUNK_BLOCKS < nb ? b0 + OPG_QCHUNK_BLOCKS : nb;
         float p = 0.0f;
-        for (int64_t b = b0; b < b1; b++) p = block_term(wrow, wt, b, &xq[b], p);
+        for (int64_t b = b0; b < b1; b++) {
+            if (base != wt) {
+                opg_block_q4_1 blk; /* the larger of the two packed block types */
+                x8_block(&blk, wrow, base, n, b, nb);
+                p = block_term(&blk, base, 0, &xq[b], p);
+            } else {
+                p = block_term(wrow, wt, b, &xq[b], p);
+            }
+        }
         total = c == 0 ? p : total + p;
     }
     return total;
+}
+
+float opg_qdot_ref(const void *wrow, opg_dtype wt, const opg_block_q8a *xq, int64_t K) {
+    return qdot(wrow, wt, 0, xq, K);
+}
+
+float opg_qdot_x8_ref(const void *w, opg_dtype wt, int64_t n, const opg_block_q8a *xq, int64_t K) {
+    return qdot(w, wt, n, xq, K);
+}
+
+/* ---- the 8-row interleaved layout ------------------------------------------ */
+
+int opg_pack_x8(void *dst, const void *src, opg_dtype t, int64_t N, int64_t K) {
+    if ((t != OPG_Q4_0 && t != OPG_Q4_1) || N < 0 || N % 8 != 0 || K < 0 || K % OPG_QK != 0)
+        return -1;
+    const int64_t nb = K / OPG_QK;
+    const size_t bb = opg_dtype_block_bytes(t), sb = bb - 16, rb = (size_t)nb * bb;
+    for (int64_t g = 0; g < N / 8; g++)
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *run = (uint8_t *)dst + ((size_t)g * (size_t)nb + (size_t)b) * 8 * bb;
+            for (int r = 0; r < 8; r++) {
+                const uint8_t *blk = (const uint8_t *)src + (size_t)(8 * g + r) * rb + (size_t)b * bb;
+                memcpy(run + (size_t)r * sb, blk, sb);
+                memcpy(run + 8 * sb + (size_t)x8_slot[r] * 16, blk + sb, 16);
+            }
+        }
+    return 0;
+}
+
+void opg_unpack_x8_row(void *out, const void *w, opg_dtype wt, int64_t n, int64_t K) {
+    const opg_dtype base = opg_dtype_base(wt);
+    const int64_t nb = K / OPG_QK;
+    const size_t bb = opg_dtype_block_bytes(base);
+    for (int64_t b = 0; b < nb; b++) x8_block((uint8_t *)out + (size_t)b * bb, w, base, n, b, nb);
 }
 
 /* ---- dequantization (GGUF's definition, no fma) --------------------------- */
@@ -178,6 +234,7 @@ int opg_dequantize_row_ref(float *y, const void *w, opg_dtype t, int64_t K) {
     int be = opg_dtype_block_elems(t);
     if (be == 0 || K < 0 || K % be != 0) return -1;
     switch (t) {
+    case OPG_Q4_0_X8: case OPG_Q4_1_X8: return -1; /* not row-addressable: opg_unpack_x8_row */
     case OPG_F32: {
         const float *x = w;
         for (int64_t i = 0; i < K; i++) y[i] = x[i];

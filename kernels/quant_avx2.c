@@ -162,17 +162,20 @@ ALWAYS_INLINE __m256i sums_q8_0(const uint8_t *p, size_t rb, __m256i ax) {
     return hsum8_epi32(s);
 }
 
-/* Q4_0/Q4_1: sum q*x with q the unsigned nibbles; p = qs of row 0. Rows r and
+/* Q4_0/Q4_1: sum q*x with q the unsigned nibbles; p = qs of row 0 (x8: the
+ * 8 rows' qs of the block in the packed layout). Rows r and
  * r+4 share a vector (16 bytes each), against x[0..15] (low nibbles) and
  * x[16..31] (high nibbles) broadcast to both halves: every int16 lane then
  * holds 4 products (<= 7620), two hadd levels 16 (<= 30480), then int32.
  * The final lanes come out in row order: [rows 0-3 | rows 4-7]. */
-ALWAYS_INLINE __m256i sums_q4(const uint8_t *p, size_t rb, __m256i xlo, __m256i xhi) {
+ALWAYS_INLINE __m256i sums_q4(const uint8_t *p, size_t rb, int x8, __m256i xlo, __m256i xhi) {
     const __m256i m0f = _mm256_set1_epi8(0x0f);
     __m256i P[4];
 #pragma GCC unroll 4
     for (int k = 0; k < 4; k++) {
-        __m256i v = _mm256_set_m128i(loadu128(p + (k + 4) * rb), loadu128(p + k * rb));
+        /* x8 (quant.h): rows k and k+4 are already side by side at p + 32k */
+        __m256i v = x8 ? loadu256(p + 32 * k)
+                       : _mm256_set_m128i(loadu128(p + (k + 4) * rb), loadu128(p + k * rb));
         __m256i lo = _mm256_and_si256(v, m0f), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
         P[k] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
     }
@@ -258,6 +261,15 @@ ALWAYS_INLINE void prep_chunk(chunk_prep *pr, opg_dtype wt, const uint8_t *w8, s
                        &pr->m[i]);
         }
         break;
+    /* packed (quant.h): the 8 rows' scale words are contiguous, the same lanes */
+    case OPG_Q4_0_X8:
+        for (int i = 0; i < nblk; i++)
+            pr->d[i] = _mm256_cvtph_ps(loadu128(w8 + (c * 8 + i) * 8 * sizeof(opg_block_q4_0)));
+        break;
+    case OPG_Q4_1_X8:
+        for (int i = 0; i < nblk; i++)
+            f16pair_ps(loadu256(w8 + (c * 8 + i) * 8 * sizeof(opg_block_q4_1)), &pr->d[i], &pr->m[i]);
+        break;
     case OPG_Q4_K: {
         const uint8_t *base = w8 + c * sizeof(opg_block_q4_K);
         __m256i dd = load_u32x8(base, rb);
@@ -329,22 +341,28 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
         }
         break;
     case OPG_Q4_0:
+    case OPG_Q4_0_X8:
         for (int i = 0; i < nblk; i++) {
-            const uint8_t *p = w8 + (c * 8 + i) * sizeof(opg_block_q4_0) + offsetof(opg_block_q4_0, qs);
+            const int x8 = wt == OPG_Q4_0_X8;
+            const uint8_t *p = x8 ? w8 + (c * 8 + i) * 8 * sizeof(opg_block_q4_0) + 8 * 2
+                                  : w8 + (c * 8 + i) * sizeof(opg_block_q4_0) + offsetof(opg_block_q4_0, qs);
             __m256i xlo = _mm256_broadcastsi128_si256(loadu128(a[i].qs));
             __m256i xhi = _mm256_broadcastsi128_si256(loadu128(a[i].qs + 16));
             /* sum (q-8)*x = sum q*x - 8*sum x */
-            __m256i Ii = _mm256_sub_epi32(sums_q4(p, rb, xlo, xhi), _mm256_set1_epi32(8 * a[i].sum));
+            __m256i Ii = _mm256_sub_epi32(sums_q4(p, rb, x8, xlo, xhi), _mm256_set1_epi32(8 * a[i].sum));
             __m256 s = _mm256_mul_ps(pr->d[i], _mm256_set1_ps(a[i].d));
             acc = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(Ii), acc);
         }
         break;
     case OPG_Q4_1:
+    case OPG_Q4_1_X8:
         for (int i = 0; i < nblk; i++) {
-            const uint8_t *p = w8 + (c * 8 + i) * sizeof(opg_block_q4_1) + offsetof(opg_block_q4_1, qs);
+            const int x8 = wt == OPG_Q4_1_X8;
+            const uint8_t *p = x8 ? w8 + (c * 8 + i) * 8 * sizeof(opg_block_q4_1) + 8 * 4
+                                  : w8 + (c * 8 + i) * sizeof(opg_block_q4_1) + offsetof(opg_block_q4_1, qs);
             __m256i xlo = _mm256_broadcastsi128_si256(loadu128(a[i].qs));
             __m256i xhi = _mm256_broadcastsi128_si256(loadu128(a[i].qs + 16));
-            __m256 A = _mm256_mul_ps(pr->d[i], _mm256_cvtepi32_ps(sums_q4(p, rb, xlo, xhi)));
+            __m256 A = _mm256_mul_ps(pr->d[i], _mm256_cvtepi32_ps(sums_q4(p, rb, x8, xlo, xhi)));
             __m256 B = _mm256_mul_ps(pr->m[i], _mm256_set1_ps((float)a[i].sum));
             acc = _mm256_fmadd_ps(_mm256_set1_ps(a[i].d), _mm256_add_ps(A, B), acc);
         }
@@ -462,6 +480,8 @@ ALWAYS_INLINE void tile8(float *y, const opg_block_q8a *xq, const uint8_t *w8, o
 DEFINE_TILE8(tile8_q8_0, OPG_Q8_0)
 DEFINE_TILE8(tile8_q4_0, OPG_Q4_0)
 DEFINE_TILE8(tile8_q4_1, OPG_Q4_1)
+DEFINE_TILE8(tile8_q4_0_x8, OPG_Q4_0_X8)
+DEFINE_TILE8(tile8_q4_1_x8, OPG_Q4_1_X8)
 DEFINE_TILE8(tile8_q4_K, OPG_Q4_K)
 DEFINE_TILE8(tile8_q6_K, OPG_Q6_K)
 
@@ -478,14 +498,17 @@ void opg__qmatmul_tile_avx2(float *y, const opg_block_q8a *xq, const void *w, op
         case OPG_Q8_0: tile8_q8_0(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q4_0: tile8_q4_0(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q4_1: tile8_q4_1(y, xq, w8, bias, n, N, K, m0, m1); break;
+        case OPG_Q4_0_X8: tile8_q4_0_x8(y, xq, w8, bias, n, N, K, m0, m1); break;
+        case OPG_Q4_1_X8: tile8_q4_1_x8(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q4_K: tile8_q4_K(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q6_K: tile8_q6_K(y, xq, w8, bias, n, N, K, m0, m1); break;
         default: return;
         }
     }
-    for (; n < n1; n++) {
+    for (; n < n1; n++) { /* rows past the last 8 (none for _X8 types: N % 8 == 0) */
         for (int64_t m = m0; m < m1; m++) {
-            float v = opg_qdot_ref(wb + (size_t)n * rb, wt, xq + m * nb, K);
+            float v = opg_dtype_is_x8(wt) ? opg_qdot_x8_ref(wb, wt, n, xq + m * nb, K)
+                                          : opg_qdot_ref(wb + (size_t)n * rb, wt, xq + m * nb, K);
             if (bias) v = v + bias[n];
             y[m * N + n] = v;
         }

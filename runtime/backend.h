@@ -40,6 +40,12 @@ typedef struct opg_backend_ops {
     /* Weights that already live in host memory (an mmap'd GGUF): the cpu
      * backend wraps them without a copy, a device backend uploads them. */
     opg_status (*wrap_weights)(opg_backend *be, const void *host, size_t bytes, opg_buf **out);
+    /* Optional (NULL: wrap_weights): a weight matrix [N][K] of GGUF type wt
+     * that only matmul reads. The backend may lay it out anew for its kernels
+     * (the cpu backend: Q4_0/Q4_1 as OPG_Q4_0_X8/OPG_Q4_1_X8, kernels/quant.h,
+     * same values); *out_wt is the type to give matmul with it. */
+    opg_status (*wrap_matrix)(opg_backend *be, const void *host, size_t bytes, opg_dtype wt,
+                              int64_t N, int64_t K, opg_buf **out, opg_dtype *out_wt);
 
     /* ---- ops (all f32 activations, row-major, rows contiguous) ---- */
     /* y[M][N] = x[M][K] * w[N][K]^T (+ bias[N], f32 view or buf NULL) */

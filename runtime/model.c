@@ -125,7 +125,9 @@ static opg_status read_hparams(opg_model *m) {
     return OPG_OK;
 }
 
-/* Looks up name, checks its shape [ne0, ne1] (ne1 = 0: 1-D) and type class. */
+/* Looks up name, checks its shape [ne0, ne1] (ne1 = 0: 1-D) and type class.
+ * matmul_weight: 0 f32 only, 1 any type, 2 any type and read by matmul alone
+ * (the backend may re-lay it out: wrap_matrix). */
 static opg_status get_weight(opg_model *m, const char *name, int64_t ne0, int64_t ne1,
                              int matmul_weight, int optional, weight *w) {
     w->buf = NULL;
@@ -150,7 +152,11 @@ static opg_status get_weight(opg_model *m, const char *name, int64_t ne0, int64_
         return opg__fail(OPG_ERR_UNSUPPORTED, "model: tensor %s must be f32, is %s", name,
                          opg_dtype_name(t.type));
     w->type = t.type;
-    if ((st = m->be->ops->wrap_weights(m->be, t.data, t.size, &w->buf))) return st;
+    if (matmul_weight == 2 && dims == 2 && m->be->ops->wrap_matrix)
+        st = m->be->ops->wrap_matrix(m->be, t.data, t.size, t.type, ne1, ne0, &w->buf, &w->type);
+    else
+        st = m->be->ops->wrap_weights(m->be, t.data, t.size, &w->buf);
+    if (st) return st;
     return own(m, w->buf);
 }
 
@@ -170,7 +176,7 @@ static opg_status load_weights(opg_model *m, opg_progress_fn progress, void *pct
     uint64_t total = opg_gguf_file_size(m->g), done = 0;
     if ((st = get_weight(m, "token_embd.weight", D, hp->n_vocab, 1, 0, &m->tok_embd))) return st;
     if ((st = get_weight(m, "output_norm.weight", D, 0, 0, 0, &m->out_norm))) return st;
-    if ((st = get_weight(m, "output.weight", D, hp->n_vocab, 1, 1, &m->output))) return st;
+    if ((st = get_weight(m, "output.weight", D, hp->n_vocab, 2, 1, &m->output))) return st;
     if (!m->output.buf) {
         m->output = m->tok_embd;
         m->hp.tied_output = 1;
@@ -184,17 +190,17 @@ static opg_status load_weights(opg_model *m, opg_progress_fn progress, void *pct
     snprintf(n, sizeof n, "blk.%d." nm, l);                                        \
     if ((st = get_weight(m, n, ne0, ne1, mm, opt, &L->field))) return st;
         W(attn_norm, "attn_norm.weight", D, 0, 0, 0)
-        W(wq, "attn_q.weight", D, QD, 1, 0)
-        W(wk, "attn_k.weight", D, KD, 1, 0)
-        W(wv, "attn_v.weight", D, KD, 1, 0)
-        W(wo, "attn_output.weight", QD, D, 1, 0)
+        W(wq, "attn_q.weight", D, QD, 2, 0)
+        W(wk, "attn_k.weight", D, KD, 2, 0)
+        W(wv, "attn_v.weight", D, KD, 2, 0)
+        W(wo, "attn_output.weight", QD, D, 2, 0)
         W(bq, "attn_q.bias", QD, 0, 0, !hp->has_qkv_bias)
         W(bk, "attn_k.bias", KD, 0, 0, !hp->has_qkv_bias)
         W(bv, "attn_v.bias", KD, 0, 0, !hp->has_qkv_bias)
         W(ffn_norm, "ffn_norm.weight", D, 0, 0, 0)
-        W(wg, "ffn_gate.weight", D, F, 1, 0)
-        W(wu, "ffn_up.weight", D, F, 1, 0)
-        W(wd, "ffn_down.weight", F, D, 1, 0)
+        W(wg, "ffn_gate.weight", D, F, 2, 0)
+        W(wu, "ffn_up.weight", D, F, 2, 0)
+        W(wd, "ffn_down.weight", F, D, 2, 0)
 #undef W
         done = total * (uint64_t)(l + 1) / (uint64_t)hp->n_layer;
         if (progress) progress(pctx, done, total);

@@ -25,6 +25,8 @@
 #include "backend.h"
 #include "cpu.h"
 #include "model.h"
+#include "opg_math.h"
+#include "quant.h"
 #include "sample.h"
 #include "status.h"
 #include "trace.h"
@@ -631,8 +633,69 @@ static void test_hparams(void **state) {
     }
 }
 
+/* The cpu backend's wrap_matrix: Q4_0/Q4_1 matrices of whole groups of 8
+ * rows come back packed (kernels/quant.h) and multiply to the same bits as
+ * the GGUF layout; other types and partial groups stay as they are. */
+static void test_wrap_matrix(void **state) {
+    (void)state;
+    opg_backend *be;
+    assert_int_equal(opg_backend_cpu_new(2, &be), OPG_OK);
+    const opg_backend_ops *o = be->ops;
+    assert_non_null(o->wrap_matrix);
+    tu_rng r = {31};
+    const int64_t K = 320, M = 3;
+    static const struct { opg_dtype t; int64_t N; opg_dtype want; } cases[] = {
+        {OPG_Q4_1, 24, OPG_Q4_1_X8}, {OPG_Q4_0, 16, OPG_Q4_0_X8},
+        {OPG_Q4_1, 12, OPG_Q4_1}, {OPG_Q8_0, 16, OPG_Q8_0},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const opg_dtype t = cases[ci].t;
+        const int64_t N = cases[ci].N;
+        const size_t rb = opg_dtype_row_bytes(t, K), bb = opg_dtype_block_bytes(t);
+        uint8_t *w = tu_alloc(rb * (size_t)N);
+        for (size_t i = 0; i < rb * (size_t)N; i++) w[i] = (uint8_t)tu_u64(&r);
+        for (size_t off = 0; off < rb * (size_t)N; off += bb) { /* finite f16 scales */
+            uint16_t h = opg_f32_to_f16(tu_uniform(&r, -0.05f, 0.05f));
+            memcpy(w + off, &h, 2);
+            if (t == OPG_Q4_1) memcpy(w + off + 2, &h, 2);
+        }
+        opg_buf *plain, *packed;
+        opg_dtype pt;
+        assert_int_equal(o->wrap_weights(be, w, rb * (size_t)N, &plain), OPG_OK);
+        assert_int_equal(o->wrap_matrix(be, w, rb * (size_t)N, t, N, K, &packed, &pt), OPG_OK);
+        assert_int_equal(pt, cases[ci].want);
+        uint8_t *back = tu_alloc(rb * (size_t)N), *row = tu_alloc(rb);
+        assert_int_equal(o->download(be, back, opg_view_of(packed, 0), rb * (size_t)N), OPG_OK);
+        for (int64_t n = 0; n < N; n++) {
+            if (opg_dtype_is_x8(pt)) opg_unpack_x8_row(row, back, pt, n, K);
+            else memcpy(row, back + (size_t)n * rb, rb);
+            assert_memory_equal(row, w + (size_t)n * rb, rb);
+        }
+        opg_buf *x, *y1, *y2;
+        float xs[3 * 320];
+        tu_fill(&r, xs, (size_t)(M * K), -2.0f, 2.0f);
+        assert_int_equal(o->alloc(be, sizeof xs, &x), OPG_OK);
+        assert_int_equal(o->alloc(be, (size_t)(M * N) * 4, &y1), OPG_OK);
+        assert_int_equal(o->alloc(be, (size_t)(M * N) * 4, &y2), OPG_OK);
+        assert_int_equal(o->upload(be, opg_view_of(x, 0), xs, sizeof xs), OPG_OK);
+        opg_view none = {0};
+        assert_int_equal(o->matmul(be, opg_view_of(y1, 0), opg_view_of(x, 0), opg_view_of(plain, 0), t,
+                                   none, M, N, K), OPG_OK);
+        assert_int_equal(o->matmul(be, opg_view_of(y2, 0), opg_view_of(x, 0), opg_view_of(packed, 0), pt,
+                                   none, M, N, K), OPG_OK);
+        float a[3 * 24], b[3 * 24];
+        assert_int_equal(o->download(be, a, opg_view_of(y1, 0), (size_t)(M * N) * 4), OPG_OK);
+        assert_int_equal(o->download(be, b, opg_view_of(y2, 0), (size_t)(M * N) * 4), OPG_OK);
+        tu_assert_bits(b, a, (size_t)(M * N), opg_dtype_name(pt));
+        o->free(be, x); o->free(be, y1); o->free(be, y2); o->free(be, plain); o->free(be, packed);
+        tu_free(w); tu_free(back); tu_free(row);
+    }
+    opg_backend_free(be);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wrap_matrix),
         cmocka_unit_test(test_hparams),
         cmocka_unit_test(test_accuracy),
         cmocka_unit_test(test_prefill_decode),

@@ -391,6 +391,14 @@ typedef struct { int64_t M, N, K; } shape;
 
 static void check_matmul_all_ways(tu_rng *r, opg_dtype t, shape s, opg_pool **pools) {
     uint8_t *w = make_weights(r, t, s.N, s.K);
+    /* Q4_0/Q4_1 with whole groups of 8 rows: also packed (opg_pack_x8), which
+     * must give the same bits on every path */
+    const opg_dtype tx = t == OPG_Q4_0 ? OPG_Q4_0_X8 : t == OPG_Q4_1 ? OPG_Q4_1_X8 : t;
+    uint8_t *wx = NULL;
+    if (tx != t && s.N % 8 == 0) {
+        wx = tu_alloc(opg_dtype_row_bytes(t, s.K) * (size_t)s.N + 1);
+        assert_int_equal(opg_pack_x8(wx, w, t, s.N, s.K), 0);
+    }
     float *x = tu_alloc((size_t)(s.M * s.K + 1) * sizeof *x);
     opg_block_q8a *xq = tu_alloc((size_t)(s.M * s.K / 32 + 1) * sizeof *xq);
     float *bias = tu_alloc((size_t)s.N * sizeof *bias);
@@ -407,17 +415,22 @@ static void check_matmul_all_ways(tu_rng *r, opg_dtype t, shape s, opg_pool **po
             opg_cpu_set_level(level ? OPG_CPU_AVX2 : OPG_CPU_SCALAR);
             for (int p = 0; p < 4; p++) {
                 if (level == 0 && p != 0 && p != 3) continue; /* the reference is slow */
-                memset(got, 0xff, (size_t)(s.M * s.N) * sizeof *got);
-                assert_int_equal(opg_matmul_q8a(pools[p], got, xq, w, t, bp, s.M, s.N, s.K), 0);
-                char what[128];
-                snprintf(what, sizeof what, "%s M=%lld N=%lld K=%lld bias=%d %s threads=%d",
-                         opg_dtype_name(t), (long long)s.M, (long long)s.N, (long long)s.K, b,
-                         opg_cpu_level_name(opg_cpu_get_level()), opg_pool_threads(pools[p]));
-                tu_assert_bits(got, want, (size_t)(s.M * s.N), what);
+                for (int packed = 0; packed <= (wx != NULL); packed++) {
+                    memset(got, 0xff, (size_t)(s.M * s.N) * sizeof *got);
+                    assert_int_equal(opg_matmul_q8a(pools[p], got, xq, packed ? wx : w, packed ? tx : t, bp,
+                                                    s.M, s.N, s.K), 0);
+                    char what[128];
+                    snprintf(what, sizeof what, "%s M=%lld N=%lld K=%lld bias=%d %s threads=%d",
+                             opg_dtype_name(packed ? tx : t), (long long)s.M, (long long)s.N,
+                             (long long)s.K, b, opg_cpu_level_name(opg_cpu_get_level()),
+                             opg_pool_threads(pools[p]));
+                    tu_assert_bits(got, want, (size_t)(s.M * s.N), what);
+                }
             }
         }
     }
     opg_cpu_set_level(opg_cpu_best_level());
+    if (wx) tu_free(wx);
     tu_free(w); tu_free(x); tu_free(xq); tu_free(bias); tu_free(want); tu_free(got);
 }
 
@@ -432,7 +445,8 @@ static void test_matmul_bit_identity(void **state) {
     tu_rng r = {4242};
     /* K multiples of 32 that are not of 256 for the 32-block types */
     static const shape small_k[] = {{1, 1, 32}, {1, 7, 96}, {3, 33, 288}, {1, 129, 800},
-                                    {257, 9, 160}, {5, 64, 256}, {2, 71, 1056}, {1, 8, 8192}};
+                                    {257, 9, 160}, {5, 64, 256}, {2, 71, 1056}, {1, 8, 8192},
+                                    {1, 200, 576}, {37, 48, 288}};
     static const shape k_quants[] = {{1, 1, 256}, {1, 7, 512}, {3, 33, 768}, {1, 129, 256},
                                      {257, 9, 256}, {4, 72, 1280}, {1, 8, 4096}};
     for (int ti = 0; ti < 5; ti++) {
@@ -524,6 +538,47 @@ static void test_matmul_extremes(void **state) {
     }
 }
 
+/* opg_pack_x8: every row comes back unchanged through opg_unpack_x8_row, the
+ * layout is the documented one, and the bad arguments are refused. */
+static void test_pack_x8(void **state) {
+    (void)state;
+    tu_rng r = {808};
+    static const opg_dtype types[2] = {OPG_Q4_0, OPG_Q4_1};
+    for (int ti = 0; ti < 2; ti++) {
+        const opg_dtype t = types[ti], tx = t == OPG_Q4_0 ? OPG_Q4_0_X8 : OPG_Q4_1_X8;
+        const int64_t N = 24, K = 96;
+        const size_t rb = opg_dtype_row_bytes(t, K), bb = opg_dtype_block_bytes(t);
+        assert_int_equal(opg_dtype_row_bytes(tx, K), rb);
+        assert_int_equal(opg_dtype_base(tx), t);
+        assert_true(opg_dtype_is_x8(tx) && !opg_dtype_is_x8(t) && opg_dtype_is_quant(tx));
+        uint8_t *w = make_weights(&r, t, N, K);
+        uint8_t *wx = tu_alloc(rb * (size_t)N);
+        uint8_t *row = tu_alloc(rb);
+        assert_int_equal(opg_pack_x8(wx, w, t, N, K), 0);
+        for (int64_t n = 0; n < N; n++) {
+            memset(row, 0xa5, rb);
+            opg_unpack_x8_row(row, wx, tx, n, K);
+            assert_memory_equal(row, w + (size_t)n * rb, rb);
+        }
+        /* group 1, block 2: the 8 scale words, then row 5's qs in slot 3 (0,4,1,5,...) */
+        const size_t sb = bb - 16;
+        const uint8_t *run = wx + (size_t)(1 * (K / 32) + 2) * 8 * bb;
+        assert_memory_equal(run + 5 * sb, w + (size_t)(8 + 5) * rb + 2 * bb, sb);
+        assert_memory_equal(run + 8 * sb + 3 * 16, w + (size_t)(8 + 5) * rb + 2 * bb + sb, 16);
+        /* refused: other types, partial groups, K off the block; X8 rows are not dequantizable */
+        assert_int_equal(opg_pack_x8(wx, w, OPG_Q8_0, 8, 32), -1);
+        assert_int_equal(opg_pack_x8(wx, w, tx, 8, 32), -1);
+        assert_int_equal(opg_pack_x8(wx, w, t, 12, 32), -1);
+        assert_int_equal(opg_pack_x8(wx, w, t, 8, 48), -1);
+        float y[96];
+        assert_int_equal(opg_dequantize_row_ref(y, wx, tx, K), -1);
+        opg_block_q8a xq[3] = {{0}};
+        float out[12];
+        assert_int_equal(opg_matmul_q8a(NULL, out, xq, wx, tx, NULL, 1, 12, K), -1);
+        tu_free(w); tu_free(wx); tu_free(row);
+    }
+}
+
 static void test_matmul_args(void **state) {
     (void)state;
     float y[4] = {0};
@@ -553,6 +608,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_batch_invariance),
         cmocka_unit_test(test_matmul_extremes),
         cmocka_unit_test(test_matmul_args),
+        cmocka_unit_test(test_pack_x8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -306,7 +306,8 @@ extern "C" int opg_cuda_matmul(opg_cuda_stream s, float *y, const float *x, cons
                                opg_dtype wt, const float *bias, int64_t M, int64_t N, int64_t K,
                                void *xq_scratch) {
     const int be = opg_dtype_block_elems(wt);
-    if (be == 0 || M < 0 || N < 0 || K < 0 || K % be != 0)
+    /* the _X8 layouts are the CPU's (quant.h); device weights stay GGUF's */
+    if (be == 0 || opg_dtype_is_x8(wt) || M < 0 || N < 0 || K < 0 || K % be != 0)
         return opg_cuda__fail(OPG_CUDA_ERR_ARG,
                               "opg_cuda_matmul: unsupported type %d or shape M=%lld N=%lld K=%lld",
                               (int)wt, (long long)M, (long long)N, (long long)K);
