@@ -98,12 +98,14 @@ static opg_status cpu_wrap(opg_backend *be, const void *host, size_t bytes, opg_
 
 /* Q4_0/Q4_1 matrices in whole groups of 8 rows get the 8-row interleaved
  * layout (kernels/quant.h): one stream instead of 8 for the AVX2 kernel, same
- * bits. A copy, so the file's pages are no longer read. */
+ * bits. A copy (the model then drops the file's pages); OPG_CPU_REPACK=0 in
+ * the environment keeps the file's layout, for less memory. */
 static opg_status cpu_wrap_matrix(opg_backend *be, const void *host, size_t bytes, opg_dtype wt,
                                   int64_t N, int64_t K, opg_buf **out, opg_dtype *out_wt) {
     *out_wt = wt;
-    if ((wt != OPG_Q4_0 && wt != OPG_Q4_1) || N % 8 != 0 || K % OPG_QK != 0 ||
-        opg_dtype_row_bytes(wt, K) * (size_t)N != bytes)
+    const char *env = getenv("OPG_CPU_REPACK");
+    if ((env && strcmp(env, "0") == 0) || (wt != OPG_Q4_0 && wt != OPG_Q4_1) || N % 8 != 0 ||
+        K % OPG_QK != 0 || opg_dtype_row_bytes(wt, K) * (size_t)N != bytes)
         return cpu_wrap(be, host, bytes, out);
     opg_status st = cpu_alloc(be, bytes, out);
     if (st) return st;

@@ -584,6 +584,18 @@ static opg_status parse(opg_gguf *g) {
     return place_tensors(g);
 }
 
+void opg_gguf_drop_pages(const opg_gguf *g, const void *p, size_t bytes) {
+    if (!g || !g->mapped || !p) return;
+    uintptr_t base = (uintptr_t)g->base, a = (uintptr_t)p;
+    if (a < base || a - base > g->size || bytes > g->size - (a - base)) return;
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0) return;
+    uintptr_t lo = (a + (uintptr_t)ps - 1) / (uintptr_t)ps * (uintptr_t)ps;
+    uintptr_t hi = (a + bytes) / (uintptr_t)ps * (uintptr_t)ps;
+    /* a private read-only file mapping: dropped pages fault back in from the file */
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 void opg_gguf_close(opg_gguf *g) {
     if (!g) return;
     if (g->kv)

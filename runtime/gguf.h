@@ -129,5 +129,10 @@ int64_t opg_gguf_tensor_count(const opg_gguf *g);
 int64_t opg_gguf_find_tensor(const opg_gguf *g, const char *name);
 /* Fills *t for tensor i (0 <= i < count). */
 opg_status opg_gguf_tensor_info(const opg_gguf *g, int64_t i, opg_gguf_tensor *t);
+/* A hint that the bytes [p, p + bytes) of the file (tensor data the caller
+ * has copied) are not needed in memory now: the whole pages inside them are
+ * dropped from this process and read from the file again if touched. Nothing
+ * changes for a file opened from memory or for bytes outside the file. */
+void opg_gguf_drop_pages(const opg_gguf *g, const void *p, size_t bytes);
 
 #endif

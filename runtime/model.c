@@ -157,6 +157,8 @@ static opg_status get_weight(opg_model *m, const char *name, int64_t ne0, int64_
     else
         st = m->be->ops->wrap_weights(m->be, t.data, t.size, &w->buf);
     if (st) return st;
+    /* re-laid out into a copy: the file's pages are not read again */
+    if (w->type != t.type) opg_gguf_drop_pages(m->g, t.data, t.size);
     return own(m, w->buf);
 }
 

@@ -688,6 +688,15 @@ static void test_wrap_matrix(void **state) {
         assert_int_equal(o->download(be, b, opg_view_of(y2, 0), (size_t)(M * N) * 4), OPG_OK);
         tu_assert_bits(b, a, (size_t)(M * N), opg_dtype_name(pt));
         o->free(be, x); o->free(be, y1); o->free(be, y2); o->free(be, plain); o->free(be, packed);
+        /* OPG_CPU_REPACK=0: the file's layout, wrapped without a copy */
+        opg_buf *kept;
+        setenv("OPG_CPU_REPACK", "0", 1);
+        assert_int_equal(o->wrap_matrix(be, w, rb * (size_t)N, t, N, K, &kept, &pt), OPG_OK);
+        unsetenv("OPG_CPU_REPACK");
+        assert_int_equal(pt, t);
+        assert_int_equal(o->download(be, back, opg_view_of(kept, 0), rb * (size_t)N), OPG_OK);
+        assert_memory_equal(back, w, rb * (size_t)N);
+        o->free(be, kept);
         tu_free(w); tu_free(back); tu_free(row);
     }
     opg_backend_free(be);
