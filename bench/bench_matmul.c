@@ -7,6 +7,7 @@
  * f16 scales (no NaN or inf). */
 #include "bench.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "matmul.h"
@@ -65,7 +66,13 @@ static void fix_scales(bench_rng *r, uint8_t *w, opg_dtype wt, size_t nblocks) {
 /* One copy of [N][K] weights of type wt (bench.h). */
 void bench_fill_weights(bench_rng *r, uint8_t *w, opg_dtype wt, int64_t N, int64_t K) {
     size_t n = (size_t)(N * K);
-    if (wt == OPG_F32) {
+    if (opg_dtype_is_x8(wt)) { /* the cpu backend's packed copy of Q4_0/Q4_1 (quant.h) */
+        const opg_dtype base = opg_dtype_base(wt);
+        uint8_t *tmp = bench_alloc(opg_dtype_row_bytes(base, K) * (size_t)N);
+        bench_fill_weights(r, tmp, base, N, K);
+        if (opg_pack_x8(w, tmp, base, N, K) != 0) abort(); /* N % 8 != 0: a bench bug */
+        bench_free(tmp);
+    } else if (wt == OPG_F32) {
         bench_fill_f32(r, (float *)w, n, -0.05f, 0.05f);
     } else if (wt == OPG_F16 || wt == OPG_BF16) {
         uint16_t *h = (uint16_t *)w;

@@ -3,7 +3,7 @@
  * The output is cut into fixed tiles of QM_NROWS weight rows x QM_MROWS
  * activation rows, one pool task each. Every output value is computed whole
  * inside one task by the canonical sequence of docs/determinism.md section 5
- * (opg_qdot_ref, then + bias), so the tiling, the thread count and the CPU
+ * (opg_qdot_ref / opg_qdot_x8_ref, then + bias), so the tiling, the thread count and the CPU
  * level never change a bit; the tile sizes only matter for speed. */
 #include "matmul.h"
 
@@ -14,6 +14,8 @@
 #define QM_NROWS 64 /* weight rows per task: a multiple of the AVX2 kernel's 8 */
 #define QM_NROWS_GEMV 32 /* the same for M == 1: small N (192, 576) still splits evenly */
 #define QM_MROWS 32 /* activation rows per task */
+/* the _X8 layouts (quant.h) are cut only at whole groups of 8 rows */
+_Static_assert(QM_NROWS % 8 == 0 && QM_NROWS_GEMV % 8 == 0, "tiles of whole 8-row groups");
 
 typedef struct {
     float *y;

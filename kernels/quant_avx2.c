@@ -13,7 +13,8 @@
  * left to right). Integer sums are exact whatever their order, so the tree
  * is free to use int16 levels as long as no partial can leave int16: the
  * bounds are stated at each tree and assume activation q in [-127, 127]
- * (which quantization guarantees). Rows left over (N % 8) use opg_qdot_ref. */
+ * (which quantization guarantees). Rows left over (N % 8) use opg_qdot_ref
+ * (never for the packed _X8 layouts, whose N is a multiple of 8). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -491,6 +492,8 @@ void opg__qmatmul_tile_avx2(float *y, const opg_block_q8a *xq, const void *w, op
     const size_t rb = opg_dtype_row_bytes(wt, K);
     const int64_t nb = K / OPG_QK;
     const uint8_t *wb = w;
+    /* n0 is a multiple of 8 (qmatmul.c asserts its tiles so): w8 below is then
+     * the start of an 8-row group in the packed layouts too */
     int64_t n = n0;
     for (; n + 8 <= n1; n += 8) {
         const uint8_t *w8 = wb + (size_t)n * rb;

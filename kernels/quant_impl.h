@@ -20,7 +20,8 @@ void opg__quantize_act_avx2(opg_block_q8a *out, const float *x, int64_t K);
  * (+ bias[n]) per output. w is the whole weight matrix (row n at
  * n * opg_dtype_row_bytes(wt, K)), xq the whole activation matrix (row m at
  * m * K/32 blocks), y row major with N columns. wt must be quantized and K a
- * multiple of its block (checked by the caller). */
+ * multiple of its block (checked by the caller); for an _X8 type (quant.h) w
+ * is the packed matrix and n0 a multiple of 8. */
 void opg__qmatmul_tile_avx2(float *y, const opg_block_q8a *xq, const void *w, opg_dtype wt,
                             const float *bias, int64_t N, int64_t K, int64_t m0, int64_t m1,
                             int64_t n0, int64_t n1);

@@ -7,6 +7,7 @@
 #include "act.h"
 #include "attention.h"
 #include "backend.h"
+#include "cpu.h"
 #include "embed.h"
 #include "matmul.h"
 #include "pool.h"
@@ -38,8 +39,8 @@ static void cpu_destroy(opg_backend *be) {
     free(c);
 }
 
-static opg_status cpu_alloc(opg_backend *be, size_t bytes, opg_buf **out) {
-    (void)be;
+/* An owned buffer of bytes (64-byte aligned, rounded up to 64), zeroed or not. */
+static opg_status new_buf(size_t bytes, int zero, opg_buf **out) {
     *out = NULL;
     opg_buf *b = calloc(1, sizeof *b);
     if (!b) return opg__fail(OPG_ERR_NOMEM, "cpu backend: out of memory");
@@ -49,11 +50,16 @@ static opg_status cpu_alloc(opg_backend *be, size_t bytes, opg_buf **out) {
         free(b);
         return opg__fail(OPG_ERR_NOMEM, "cpu backend: cannot allocate %zu bytes", bytes);
     }
-    memset(b->data, 0, rounded);
+    if (zero) memset(b->data, 0, rounded);
     b->bytes = bytes;
     b->owned = 1;
     *out = b;
     return OPG_OK;
+}
+
+static opg_status cpu_alloc(opg_backend *be, size_t bytes, opg_buf **out) {
+    (void)be;
+    return new_buf(bytes, 1, out);
 }
 
 static void cpu_free(opg_backend *be, opg_buf *b) {
@@ -97,17 +103,19 @@ static opg_status cpu_wrap(opg_backend *be, const void *host, size_t bytes, opg_
 }
 
 /* Q4_0/Q4_1 matrices in whole groups of 8 rows get the 8-row interleaved
- * layout (kernels/quant.h): one stream instead of 8 for the AVX2 kernel, same
- * bits. A copy (the model then drops the file's pages); OPG_CPU_REPACK=0 in
- * the environment keeps the file's layout, for less memory. */
+ * layout (kernels/quant.h) when the AVX2 kernel runs: one stream instead of 8,
+ * same bits (the scalar path gains nothing from it: it unpacks every block).
+ * A copy (the model then drops the file's pages); OPG_CPU_REPACK=0 in the
+ * environment keeps the file's layout, for less memory. */
 static opg_status cpu_wrap_matrix(opg_backend *be, const void *host, size_t bytes, opg_dtype wt,
                                   int64_t N, int64_t K, opg_buf **out, opg_dtype *out_wt) {
     *out_wt = wt;
     const char *env = getenv("OPG_CPU_REPACK");
-    if ((env && strcmp(env, "0") == 0) || (wt != OPG_Q4_0 && wt != OPG_Q4_1) || N % 8 != 0 ||
-        K % OPG_QK != 0 || opg_dtype_row_bytes(wt, K) * (size_t)N != bytes)
+    if ((env && strcmp(env, "0") == 0) || opg_cpu_get_level() != OPG_CPU_AVX2 ||
+        (wt != OPG_Q4_0 && wt != OPG_Q4_1) || N % 8 != 0 || K % OPG_QK != 0 ||
+        opg_dtype_row_bytes(wt, K) * (size_t)N != bytes)
         return cpu_wrap(be, host, bytes, out);
-    opg_status st = cpu_alloc(be, bytes, out);
+    opg_status st = new_buf(bytes, 0, out); /* every byte is written by the packing */
     if (st) return st;
     if (opg_pack_x8((*out)->data, host, wt, N, K) != 0) { /* cannot happen: checked above */
         cpu_free(be, *out);

@@ -159,7 +159,11 @@ static opg_status get_weight(opg_model *m, const char *name, int64_t ne0, int64_
     if (st) return st;
     /* re-laid out into a copy: the file's pages are not read again */
     if (w->type != t.type) opg_gguf_drop_pages(m->g, t.data, t.size);
-    return own(m, w->buf);
+    if ((st = own(m, w->buf))) {
+        m->be->ops->free(m->be, w->buf);
+        w->buf = NULL;
+    }
+    return st;
 }
 
 static opg_status load_weights(opg_model *m, opg_progress_fn progress, void *pctx) {

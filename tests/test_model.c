@@ -24,6 +24,7 @@
 
 #include "backend.h"
 #include "cpu.h"
+#include "gguf.h"
 #include "model.h"
 #include "opg_math.h"
 #include "quant.h"
@@ -702,8 +703,67 @@ static void test_wrap_matrix(void **state) {
     opg_backend_free(be);
 }
 
+/* The loader hands every matmul-only weight to wrap_matrix (counted through a
+ * copy of the cpu backend's ops); on the AVX2 path the Q4_1 model's matrices
+ * come back packed, on the scalar path none; the file's pages the loader
+ * dropped read back as the file's bytes (model id and a tensor's bytes
+ * against a second, untouched opening of the file). */
+static const opg_backend_ops *g_cpu_ops;
+static int g_wraps, g_packed;
+
+static opg_status counting_wrap_matrix(opg_backend *be, const void *host, size_t bytes, opg_dtype wt,
+                                       int64_t N, int64_t K, opg_buf **out, opg_dtype *out_wt) {
+    g_wraps++;
+    opg_status st = g_cpu_ops->wrap_matrix(be, host, bytes, wt, N, K, out, out_wt);
+    if (!st && opg_dtype_is_x8(*out_wt)) g_packed++;
+    return st;
+}
+
+static void test_model_repacks(void **state) {
+    (void)state;
+    const char *path = tiny_path("q4_1", "gguf");
+    const opg_cpu_level best = opg_cpu_best_level();
+    for (int scalar = 0; scalar <= 1; scalar++) {
+        if (!scalar && best < OPG_CPU_AVX2) continue;
+        opg_cpu_set_level(scalar ? OPG_CPU_SCALAR : OPG_CPU_AVX2);
+        opg_backend *be;
+        assert_int_equal(opg_backend_cpu_new(1, &be), OPG_OK);
+        static opg_backend_ops ops;
+        g_cpu_ops = be->ops;
+        ops = *be->ops;
+        ops.wrap_matrix = counting_wrap_matrix;
+        be->ops = &ops;
+        g_wraps = g_packed = 0;
+        opg_model *m;
+        assert_int_equal(opg_model_load(path, be, NULL, NULL, &m), OPG_OK);
+        const opg_hparams *hp = opg_model_hparams(m);
+        assert_int_equal(g_wraps, 7 * hp->n_layer + !hp->tied_output);
+        if (scalar) assert_int_equal(g_packed, 0);
+        else assert_int_equal(g_packed, g_wraps); /* every one is Q4_1 with N % 8 == 0 */
+        opg_gguf *g2;
+        assert_int_equal(opg_gguf_open(path, &g2), OPG_OK);
+        uint8_t a[32], b[32];
+        opg_model_id(m, a);
+        opg_gguf_sha256(g2, b);
+        assert_memory_equal(a, b, 32);
+        opg_gguf *g1 = opg_model_gguf(m);
+        int64_t i1 = opg_gguf_find_tensor(g1, "blk.1.ffn_down.weight");
+        int64_t i2 = opg_gguf_find_tensor(g2, "blk.1.ffn_down.weight");
+        opg_gguf_tensor t1, t2;
+        assert_int_equal(opg_gguf_tensor_info(g1, i1, &t1), OPG_OK);
+        assert_int_equal(opg_gguf_tensor_info(g2, i2, &t2), OPG_OK);
+        assert_int_equal(t1.size, t2.size);
+        assert_memory_equal(t1.data, t2.data, t1.size);
+        opg_gguf_close(g2);
+        opg_model_free(m);
+        opg_backend_free(be);
+    }
+    opg_cpu_set_level(best);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_repacks),
         cmocka_unit_test(test_wrap_matrix),
         cmocka_unit_test(test_hparams),
         cmocka_unit_test(test_accuracy),
