@@ -12,7 +12,10 @@
 #include "quant_impl.h"
 
 #define QM_NROWS 64 /* weight rows per task: a multiple of the AVX2 kernel's 8 */
-#define QM_NROWS_GEMV 32 /* the same for M == 1: small N (192, 576) still splits evenly */
+/* The same for M == 1. Chosen by measurement (docs/benchmarks.md, 2026-12-07):
+ * SmolLM2-135M decode on 2 cores ~25% faster with 64 than with 32 (2 threads),
+ * mostly in the 49152-row output GEMV; speed only, no bit depends on it. */
+#define QM_NROWS_GEMV 64
 #define QM_MROWS 32 /* activation rows per task */
 /* the _X8 layouts (quant.h) are cut only at whole groups of 8 rows */
 _Static_assert(QM_NROWS % 8 == 0 && QM_NROWS_GEMV % 8 == 0, "tiles of whole 8-row groups");
