@@ -82,8 +82,7 @@ int opg_matmul_ref(float *y, const float *x, const void *w, opg_dtype wt,
         for (int64_t m = 0; m < M; m++) {
             opg_quantize_act_ref(xq, x + m * K, K);
             for (int64_t n = 0; n < N; n++) {
-                float total = opg_dtype_is_x8(wt) ? opg_qdot_x8_ref(wb, wt, n, xq, K)
-                                                  : opg_qdot_ref(wb + (size_t)n * rb, wt, xq, K);
+                float total = opg_qdot_row_ref(wb, wt, n, xq, K);
                 if (bias) total = total + bias[n];
                 y[m * N + n] = total;
             }

@@ -3,7 +3,7 @@
  * The output is cut into fixed tiles of QM_NROWS weight rows x QM_MROWS
  * activation rows, one pool task each. Every output value is computed whole
  * inside one task by the canonical sequence of docs/determinism.md section 5
- * (opg_qdot_ref / opg_qdot_x8_ref, then + bias), so the tiling, the thread count and the CPU
+ * (opg_qdot_row_ref, then + bias), so the tiling, the thread count and the CPU
  * level never change a bit; the tile sizes only matter for speed. */
 #include "matmul.h"
 
@@ -29,7 +29,6 @@ typedef struct {
     int64_t M, N, K;
     int64_t n_rows;  /* weight rows per tile */
     int64_t n_tiles; /* tiles along N */
-    size_t row_bytes;
     int avx2;
 } qm_job;
 
@@ -45,9 +44,7 @@ static void qm_task(void *ctx, int64_t t) {
     int64_t nb = j->K / OPG_QK;
     for (int64_t m = m0; m < m1; m++) {
         for (int64_t n = n0; n < n1; n++) {
-            float v = opg_dtype_is_x8(j->wt)
-                          ? opg_qdot_x8_ref(j->w, j->wt, n, j->xq + m * nb, j->K)
-                          : opg_qdot_ref(j->w + (size_t)n * j->row_bytes, j->wt, j->xq + m * nb, j->K);
+            float v = opg_qdot_row_ref(j->w, j->wt, n, j->xq + m * nb, j->K);
             if (j->bias) v = v + j->bias[n];
             j->y[m * j->N + n] = v;
         }
@@ -66,7 +63,6 @@ int opg_matmul_q8a(opg_pool *pool, float *y, const opg_block_q8a *xq, const void
         .y = y, .xq = xq, .w = w, .wt = wt, .bias = bias, .M = M, .N = N, .K = K,
         .n_rows = n_rows,
         .n_tiles = (N + n_rows - 1) / n_rows,
-        .row_bytes = opg_dtype_row_bytes(wt, K),
         .avx2 = opg_cpu_get_level() == OPG_CPU_AVX2,
     };
     int64_t m_tiles = (M + QM_MROWS - 1) / QM_MROWS;

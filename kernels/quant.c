@@ -198,8 +198,9 @@ float opg_qdot_ref(const void *wrow, opg_dtype wt, const opg_block_q8a *xq, int6
     return qdot(wrow, wt, 0, xq, K);
 }
 
-float opg_qdot_x8_ref(const void *w, opg_dtype wt, int64_t n, const opg_block_q8a *xq, int64_t K) {
-    return qdot(w, wt, n, xq, K);
+float opg_qdot_row_ref(const void *w, opg_dtype wt, int64_t n, const opg_block_q8a *xq, int64_t K) {
+    if (opg_dtype_is_x8(wt)) return qdot(w, wt, n, xq, K);
+    return qdot((const uint8_t *)w + (size_t)n * opg_dtype_row_bytes(wt, K), wt, 0, xq, K);
 }
 
 /* ---- the 8-row interleaved layout ------------------------------------------ */

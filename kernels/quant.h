@@ -20,8 +20,9 @@ void opg_quantize_act_ref(opg_block_q8a *out, const float *x, int64_t K);
  * activations xq (K/32 blocks). wt must be a quantized GGUF type; K a multiple
  * of its block. */
 float opg_qdot_ref(const void *wrow, opg_dtype wt, const opg_block_q8a *xq, int64_t K);
-/* The same for row n of a matrix w of an _X8 type (opg_pack_x8). */
-float opg_qdot_x8_ref(const void *w, opg_dtype wt, int64_t n, const opg_block_q8a *xq, int64_t K);
+/* The same for row n of the matrix w (K columns), in GGUF's layout or an _X8
+ * one (opg_pack_x8). */
+float opg_qdot_row_ref(const void *w, opg_dtype wt, int64_t n, const opg_block_q8a *xq, int64_t K);
 
 /* ---- the 8-row interleaved layout (OPG_Q4_0_X8, OPG_Q4_1_X8) ---------------
  * Why: the AVX2 kernel reads 8 weight rows at once; in GGUF's layout those are

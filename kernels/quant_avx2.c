@@ -510,8 +510,7 @@ void opg__qmatmul_tile_avx2(float *y, const opg_block_q8a *xq, const void *w, op
     }
     for (; n < n1; n++) { /* rows past the last 8 (none for _X8 types: N % 8 == 0) */
         for (int64_t m = m0; m < m1; m++) {
-            float v = opg_dtype_is_x8(wt) ? opg_qdot_x8_ref(wb, wt, n, xq + m * nb, K)
-                                          : opg_qdot_ref(wb + (size_t)n * rb, wt, xq + m * nb, K);
+            float v = opg_qdot_row_ref(wb, wt, n, xq + m * nb, K);
             if (bias) v = v + bias[n];
             y[m * N + n] = v;
         }
