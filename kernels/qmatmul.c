@@ -12,13 +12,27 @@
 #include "quant_impl.h"
 
 #define QM_NROWS 64 /* weight rows per task: a multiple of the AVX2 kernel's 8 */
-/* The same for M == 1. Chosen by measurement (docs/benchmarks.md, 2026-12-07):
- * SmolLM2-135M decode on 2 cores ~25% faster with 64 than with 32 (2 threads),
- * mostly in the 49152-row output GEMV; speed only, no bit depends on it. */
-#define QM_NROWS_GEMV 64
+/* M == 1 (decode): each thread gets the same number of tasks of at most this
+ * many rows, so a small matrix is one contiguous run of rows per thread. A
+ * GEMV is a stream from memory, and every task start is a stream start the
+ * prefetchers must catch up with: 64-row tasks claimed in turn by 2 threads
+ * ran the SmolLM2-135M decode matrices at ~20 GB/s, per-thread runs at
+ * ~35 (docs/benchmarks.md, 2026-12-07). The cap keeps big matrices
+ * dynamically balanced. Speed only: no bit depends on the tiling. */
+#define QM_GEMV_MAX_ROWS 512
 #define QM_MROWS 32 /* activation rows per task */
 /* the _X8 layouts (quant.h) are cut only at whole groups of 8 rows */
-_Static_assert(QM_NROWS % 8 == 0 && QM_NROWS_GEMV % 8 == 0, "tiles of whole 8-row groups");
+_Static_assert(QM_NROWS % 8 == 0 && QM_GEMV_MAX_ROWS % 8 == 0, "tiles of whole 8-row groups");
+
+/* Weight rows per GEMV task for N rows on `threads` threads: N split into a
+ * multiple of `threads` equal parts of at most QM_GEMV_MAX_ROWS, rounded up
+ * to whole 8-row groups. */
+static int64_t gemv_rows(int64_t N, int64_t threads) {
+    int64_t per_thread = (N + threads - 1) / threads;
+    int64_t rounds = (per_thread + QM_GEMV_MAX_ROWS - 1) / QM_GEMV_MAX_ROWS;
+    int64_t rows = (per_thread + rounds - 1) / rounds;
+    return (rows + 7) / 8 * 8;
+}
 
 typedef struct {
     float *y;
@@ -58,7 +72,7 @@ int opg_matmul_q8a(opg_pool *pool, float *y, const opg_block_q8a *xq, const void
     if (opg_dtype_is_x8(wt) && N % 8 != 0) return -1; /* packed in whole groups of 8 rows */
     if (M == 0 || N == 0) return 0;
     if (!y || (K > 0 && (!xq || !w))) return -1;
-    const int64_t n_rows = M == 1 ? QM_NROWS_GEMV : QM_NROWS;
+    const int64_t n_rows = M == 1 ? gemv_rows(N, opg_pool_threads(pool)) : QM_NROWS;
     qm_job j = {
         .y = y, .xq = xq, .w = w, .wt = wt, .bias = bias, .M = M, .N = N, .K = K,
         .n_rows = n_rows,

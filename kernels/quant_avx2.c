@@ -326,15 +326,24 @@ ALWAYS_INLINE void prep_chunk(chunk_prep *pr, opg_dtype wt, const uint8_t *w8, s
     }
 }
 
+/* Software prefetch of n cache lines from p on (a hint: no value depends on it). */
+ALWAYS_INLINE void prefetch_lines(const uint8_t *p, int n) {
+    for (int l = 0; l < n; l++) _mm_prefetch((const char *)(p + (size_t)l * 64), _MM_HINT_T0);
+}
+
 /* p_c for 8 rows (w8: row 0 of the 8, rb bytes per row) against the
- * activation row xa (all its blocks). */
+ * activation row xa (all its blocks). pf: NULL, or where block i of the
+ * chunk prefetches pf_lines lines from (pf + i*pf_lines*64), spread over
+ * the block loop so the loads in flight stay few (see dot8). */
 ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t *w8,
-                               size_t rb, int64_t c, int nblk, const opg_block_q8a *xa) {
+                               size_t rb, int64_t c, int nblk, const opg_block_q8a *xa,
+                               const uint8_t *pf, int pf_lines) {
     __m256 acc = _mm256_setzero_ps();
     const opg_block_q8a *a = xa + c * 8;
     switch (wt) {
     case OPG_Q8_0:
         for (int i = 0; i < nblk; i++) {
+            if (pf) prefetch_lines(pf + (size_t)i * pf_lines * 64, pf_lines);
             const uint8_t *p = w8 + (c * 8 + i) * sizeof(opg_block_q8_0) + offsetof(opg_block_q8_0, qs);
             __m256 I = _mm256_cvtepi32_ps(sums_q8_0(p, rb, loadu256(a[i].qs)));
             __m256 s = _mm256_mul_ps(pr->d[i], _mm256_set1_ps(a[i].d));
@@ -344,6 +353,7 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
     case OPG_Q4_0:
     case OPG_Q4_0_X8:
         for (int i = 0; i < nblk; i++) {
+            if (pf) prefetch_lines(pf + (size_t)i * pf_lines * 64, pf_lines);
             const int x8 = wt == OPG_Q4_0_X8;
             const uint8_t *p = x8 ? w8 + (c * 8 + i) * 8 * sizeof(opg_block_q4_0) + 8 * 2
                                   : w8 + (c * 8 + i) * sizeof(opg_block_q4_0) + offsetof(opg_block_q4_0, qs);
@@ -358,6 +368,7 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
     case OPG_Q4_1:
     case OPG_Q4_1_X8:
         for (int i = 0; i < nblk; i++) {
+            if (pf) prefetch_lines(pf + (size_t)i * pf_lines * 64, pf_lines);
             const int x8 = wt == OPG_Q4_1_X8;
             const uint8_t *p = x8 ? w8 + (c * 8 + i) * 8 * sizeof(opg_block_q4_1) + 8 * 4
                                   : w8 + (c * 8 + i) * sizeof(opg_block_q4_1) + offsetof(opg_block_q4_1, qs);
@@ -415,23 +426,34 @@ ALWAYS_INLINE __m256 dot8(const opg_block_q8a *xa, const uint8_t *w8, opg_dtype 
                           int64_t nb) {
     chunk_prep pr;
     __m256 total = _mm256_setzero_ps(); /* K == 0: +0 */
-    /* The 8 rows are 8*rb contiguous bytes, read as 8 short strided streams
-     * the hardware prefetcher picks up late: while chunk c runs, prefetch the
-     * matching share of the tile PF_TILES ahead (a hint only: prefetching
-     * past the matrix is harmless and changes no value). Long rows need no
-     * help, and a tile much over half of L1 would only evict itself. */
+    /* Short rows: the hardware prefetcher picks up the 8 rows' streams late,
+     * so the tile PF_TILES ahead is prefetched while this one runs (a hint
+     * only: prefetching past the matrix is harmless and changes no value).
+     * Long rows need no help, and a tile much over half of L1 would only
+     * evict itself. The prefetches go a few lines per block inside the block
+     * loop: issued as one burst per chunk they filled the load queue, and
+     * the GEMV's speed then swung by up to 3x with the code's alignment
+     * (docs/benchmarks.md, 2026-12-07). Q4_K/Q6_K chunks are one 256-element
+     * block each, with their own loops: they keep one burst per chunk. */
     const size_t tile_bytes = 8 * rb;
-    const int pf = tile_bytes <= PF_MAX_TILE_BYTES;
-    const size_t per_chunk =
-        nb > 0 ? (tile_bytes + (size_t)nb - 1) / (size_t)nb * OPG_QCHUNK_BLOCKS : 0;
+    const int pf = tile_bytes <= PF_MAX_TILE_BYTES && nb > 0;
     const uint8_t *ahead = w8 + PF_TILES * tile_bytes;
+    const int burst = wt == OPG_Q4_K || wt == OPG_Q6_K;
+    /* lines per 32-element block: together they cover the whole tile */
+    const int pf_lines = pf ? (int)((tile_bytes + (size_t)nb * 64 - 1) / ((size_t)nb * 64)) : 0;
+    const size_t per_chunk = pf ? (tile_bytes + (size_t)nb - 1) / (size_t)nb * OPG_QCHUNK_BLOCKS : 0;
     for (int64_t c = 0; c * OPG_QCHUNK_BLOCKS < nb; c++) {
         int nblk = nb - c * 8 < 8 ? (int)(nb - c * 8) : 8;
-        size_t o0 = (size_t)c * per_chunk, o1 = o0 + per_chunk + 64;
-        if (o1 > tile_bytes + 64) o1 = tile_bytes + 64;
-        for (size_t o = o0; pf && o < o1; o += 64) _mm_prefetch((const char *)(ahead + o), _MM_HINT_T0);
+        const uint8_t *pfc = NULL;
+        if (pf && burst) {
+            size_t o0 = (size_t)c * per_chunk, o1 = o0 + per_chunk + 64;
+            if (o1 > tile_bytes + 64) o1 = tile_bytes + 64;
+            for (size_t o = o0; o < o1; o += 64) _mm_prefetch((const char *)(ahead + o), _MM_HINT_T0);
+        } else if (pf) {
+            pfc = ahead + (size_t)c * OPG_QCHUNK_BLOCKS * (size_t)pf_lines * 64;
+        }
         prep_chunk(&pr, wt, w8, rb, c, nblk);
-        __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xa);
+        __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xa, pfc, pf_lines);
         total = c == 0 ? p : _mm256_add_ps(total, p);
     }
     return total;
@@ -461,7 +483,7 @@ ALWAYS_INLINE void tile8(float *y, const opg_block_q8a *xq, const uint8_t *w8, o
             int nblk = nb - c * 8 < 8 ? (int)(nb - c * 8) : 8;
             prep_chunk(&pr, wt, w8, rb, c, nblk);
             for (int64_t m = ms; m < me; m++) {
-                __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xq + m * nb);
+                __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xq + m * nb, NULL, 0);
                 total[m - ms] = c == 0 ? p : _mm256_add_ps(total[m - ms], p);
             }
         }

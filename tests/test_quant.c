@@ -446,7 +446,9 @@ static void test_matmul_bit_identity(void **state) {
     /* K multiples of 32 that are not of 256 for the 32-block types */
     static const shape small_k[] = {{1, 1, 32}, {1, 7, 96}, {3, 33, 288}, {1, 129, 800},
                                     {257, 9, 160}, {5, 64, 256}, {2, 71, 1056}, {1, 8, 8192},
-                                    {1, 200, 576}, {37, 48, 288}};
+                                    {1, 200, 576}, {37, 48, 288},
+                                    /* GEMVs over more than QM_GEMV_MAX_ROWS (512) rows per thread */
+                                    {1, 1096, 64}, {1, 1101, 32}};
     static const shape k_quants[] = {{1, 1, 256}, {1, 7, 512}, {3, 33, 768}, {1, 129, 256},
                                      {257, 9, 256}, {4, 72, 1280}, {1, 8, 4096}};
     for (int ti = 0; ti < 5; ti++) {
