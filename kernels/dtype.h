@@ -25,10 +25,12 @@ typedef enum {
     OPG_Q4_K = 12,
     OPG_Q6_K = 14,
     OPG_BF16 = 30,
-    /* Not GGUF types: Q4_0 / Q4_1 matrices re-laid out by opg_pack_x8 (quant.h)
-     * for the CPU's AVX2 path, same values and bytes, 8 rows interleaved. */
+    /* Not GGUF types: Q4_0 / Q4_1 / Q8_0 matrices re-laid out by opg_pack_x8
+     * (quant.h) for the CPU's AVX2 path, same values and bytes, 8 rows
+     * interleaved. */
     OPG_Q4_0_X8 = 0x100 | OPG_Q4_0,
     OPG_Q4_1_X8 = 0x100 | OPG_Q4_1,
+    OPG_Q8_0_X8 = 0x100 | OPG_Q8_0,
 } opg_dtype;
 
 #define OPG_QK 32   /* elements per activation block and per Q4_0/Q4_1/Q8_0 block */

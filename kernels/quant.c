@@ -160,15 +160,21 @@ static float block_term(const void *wrow, opg_dtype wt, int64_t k, const opg_blo
 
 /* ---- the canonical quantized dot ------------------------------------------ */
 
+/* Bytes of qs per block (the rest of the block is its scale word). */
+static size_t x8_qs_bytes(opg_dtype base) { return base == OPG_Q8_0 ? 32 : 16; }
+
 /* Row r's place among the 8 rows' qs in the packed layout (quant.h). */
-static const int x8_slot[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+static size_t x8_qs_offset(opg_dtype base, int r) {
+    static const int q4_slot[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+    return base == OPG_Q8_0 ? (size_t)r * 32 : (size_t)q4_slot[r] * 16;
+}
 
 /* Block b of row n in the packed layout, copied into GGUF's block layout. */
 static void x8_block(void *out, const uint8_t *w, opg_dtype base, int64_t n, int64_t b, int64_t nb) {
-    const size_t bb = opg_dtype_block_bytes(base), sb = bb - 16; /* scale bytes per row */
+    const size_t bb = opg_dtype_block_bytes(base), qb = x8_qs_bytes(base), sb = bb - qb;
     const uint8_t *run = w + ((size_t)(n / 8) * (size_t)nb + (size_t)b) * 8 * bb;
     memcpy(out, run + (size_t)(n % 8) * sb, sb);
-    memcpy((uint8_t *)out + sb, run + 8 * sb + (size_t)x8_slot[n % 8] * 16, 16);
+    memcpy((uint8_t *)out + sb, run + 8 * sb + x8_qs_offset(base, (int)(n % 8)), qb);
 }
 
 /* wrow: the row (GGUF types), or the whole packed matrix and its row n (_X8). */
@@ -182,7 +188,7 @@ static float qdot(const void *wrow, opg_dtype wt, int64_t n, const opg_block_q8a
         float p = 0.0f;
         for (int64_t b = b0; b < b1; b++) {
             if (base != wt) {
-                opg_block_q4_1 blk; /* the larger of the two packed block types */
+                opg_block_q8_0 blk; /* the largest of the packed block types */
                 x8_block(&blk, wrow, base, n, b, nb);
                 p = block_term(&blk, base, 0, &xq[b], p);
             } else {
@@ -206,17 +212,19 @@ float opg_qdot_row_ref(const void *w, opg_dtype wt, int64_t n, const opg_block_q
 /* ---- the 8-row interleaved layout ------------------------------------------ */
 
 int opg_pack_x8(void *dst, const void *src, opg_dtype t, int64_t N, int64_t K) {
-    if ((t != OPG_Q4_0 && t != OPG_Q4_1) || N < 0 || N % 8 != 0 || K < 0 || K % OPG_QK != 0)
+    if ((t != OPG_Q4_0 && t != OPG_Q4_1 && t != OPG_Q8_0) || N < 0 || N % 8 != 0 || K < 0 ||
+        K % OPG_QK != 0)
         return -1;
     const int64_t nb = K / OPG_QK;
-    const size_t bb = opg_dtype_block_bytes(t), sb = bb - 16, rb = (size_t)nb * bb;
+    const size_t bb = opg_dtype_block_bytes(t), qb = x8_qs_bytes(t), sb = bb - qb;
+    const size_t rb = (size_t)nb * bb;
     for (int64_t g = 0; g < N / 8; g++)
         for (int64_t b = 0; b < nb; b++) {
             uint8_t *run = (uint8_t *)dst + ((size_t)g * (size_t)nb + (size_t)b) * 8 * bb;
             for (int r = 0; r < 8; r++) {
                 const uint8_t *blk = (const uint8_t *)src + (size_t)(8 * g + r) * rb + (size_t)b * bb;
                 memcpy(run + (size_t)r * sb, blk, sb);
-                memcpy(run + 8 * sb + (size_t)x8_slot[r] * 16, blk + sb, 16);
+                memcpy(run + 8 * sb + x8_qs_offset(t, r), blk + sb, qb);
             }
         }
     return 0;
@@ -235,7 +243,7 @@ int opg_dequantize_row_ref(float *y, const void *w, opg_dtype t, int64_t K) {
     int be = opg_dtype_block_elems(t);
     if (be == 0 || K < 0 || K % be != 0) return -1;
     switch (t) {
-    case OPG_Q4_0_X8: case OPG_Q4_1_X8: return -1; /* not row-addressable: opg_unpack_x8_row */
+    case OPG_Q4_0_X8: case OPG_Q4_1_X8: case OPG_Q8_0_X8: return -1; /* not row-addressable: opg_unpack_x8_row */
     case OPG_F32: {
         const float *x = w;
         for (int64_t i = 0; i < K; i++) y[i] = x[i];

@@ -151,7 +151,8 @@ ALWAYS_INLINE __m256i hsum8_epi16(const __m256i P[8]) {
  * Q8_0 |q| <= 128 as |q| x (x*sign q): pairs <= 2*128*127 = 32512; 4-bit q:
  * pairs <= 2*15*127 = 3810; Q6_K q <= 63: pairs <= 16002. None saturates. */
 
-/* Q8_0: sum q*x over the block; p = qs of row 0. */
+/* Q8_0: sum q*x over the block; p = qs of row 0, rb bytes from one row's qs to
+ * the next (row_bytes; 32 in the packed layout). */
 ALWAYS_INLINE __m256i sums_q8_0(const uint8_t *p, size_t rb, __m256i ax) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i s[8];
@@ -271,6 +272,10 @@ ALWAYS_INLINE void prep_chunk(chunk_prep *pr, opg_dtype wt, const uint8_t *w8, s
         for (int i = 0; i < nblk; i++)
             f16pair_ps(loadu256(w8 + (c * 8 + i) * 8 * sizeof(opg_block_q4_1)), &pr->d[i], &pr->m[i]);
         break;
+    case OPG_Q8_0_X8:
+        for (int i = 0; i < nblk; i++)
+            pr->d[i] = _mm256_cvtph_ps(loadu128(w8 + (c * 8 + i) * 8 * sizeof(opg_block_q8_0)));
+        break;
     case OPG_Q4_K: {
         const uint8_t *base = w8 + c * sizeof(opg_block_q4_K);
         __m256i dd = load_u32x8(base, rb);
@@ -342,10 +347,13 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
     const opg_block_q8a *a = xa + c * 8;
     switch (wt) {
     case OPG_Q8_0:
+    case OPG_Q8_0_X8:
         for (int i = 0; i < nblk; i++) {
             if (pf) prefetch_lines(pf + (size_t)i * pf_lines * 64, pf_lines);
-            const uint8_t *p = w8 + (c * 8 + i) * sizeof(opg_block_q8_0) + offsetof(opg_block_q8_0, qs);
-            __m256 I = _mm256_cvtepi32_ps(sums_q8_0(p, rb, loadu256(a[i].qs)));
+            const int x8 = wt == OPG_Q8_0_X8; /* x8: the 8 rows' qs follow their 8 scales */
+            const uint8_t *p = x8 ? w8 + (c * 8 + i) * 8 * sizeof(opg_block_q8_0) + 8 * 2
+                                  : w8 + (c * 8 + i) * sizeof(opg_block_q8_0) + offsetof(opg_block_q8_0, qs);
+            __m256 I = _mm256_cvtepi32_ps(sums_q8_0(p, x8 ? 32 : rb, loadu256(a[i].qs)));
             __m256 s = _mm256_mul_ps(pr->d[i], _mm256_set1_ps(a[i].d));
             acc = _mm256_fmadd_ps(s, I, acc);
         }
@@ -505,6 +513,7 @@ DEFINE_TILE8(tile8_q4_0, OPG_Q4_0)
 DEFINE_TILE8(tile8_q4_1, OPG_Q4_1)
 DEFINE_TILE8(tile8_q4_0_x8, OPG_Q4_0_X8)
 DEFINE_TILE8(tile8_q4_1_x8, OPG_Q4_1_X8)
+DEFINE_TILE8(tile8_q8_0_x8, OPG_Q8_0_X8)
 DEFINE_TILE8(tile8_q4_K, OPG_Q4_K)
 DEFINE_TILE8(tile8_q6_K, OPG_Q6_K)
 
@@ -525,6 +534,7 @@ void opg__qmatmul_tile_avx2(float *y, const opg_block_q8a *xq, const void *w, op
         case OPG_Q4_1: tile8_q4_1(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q4_0_X8: tile8_q4_0_x8(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q4_1_X8: tile8_q4_1_x8(y, xq, w8, bias, n, N, K, m0, m1); break;
+        case OPG_Q8_0_X8: tile8_q8_0_x8(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q4_K: tile8_q4_K(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q6_K: tile8_q6_K(y, xq, w8, bias, n, N, K, m0, m1); break;
         default: return;

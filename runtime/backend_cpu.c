@@ -102,17 +102,20 @@ static opg_status cpu_wrap(opg_backend *be, const void *host, size_t bytes, opg_
     return OPG_OK;
 }
 
-/* Q4_0/Q4_1 matrices in whole groups of 8 rows get the 8-row interleaved
+/* Q4_0/Q4_1/Q8_0 matrices in whole groups of 8 rows get the 8-row interleaved
  * layout (kernels/quant.h) when the AVX2 kernel runs: one stream instead of 8,
  * same bits (the scalar path gains nothing from it: it unpacks every block).
- * A copy (the model then drops the file's pages); OPG_CPU_REPACK=0 in the
+ * Q8_0's GEMM (M > 1) is ~10% slower packed, its GEMV 20-45% faster
+ * (docs/benchmarks.md); decode is what a GEMV-bound step waits on.
+ * A copy (the model then drops the file's pages, except for a tied output
+ * whose rows embed reads); OPG_CPU_REPACK=0 in the
  * environment keeps the file's layout, for less memory. */
 static opg_status cpu_wrap_matrix(opg_backend *be, const void *host, size_t bytes, opg_dtype wt,
                                   int64_t N, int64_t K, opg_buf **out, opg_dtype *out_wt) {
     *out_wt = wt;
     const char *env = getenv("OPG_CPU_REPACK");
     if ((env && strcmp(env, "0") == 0) || opg_cpu_get_level() != OPG_CPU_AVX2 ||
-        (wt != OPG_Q4_0 && wt != OPG_Q4_1) || N % 8 != 0 || K % OPG_QK != 0 ||
+        (wt != OPG_Q4_0 && wt != OPG_Q4_1 && wt != OPG_Q8_0) || N % 8 != 0 || K % OPG_QK != 0 ||
         opg_dtype_row_bytes(wt, K) * (size_t)N != bytes)
         return cpu_wrap(be, host, bytes, out);
     opg_status st = new_buf(bytes, 0, out); /* every byte is written by the packing */
@@ -123,7 +126,7 @@ static opg_status cpu_wrap_matrix(opg_backend *be, const void *host, size_t byte
         return opg__fail(OPG_ERR_ARG, "cpu backend: cannot pack a %s matrix %lldx%lld", opg_dtype_name(wt),
                          (long long)N, (long long)K);
     }
-    *out_wt = wt == OPG_Q4_0 ? OPG_Q4_0_X8 : OPG_Q4_1_X8;
+    *out_wt = wt == OPG_Q4_0 ? OPG_Q4_0_X8 : wt == OPG_Q4_1 ? OPG_Q4_1_X8 : OPG_Q8_0_X8;
     return OPG_OK;
 }
 

@@ -54,6 +54,7 @@ static const variant VARIANTS[] = {
     {"q4_1", 1}, {"q4_K", 1}, {"q6_K", 1}, {"qwen2-f32", 0}, {"tied-f32", 0},
     {"linear-f32", 0}, /* rope.scaling.type linear, factor 4 */
     {"llama3-f32", 0}, /* Llama 3 style rope_freqs.weight divisors */
+    {"tied-q8_0", 1},  /* tied output the cpu backend packs (a copy beside the file's rows) */
 };
 #define N_VARIANTS (int)(sizeof VARIANTS / sizeof VARIANTS[0])
 
@@ -634,8 +635,8 @@ static void test_hparams(void **state) {
     }
 }
 
-/* The cpu backend's wrap_matrix: Q4_0/Q4_1 matrices of whole groups of 8
- * rows come back packed (kernels/quant.h) and multiply to the same bits as
+/* The cpu backend's wrap_matrix: Q4_0/Q4_1/Q8_0 matrices of whole groups of
+ * 8 rows come back packed (kernels/quant.h) and multiply to the same bits as
  * the GGUF layout; other types and partial groups stay as they are. */
 static void test_wrap_matrix(void **state) {
     (void)state;
@@ -647,7 +648,8 @@ static void test_wrap_matrix(void **state) {
     const int64_t K = 320, M = 3;
     static const struct { opg_dtype t; int64_t N; opg_dtype want; } cases[] = {
         {OPG_Q4_1, 24, OPG_Q4_1_X8}, {OPG_Q4_0, 16, OPG_Q4_0_X8},
-        {OPG_Q4_1, 12, OPG_Q4_1}, {OPG_Q8_0, 16, OPG_Q8_0},
+        {OPG_Q8_0, 16, OPG_Q8_0_X8}, {OPG_Q4_1, 12, OPG_Q4_1}, {OPG_Q8_0, 12, OPG_Q8_0},
+        {OPG_F16, 16, OPG_F16},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         const opg_dtype t = cases[ci].t;
@@ -737,7 +739,8 @@ static void test_model_repacks(void **state) {
         opg_model *m;
         assert_int_equal(opg_model_load(path, be, NULL, NULL, &m), OPG_OK);
         const opg_hparams *hp = opg_model_hparams(m);
-        assert_int_equal(g_wraps, 7 * hp->n_layer + !hp->tied_output);
+        /* the output matrix: its own, or (tied) a copy of token_embd's */
+        assert_int_equal(g_wraps, 7 * hp->n_layer + 1);
         if (scalar) assert_int_equal(g_packed, 0);
         else assert_int_equal(g_packed, g_wraps); /* every one is Q4_1 with N % 8 == 0 */
         opg_gguf *g2;

@@ -391,9 +391,12 @@ typedef struct { int64_t M, N, K; } shape;
 
 static void check_matmul_all_ways(tu_rng *r, opg_dtype t, shape s, opg_pool **pools) {
     uint8_t *w = make_weights(r, t, s.N, s.K);
-    /* Q4_0/Q4_1 with whole groups of 8 rows: also packed (opg_pack_x8), which
-     * must give the same bits on every path */
-    const opg_dtype tx = t == OPG_Q4_0 ? OPG_Q4_0_X8 : t == OPG_Q4_1 ? OPG_Q4_1_X8 : t;
+    /* Q4_0/Q4_1/Q8_0 with whole groups of 8 rows: also packed (opg_pack_x8),
+     * which must give the same bits on every path */
+    const opg_dtype tx = t == OPG_Q4_0   ? OPG_Q4_0_X8
+                         : t == OPG_Q4_1 ? OPG_Q4_1_X8
+                         : t == OPG_Q8_0 ? OPG_Q8_0_X8
+                                         : t;
     uint8_t *wx = NULL;
     if (tx != t && s.N % 8 == 0) {
         wx = tu_alloc(opg_dtype_row_bytes(t, s.K) * (size_t)s.N + 1);
@@ -545,9 +548,10 @@ static void test_matmul_extremes(void **state) {
 static void test_pack_x8(void **state) {
     (void)state;
     tu_rng r = {808};
-    static const opg_dtype types[2] = {OPG_Q4_0, OPG_Q4_1};
-    for (int ti = 0; ti < 2; ti++) {
-        const opg_dtype t = types[ti], tx = t == OPG_Q4_0 ? OPG_Q4_0_X8 : OPG_Q4_1_X8;
+    static const opg_dtype types[3] = {OPG_Q4_0, OPG_Q4_1, OPG_Q8_0};
+    static const opg_dtype packed[3] = {OPG_Q4_0_X8, OPG_Q4_1_X8, OPG_Q8_0_X8};
+    for (int ti = 0; ti < 3; ti++) {
+        const opg_dtype t = types[ti], tx = packed[ti];
         const int64_t N = 24, K = 96;
         const size_t rb = opg_dtype_row_bytes(t, K), bb = opg_dtype_block_bytes(t);
         assert_int_equal(opg_dtype_row_bytes(tx, K), rb);
@@ -562,13 +566,16 @@ static void test_pack_x8(void **state) {
             opg_unpack_x8_row(row, wx, tx, n, K);
             assert_memory_equal(row, w + (size_t)n * rb, rb);
         }
-        /* group 1, block 2: the 8 scale words, then row 5's qs in slot 3 (0,4,1,5,...) */
-        const size_t sb = bb - 16;
+        /* group 1, block 2: the 8 scale words, then row 5's qs: Q4 in slot 3
+         * (0,4,1,5,...) of 16 bytes, Q8_0 in slot 5 of 32 */
+        const size_t qb = t == OPG_Q8_0 ? 32 : 16, sb = bb - qb;
+        const size_t slot = t == OPG_Q8_0 ? 5 : 3;
         const uint8_t *run = wx + (size_t)(1 * (K / 32) + 2) * 8 * bb;
         assert_memory_equal(run + 5 * sb, w + (size_t)(8 + 5) * rb + 2 * bb, sb);
-        assert_memory_equal(run + 8 * sb + 3 * 16, w + (size_t)(8 + 5) * rb + 2 * bb + sb, 16);
+        assert_memory_equal(run + 8 * sb + slot * qb, w + (size_t)(8 + 5) * rb + 2 * bb + sb, qb);
         /* refused: other types, partial groups, K off the block; X8 rows are not dequantizable */
-        assert_int_equal(opg_pack_x8(wx, w, OPG_Q8_0, 8, 32), -1);
+        assert_int_equal(opg_pack_x8(wx, w, OPG_Q4_K, 8, 256), -1);
+        assert_int_equal(opg_pack_x8(wx, w, OPG_F16, 8, 32), -1);
         assert_int_equal(opg_pack_x8(wx, w, tx, 8, 32), -1);
         assert_int_equal(opg_pack_x8(wx, w, t, 12, 32), -1);
         assert_int_equal(opg_pack_x8(wx, w, t, 8, 48), -1);

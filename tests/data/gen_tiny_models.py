@@ -10,7 +10,8 @@ Writes, per variant V:
                               T x i32 tokens, T x n_vocab f64 logits (little-endian)
 Variants: every weight type (f32 f16 bf16 q8_0 q4_0 q4_1 q4_K q6_K) for the
 llama architecture (GQA, separate output matrix), plus qwen2-f32 (QKV bias,
-NeoX RoPE), tied-f32 (output tied to token_embd), linear-f32 (linear RoPE
+NeoX RoPE), tied-f32 and tied-q8_0 (output tied to token_embd; the cpu
+backend packs the Q8_0 one for its matmul), linear-f32 (linear RoPE
 scaling, factor 4) and llama3-f32 (Llama 3 style rope_freqs.weight divisors). Also writes the
 broken models of write_broken_variants() (no .ref), which opg must refuse.
 
@@ -215,6 +216,7 @@ def main():
         write_variant(out, name, "llama", qt, False, 1000 + i)
     write_variant(out, "qwen2-f32", "qwen2", Q.F32, False, 2000)
     write_variant(out, "tied-f32", "llama", Q.F32, True, 3000)
+    write_variant(out, "tied-q8_0", "llama", Q.Q8_0, True, 3001)
     write_variant(out, "linear-f32", "llama", Q.F32, False, 4000, linear_factor=4.0)
     write_variant(out, "llama3-f32", "llama", Q.F32, False, 5000, freq_factors=True)
     write_broken_variants(out)
