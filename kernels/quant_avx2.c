@@ -185,6 +185,32 @@ ALWAYS_INLINE __m256i sums_q4(const uint8_t *p, size_t rb, int x8, __m256i xlo, 
     return _mm256_madd_epi16(h, _mm256_set1_epi16(1));
 }
 
+/* The same from nibbles already split (expand_q4_x8): ex[k] the low nibbles
+ * of load k, ex[4 + k] the high ones. */
+ALWAYS_INLINE __m256i sums_q4_ex(const __m256i *ex, __m256i xlo, __m256i xhi) {
+    __m256i P[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        P[k] = _mm256_add_epi16(_mm256_maddubs_epi16(ex[k], xlo), _mm256_maddubs_epi16(ex[4 + k], xhi));
+    __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(P[0], P[1]), _mm256_hadd_epi16(P[2], P[3]));
+    return _mm256_madd_epi16(h, _mm256_set1_epi16(1));
+}
+
+/* GEMM: the nibbles of chunk c's nblk packed Q4_0/Q4_1 blocks of 8 rows,
+ * split once into ex[8 * i ..] for every activation row that uses them. */
+ALWAYS_INLINE void expand_q4_x8(__m256i *ex, const uint8_t *w8, opg_dtype wt, int64_t c, int nblk) {
+    const size_t bb = wt == OPG_Q4_0_X8 ? sizeof(opg_block_q4_0) : sizeof(opg_block_q4_1);
+    const __m256i m0f = _mm256_set1_epi8(0x0f);
+    for (int i = 0; i < nblk; i++) {
+        const uint8_t *p = w8 + (size_t)(c * 8 + i) * 8 * bb + 8 * (bb - 16);
+        for (int k = 0; k < 4; k++) {
+            __m256i v = loadu256(p + 32 * k);
+            ex[8 * i + k] = _mm256_and_si256(v, m0f);
+            ex[8 * i + 4 + k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+        }
+    }
+}
+
 /* Q4_K: sub-blocks 2i (low nibbles) and 2i+1 (high) of the same 32 bytes;
  * p = qs + 32i of row 0. */
 ALWAYS_INLINE void sums_q4_K(const uint8_t *p, size_t rb, __m256i ax0, __m256i ax1, __m256i *I0,
@@ -339,10 +365,11 @@ ALWAYS_INLINE void prefetch_lines(const uint8_t *p, int n) {
 /* p_c for 8 rows (w8: row 0 of the 8, rb bytes per row) against the
  * activation row xa (all its blocks). pf: NULL, or where block i of the
  * chunk prefetches pf_lines lines from (pf + i*pf_lines*64), spread over
- * the block loop so the loads in flight stay few (see dot8). */
+ * the block loop so the loads in flight stay few (see dot8). ex: NULL, or
+ * the chunk's nibbles from expand_q4_x8 (packed Q4_0/Q4_1 only). */
 ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t *w8,
                                size_t rb, int64_t c, int nblk, const opg_block_q8a *xa,
-                               const uint8_t *pf, int pf_lines) {
+                               const uint8_t *pf, int pf_lines, const __m256i *ex) {
     __m256 acc = _mm256_setzero_ps();
     const opg_block_q8a *a = xa + c * 8;
     switch (wt) {
@@ -368,7 +395,8 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
             __m256i xlo = _mm256_broadcastsi128_si256(loadu128(a[i].qs));
             __m256i xhi = _mm256_broadcastsi128_si256(loadu128(a[i].qs + 16));
             /* sum (q-8)*x = sum q*x - 8*sum x */
-            __m256i Ii = _mm256_sub_epi32(sums_q4(p, rb, x8, xlo, xhi), _mm256_set1_epi32(8 * a[i].sum));
+            __m256i q = ex ? sums_q4_ex(ex + 8 * i, xlo, xhi) : sums_q4(p, rb, x8, xlo, xhi);
+            __m256i Ii = _mm256_sub_epi32(q, _mm256_set1_epi32(8 * a[i].sum));
             __m256 s = _mm256_mul_ps(pr->d[i], _mm256_set1_ps(a[i].d));
             acc = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(Ii), acc);
         }
@@ -382,7 +410,8 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
                                   : w8 + (c * 8 + i) * sizeof(opg_block_q4_1) + offsetof(opg_block_q4_1, qs);
             __m256i xlo = _mm256_broadcastsi128_si256(loadu128(a[i].qs));
             __m256i xhi = _mm256_broadcastsi128_si256(loadu128(a[i].qs + 16));
-            __m256 A = _mm256_mul_ps(pr->d[i], _mm256_cvtepi32_ps(sums_q4(p, rb, x8, xlo, xhi)));
+            __m256i q = ex ? sums_q4_ex(ex + 8 * i, xlo, xhi) : sums_q4(p, rb, x8, xlo, xhi);
+            __m256 A = _mm256_mul_ps(pr->d[i], _mm256_cvtepi32_ps(q));
             __m256 B = _mm256_mul_ps(pr->m[i], _mm256_set1_ps((float)a[i].sum));
             acc = _mm256_fmadd_ps(_mm256_set1_ps(a[i].d), _mm256_add_ps(A, B), acc);
         }
@@ -461,7 +490,7 @@ ALWAYS_INLINE __m256 dot8(const opg_block_q8a *xa, const uint8_t *w8, opg_dtype 
             pfc = ahead + (size_t)c * OPG_QCHUNK_BLOCKS * (size_t)pf_lines * 64;
         }
         prep_chunk(&pr, wt, w8, rb, c, nblk);
-        __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xa, pfc, pf_lines);
+        __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xa, pfc, pf_lines, NULL);
         total = c == 0 ? p : _mm256_add_ps(total, p);
     }
     return total;
@@ -483,6 +512,9 @@ ALWAYS_INLINE void tile8(float *y, const opg_block_q8a *xq, const uint8_t *w8, o
         return;
     }
     chunk_prep pr;
+    /* packed Q4: the nibbles split once per chunk, not once per activation row */
+    const int expand = wt == OPG_Q4_0_X8 || wt == OPG_Q4_1_X8;
+    __m256i ex[OPG_QCHUNK_BLOCKS * 8];
     for (int64_t ms = m0; ms < m1; ms += MSUB) {
         int64_t me = ms + MSUB < m1 ? ms + MSUB : m1;
         __m256 total[MSUB];
@@ -490,8 +522,9 @@ ALWAYS_INLINE void tile8(float *y, const opg_block_q8a *xq, const uint8_t *w8, o
         for (int64_t c = 0; c * OPG_QCHUNK_BLOCKS < nb; c++) {
             int nblk = nb - c * 8 < 8 ? (int)(nb - c * 8) : 8;
             prep_chunk(&pr, wt, w8, rb, c, nblk);
+            if (expand) expand_q4_x8(ex, w8, wt, c, nblk);
             for (int64_t m = ms; m < me; m++) {
-                __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xq + m * nb, NULL, 0);
+                __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xq + m * nb, NULL, 0, expand ? ex : NULL);
                 total[m - ms] = c == 0 ? p : _mm256_add_ps(total[m - ms], p);
             }
         }
