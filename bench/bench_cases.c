@@ -55,9 +55,10 @@ int bench_cases_build(bench_case *cases, int max, int quick) {
         {"gemv_bf16", "gemm_bf16", OPG_BF16}, {"gemv_q8_0", "gemm_q8_0", OPG_Q8_0},
         {"gemv_q4_0", "gemm_q4_0", OPG_Q4_0}, {"gemv_q4_1", "gemm_q4_1", OPG_Q4_1},
         {"gemv_q4_K", "gemm_q4_K", OPG_Q4_K}, {"gemv_q6_K", "gemm_q6_K", OPG_Q6_K},
-        /* the cpu backend's packed Q4_0/Q4_1/Q8_0 (kernels/quant.h) */
+        /* the cpu backend's packed layouts (kernels/quant.h) */
         {"gemv_q4_0x8", "gemm_q4_0x8", OPG_Q4_0_X8}, {"gemv_q4_1x8", "gemm_q4_1x8", OPG_Q4_1_X8},
-        {"gemv_q8_0x8", "gemm_q8_0x8", OPG_Q8_0_X8},
+        {"gemv_q8_0x8", "gemm_q8_0x8", OPG_Q8_0_X8}, {"gemv_q4_Kx8", "gemm_q4_Kx8", OPG_Q4_K_X8},
+        {"gemv_q6_Kx8", "gemm_q6_Kx8", OPG_Q6_K_X8},
     };
     const int ntypes = (int)(sizeof types / sizeof types[0]);
     const int64_t dim = quick ? 1024 : 4096;

@@ -66,7 +66,7 @@ static void fix_scales(bench_rng *r, uint8_t *w, opg_dtype wt, size_t nblocks) {
 /* One copy of [N][K] weights of type wt (bench.h). */
 void bench_fill_weights(bench_rng *r, uint8_t *w, opg_dtype wt, int64_t N, int64_t K) {
     size_t n = (size_t)(N * K);
-    if (opg_dtype_is_x8(wt)) { /* the cpu backend's packed copy of Q4_0/Q4_1/Q8_0 (quant.h) */
+    if (opg_dtype_is_x8(wt)) { /* the cpu backend's packed copy (quant.h) */
         const opg_dtype base = opg_dtype_base(wt);
         uint8_t *tmp = bench_alloc(opg_dtype_row_bytes(base, K) * (size_t)N);
         bench_fill_weights(r, tmp, base, N, K);

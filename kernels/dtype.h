@@ -25,12 +25,14 @@ typedef enum {
     OPG_Q4_K = 12,
     OPG_Q6_K = 14,
     OPG_BF16 = 30,
-    /* Not GGUF types: Q4_0 / Q4_1 / Q8_0 matrices re-laid out by opg_pack_x8
+    /* Not GGUF types: Q4_0/Q4_1/Q8_0/Q4_K/Q6_K matrices re-laid out by opg_pack_x8
      * (quant.h) for the CPU's AVX2 path, same values and bytes, 8 rows
      * interleaved. */
     OPG_Q4_0_X8 = 0x100 | OPG_Q4_0,
     OPG_Q4_1_X8 = 0x100 | OPG_Q4_1,
     OPG_Q8_0_X8 = 0x100 | OPG_Q8_0,
+    OPG_Q4_K_X8 = 0x100 | OPG_Q4_K,
+    OPG_Q6_K_X8 = 0x100 | OPG_Q6_K,
 } opg_dtype;
 
 #define OPG_QK 32   /* elements per activation block and per Q4_0/Q4_1/Q8_0 block */
@@ -64,8 +66,11 @@ const char *opg_dtype_name(opg_dtype t);
 int opg_dtype_is_quant(opg_dtype t);
 /* For an _X8 type the GGUF type it re-lays out; t itself otherwise. */
 opg_dtype opg_dtype_base(opg_dtype t);
-/* 1 for OPG_Q4_0_X8 and OPG_Q4_1_X8: not row-addressable (see opg_pack_x8). */
+/* 1 for the _X8 types: not row-addressable (see opg_pack_x8). */
 int opg_dtype_is_x8(opg_dtype t);
+/* The _X8 type of a quantized GGUF type t (every one has one); t itself
+ * for any other type. */
+opg_dtype opg_dtype_x8(opg_dtype t);
 
 #ifdef __cplusplus
 }

@@ -160,21 +160,58 @@ static float block_term(const void *wrow, opg_dtype wt, int64_t k, const opg_blo
 
 /* ---- the canonical quantized dot ------------------------------------------ */
 
-/* Bytes of qs per block (the rest of the block is its scale word). */
-static size_t x8_qs_bytes(opg_dtype base) { return base == OPG_Q8_0 ? 32 : 16; }
+/* The packed layout (quant.h) as a table: a block is cut into pieces (byte
+ * offset and size in GGUF's block); the run of 8 rows' block holds piece 0 of
+ * the 8 rows, then piece 1 of the 8 rows, ...; inside a piece row r sits at
+ * slot r, or for the Q4_0/Q4_1 qs ("paired") at slot 0,2,4,6,1,3,5,7. */
+typedef struct { uint8_t off, size, paired; } x8_piece;
 
-/* Row r's place among the 8 rows' qs in the packed layout (quant.h). */
-static size_t x8_qs_offset(opg_dtype base, int r) {
-    static const int q4_slot[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-    return base == OPG_Q8_0 ? (size_t)r * 32 : (size_t)q4_slot[r] * 16;
+static int x8_pieces(opg_dtype base, const x8_piece **out) {
+    static const x8_piece q4_0[] = {{0, 2, 0}, {2, 16, 1}};
+    static const x8_piece q4_1[] = {{0, 4, 0}, {4, 16, 1}};
+    static const x8_piece q8_0[] = {{0, 2, 0}, {2, 32, 0}};
+    static const x8_piece q4_K[] = {{0, 4, 0},   {4, 4, 0},   {8, 4, 0},   {12, 4, 0},
+                                    {16, 32, 0}, {48, 32, 0}, {80, 32, 0}, {112, 32, 0}};
+    static const x8_piece q6_K[] = {{0, 32, 0},   {32, 32, 0},  {64, 32, 0}, {96, 32, 0},
+                                    {128, 32, 0}, {160, 32, 0}, {192, 16, 0}, {208, 2, 0}};
+    switch (base) {
+    case OPG_Q4_0: *out = q4_0; return 2;
+    case OPG_Q4_1: *out = q4_1; return 2;
+    case OPG_Q8_0: *out = q8_0; return 2;
+    case OPG_Q4_K: *out = q4_K; return 8;
+    case OPG_Q6_K: *out = q6_K; return 8;
+    default: *out = NULL; return 0;
+    }
 }
 
-/* Block b of row n in the packed layout, copied into GGUF's block layout. */
+/* Where piece i of row r (0..7) sits in its 8 rows' run. */
+static size_t x8_slot(const x8_piece *pc, int i, int r) {
+    static const int q4_slot[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+    size_t o = 0;
+    for (int k = 0; k < i; k++) o += 8 * (size_t)pc[k].size;
+    return o + (size_t)(pc[i].paired ? q4_slot[r] : r) * pc[i].size;
+}
+
+/* Packs row r's GGUF block blk into its 8 rows' run. */
+static void x8_put(uint8_t *run, const uint8_t *blk, opg_dtype base, int r) {
+    const x8_piece *pc;
+    int np = x8_pieces(base, &pc);
+    for (int i = 0; i < np; i++) memcpy(run + x8_slot(pc, i, r), blk + pc[i].off, pc[i].size);
+}
+
+/* Row r's GGUF block, out of its 8 rows' run. */
+static void x8_get(uint8_t *blk, const uint8_t *run, opg_dtype base, int r) {
+    const x8_piece *pc;
+    int np = x8_pieces(base, &pc);
+    for (int i = 0; i < np; i++) memcpy(blk + pc[i].off, run + x8_slot(pc, i, r), pc[i].size);
+}
+
+/* Block b (of the type's own blocks, nb per row) of row n in the packed
+ * layout, copied into GGUF's block layout. */
 static void x8_block(void *out, const uint8_t *w, opg_dtype base, int64_t n, int64_t b, int64_t nb) {
-    const size_t bb = opg_dtype_block_bytes(base), qb = x8_qs_bytes(base), sb = bb - qb;
+    const size_t bb = opg_dtype_block_bytes(base);
     const uint8_t *run = w + ((size_t)(n / 8) * (size_t)nb + (size_t)b) * 8 * bb;
-    memcpy(out, run + (size_t)(n % 8) * sb, sb);
-    memcpy((uint8_t *)out + sb, run + 8 * sb + x8_qs_offset(base, (int)(n % 8)), qb);
+    x8_get(out, run, base, (int)(n % 8));
 }
 
 /* wrow: the row (GGUF types), or the whole packed matrix and its row n (_X8). */
@@ -188,9 +225,11 @@ static float qdot(const void *wrow, opg_dtype wt, int64_t n, const opg_block_q8a
         float p = 0.0f;
         for (int64_t b = b0; b < b1; b++) {
             if (base != wt) {
-                opg_block_q8_0 blk; /* the largest of the packed block types */
-                x8_block(&blk, wrow, base, n, b, nb);
-                p = block_term(&blk, base, 0, &xq[b], p);
+                /* the type's block holding 32-block b (K-quants: 8 per block) */
+                const int per = opg_dtype_block_elems(base) / OPG_QK;
+                opg_block_q6_K blk; /* the largest of the packed block types */
+                x8_block(&blk, wrow, base, n, b / per, nb / per);
+                p = block_term(&blk, base, b % per, &xq[b], p);
             } else {
                 p = block_term(wrow, wt, b, &xq[b], p);
             }
@@ -212,19 +251,18 @@ float opg_qdot_row_ref(const void *w, opg_dtype wt, int64_t n, const opg_block_q
 /* ---- the 8-row interleaved layout ------------------------------------------ */
 
 int opg_pack_x8(void *dst, const void *src, opg_dtype t, int64_t N, int64_t K) {
-    if ((t != OPG_Q4_0 && t != OPG_Q4_1 && t != OPG_Q8_0) || N < 0 || N % 8 != 0 || K < 0 ||
-        K % OPG_QK != 0)
+    const x8_piece *pc;
+    const int be = opg_dtype_block_elems(t);
+    if (opg_dtype_is_x8(t) || x8_pieces(t, &pc) == 0 || N < 0 || N % 8 != 0 || K < 0 || K % be != 0)
         return -1;
-    const int64_t nb = K / OPG_QK;
-    const size_t bb = opg_dtype_block_bytes(t), qb = x8_qs_bytes(t), sb = bb - qb;
-    const size_t rb = (size_t)nb * bb;
+    const int64_t nb = K / be;
+    const size_t bb = opg_dtype_block_bytes(t), rb = (size_t)nb * bb;
     for (int64_t g = 0; g < N / 8; g++)
         for (int64_t b = 0; b < nb; b++) {
             uint8_t *run = (uint8_t *)dst + ((size_t)g * (size_t)nb + (size_t)b) * 8 * bb;
             for (int r = 0; r < 8; r++) {
                 const uint8_t *blk = (const uint8_t *)src + (size_t)(8 * g + r) * rb + (size_t)b * bb;
-                memcpy(run + (size_t)r * sb, blk, sb);
-                memcpy(run + 8 * sb + x8_qs_offset(t, r), blk + sb, qb);
+                x8_put(run, blk, t, r);
             }
         }
     return 0;
@@ -232,7 +270,7 @@ int opg_pack_x8(void *dst, const void *src, opg_dtype t, int64_t N, int64_t K) {
 
 void opg_unpack_x8_row(void *out, const void *w, opg_dtype wt, int64_t n, int64_t K) {
     const opg_dtype base = opg_dtype_base(wt);
-    const int64_t nb = K / OPG_QK;
+    const int64_t nb = K / opg_dtype_block_elems(base);
     const size_t bb = opg_dtype_block_bytes(base);
     for (int64_t b = 0; b < nb; b++) x8_block((uint8_t *)out + (size_t)b * bb, w, base, n, b, nb);
 }
@@ -243,7 +281,8 @@ int opg_dequantize_row_ref(float *y, const void *w, opg_dtype t, int64_t K) {
     int be = opg_dtype_block_elems(t);
     if (be == 0 || K < 0 || K % be != 0) return -1;
     switch (t) {
-    case OPG_Q4_0_X8: case OPG_Q4_1_X8: case OPG_Q8_0_X8: return -1; /* not row-addressable: opg_unpack_x8_row */
+    case OPG_Q4_0_X8: case OPG_Q4_1_X8: case OPG_Q8_0_X8: case OPG_Q4_K_X8: case OPG_Q6_K_X8:
+        return -1; /* not row-addressable: opg_unpack_x8_row */
     case OPG_F32: {
         const float *x = w;
         for (int64_t i = 0; i < K; i++) y[i] = x[i];

@@ -24,20 +24,26 @@ float opg_qdot_ref(const void *wrow, opg_dtype wt, const opg_block_q8a *xq, int6
  * one (opg_pack_x8). */
 float opg_qdot_row_ref(const void *w, opg_dtype wt, int64_t n, const opg_block_q8a *xq, int64_t K);
 
-/* ---- the 8-row interleaved layout (OPG_Q4_0_X8, OPG_Q4_1_X8, OPG_Q8_0_X8) --
+/* ---- the 8-row interleaved layout (the _X8 types, dtype.h) ----------------
  * Why: the AVX2 kernel reads 8 weight rows at once; in GGUF's layout those are
  * 8 strided streams and each block's scales a gather. Packed, rows 8g..8g+7
  * (group g) keep their bytes (8 * row_bytes at 8g * row_bytes), and inside the
- * group block b of the 8 rows is one run of 8 * block_bytes bytes at
- * b * 8 * block_bytes: first the 8 rows' scale words in row order (Q4_0 and
- * Q8_0: d, 2 bytes; Q4_1: d then m, 4 bytes), then their qs: Q4_0/Q4_1 16
- * bytes each in the row order 0,4,1,5,2,6,3,7 (one 32-byte load holds rows k
- * and k+4, the pairs the kernel forms), Q8_0 32 bytes each in row order. No
+ * group block b of the 8 rows (the type's own blocks: 32 elements, or 256 for
+ * Q4_K/Q6_K) is one run of 8 * block_bytes bytes at b * 8 * block_bytes. The
+ * block is cut into pieces, and the run holds piece 0 of the 8 rows, then
+ * piece 1 of the 8 rows, ..., each in row order:
+ *   Q4_0: d (2 bytes) | qs (16)        Q4_1: d, m (4) | qs (16)
+ *   Q8_0: d (2) | qs (32)
+ *   Q4_K: d, dmin (4) | scales 0-3 | 4-7 | 8-11 (4 each) | qs in 4 pieces of 32
+ *   Q6_K: ql in 4 pieces of 32 | qh in 2 of 32 | scales (16) | d (2)
+ * except that the 16-byte qs of Q4_0/Q4_1 go in the row order 0,4,1,5,2,6,3,7
+ * (one 32-byte load holds rows k and k+4, the pairs the kernel forms). No
  * value changes, so a packed matrix gives the same bits. */
 
-/* Packs the N x K matrix src of type t (OPG_Q4_0, OPG_Q4_1 or OPG_Q8_0) into
- * dst (opg_dtype_row_bytes(t, K) * N bytes, not overlapping src). Returns 0,
- * or -1 for another type, N not a multiple of 8, or K not one of 32. */
+/* Packs the N x K matrix src of quantized GGUF type t into dst
+ * (opg_dtype_row_bytes(t, K) * N bytes, not overlapping src). Returns 0, or
+ * -1 for another type (an _X8 one too), N not a multiple of 8, or K not one
+ * of the type's block. */
 int opg_pack_x8(void *dst, const void *src, opg_dtype t, int64_t N, int64_t K);
 /* Row n of the packed matrix w (an _X8 type) in GGUF's layout:
  * opg_dtype_row_bytes(wt, K) bytes into out. */

@@ -233,18 +233,22 @@ ALWAYS_INLINE void sums_q4_K(const uint8_t *p, size_t rb, __m256i ax0, __m256i a
  * levels give sums of 8 elements (<= 32512), in the lanes
  * [r r r' r' ... | same for the last 16] for 4 rows, so one madd with the
  * scales laid out the same way (sc0123 / sc4567) finishes each half. */
-ALWAYS_INLINE __m256i sums_q6_K(const uint8_t *p, size_t rb, int j, __m256i ax, __m256i sc0123,
-                                __m256i sc4567) {
+ALWAYS_INLINE __m256i sums_q6_K(const uint8_t *p, size_t rb, int x8, int j, __m256i ax,
+                                __m256i sc0123, __m256i sc4567) {
     const int h = j / 4, g = j % 4;
     const __m256i m0f = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
     const __m256i x32 = _mm256_maddubs_epi16(_mm256_set1_epi8(32), ax);
+    /* x8 (quant.h): ql bytes 32k..32k+31 of the 8 rows at 256k, row after
+     * row, then qh bytes 32k.. at 1024 + 256k */
+    const uint8_t *pl = x8 ? p + 256 * (2 * h + (g & 1)) : p + offsetof(opg_block_q6_K, ql) + 64 * h + 32 * (g & 1);
+    const uint8_t *ph = x8 ? p + 1024 + 256 * h : p + offsetof(opg_block_q6_K, qh) + 32 * h;
+    const size_t stride = x8 ? 32 : rb;
     __m256i P[8];
 #pragma GCC unroll 8
     for (int r = 0; r < 8; r++) {
-        const uint8_t *b = p + r * rb;
-        __m256i ql = loadu256(b + offsetof(opg_block_q6_K, ql) + 64 * h + 32 * (g & 1));
+        __m256i ql = loadu256(pl + r * stride);
         __m256i lo = _mm256_and_si256(g < 2 ? ql : _mm256_srli_epi16(ql, 4), m0f);
-        __m256i qh = loadu256(b + offsetof(opg_block_q6_K, qh) + 32 * h);
+        __m256i qh = loadu256(ph + r * stride);
         /* bits 2g, 2g+1 of qh to bits 4, 5 */
         __m256i hb = g == 0 ? _mm256_slli_epi16(qh, 4)
                    : g == 1 ? _mm256_slli_epi16(qh, 2)
@@ -302,14 +306,19 @@ ALWAYS_INLINE void prep_chunk(chunk_prep *pr, opg_dtype wt, const uint8_t *w8, s
         for (int i = 0; i < nblk; i++)
             pr->d[i] = _mm256_cvtph_ps(loadu128(w8 + (c * 8 + i) * 8 * sizeof(opg_block_q8_0)));
         break;
-    case OPG_Q4_K: {
-        const uint8_t *base = w8 + c * sizeof(opg_block_q4_K);
-        __m256i dd = load_u32x8(base, rb);
+    case OPG_Q4_K:
+    case OPG_Q4_K_X8: {
+        /* x8 (quant.h): the 8 rows' words d|dmin, then the three words of their
+         * scales, each as 8 contiguous words: the lanes load_u32x8 gathers */
+        const int x8 = wt == OPG_Q4_K_X8;
+        const uint8_t *base = w8 + c * (x8 ? 8 : 1) * sizeof(opg_block_q4_K);
+        __m256i dd = x8 ? loadu256(base) : load_u32x8(base, rb);
         pr->d[0] = f16lo_ps(dd);
         pr->m[0] = f16hi_ps(dd);
         /* get_scale_min_k4 on 4 packed bytes at a time (as ggml's vec_dot_q4_K) */
-        __m256i w0 = load_u32x8(base + 4, rb), w1 = load_u32x8(base + 8, rb);
-        __m256i w2 = load_u32x8(base + 12, rb);
+        __m256i w0 = x8 ? loadu256(base + 32) : load_u32x8(base + 4, rb);
+        __m256i w1 = x8 ? loadu256(base + 64) : load_u32x8(base + 8, rb);
+        __m256i w2 = x8 ? loadu256(base + 96) : load_u32x8(base + 12, rb);
         const __m256i m3f = _mm256_set1_epi8(0x3f), m0f = _mm256_set1_epi8(0x0f);
         const __m256i m30 = _mm256_set1_epi8(0x30), mff = _mm256_set1_epi32(0xff);
         __m256i sc4[2], mn4[2];
@@ -325,13 +334,18 @@ ALWAYS_INLINE void prep_chunk(chunk_prep *pr, opg_dtype wt, const uint8_t *w8, s
         }
         break;
     }
-    case OPG_Q6_K: {
-        const uint8_t *base = w8 + c * sizeof(opg_block_q6_K);
+    case OPG_Q6_K:
+    case OPG_Q6_K_X8: {
+        /* x8 (quant.h): the 8 rows' 16 scale bytes at 1536, their d at 1664 */
+        const int x8 = wt == OPG_Q6_K_X8;
+        const uint8_t *base = w8 + c * (x8 ? 8 : 1) * sizeof(opg_block_q6_K);
         /* d is the last field: read the word ending at it, not past the row */
-        pr->d[0] = f16hi_ps(load_u32x8(base + offsetof(opg_block_q6_K, d) - 2, rb));
+        pr->d[0] = x8 ? _mm256_cvtph_ps(loadu128(base + 1664))
+                      : f16hi_ps(load_u32x8(base + offsetof(opg_block_q6_K, d) - 2, rb));
         /* transpose the rows' scales: word j of row r = (sc_2j, sc_2j+1) */
         __m128i s[8], t[8], u[8];
-        for (int r = 0; r < 8; r++) s[r] = loadu128(base + r * rb + offsetof(opg_block_q6_K, scales));
+        for (int r = 0; r < 8; r++)
+            s[r] = x8 ? loadu128(base + 1536 + 16 * r) : loadu128(base + r * rb + offsetof(opg_block_q6_K, scales));
         for (int k = 0; k < 4; k++) {
             t[2 * k] = _mm_unpacklo_epi16(s[2 * k], s[2 * k + 1]);
             t[2 * k + 1] = _mm_unpackhi_epi16(s[2 * k], s[2 * k + 1]);
@@ -416,12 +430,18 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
             acc = _mm256_fmadd_ps(_mm256_set1_ps(a[i].d), _mm256_add_ps(A, B), acc);
         }
         break;
-    case OPG_Q4_K: {
-        const uint8_t *p = w8 + c * sizeof(opg_block_q4_K) + offsetof(opg_block_q4_K, qs);
+    case OPG_Q4_K:
+    case OPG_Q4_K_X8: {
+        /* x8: after the 128 bytes of scale words, qs bytes 32i..32i+31 of the
+         * 8 rows are 256 contiguous bytes, row after row */
+        const int x8 = wt == OPG_Q4_K_X8;
+        const uint8_t *p = x8 ? w8 + c * 8 * sizeof(opg_block_q4_K) + 128
+                              : w8 + c * sizeof(opg_block_q4_K) + offsetof(opg_block_q4_K, qs);
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             __m256i I[2];
-            sums_q4_K(p + 32 * i, rb, loadu256(a[2 * i].qs), loadu256(a[2 * i + 1].qs), &I[0], &I[1]);
+            sums_q4_K(p + (x8 ? 256 : 32) * i, x8 ? 32 : rb, loadu256(a[2 * i].qs),
+                      loadu256(a[2 * i + 1].qs), &I[0], &I[1]);
 #pragma GCC unroll 2
             for (int k = 0; k < 2; k++) {
                 const int j = 2 * i + k;
@@ -434,11 +454,13 @@ ALWAYS_INLINE __m256 chunk_dot(const chunk_prep *pr, opg_dtype wt, const uint8_t
         }
         break;
     }
-    case OPG_Q6_K: {
-        const uint8_t *p = w8 + c * sizeof(opg_block_q6_K);
+    case OPG_Q6_K:
+    case OPG_Q6_K_X8: {
+        const int x8 = wt == OPG_Q6_K_X8;
+        const uint8_t *p = w8 + c * (x8 ? 8 : 1) * sizeof(opg_block_q6_K);
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
-            __m256i I = sums_q6_K(p, rb, j, loadu256(a[j].qs), pr->sc[j], pr->mn[j]);
+            __m256i I = sums_q6_K(p, rb, x8, j, loadu256(a[j].qs), pr->sc[j], pr->mn[j]);
             __m256 s = _mm256_mul_ps(pr->d[0], _mm256_set1_ps(a[j].d));
             acc = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc);
         }
@@ -475,7 +497,7 @@ ALWAYS_INLINE __m256 dot8(const opg_block_q8a *xa, const uint8_t *w8, opg_dtype 
     const size_t tile_bytes = 8 * rb;
     const int pf = tile_bytes <= PF_MAX_TILE_BYTES && nb > 0;
     const uint8_t *ahead = w8 + PF_TILES * tile_bytes;
-    const int burst = wt == OPG_Q4_K || wt == OPG_Q6_K;
+    const int burst = wt == OPG_Q4_K || wt == OPG_Q4_K_X8 || wt == OPG_Q6_K || wt == OPG_Q6_K_X8;
     /* lines per 32-element block: together they cover the whole tile */
     const int pf_lines = pf ? (int)((tile_bytes + (size_t)nb * 64 - 1) / ((size_t)nb * 64)) : 0;
     const size_t per_chunk = pf ? (tile_bytes + (size_t)nb - 1) / (size_t)nb * OPG_QCHUNK_BLOCKS : 0;
@@ -547,6 +569,8 @@ DEFINE_TILE8(tile8_q4_1, OPG_Q4_1)
 DEFINE_TILE8(tile8_q4_0_x8, OPG_Q4_0_X8)
 DEFINE_TILE8(tile8_q4_1_x8, OPG_Q4_1_X8)
 DEFINE_TILE8(tile8_q8_0_x8, OPG_Q8_0_X8)
+DEFINE_TILE8(tile8_q4_K_x8, OPG_Q4_K_X8)
+DEFINE_TILE8(tile8_q6_K_x8, OPG_Q6_K_X8)
 DEFINE_TILE8(tile8_q4_K, OPG_Q4_K)
 DEFINE_TILE8(tile8_q6_K, OPG_Q6_K)
 
@@ -568,6 +592,8 @@ void opg__qmatmul_tile_avx2(float *y, const opg_block_q8a *xq, const void *w, op
         case OPG_Q4_0_X8: tile8_q4_0_x8(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q4_1_X8: tile8_q4_1_x8(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q8_0_X8: tile8_q8_0_x8(y, xq, w8, bias, n, N, K, m0, m1); break;
+        case OPG_Q4_K_X8: tile8_q4_K_x8(y, xq, w8, bias, n, N, K, m0, m1); break;
+        case OPG_Q6_K_X8: tile8_q6_K_x8(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q4_K: tile8_q4_K(y, xq, w8, bias, n, N, K, m0, m1); break;
         case OPG_Q6_K: tile8_q6_K(y, xq, w8, bias, n, N, K, m0, m1); break;
         default: return;

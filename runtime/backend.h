@@ -42,7 +42,7 @@ typedef struct opg_backend_ops {
     opg_status (*wrap_weights)(opg_backend *be, const void *host, size_t bytes, opg_buf **out);
     /* Optional (NULL: wrap_weights): a weight matrix [N][K] of GGUF type wt
      * that only matmul reads. The backend may lay it out anew for its kernels
-     * (the cpu backend: Q4_0/Q4_1/Q8_0 as their _X8 types, kernels/quant.h,
+     * (the cpu backend: quantized types as their _X8 ones, kernels/quant.h,
      * same values); *out_wt is the type to give matmul with it. */
     opg_status (*wrap_matrix)(opg_backend *be, const void *host, size_t bytes, opg_dtype wt,
                               int64_t N, int64_t K, opg_buf **out, opg_dtype *out_wt);

@@ -102,7 +102,7 @@ static opg_status cpu_wrap(opg_backend *be, const void *host, size_t bytes, opg_
     return OPG_OK;
 }
 
-/* Q4_0/Q4_1/Q8_0 matrices in whole groups of 8 rows get the 8-row interleaved
+/* Quantized matrices in whole groups of 8 rows get the 8-row interleaved
  * layout (kernels/quant.h) when the AVX2 kernel runs: one stream instead of 8,
  * same bits (the scalar path gains nothing from it: it unpacks every block).
  * Q8_0's GEMM (M > 1) is ~10% slower packed, its GEMV 20-45% faster
@@ -115,7 +115,8 @@ static opg_status cpu_wrap_matrix(opg_backend *be, const void *host, size_t byte
     *out_wt = wt;
     const char *env = getenv("OPG_CPU_REPACK");
     if ((env && strcmp(env, "0") == 0) || opg_cpu_get_level() != OPG_CPU_AVX2 ||
-        (wt != OPG_Q4_0 && wt != OPG_Q4_1 && wt != OPG_Q8_0) || N % 8 != 0 || K % OPG_QK != 0 ||
+        !opg_dtype_is_quant(wt) || opg_dtype_is_x8(wt) || N % 8 != 0 ||
+        K % opg_dtype_block_elems(wt) != 0 ||
         opg_dtype_row_bytes(wt, K) * (size_t)N != bytes)
         return cpu_wrap(be, host, bytes, out);
     opg_status st = new_buf(bytes, 0, out); /* every byte is written by the packing */
@@ -126,7 +127,7 @@ static opg_status cpu_wrap_matrix(opg_backend *be, const void *host, size_t byte
         return opg__fail(OPG_ERR_ARG, "cpu backend: cannot pack a %s matrix %lldx%lld", opg_dtype_name(wt),
                          (long long)N, (long long)K);
     }
-    *out_wt = wt == OPG_Q4_0 ? OPG_Q4_0_X8 : wt == OPG_Q4_1 ? OPG_Q4_1_X8 : OPG_Q8_0_X8;
+    *out_wt = opg_dtype_x8(wt);
     return OPG_OK;
 }
 

@@ -30,7 +30,8 @@ static void *make_table(tu_rng *r, opg_dtype t, int64_t dim, int64_t n_vocab) {
         case OPG_Q4_1: ((opg_block_q4_1 *)p)[b].d = d; ((opg_block_q4_1 *)p)[b].m = m; break;
         case OPG_Q4_K: ((opg_block_q4_K *)p)[b].d = d; ((opg_block_q4_K *)p)[b].dmin = m; break;
         case OPG_Q6_K: ((opg_block_q6_K *)p)[b].d = d; break;
-        case OPG_Q4_0_X8: case OPG_Q4_1_X8: case OPG_Q8_0_X8: break; /* not embedding types */
+        case OPG_Q4_0_X8: case OPG_Q4_1_X8: case OPG_Q8_0_X8: case OPG_Q4_K_X8:
+        case OPG_Q6_K_X8: break; /* not embedding types */
         }
     }
     return p;

@@ -635,7 +635,7 @@ static void test_hparams(void **state) {
     }
 }
 
-/* The cpu backend's wrap_matrix: Q4_0/Q4_1/Q8_0 matrices of whole groups of
+/* The cpu backend's wrap_matrix: quantized matrices of whole groups of
  * 8 rows come back packed (kernels/quant.h) and multiply to the same bits as
  * the GGUF layout; other types and partial groups stay as they are. */
 static void test_wrap_matrix(void **state) {

@@ -391,12 +391,9 @@ typedef struct { int64_t M, N, K; } shape;
 
 static void check_matmul_all_ways(tu_rng *r, opg_dtype t, shape s, opg_pool **pools) {
     uint8_t *w = make_weights(r, t, s.N, s.K);
-    /* Q4_0/Q4_1/Q8_0 with whole groups of 8 rows: also packed (opg_pack_x8),
-     * which must give the same bits on every path */
-    const opg_dtype tx = t == OPG_Q4_0   ? OPG_Q4_0_X8
-                         : t == OPG_Q4_1 ? OPG_Q4_1_X8
-                         : t == OPG_Q8_0 ? OPG_Q8_0_X8
-                                         : t;
+    /* whole groups of 8 rows: also packed (opg_pack_x8), which must give
+     * the same bits on every path */
+    const opg_dtype tx = opg_dtype_x8(t);
     uint8_t *wx = NULL;
     if (tx != t && s.N % 8 == 0) {
         wx = tu_alloc(opg_dtype_row_bytes(t, s.K) * (size_t)s.N + 1);
@@ -453,7 +450,9 @@ static void test_matmul_bit_identity(void **state) {
                                     /* GEMVs over more than QM_GEMV_MAX_ROWS (512) rows per thread */
                                     {1, 1096, 64}, {1, 1101, 32}};
     static const shape k_quants[] = {{1, 1, 256}, {1, 7, 512}, {3, 33, 768}, {1, 129, 256},
-                                     {257, 9, 256}, {4, 72, 1280}, {1, 8, 4096}};
+                                     {257, 9, 256}, {4, 72, 1280}, {1, 8, 4096},
+                                     /* whole 8-row groups: the packed K-quants too */
+                                     {1, 40, 768}, {33, 16, 512}};
     for (int ti = 0; ti < 5; ti++) {
         opg_dtype t = QTYPES[ti];
         int kq = t == OPG_Q4_K || t == OPG_Q6_K;
@@ -548,11 +547,14 @@ static void test_matmul_extremes(void **state) {
 static void test_pack_x8(void **state) {
     (void)state;
     tu_rng r = {808};
-    static const opg_dtype types[3] = {OPG_Q4_0, OPG_Q4_1, OPG_Q8_0};
-    static const opg_dtype packed[3] = {OPG_Q4_0_X8, OPG_Q4_1_X8, OPG_Q8_0_X8};
-    for (int ti = 0; ti < 3; ti++) {
+    static const opg_dtype types[5] = {OPG_Q4_0, OPG_Q4_1, OPG_Q8_0, OPG_Q4_K, OPG_Q6_K};
+    static const opg_dtype packed[5] = {OPG_Q4_0_X8, OPG_Q4_1_X8, OPG_Q8_0_X8, OPG_Q4_K_X8, OPG_Q6_K_X8};
+    for (int ti = 0; ti < 5; ti++) {
         const opg_dtype t = types[ti], tx = packed[ti];
-        const int64_t N = 24, K = 96;
+        assert_int_equal(opg_dtype_x8(t), tx);
+        assert_int_equal(opg_dtype_x8(tx), tx);
+        const int kq = t == OPG_Q4_K || t == OPG_Q6_K;
+        const int64_t N = 24, K = kq ? 768 : 96;
         const size_t rb = opg_dtype_row_bytes(t, K), bb = opg_dtype_block_bytes(t);
         assert_int_equal(opg_dtype_row_bytes(tx, K), rb);
         assert_int_equal(opg_dtype_base(tx), t);
@@ -566,15 +568,24 @@ static void test_pack_x8(void **state) {
             opg_unpack_x8_row(row, wx, tx, n, K);
             assert_memory_equal(row, w + (size_t)n * rb, rb);
         }
-        /* group 1, block 2: the 8 scale words, then row 5's qs: Q4 in slot 3
-         * (0,4,1,5,...) of 16 bytes, Q8_0 in slot 5 of 32 */
-        const size_t qb = t == OPG_Q8_0 ? 32 : 16, sb = bb - qb;
-        const size_t slot = t == OPG_Q8_0 ? 5 : 3;
-        const uint8_t *run = wx + (size_t)(1 * (K / 32) + 2) * 8 * bb;
-        assert_memory_equal(run + 5 * sb, w + (size_t)(8 + 5) * rb + 2 * bb, sb);
-        assert_memory_equal(run + 8 * sb + slot * qb, w + (size_t)(8 + 5) * rb + 2 * bb + sb, qb);
+        /* group 1, block 2 of row 5 (quant.h): */
+        const int64_t nb = K / opg_dtype_block_elems(t);
+        const uint8_t *run = wx + (size_t)(1 * nb + 2) * 8 * bb, *blk = w + (size_t)(8 + 5) * rb + 2 * bb;
+        if (t == OPG_Q4_K) { /* words d|dmin, scales 0-3, 4-7, 8-11 of the 8 rows, then 4 x 32 qs bytes */
+            for (int j = 0; j < 4; j++) assert_memory_equal(run + 32 * j + 5 * 4, blk + 4 * j, 4);
+            for (int i = 0; i < 4; i++) assert_memory_equal(run + 128 + 256 * i + 5 * 32, blk + 16 + 32 * i, 32);
+        } else if (t == OPG_Q6_K) { /* 6 x 32 bytes of ql then qh, 16 of scales, 2 of d */
+            for (int i = 0; i < 6; i++) assert_memory_equal(run + 256 * i + 5 * 32, blk + 32 * i, 32);
+            assert_memory_equal(run + 1536 + 5 * 16, blk + 192, 16);
+            assert_memory_equal(run + 1664 + 5 * 2, blk + 208, 2);
+        } else { /* the 8 scale words, then the qs: Q4 in slot 3 (0,4,1,5,...) of 16 bytes, Q8_0 in slot 5 of 32 */
+            const size_t qb = t == OPG_Q8_0 ? 32 : 16, sb = bb - qb;
+            const size_t slot = t == OPG_Q8_0 ? 5 : 3;
+            assert_memory_equal(run + 5 * sb, blk, sb);
+            assert_memory_equal(run + 8 * sb + slot * qb, blk + sb, qb);
+        }
         /* refused: other types, partial groups, K off the block; X8 rows are not dequantizable */
-        assert_int_equal(opg_pack_x8(wx, w, OPG_Q4_K, 8, 256), -1);
+        assert_int_equal(opg_pack_x8(wx, w, OPG_BF16, 8, 32), -1);
         assert_int_equal(opg_pack_x8(wx, w, OPG_F16, 8, 32), -1);
         assert_int_equal(opg_pack_x8(wx, w, tx, 8, 32), -1);
         assert_int_equal(opg_pack_x8(wx, w, t, 12, 32), -1);

@@ -264,7 +264,8 @@ __device__ float dequant_elem(const unsigned char *row, opg_dtype t, int64_t e) 
         float ds = d * (float)x->scales[i / 16];
         return ds * (float)((lo | (hi << 4)) - 32);
     }
-    case OPG_Q4_0_X8: case OPG_Q4_1_X8: case OPG_Q8_0_X8: break; /* refused by embed_type */
+    case OPG_Q4_0_X8: case OPG_Q4_1_X8: case OPG_Q8_0_X8: case OPG_Q4_K_X8:
+    case OPG_Q6_K_X8: break; /* refused by embed_type */
     }
     return 0.0f; /* unreachable: the launcher accepts only the types above */
 }
@@ -291,7 +292,8 @@ static int embed_type(opg_dtype t, int64_t *block_elems, size_t *block_bytes) {
     case OPG_Q4_1: *block_elems = 32; *block_bytes = sizeof(opg_block_q4_1); return 1;
     case OPG_Q4_K: *block_elems = 256; *block_bytes = sizeof(opg_block_q4_K); return 1;
     case OPG_Q6_K: *block_elems = 256; *block_bytes = sizeof(opg_block_q6_K); return 1;
-    case OPG_Q4_0_X8: case OPG_Q4_1_X8: case OPG_Q8_0_X8: return 0; /* not row-addressable (quant.h) */
+    case OPG_Q4_0_X8: case OPG_Q4_1_X8: case OPG_Q8_0_X8: case OPG_Q4_K_X8:
+    case OPG_Q6_K_X8: return 0; /* not row-addressable (quant.h) */
     }
     return 0;
 }
