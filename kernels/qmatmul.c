@@ -1,7 +1,8 @@
 /* qmatmul.c: opg_matmul_q8a (matmul.h), the threaded integer-path matmul.
  *
- * The output is cut into fixed tiles of QM_NROWS weight rows x QM_MROWS
- * activation rows, one pool task each. Every output value is computed whole
+ * The output is cut into tiles of QM_NROWS weight rows x QM_MROWS
+ * activation rows, one pool task each (for M == 1, gemv_rows: a share of
+ * rows that depends on N and the thread count). Every output value is computed whole
  * inside one task by the canonical sequence of docs/determinism.md section 5
  * (opg_qdot_row_ref, then + bias), so the tiling, the thread count and the CPU
  * level never change a bit; the tile sizes only matter for speed. */

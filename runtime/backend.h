@@ -41,9 +41,11 @@ typedef struct opg_backend_ops {
      * backend wraps them without a copy, a device backend uploads them. */
     opg_status (*wrap_weights)(opg_backend *be, const void *host, size_t bytes, opg_buf **out);
     /* Optional (NULL: wrap_weights): a weight matrix [N][K] of GGUF type wt
-     * that only matmul reads. The backend may lay it out anew for its kernels
-     * (the cpu backend: quantized types as their _X8 ones, kernels/quant.h,
-     * same values); *out_wt is the type to give matmul with it. */
+     * for matmul. The backend may lay it out anew for its kernels (the cpu
+     * backend: quantized types as their _X8 ones in a copy, kernels/quant.h,
+     * same values); *out_wt is the type to give matmul with it. host may be
+     * read by other ops too (a tied output's embedding rows): the backend
+     * neither changes nor releases it. */
     opg_status (*wrap_matrix)(opg_backend *be, const void *host, size_t bytes, opg_dtype wt,
                               int64_t N, int64_t K, opg_buf **out, opg_dtype *out_wt);
 

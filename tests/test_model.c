@@ -607,8 +607,9 @@ static void test_hparams(void **state) {
         {"f32", "llama", 0, 0, OPG_ROPE_NORMAL},
         {"qwen2-f32", "qwen2", 1, 0, OPG_ROPE_NEOX},
         {"tied-f32", "llama", 0, 1, OPG_ROPE_NORMAL},
+        {"tied-q8_0", "llama", 0, 1, OPG_ROPE_NORMAL},
     };
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         loaded L = load(want[i].name, 1);
         const opg_hparams *hp = opg_model_hparams(L.m);
         assert_string_equal(hp->arch, want[i].arch);
@@ -723,9 +724,13 @@ static opg_status counting_wrap_matrix(opg_backend *be, const void *host, size_t
 
 static void test_model_repacks(void **state) {
     (void)state;
-    const char *path = tiny_path("q4_1", "gguf");
     const opg_cpu_level best = opg_cpu_best_level();
+    /* q4_1: its own output matrix; tied-q8_0: the output is token_embd, of
+     * which the backend gets a copy to pack (wrap_matrix once more) */
+    static const char *models[2] = {"q4_1", "tied-q8_0"};
+    for (int mi = 0; mi < 2; mi++)
     for (int scalar = 0; scalar <= 1; scalar++) {
+        const char *path = tiny_path(models[mi], "gguf");
         if (!scalar && best < OPG_CPU_AVX2) continue;
         opg_cpu_set_level(scalar ? OPG_CPU_SCALAR : OPG_CPU_AVX2);
         opg_backend *be;
@@ -739,10 +744,12 @@ static void test_model_repacks(void **state) {
         opg_model *m;
         assert_int_equal(opg_model_load(path, be, NULL, NULL, &m), OPG_OK);
         const opg_hparams *hp = opg_model_hparams(m);
-        /* the output matrix: its own, or (tied) a copy of token_embd's */
+        assert_int_equal(hp->tied_output, mi == 1);
+        /* the layers' 7 matrices and the output matrix (q4_1: its own; tied:
+         * the copy of token_embd) */
         assert_int_equal(g_wraps, 7 * hp->n_layer + 1);
         if (scalar) assert_int_equal(g_packed, 0);
-        else assert_int_equal(g_packed, g_wraps); /* every one is Q4_1 with N % 8 == 0 */
+        else assert_int_equal(g_packed, g_wraps); /* all quantized, N % 8 == 0 */
         opg_gguf *g2;
         assert_int_equal(opg_gguf_open(path, &g2), OPG_OK);
         uint8_t a[32], b[32];

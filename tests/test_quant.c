@@ -446,7 +446,7 @@ static void test_matmul_bit_identity(void **state) {
     /* K multiples of 32 that are not of 256 for the 32-block types */
     static const shape small_k[] = {{1, 1, 32}, {1, 7, 96}, {3, 33, 288}, {1, 129, 800},
                                     {257, 9, 160}, {5, 64, 256}, {2, 71, 1056}, {1, 8, 8192},
-                                    {1, 200, 576}, {37, 48, 288},
+                                    {1, 200, 576}, {37, 48, 288}, {3, 16, 96},
                                     /* GEMVs over more than QM_GEMV_MAX_ROWS (512) rows per thread */
                                     {1, 1096, 64}, {1, 1101, 32}};
     static const shape k_quants[] = {{1, 1, 256}, {1, 7, 512}, {3, 33, 768}, {1, 129, 256},
@@ -507,13 +507,14 @@ static void test_matmul_batch_invariance(void **state) {
 static void test_matmul_extremes(void **state) {
     (void)state;
     static const uint8_t fills[4] = {0x00, 0xFF, 0x80, 0x7F};
-    const int64_t N = 9, K = 512;
-    float x[2 * 512], want[2 * 9], got[2 * 9];
+    const int64_t N = 16, K = 512; /* whole 8-row groups: packed too */
+    float x[2 * 512], want[2 * 16], got[2 * 16];
     opg_block_q8a xq[2 * 16];
     for (int ti = 0; ti < 5; ti++) {
         opg_dtype t = QTYPES[ti];
         size_t rb = opg_dtype_row_bytes(t, K), bb = opg_dtype_block_bytes(t);
-        uint8_t *w = tu_alloc(rb * (size_t)N);
+        uint8_t *w = tu_alloc(rb * (size_t)N), *wx = tu_alloc(rb * (size_t)N);
+        const opg_dtype tx = opg_dtype_x8(t);
         for (int f = 0; f < 4; f++) {
             memset(w, fills[f], rb * (size_t)N);
             for (size_t off = 0; off < rb * (size_t)N; off += bb) { /* finite scales */
@@ -522,6 +523,7 @@ static void test_matmul_extremes(void **state) {
                 else memcpy(w + off, &h, 2);
                 if (t == OPG_Q4_1 || t == OPG_Q4_K) memcpy(w + off + 2, &mh, 2);
             }
+            assert_int_equal(opg_pack_x8(wx, w, t, N, K), 0);
             for (int sx = 0; sx < 3; sx++) {
                 for (int i = 0; i < 2 * K; i++) x[i] = sx == 0 ? 1.0f : sx == 1 ? -1.0f : (i / K ? -1.0f : 1.0f);
                 opg_quantize_act_ref(xq, x, 2 * K);
@@ -535,10 +537,15 @@ static void test_matmul_extremes(void **state) {
                     snprintf(what, sizeof what, "%s fill 0x%02x x sign %d M=%lld", opg_dtype_name(t),
                              fills[f], sx, (long long)M);
                     tu_assert_bits(got, want, (size_t)(M * N), what);
+                    opg_cpu_set_level(OPG_CPU_AVX2);
+                    assert_int_equal(opg_matmul_q8a(NULL, got, xq, wx, tx, NULL, M, N, K), 0);
+                    opg_cpu_set_level(opg_cpu_best_level());
+                    tu_assert_bits(got, want, (size_t)(M * N), opg_dtype_name(tx));
                 }
             }
         }
         tu_free(w);
+        tu_free(wx);
     }
 }
 
