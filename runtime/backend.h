@@ -43,9 +43,9 @@ typedef struct opg_backend_ops {
     /* Optional (NULL: wrap_weights): a weight matrix [N][K] of GGUF type wt
      * for matmul. The backend may lay it out anew for its kernels (the cpu
      * backend: quantized types as their _X8 ones in a copy, kernels/quant.h,
-     * same values); *out_wt is the type to give matmul with it. host may be
-     * read by other ops too (a tied output's embedding rows): the backend
-     * neither changes nor releases it. */
+     * same values); *out_wt is the type to give matmul with it. A tied
+     * output's rows are embedded from that copy too, so embed must accept
+     * every type this returns. The backend neither changes nor releases host. */
     opg_status (*wrap_matrix)(opg_backend *be, const void *host, size_t bytes, opg_dtype wt,
                               int64_t N, int64_t K, opg_buf **out, opg_dtype *out_wt);
 

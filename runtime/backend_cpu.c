@@ -107,9 +107,9 @@ static opg_status cpu_wrap(opg_backend *be, const void *host, size_t bytes, opg_
  * same bits (the scalar path gains nothing from it: it unpacks every block).
  * Q8_0's GEMM (M > 1) is ~10% slower packed, its GEMV 20-45% faster
  * (docs/benchmarks.md); decode is what a GEMV-bound step waits on.
- * A copy (the model then drops the file's pages, except for a tied output
- * whose rows embed reads); OPG_CPU_REPACK=0 in the
- * environment keeps the file's layout, for less memory. */
+ * A copy (the model then drops the file's pages; a tied output's copy
+ * serves embed too, kernels/embed.h); OPG_CPU_REPACK=0 in the environment
+ * keeps the file's layout, for less memory. */
 static opg_status cpu_wrap_matrix(opg_backend *be, const void *host, size_t bytes, opg_dtype wt,
                                   int64_t N, int64_t K, opg_buf **out, opg_dtype *out_wt) {
     *out_wt = wt;

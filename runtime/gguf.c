@@ -704,6 +704,10 @@ void opg_gguf_sha256(opg_gguf *g, uint8_t out[32]) {
         for (size_t o = 0; o < g->size; o += chunk) {
             size_t n = g->size - o < chunk ? g->size - o : chunk;
             crypto_hash_sha256_update(&s, g->base + o, (unsigned long long)n);
+            /* hashed: out of this process's memory again (the mapping is
+             * private and read-only, so a page still in use faults back in
+             * from the page cache); o is a multiple of the page size */
+            if (g->mapped) (void)madvise((void *)(g->base + o), n, MADV_DONTNEED);
         }
         crypto_hash_sha256_final(&s, g->sha);
         if (g->mapped) (void)madvise((void *)g->base, g->size, MADV_NORMAL);

@@ -127,9 +127,10 @@ static opg_status read_hparams(opg_model *m) {
 
 /* Looks up name, checks its shape [ne0, ne1] (ne1 = 0: 1-D) and type class.
  * matmul_weight: 0 f32 only, 1 any type, 2 any type and read by matmul alone
- * (the backend may re-lay it out: wrap_matrix), 3 a re-laid-out copy for
- * matmul of a tensor that other ops read from the file too (the file's pages
- * are kept); w->buf stays NULL when the backend would not re-lay it out. */
+ * (the backend may re-lay it out: wrap_matrix), 3 the same for a tensor
+ * embed reads too (a tied output) but only when the backend re-lays it out:
+ * w->buf stays NULL otherwise. A re-laid-out copy replaces the file's bytes
+ * (their pages are dropped). */
 static opg_status get_weight(opg_model *m, const char *name, int64_t ne0, int64_t ne1,
                              int matmul_weight, int optional, weight *w) {
     w->buf = NULL;
@@ -166,7 +167,7 @@ static opg_status get_weight(opg_model *m, const char *name, int64_t ne0, int64_
         return OPG_OK;
     }
     /* re-laid out into a copy: the file's pages are not read again */
-    if (w->type != t.type && matmul_weight == 2) opg_gguf_drop_pages(m->g, t.data, t.size);
+    if (w->type != t.type) opg_gguf_drop_pages(m->g, t.data, t.size);
     if ((st = own(m, w->buf))) {
         m->be->ops->free(m->be, w->buf);
         w->buf = NULL;
@@ -192,12 +193,13 @@ static opg_status load_weights(opg_model *m, opg_progress_fn progress, void *pct
     if ((st = get_weight(m, "output_norm.weight", D, 0, 0, 0, &m->out_norm))) return st;
     if ((st = get_weight(m, "output.weight", D, hp->n_vocab, 2, 1, &m->output))) return st;
     if (!m->output.buf) {
-        /* tied: the output projection is token_embd, whose rows embed reads
-         * from the file; the backend may keep a re-laid-out copy for the
-         * matmul (the cpu backend's packed Q8_0: the decode's largest GEMV) */
+        /* tied: the output projection is token_embd. The backend may re-lay
+         * it out for the matmul (the cpu backend packs it: the decode's
+         * largest GEMV); embed then reads its rows from that copy too. */
         m->hp.tied_output = 1;
         if ((st = get_weight(m, "token_embd.weight", D, hp->n_vocab, 3, 0, &m->output))) return st;
-        if (!m->output.buf) m->output = m->tok_embd;
+        if (m->output.buf) m->tok_embd = m->output;
+        else m->output = m->tok_embd;
     }
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return opg__fail(OPG_ERR_NOMEM, "model: out of memory");

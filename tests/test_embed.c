@@ -135,7 +135,34 @@ static void test_errors(void **state) {
     tu_assert_bits(out, sentinel, 4 * DIM, "nothing written for n = 0");
     /* a vocabulary of 0 rejects every token */
     assert_int_equal(opg_embed_ref(out, table, OPG_F32, DIM, 0, ok + 1, 1), -1);
+    /* a packed table needs whole groups of 8 rows */
+    memcpy(out, sentinel, sizeof out);
+    assert_int_equal(opg_embed_ref(out, table, OPG_Q8_0_X8, DIM, V, ok, 2), -1);
+    tu_assert_bits(out, sentinel, 4 * DIM, "nothing written for a partial packed group");
     tu_free(table);
+}
+
+/* A packed table (a tied output the cpu backend packed, quant.h) gives every
+ * row the same bits as the table in GGUF's layout. */
+static void test_packed_table(void **state) {
+    (void)state;
+    enum { V = 48, DIM = 768, N = 40 };
+    tu_rng r = {54};
+    for (size_t i = 0; i < sizeof ALL / sizeof ALL[0]; i++) {
+        const opg_dtype t = ALL[i], tx = opg_dtype_x8(t);
+        if (tx == t) continue;
+        unsigned char *table = make_table(&r, t, DIM, V);
+        size_t bytes = opg_dtype_row_bytes(t, DIM) * V;
+        unsigned char *packed = tu_alloc(bytes);
+        assert_int_equal(opg_pack_x8(packed, table, t, V, DIM), 0);
+        int32_t tok[N];
+        for (int k = 0; k < N; k++) tok[k] = k < 8 ? k * 7 % V : tu_int(&r, 0, V - 1);
+        float *want = tu_alloc(sizeof(float) * N * DIM), *got = tu_alloc(sizeof(float) * N * DIM);
+        assert_int_equal(opg_embed_ref(want, table, t, DIM, V, tok, N), 0);
+        assert_int_equal(opg_embed_ref(got, packed, tx, DIM, V, tok, N), 0);
+        tu_assert_bits(got, want, (size_t)N * DIM, opg_dtype_name(tx));
+        tu_free(table); tu_free(packed); tu_free(want); tu_free(got);
+    }
 }
 
 int main(void) {
@@ -143,6 +170,7 @@ int main(void) {
         cmocka_unit_test(test_every_dtype),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_packed_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
