@@ -700,7 +700,7 @@ void opg_gguf_sha256(opg_gguf *g, uint8_t out[32]) {
         crypto_hash_sha256_state s;
         crypto_hash_sha256_init(&s);
         if (g->mapped) (void)madvise((void *)g->base, g->size, MADV_SEQUENTIAL);
-        const size_t chunk = (size_t)64 << 20;
+        const size_t chunk = (size_t)4 << 20; /* what the hash holds mapped at a time */
         for (size_t o = 0; o < g->size; o += chunk) {
             size_t n = g->size - o < chunk ? g->size - o : chunk;
             crypto_hash_sha256_update(&s, g->base + o, (unsigned long long)n);
