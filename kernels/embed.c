@@ -2,8 +2,6 @@
  * is the GGUF dequantization of its table row (exact for f32/f16/bf16). */
 #include "embed.h"
 
-#include <stdlib.h>
-
 #include "quant.h"
 
 int opg_embed_ref(float *out, const void *table, opg_dtype t, int64_t dim, int64_t n_vocab,
@@ -11,24 +9,17 @@ int opg_embed_ref(float *out, const void *table, opg_dtype t, int64_t dim, int64
     size_t row_bytes = opg_dtype_row_bytes(t, dim);
     const int x8 = opg_dtype_is_x8(t);
     if (dim <= 0 || row_bytes == 0 || n_vocab < 0 || n < 0 || (x8 && n_vocab % 8 != 0)) return -1;
-    /* a packed table (a tied output the cpu backend packed): each row is
-     * first put back in GGUF's layout */
-    unsigned char *tmp = x8 ? malloc(row_bytes) : NULL;
-    if (x8 && !tmp) return -1;
-    int rc = 0;
-    for (int64_t i = 0; i < n && rc == 0; i++) {
+    for (int64_t i = 0; i < n; i++) {
         int32_t tok = tokens[i];
-        if (tok < 0 || tok >= n_vocab) {
-            rc = -1;
-            break;
+        if (tok < 0 || tok >= n_vocab) return -1;
+        /* a packed table (a tied output the cpu backend packed): block by
+         * block out of the 8 rows' runs */
+        if (x8) {
+            if (opg_dequantize_x8_row(out + i * dim, table, t, tok, dim) != 0) return -1;
+            continue;
         }
         const unsigned char *row = (const unsigned char *)table + (size_t)tok * row_bytes;
-        if (x8) {
-            opg_unpack_x8_row(tmp, table, t, tok, dim);
-            row = tmp;
-        }
-        if (opg_dequantize_row_ref(out + i * dim, row, opg_dtype_base(t), dim) != 0) rc = -1;
+        if (opg_dequantize_row_ref(out + i * dim, row, t, dim) != 0) return -1;
     }
-    free(tmp);
-    return rc;
+    return 0;
 }

@@ -275,6 +275,19 @@ void opg_unpack_x8_row(void *out, const void *w, opg_dtype wt, int64_t n, int64_
     for (int64_t b = 0; b < nb; b++) x8_block((uint8_t *)out + (size_t)b * bb, w, base, n, b, nb);
 }
 
+int opg_dequantize_x8_row(float *y, const void *w, opg_dtype wt, int64_t n, int64_t K) {
+    const opg_dtype base = opg_dtype_base(wt);
+    const int be = opg_dtype_block_elems(base);
+    if (!opg_dtype_is_x8(wt) || n < 0 || K < 0 || K % be != 0) return -1;
+    const int64_t nb = K / be;
+    opg_block_q6_K blk; /* the largest of the packed block types */
+    for (int64_t b = 0; b < nb; b++) {
+        x8_block(&blk, w, base, n, b, nb);
+        if (opg_dequantize_row_ref(y + b * be, &blk, base, be) != 0) return -1;
+    }
+    return 0;
+}
+
 /* ---- dequantization (GGUF's definition, no fma) --------------------------- */
 
 int opg_dequantize_row_ref(float *y, const void *w, opg_dtype t, int64_t K) {

@@ -48,6 +48,10 @@ int opg_pack_x8(void *dst, const void *src, opg_dtype t, int64_t N, int64_t K);
 /* Row n of the packed matrix w (an _X8 type) in GGUF's layout:
  * opg_dtype_row_bytes(wt, K) bytes into out. */
 void opg_unpack_x8_row(void *out, const void *w, opg_dtype wt, int64_t n, int64_t K);
+/* Row n of the packed matrix w dequantized into y[K], the same values as
+ * opg_dequantize_row_ref of the row in GGUF's layout. Returns 0, or -1 when
+ * wt is not an _X8 type or K not a multiple of its block. */
+int opg_dequantize_x8_row(float *y, const void *w, opg_dtype wt, int64_t n, int64_t K);
 
 /* Dequantizes one row of K elements of any dtype (f32/f16/bf16 too) into y,
  * exactly as GGUF defines the values. Returns 0, or -1 for an unknown or _X8

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -363,6 +364,18 @@ static void test_sha256(void **state) {
         opg_gguf_sha256(g, d2);
         assert_memory_equal(d, d2, 32);
         opg_gguf_close(g);
+        /* the caller's memory, page-aligned (as anonymous memory is): the
+         * hash leaves it alone (it drops hashed pages of its own file
+         * mapping only) */
+        uint8_t *anon = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        assert_true(anon != MAP_FAILED);
+        memcpy(anon, buf, n);
+        assert_int_equal(opg_gguf_open_memory(anon, n, &g), OPG_OK);
+        opg_gguf_sha256(g, d2);
+        assert_memory_equal(d, d2, 32);
+        opg_gguf_close(g);
+        assert_memory_equal(anon, buf, n);
+        munmap(anon, n);
         free(buf);
         checked++;
     }

@@ -646,22 +646,25 @@ static void test_wrap_matrix(void **state) {
     const opg_backend_ops *o = be->ops;
     assert_non_null(o->wrap_matrix);
     tu_rng r = {31};
-    const int64_t K = 320, M = 3;
-    static const struct { opg_dtype t; int64_t N; opg_dtype want; } cases[] = {
-        {OPG_Q4_1, 24, OPG_Q4_1_X8}, {OPG_Q4_0, 16, OPG_Q4_0_X8},
-        {OPG_Q8_0, 16, OPG_Q8_0_X8}, {OPG_Q4_1, 12, OPG_Q4_1}, {OPG_Q8_0, 12, OPG_Q8_0},
-        {OPG_F16, 16, OPG_F16},
+    const int64_t M = 3;
+    static const struct { opg_dtype t; int64_t N, K; opg_dtype want; } cases[] = {
+        {OPG_Q4_1, 24, 320, OPG_Q4_1_X8}, {OPG_Q4_0, 16, 320, OPG_Q4_0_X8},
+        {OPG_Q8_0, 16, 320, OPG_Q8_0_X8}, {OPG_Q4_K, 16, 512, OPG_Q4_K_X8},
+        {OPG_Q6_K, 16, 512, OPG_Q6_K_X8}, {OPG_Q4_1, 12, 320, OPG_Q4_1},
+        {OPG_Q8_0, 12, 320, OPG_Q8_0},    {OPG_Q6_K, 12, 512, OPG_Q6_K},
+        {OPG_F16, 16, 320, OPG_F16},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         const opg_dtype t = cases[ci].t;
-        const int64_t N = cases[ci].N;
+        const int64_t N = cases[ci].N, K = cases[ci].K;
         const size_t rb = opg_dtype_row_bytes(t, K), bb = opg_dtype_block_bytes(t);
         uint8_t *w = tu_alloc(rb * (size_t)N);
         for (size_t i = 0; i < rb * (size_t)N; i++) w[i] = (uint8_t)tu_u64(&r);
         for (size_t off = 0; off < rb * (size_t)N; off += bb) { /* finite f16 scales */
             uint16_t h = opg_f32_to_f16(tu_uniform(&r, -0.05f, 0.05f));
-            memcpy(w + off, &h, 2);
-            if (t == OPG_Q4_1) memcpy(w + off + 2, &h, 2);
+            if (t == OPG_Q6_K) memcpy(w + off + offsetof(opg_block_q6_K, d), &h, 2);
+            else memcpy(w + off, &h, 2);
+            if (t == OPG_Q4_1 || t == OPG_Q4_K) memcpy(w + off + 2, &h, 2);
         }
         opg_buf *plain, *packed;
         opg_dtype pt;
@@ -676,7 +679,7 @@ static void test_wrap_matrix(void **state) {
             assert_memory_equal(row, w + (size_t)n * rb, rb);
         }
         opg_buf *x, *y1, *y2;
-        float xs[3 * 320];
+        float xs[3 * 512];
         tu_fill(&r, xs, (size_t)(M * K), -2.0f, 2.0f);
         assert_int_equal(o->alloc(be, sizeof xs, &x), OPG_OK);
         assert_int_equal(o->alloc(be, (size_t)(M * N) * 4, &y1), OPG_OK);
@@ -713,6 +716,13 @@ static void test_wrap_matrix(void **state) {
  * against a second, untouched opening of the file). */
 static const opg_backend_ops *g_cpu_ops;
 static int g_wraps, g_packed;
+static opg_dtype g_embed_type; /* the table type of the last embed */
+
+static opg_status recording_embed(opg_backend *be, opg_view out, opg_view table, opg_dtype t, int64_t dim,
+                                  int64_t n_vocab, const int32_t *tokens, int64_t n) {
+    g_embed_type = t;
+    return g_cpu_ops->embed(be, out, table, t, dim, n_vocab, tokens, n);
+}
 
 static opg_status counting_wrap_matrix(opg_backend *be, const void *host, size_t bytes, opg_dtype wt,
                                        int64_t N, int64_t K, opg_buf **out, opg_dtype *out_wt) {
@@ -725,10 +735,11 @@ static opg_status counting_wrap_matrix(opg_backend *be, const void *host, size_t
 static void test_model_repacks(void **state) {
     (void)state;
     const opg_cpu_level best = opg_cpu_best_level();
-    /* q4_1: its own output matrix; tied-q8_0: the output is token_embd, of
-     * which the backend gets a copy to pack (wrap_matrix once more) */
-    static const char *models[2] = {"q4_1", "tied-q8_0"};
-    for (int mi = 0; mi < 2; mi++)
+    /* q4_1, q4_K, q6_K: their own output matrix; tied-q8_0: the output is
+     * token_embd, of which the backend gets a copy to pack (wrap_matrix once
+     * more), which embed then reads too */
+    static const char *models[4] = {"q4_1", "q4_K", "q6_K", "tied-q8_0"};
+    for (int mi = 0; mi < 4; mi++)
     for (int scalar = 0; scalar <= 1; scalar++) {
         const char *path = tiny_path(models[mi], "gguf");
         if (!scalar && best < OPG_CPU_AVX2) continue;
@@ -739,17 +750,31 @@ static void test_model_repacks(void **state) {
         g_cpu_ops = be->ops;
         ops = *be->ops;
         ops.wrap_matrix = counting_wrap_matrix;
+        ops.embed = recording_embed;
         be->ops = &ops;
         g_wraps = g_packed = 0;
         opg_model *m;
         assert_int_equal(opg_model_load(path, be, NULL, NULL, &m), OPG_OK);
         const opg_hparams *hp = opg_model_hparams(m);
-        assert_int_equal(hp->tied_output, mi == 1);
+        const int tied = mi == 3;
+        assert_int_equal(hp->tied_output, tied);
         /* the layers' 7 matrices and the output matrix (q4_1: its own; tied:
          * the copy of token_embd) */
         assert_int_equal(g_wraps, 7 * hp->n_layer + 1);
         if (scalar) assert_int_equal(g_packed, 0);
         else assert_int_equal(g_packed, g_wraps); /* all quantized, N % 8 == 0 */
+        /* a tied table packed for the output is the one embed reads */
+        opg_kv *kv = NULL;
+        assert_int_equal(opg_kv_new(m, 4, &kv), OPG_OK);
+        const int32_t tok[2] = {1, 2};
+        opg_batch_seq s = {.kv = kv, .tokens = tok, .n = 2, .out_from = 2};
+        g_embed_type = (opg_dtype)-1;
+        assert_int_equal(opg_model_forward(m, &s, 1), OPG_OK);
+        opg_kv_free(kv);
+        opg_gguf_tensor te;
+        opg_gguf *gm = opg_model_gguf(m);
+        assert_int_equal(opg_gguf_tensor_info(gm, opg_gguf_find_tensor(gm, "token_embd.weight"), &te), OPG_OK);
+        assert_int_equal(g_embed_type, tied && !scalar ? opg_dtype_x8(te.type) : te.type);
         opg_gguf *g2;
         assert_int_equal(opg_gguf_open(path, &g2), OPG_OK);
         uint8_t a[32], b[32];

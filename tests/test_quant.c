@@ -597,8 +597,16 @@ static void test_pack_x8(void **state) {
         assert_int_equal(opg_pack_x8(wx, w, tx, 8, 32), -1);
         assert_int_equal(opg_pack_x8(wx, w, t, 12, 32), -1);
         assert_int_equal(opg_pack_x8(wx, w, t, 8, 48), -1);
-        float y[96];
+        float *y = tu_alloc((size_t)K * sizeof *y), *yr = tu_alloc((size_t)K * sizeof *yr);
         assert_int_equal(opg_dequantize_row_ref(y, wx, tx, K), -1);
+        /* rows of the packed matrix dequantize to the GGUF row's values */
+        for (int64_t n = 0; n < N; n += 5) {
+            assert_int_equal(opg_dequantize_x8_row(y, wx, tx, n, K), 0);
+            assert_int_equal(opg_dequantize_row_ref(yr, w + (size_t)n * rb, t, K), 0);
+            tu_assert_bits(y, yr, (size_t)K, opg_dtype_name(tx));
+        }
+        assert_int_equal(opg_dequantize_x8_row(y, wx, t, 0, K), -1); /* not a packed type */
+        tu_free(y); tu_free(yr);
         opg_block_q8a xq[3] = {{0}};
         float out[12];
         assert_int_equal(opg_matmul_q8a(NULL, out, xq, wx, tx, NULL, 1, 12, K), -1);
