@@ -1,8 +1,8 @@
 /* qmatmul.c: opg_matmul_q8a (matmul.h), the threaded integer-path matmul.
  *
  * The output is cut into tiles of QM_NROWS weight rows x QM_MROWS
- * activation rows, one pool task each (for M == 1, gemv_rows: a share of
- * rows that depends on N and the thread count). Every output value is computed whole
+ * activation rows, one pool task each (for M <= QM_MROWS, gemv_rows: a
+ * share of rows that depends on N and the thread count). Every output value is computed whole
  * inside one task by the canonical sequence of docs/determinism.md section 5
  * (opg_qdot_row_ref, then + bias), so the tiling, the thread count and the CPU
  * level never change a bit; the tile sizes only matter for speed. */
@@ -13,13 +13,15 @@
 #include "quant_impl.h"
 
 #define QM_NROWS 64 /* weight rows per task: a multiple of the AVX2 kernel's 8 */
-/* M == 1 (decode): each thread gets the same number of tasks of at most this
- * many rows, so a small matrix is one contiguous run of rows per thread. A
- * GEMV is a stream from memory, and every task start is a stream start the
- * prefetchers must catch up with: 64-row tasks claimed in turn by 2 threads
- * ran the SmolLM2-135M decode matrices at ~20 GB/s, per-thread runs at
- * ~35 (docs/benchmarks.md, 2026-12-07). The cap keeps big matrices
- * dynamically balanced. Speed only: no bit depends on the tiling. */
+/* M <= QM_MROWS (decode of one sequence, or of a batch of up to 32: one
+ * task along M): each thread gets the same number of tasks of at most this
+ * many rows, so a small matrix is one contiguous run of rows per thread.
+ * Every task start is a stream start the prefetchers must catch up with:
+ * 64-row tasks claimed in turn by 2 threads ran the SmolLM2-135M decode
+ * matrices at ~20 GB/s, per-thread runs at ~35, and a decode batch of 8
+ * sequences gained ~15% too (docs/benchmarks.md, 2026-12-07). The cap keeps
+ * big matrices dynamically balanced. Speed only: no bit depends on the
+ * tiling. */
 #define QM_GEMV_MAX_ROWS 512
 #define QM_MROWS 32 /* activation rows per task */
 /* the _X8 layouts (quant.h) are cut only at whole groups of 8 rows */
@@ -73,7 +75,7 @@ int opg_matmul_q8a(opg_pool *pool, float *y, const opg_block_q8a *xq, const void
     if (opg_dtype_is_x8(wt) && N % 8 != 0) return -1; /* packed in whole groups of 8 rows */
     if (M == 0 || N == 0) return 0;
     if (!y || (K > 0 && (!xq || !w))) return -1;
-    const int64_t n_rows = M == 1 ? gemv_rows(N, opg_pool_threads(pool)) : QM_NROWS;
+    const int64_t n_rows = M <= QM_MROWS ? gemv_rows(N, opg_pool_threads(pool)) : QM_NROWS;
     qm_job j = {
         .y = y, .xq = xq, .w = w, .wt = wt, .bias = bias, .M = M, .N = N, .K = K,
         .n_rows = n_rows,
