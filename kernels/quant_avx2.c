@@ -295,16 +295,14 @@ ALWAYS_INLINE void prep_chunk(chunk_prep *pr, opg_dtype wt, const uint8_t *w8, s
         break;
     /* packed (quant.h): the 8 rows' scale words are contiguous, the same lanes */
     case OPG_Q4_0_X8:
-        for (int i = 0; i < nblk; i++)
-            pr->d[i] = _mm256_cvtph_ps(loadu128(w8 + (c * 8 + i) * 8 * sizeof(opg_block_q4_0)));
+    case OPG_Q8_0_X8: {
+        const size_t bb = wt == OPG_Q4_0_X8 ? sizeof(opg_block_q4_0) : sizeof(opg_block_q8_0);
+        for (int i = 0; i < nblk; i++) pr->d[i] = _mm256_cvtph_ps(loadu128(w8 + (c * 8 + i) * 8 * bb));
         break;
+    }
     case OPG_Q4_1_X8:
         for (int i = 0; i < nblk; i++)
             f16pair_ps(loadu256(w8 + (c * 8 + i) * 8 * sizeof(opg_block_q4_1)), &pr->d[i], &pr->m[i]);
-        break;
-    case OPG_Q8_0_X8:
-        for (int i = 0; i < nblk; i++)
-            pr->d[i] = _mm256_cvtph_ps(loadu128(w8 + (c * 8 + i) * 8 * sizeof(opg_block_q8_0)));
         break;
     case OPG_Q4_K:
     case OPG_Q4_K_X8: {
