@@ -606,6 +606,8 @@ static void test_pack_x8(void **state) {
             tu_assert_bits(y, yr, (size_t)K, opg_dtype_name(tx));
         }
         assert_int_equal(opg_dequantize_x8_row(y, wx, t, 0, K), -1); /* not a packed type */
+        assert_int_equal(opg_dequantize_x8_row(y, wx, tx, 0, K - 16), -1); /* K off the block */
+        assert_int_equal(opg_dequantize_x8_row(y, wx, tx, -1, K), -1);
         tu_free(y); tu_free(yr);
         opg_block_q8a xq[3] = {{0}};
         float out[12];
