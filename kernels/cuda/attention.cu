@@ -149,8 +149,9 @@ __device__ __forceinline__ void attn_merge(attn_state *a, const attn_state *b, i
 }
 
 /* One block per (query, head): segments in order, merged as they come. */
-__global__ void attn_pair_kernel(float *out, const float *q, const float *k, const float *v,
-                                 int64_t pos0, int n_head, int n_kv, int hd, float scale) {
+__global__ void __launch_bounds__(ATT_THREADS)
+attn_pair_kernel(float *out, const float *q, const float *k, const float *v,
+                 int64_t pos0, int n_head, int n_kv, int hd, float scale) {
     __shared__ attn_smem sm;
     const int64_t pair = blockIdx.x;
     const attn_pair pr = pair_setup(&sm, q, k, v, pair, pos0, n_head, n_kv, hd);
@@ -172,9 +173,10 @@ __global__ void attn_pair_kernel(float *out, const float *q, const float *k, con
 
 /* Split path, step 1: block (pair, segment g) writes the segment's state to
  * seg[pair][g] = {m, l, acc[0..hd)} (hd + 2 floats), for g <= t / 1024. */
-__global__ void attn_segment_kernel(float *seg, const float *q, const float *k, const float *v,
-                                    int64_t pos0, int n_head, int n_kv, int hd, float scale,
-                                    int n_seg) {
+__global__ void __launch_bounds__(ATT_THREADS)
+attn_segment_kernel(float *seg, const float *q, const float *k, const float *v,
+                    int64_t pos0, int n_head, int n_kv, int hd, float scale,
+                    int n_seg) {
     __shared__ attn_smem sm;
     const int64_t pair = blockIdx.x;
     const int64_t g0 = (int64_t)blockIdx.y * OPG_ATTN_SEGMENT;
@@ -197,8 +199,9 @@ __global__ void attn_segment_kernel(float *seg, const float *q, const float *k, 
 
 /* Split path, step 2: block per pair merges its segments left to right and
  * divides, with the operations of attn_pair_kernel. */
-__global__ void attn_merge_kernel(float *out, const float *seg, int64_t pos0, int n_head, int hd,
-                                  int n_seg) {
+__global__ void __launch_bounds__(ATT_THREADS)
+attn_merge_kernel(float *out, const float *seg, int64_t pos0, int n_head, int hd,
+                  int n_seg) {
     const int64_t pair = blockIdx.x;
     const int64_t t = pos0 + pair / n_head;
     const float *sp = seg + pair * n_seg * (int64_t)(hd + 2);

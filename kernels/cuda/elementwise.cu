@@ -26,6 +26,7 @@
 #define EW_THREADS 256   /* threads of the reducing kernels (rows) */
 #define EW_ELEMS 256     /* threads of the elementwise kernels */
 #define EW_MAX_GRID 65535 /* grid-stride loops cover the rest */
+#define ROPE_MAX_THREADS 128 /* threads of a RoPE row: one per rotated pair, up to this */
 
 /* ---- block-wide helpers ------------------------------------------------- */
 
@@ -64,7 +65,8 @@ __device__ float block_canonical_sum(int64_t n, Step step) {
 /* ---- RMSNorm (section 6) -------------------------------------------------- */
 
 /* One block per row: y = (x * inv) * w, inv = 1 / sqrt(ss / D + eps). */
-__global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int64_t D, float eps) {
+__global__ void __launch_bounds__(EW_THREADS)
+rmsnorm_kernel(float *y, const float *x, const float *w, int64_t D, float eps) {
     const float *xr = x + (int64_t)blockIdx.x * D;
     float *yr = y + (int64_t)blockIdx.x * D;
     float ss = block_canonical_sum(D, [xr](float p, int64_t k) { return fmaf(xr[k], xr[k], p); });
@@ -89,8 +91,9 @@ extern "C" int opg_cuda_rmsnorm(opg_cuda_stream s, float *y, const float *x, con
 /* One block per token; thread i builds table entry i (cos, sin of
  * pos * inv_freq[i] in binary64 with opg_sincos_f64, each rounded once to
  * f32, as opg_rope_table) and rotates pair i of every head. */
-__global__ void rope_kernel(float *x, const int32_t *pos, int n_heads, int head_dim, int n_dims,
-                            const double *inv_freq, int neox) {
+__global__ void __launch_bounds__(ROPE_MAX_THREADS)
+rope_kernel(float *x, const int32_t *pos, int n_heads, int head_dim, int n_dims,
+            const double *inv_freq, int neox) {
     const int64_t t = blockIdx.x;
     const int half = n_dims / 2;
     float *xt = x + t * n_heads * (int64_t)head_dim;
@@ -124,7 +127,7 @@ extern "C" int opg_cuda_rope(opg_cuda_stream s, float *x, int64_t n_tok, const i
     if (n_tok == 0 || n_heads == 0 || n_dims <= 0 || n_dims > head_dim || n_dims % 2 != 0)
         return OPG_CUDA_OK;
     int half = n_dims / 2;
-    int threads = half < 128 ? (half + 31) / 32 * 32 : 128;
+    int threads = half < ROPE_MAX_THREADS ? (half + 31) / 32 * 32 : ROPE_MAX_THREADS;
     rope_kernel<<<(unsigned)n_tok, threads, 0, (cudaStream_t)s>>>(
         x, pos, n_heads, head_dim, n_dims, inv_freq, mode == OPG_ROPE_NEOX);
     OPG_CUDA_CHECK_LAUNCH();
@@ -133,13 +136,15 @@ extern "C" int opg_cuda_rope(opg_cuda_stream s, float *x, int64_t n_tok, const i
 
 /* ---- SwiGLU, add (section 8; the residual add) ---------------------------- */
 
-__global__ void swiglu_kernel(float *out, const float *gate, const float *up, int64_t n) {
+__global__ void __launch_bounds__(EW_ELEMS)
+swiglu_kernel(float *out, const float *gate, const float *up, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * EW_ELEMS + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * EW_ELEMS)
         out[i] = opg_siluf(gate[i]) * up[i];
 }
 
-__global__ void add_kernel(float *y, const float *a, const float *b, int64_t n) {
+__global__ void __launch_bounds__(EW_ELEMS)
+add_kernel(float *y, const float *a, const float *b, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * EW_ELEMS + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * EW_ELEMS)
         y[i] = a[i] + b[i];
@@ -173,7 +178,8 @@ extern "C" int opg_cuda_add(opg_cuda_stream s, float *y, const float *a, const f
 /* One block per row. m = the reference's max (the first of the largest
  * values; -inf when there is none), e_i = opg_expf(x_i - m) written to y by
  * the thread that sums its chunk, s = canonical sum, y_i = e_i / s. */
-__global__ void softmax_kernel(float *y, const float *x, int64_t n) {
+__global__ void __launch_bounds__(EW_THREADS)
+softmax_kernel(float *y, const float *x, int64_t n) {
     __shared__ float m_sh;
     const float *xr = x + (int64_t)blockIdx.x * n;
     float *yr = y + (int64_t)blockIdx.x * n;
@@ -271,8 +277,9 @@ __device__ float dequant_elem(const unsigned char *row, opg_dtype t, int64_t e) 
 }
 
 /* Block (token, tile of EW_ELEMS elements). */
-__global__ void embed_kernel(float *out, const unsigned char *table, opg_dtype t, int64_t dim,
-                             size_t row_bytes, const int32_t *tokens) {
+__global__ void __launch_bounds__(EW_ELEMS)
+embed_kernel(float *out, const unsigned char *table, opg_dtype t, int64_t dim,
+             size_t row_bytes, const int32_t *tokens) {
     const int64_t i = blockIdx.x;
     const int64_t e = (int64_t)blockIdx.y * EW_ELEMS + threadIdx.x;
     if (e >= dim) return;
@@ -319,7 +326,8 @@ extern "C" int opg_cuda_embed(opg_cuda_stream s, float *out, const void *table, 
 
 /* ---- argmax (section 10) -------------------------------------------------- */
 
-__global__ void argmax_kernel(int64_t *out, const float *x, int64_t n) {
+__global__ void __launch_bounds__(EW_THREADS)
+argmax_kernel(int64_t *out, const float *x, int64_t n) {
     int64_t i = block_argmax<EW_THREADS>(x, n, false);
     if (threadIdx.x == 0) *out = i < 0 ? 0 : i; /* all NaN (or n = 0): index 0 */
 }

@@ -29,7 +29,8 @@ constexpr int SAMPLE_THREADS = 256;
 constexpr uint32_t NAN_KEY = 0xffffffffu;
 
 /* Ascending keys = logits descending as numbers; NaN last. */
-__global__ void sample_keys(uint32_t *keys, int32_t *ids, const float *x, int64_t n) {
+__global__ void __launch_bounds__(SAMPLE_THREADS)
+sample_keys(uint32_t *keys, int32_t *ids, const float *x, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float l = x[i];
@@ -44,15 +45,17 @@ __global__ void sample_keys(uint32_t *keys, int32_t *ids, const float *x, int64_
     }
 }
 
-__global__ void sample_greedy(int64_t *out, const float *x, int64_t n) {
+__global__ void __launch_bounds__(SAMPLE_THREADS)
+sample_greedy(int64_t *out, const float *x, int64_t n) {
     const int64_t i = block_argmax<SAMPLE_THREADS>(x, n, false);
     if (threadIdx.x == 0) *out = i; /* -1: every logit NaN */
 }
 
 /* The reference's steps after the order, given the sorted keys and ids. */
-__global__ void sample_finish(int64_t *out, const float *x, int64_t n, const uint32_t *keys,
-                              const int32_t *ids, float *e, float T, int32_t top_k, float P,
-                              float u) {
+__global__ void __launch_bounds__(SAMPLE_THREADS)
+sample_finish(int64_t *out, const float *x, int64_t n, const uint32_t *keys,
+              const int32_t *ids, float *e, float T, int32_t top_k, float P,
+              float u) {
     __shared__ int64_t kept_sh;
     __shared__ float zfirst_sh;
     const int tid = (int)threadIdx.x;

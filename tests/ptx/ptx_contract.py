@@ -29,7 +29,15 @@ Usage:
       (CMake's CUDA_ARCHITECTURES, ';' or ',' between entries) asks for: per
       object one cubin for each entry that is not -virtual and PTX for each
       that is not -real, nothing else (native, all, all-major: the same
-      cubins in every object); the PTX embedded in a library keeps the rules.
+      cubins in every object); the PTX embedded in a library keeps the rules,
+      and every kernel of its cubins fits its largest block on the device:
+      registers (rounded up to the allocation unit of 8 per thread) times
+      the block size of its __launch_bounds__ (the cubin's
+      EIATTR_MAX_THREADS; without one, 1024 threads, the most a launch may
+      ask for) at most 65536, the
+      register file a block may use on sm_75 to sm_90; otherwise the launch
+      fails on a GPU with "too many resources requested", which no host
+      emulation sees. Every kernel but CUB's must have __launch_bounds__
       auto looks in DIR, PATH and pip's nvidia packages and exits 77 (ctest:
       skipped) when it finds no cuobjdump
   ptx_contract.py --find-cuobjdump [--toolkit-bin DIR]
@@ -204,6 +212,129 @@ def parse_archs(value):
     return sorted(cubins, key=arch_key), sorted(ptx, key=arch_key)
 
 
+MAX_BLOCK_THREADS = 1024  # a launch's most threads per block (sm_75 .. sm_90)
+BLOCK_REGISTERS = 65536  # the registers one block may use (sm_75 .. sm_90)
+REG_UNIT = 8  # registers per thread are allocated in steps of 8 (256 per warp)
+FOREIGN_KERNELS = ("_ZN3cub",)  # CUB's kernels: their bounds are CUB's business
+
+
+def block_sizes(cuobjdump, path):
+    """{(member, arch): {kernel: threads}}: the block size each kernel of
+    each cubin in path was compiled for (__launch_bounds__, the ELF's
+    EIATTR_MAX_THREADS); a kernel without one is absent."""
+    r = subprocess.run([cuobjdump, "-elf", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"cuobjdump -elf {path}: {(r.stderr or r.stdout).strip()}")
+    sizes, member, arch, kernel, attr = {}, "", "?", None, None
+    for line in r.stdout.splitlines():
+        if line.startswith("member "):
+            m = re.match(r"member .*:([^:]+):$", line)
+            member = m.group(1) if m else line
+            continue
+        m = re.match(r"\s*arch = sm_(\w+)", line)
+        if m:
+            arch = m.group(1)
+            continue
+        m = re.match(r"\.nv\.info\.(\S+)$", line)
+        if m:
+            kernel = m.group(1)
+            continue
+        if not line.startswith("\t") and line.strip():
+            kernel = None  # another section
+        m = re.match(r"\s*Attribute:\s*(\w+)", line)
+        if m:
+            attr = m.group(1)
+            continue
+        m = re.match(r"\s*Value:\s*(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)", line)
+        if m and kernel and attr == "EIATTR_MAX_THREADS":
+            n = int(m.group(1), 16) * int(m.group(2), 16) * int(m.group(3), 16)
+            sizes.setdefault((member, arch), {})[kernel] = n
+    return sizes
+
+
+def resource_usage(cuobjdump, path):
+    """[(member, arch, kernel, registers, stack + local bytes)] of every kernel
+    in the cubins of path (cuobjdump --dump-resource-usage)."""
+    r = subprocess.run([cuobjdump, "--dump-resource-usage", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"cuobjdump --dump-resource-usage {path}: {(r.stderr or r.stdout).strip()}")
+    rows, member, arch, kernel = [], "", "?", None
+    for line in r.stdout.splitlines():
+        m = re.match(r"member .*:([^:]+):$", line)
+        if m:
+            member = m.group(1)
+        m = re.match(r"\s*arch = sm_(\w+)", line)
+        if m:
+            arch = m.group(1)
+        m = re.match(r"\s*Function ([^:\s]+):", line)
+        if m:
+            kernel = m.group(1)
+        m = re.search(r"REG:(\d+) STACK:(\d+).*\bLOCAL:(\d+)", line)
+        if m and kernel:
+            rows.append((member, arch, kernel, int(m.group(1)), int(m.group(2)) + int(m.group(3))))
+            kernel = None
+    return rows
+
+
+def block_registers(regs, threads):
+    """Registers a block of threads with regs each takes from the register file."""
+    warps = -(-threads // 32)
+    return warps * 32 * (-(-regs // REG_UNIT) * REG_UNIT)
+
+
+def short_names(kernels):
+    """{mangled: readable} (c++filt when there is one, without parameters)."""
+    names = {k: k for k in kernels}
+    try:
+        r = subprocess.run(["c++filt"], input="\n".join(kernels), capture_output=True, text=True)
+        out = r.stdout.splitlines() if r.returncode == 0 else []
+    except OSError:
+        out = []
+    for k, d in zip(kernels, out if len(out) == len(kernels) else []):
+        d = re.sub(r"^void ", "", d.replace("(anonymous namespace)::", ""))
+        d = re.sub(r"\([^()]*\)$", "", d)
+        scope = d.split("<", 1)[0]
+        if "::" in scope:  # cub::CUB_300001_SM_750_...::detail::radix_sort::X<...> -> X<...>
+            d = d[len(scope.rsplit("::", 1)[0]) + 2:]
+        names[k] = d if len(d) <= 60 else d[:57] + "..."
+    return names
+
+
+def check_resources(usage, sizes, where):
+    """Problems of usage (resource_usage rows of one file) given sizes
+    (block_sizes of the same file); prints one line per member."""
+    problems = []
+    names = short_names(sorted({u[2] for u in usage}))
+    for member in sorted({u[0] for u in usage}):
+        rows = [u for u in usage if u[0] == member]
+        worst, spills, bounded = None, [], 0
+        for _, arch, kernel, regs, local in rows:
+            bounds = sizes.get((member, arch), {})
+            bounded += kernel in bounds
+            threads = bounds.get(kernel, MAX_BLOCK_THREADS)
+            need = block_registers(regs, threads)
+            if worst is None or need > worst[0]:
+                worst = (need, kernel, arch, regs, threads)
+            label = f"{where}:{member}" if member else where
+            if need > BLOCK_REGISTERS:
+                how = "its __launch_bounds__" if kernel in bounds else "no __launch_bounds__, so up to"
+                problems.append(f"{label}: {names[kernel]} ({kernel}) on sm_{arch}: {regs} registers x "
+                                f"{threads} threads ({how}) = {need} > {BLOCK_REGISTERS}: "
+                                f"such a launch fails on the GPU")
+            if kernel not in bounds and not kernel.startswith(FOREIGN_KERNELS):
+                problems.append(f"{label}: {names[kernel]} ({kernel}) on sm_{arch}: no __launch_bounds__ "
+                                f"(every opg kernel states its block size, so ptxas keeps its registers "
+                                f"within it and the emulation checks each launch against it)")
+            if local:
+                spills.append(f"{names[kernel]} sm_{arch} {local} B")
+        need, kernel, arch, regs, threads = worst
+        print(f"{where}{':' + member if member else ''}: {len(rows)} kernel cubins, "
+              f"{bounded} with __launch_bounds__; most registers per block "
+              f"{need} of {BLOCK_REGISTERS} ({names[kernel]}, sm_{arch}: {regs} x {threads} threads)"
+              + (f"; {len(spills)} with stack/local memory, e.g. {', '.join(spills[:2])}" if spills else ""))
+    return problems
+
+
 def check_fatbin(cuobjdump, paths, archs, required):
     """Every file (per archive member) carries one cubin for each real
     architecture and PTX for each virtual one, as archs (parse_archs) asks;
@@ -255,6 +386,8 @@ def check_fatbin(cuobjdump, paths, archs, required):
                 continue
             order = {os.path.join(tmp, n): (m, arch_key(a)) for m, k, a, n in listing if k == "PTX"}
             problems += check_files(sorted(labels, key=order.get), required, labels)
+        problems += check_resources(resource_usage(cuobjdump, path), block_sizes(cuobjdump, path),
+                                    os.path.basename(path))
     return problems
 
 
@@ -357,6 +490,27 @@ def self_test_fatbin(nvcc, source, includes, tmp):
         ("noptx", "native", None),
         ("fast", "75-real;90", ": ftz"),
     ]
+    # registers: a kernel that keeps 256 loads live takes ~127 registers; unbounded
+    # it may be launched with 1024 threads (too many), bounded ptxas caps it at 64
+    heavy = os.path.join(tmp, "heavy.cu")
+    with open(heavy, "w", encoding="utf-8") as f:
+        f.write("__global__ void BOUNDS heavy(float *p) {\n    float a[256];\n#pragma unroll\n"
+                "    for (int i = 0; i < 256; i++) a[i] = p[i * 1024 + threadIdx.x];\n"
+                "    float s = 0.0f;\n#pragma unroll\n"
+                "    for (int i = 0; i < 256; i++) s = s + a[i] * a[(i * 7) % 256];\n"
+                "    p[threadIdx.x] = s;\n}\n")
+    for name, bounds in (("unbounded", ""), ("bounded", "__launch_bounds__(1024)")):
+        obj, lib = os.path.join(tmp, f"{name}.o"), os.path.join(tmp, f"lib{name}.a")
+        r = subprocess.run([nvcc, "-c", "-O3", f"-DBOUNDS={bounds}", "-gencode",
+                            "arch=compute_75,code=[sm_75,compute_75]"] + CONTRACT_FLAGS + [heavy, "-o", obj],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or subprocess.run(["ar", "rcs", lib, obj]).returncode != 0:
+            failures.append(f"building {name} failed: {r.stderr.strip()[:400]}")
+            continue
+        libs[name] = lib
+    cases += [("unbounded", "75", "such a launch fails"), ("bounded", "75", None)]
+    if block_registers(71, 1024) != 73728 or block_registers(64, 1000) != 65536:
+        failures.append("block_registers: wrong")
     if parse_archs("90a-virtual;75") != (["75"], ["75", "90a"]) or parse_archs("all-major") is not None:
         failures.append(f"parse_archs: {parse_archs('90a-virtual;75')}, {parse_archs('all-major')}")
     for name, archs, phrase in cases:
