@@ -171,18 +171,30 @@ def find_cuobjdump(toolkit_bin=None):
     return None
 
 
-def fatbin_listing(cuobjdump, path):
-    """[(member, kind, arch, name)] of the device code cuobjdump lists in path
-    (member is the archive member, or '' for an executable or object)."""
-    r = subprocess.run([cuobjdump, "-lelf", "-lptx", path], capture_output=True, text=True)
+def cuobjdump_lines(cuobjdump, option, path):
+    """(member, arch, line) for each line of cuobjdump's output for option on
+    path, with the archive member ('' outside an archive) and the last
+    "arch = sm_X" seen; RuntimeError when cuobjdump fails."""
+    r = subprocess.run([cuobjdump, option, path], capture_output=True, text=True)
     if r.returncode != 0:
-        raise RuntimeError(f"cuobjdump -lelf -lptx {path}: {(r.stderr or r.stdout).strip()}")
-    entries, member = [], ""
+        raise RuntimeError(f"cuobjdump {option} {path}: {(r.stderr or r.stdout).strip()}")
+    member, arch = "", "?"
     for line in r.stdout.splitlines():
         m = re.match(r"member .*:([^:]+):$", line)
         if m:
             member = m.group(1)
-            continue
+        m = re.match(r"\s*arch = sm_(\w+)", line)
+        if m:
+            arch = m.group(1)
+        yield member, arch, line
+
+
+def fatbin_listing(cuobjdump, path):
+    """[(member, kind, arch, name)] of the device code cuobjdump lists in path
+    (member is the archive member, or '' for an executable or object)."""
+    entries = []
+    for member, _, line in list(cuobjdump_lines(cuobjdump, "-lelf", path)) + \
+            list(cuobjdump_lines(cuobjdump, "-lptx", path)):
         m = re.match(r"(PTX|ELF) file\s+\d+: (\S+)$", line)
         if m:
             arch = re.search(r"\.sm_(\d+[a-z]?)\.(?:ptx|cubin)$", m.group(2))
@@ -222,19 +234,8 @@ def block_sizes(cuobjdump, path):
     """{(member, arch): {kernel: threads}}: the block size each kernel of
     each cubin in path was compiled for (__launch_bounds__, the ELF's
     EIATTR_MAX_THREADS); a kernel without one is absent."""
-    r = subprocess.run([cuobjdump, "-elf", path], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"cuobjdump -elf {path}: {(r.stderr or r.stdout).strip()}")
-    sizes, member, arch, kernel, attr = {}, "", "?", None, None
-    for line in r.stdout.splitlines():
-        if line.startswith("member "):
-            m = re.match(r"member .*:([^:]+):$", line)
-            member = m.group(1) if m else line
-            continue
-        m = re.match(r"\s*arch = sm_(\w+)", line)
-        if m:
-            arch = m.group(1)
-            continue
+    sizes, kernel, attr = {}, None, None
+    for member, arch, line in cuobjdump_lines(cuobjdump, "-elf", path):
         m = re.match(r"\.nv\.info\.(\S+)$", line)
         if m:
             kernel = m.group(1)
@@ -255,17 +256,8 @@ def block_sizes(cuobjdump, path):
 def resource_usage(cuobjdump, path):
     """[(member, arch, kernel, registers, stack + local bytes)] of every kernel
     in the cubins of path (cuobjdump --dump-resource-usage)."""
-    r = subprocess.run([cuobjdump, "--dump-resource-usage", path], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"cuobjdump --dump-resource-usage {path}: {(r.stderr or r.stdout).strip()}")
-    rows, member, arch, kernel = [], "", "?", None
-    for line in r.stdout.splitlines():
-        m = re.match(r"member .*:([^:]+):$", line)
-        if m:
-            member = m.group(1)
-        m = re.match(r"\s*arch = sm_(\w+)", line)
-        if m:
-            arch = m.group(1)
+    rows, kernel = [], None
+    for member, arch, line in cuobjdump_lines(cuobjdump, "--dump-resource-usage", path):
         m = re.match(r"\s*Function ([^:\s]+):", line)
         if m:
             kernel = m.group(1)
