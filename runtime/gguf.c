@@ -15,7 +15,8 @@
  *  - tensors: 1..4 dims, each ne in 1..INT64_MAX, product fits int64, ne[0]
  *    a multiple of the type's block; data offset aligned; tensors lie inside
  *    the data section and do not overlap (any order, gaps allowed);
- *  - general.alignment, when present, is a uint32 power of two. */
+ *  - general.alignment, when present, is a uint32 power of two, at least 8
+ *    (the spec's "multiple of 8"). */
 #include "gguf.h"
 
 #include <errno.h>
@@ -538,6 +539,12 @@ static opg_status parse(opg_gguf *g) {
         if (a == 0 || (a & (a - 1)) != 0)
             return opg__fail(OPG_ERR_FORMAT, "general.alignment = %u at offset %zu is not a power of two",
                              a, kv->off);
+        /* the spec's "multiple of 8": below it, tensors used in place could
+         * start off their element size (a misaligned float load) */
+        if (a < 8)
+            return opg__fail(OPG_ERR_FORMAT,
+                             "general.alignment = %u at offset %zu is below 8 (the GGUF spec asks for a "
+                             "multiple of 8)", a, kv->off);
         g->alignment = a;
     }
 

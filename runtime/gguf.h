@@ -17,8 +17,8 @@
  *    values may hold any bytes (UTF-8 is not checked);
  *  - value types 0..12; arrays of arrays are rejected (as ggml does); bool
  *    values are 0 or 1;
- *  - general.alignment, when present, is a uint32 power of two (default 32);
- *    the data section starts at the end of the tensor infos rounded up to it;
+ *  - general.alignment, when present, is a uint32 power of two >= 8
+ *    (default 32); the data section starts at the end of the tensor infos rounded up to it;
  *  - tensors: 1..4 dims, every ne >= 1, element count fits int64, ne[0] a
  *    multiple of the type's block, type one of ggml's (F32 ... MXFP4, NVFP4,
  *    Q1_0), offset a multiple of the alignment, bytes inside the file, no two

@@ -776,7 +776,12 @@ static opg_status bpe_word(session *s, const char *w, size_t len) {
             size_t l = char_len(s->buf + y->off + o, y->n - o);
             id = lookup_plain(t, s->buf + y->off + o, l);
             if (id < 0) id = t->unk;
-            if (id >= 0 && (st = emit(s, id))) return st;
+            /* dropping the character would change the prompt unseen */
+            if (id < 0)
+                return opg__fail(OPG_ERR_UNSUPPORTED,
+                                 "tokenizer: a character has no token and the vocabulary has no "
+                                 "unknown token");
+            if ((st = emit(s, id))) return st;
             o += (uint32_t)l;
         }
     }

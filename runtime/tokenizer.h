@@ -20,7 +20,10 @@
  *    (each becomes its byte-fallback token, or unk without byte tokens); the
  *    BPE pre-tokenizer never matches an invalid byte, so each maximal run of
  *    them between matches is its own piece, encoded byte-level;
- *  - decoding never applies "clean up tokenization spaces".
+ *  - decoding never applies "clean up tokenization spaces";
+ *  - a character with no token in an incomplete vocabulary becomes the
+ *    unknown token, and without one the encode fails (OPG_ERR_UNSUPPORTED)
+ *    for both kinds; llama.cpp's BPE drops it silently.
  *
  * Special tokens: tokens of type CONTROL, USER_DEFINED or UNKNOWN. Before the
  * normal algorithm the text is cut at occurrences of their texts, longest

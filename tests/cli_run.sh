@@ -3,9 +3,9 @@
 # Q4_1, fetched by scripts/fetch-model.sh): coherent greedy answer, and the same
 # trace root on 1 and 2 threads, alone and batched with 7 other prompts, and by
 # teacher-forced re-execution. Also the CLI's error paths.
-# Usage: cli_run.sh OPG_BINARY MODEL_PATH
+# Usage: cli_run.sh OPG_BINARY MODEL_PATH TINY_DIR (gen_tiny_models.py's output)
 set -uo pipefail
-opg=$1 model=$2
+opg=$1 model=$2 tiny=$3
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # error paths first (need no model)
@@ -17,9 +17,19 @@ grep -q "cannot read model /nonexistent.gguf" err.txt || fail "missing model: me
 grep -q "a prompt is required" err.txt || fail "no prompt: message: $(cat err.txt)"
 "$opg" run -p x -n -5 >/dev/null 2>err.txt; [ $? -eq 2 ] || fail "negative -n: want exit 2"
 "$opg" run --help | grep -q "usage: opg run" || fail "--help"
+"$opg" run -p x --backend cuda:abc >/dev/null 2>err.txt; [ $? -eq 2 ] || fail "--backend cuda:abc: want exit 2"
+grep -q "cuda:N" err.txt || fail "--backend cuda:abc: message: $(cat err.txt)"
 printf 'GGUF\x03\x00\x00\x00garbage' > bad.gguf
 "$opg" run -m bad.gguf -p x >/dev/null 2>err.txt; [ $? -eq 1 ] || fail "corrupt model: want exit 1"
 grep -q "bad.gguf" err.txt || fail "corrupt model: message names the file: $(cat err.txt)"
+# tiny models with a tokenizer (no real model needed): a tokenizer larger
+# than the embedding is refused; tokens of 257+ bytes are streamed whole
+"$opg" run -m "$tiny/tiny-tok-over.gguf" -p abc -n 3 --backend cpu >/dev/null 2>err.txt; rc=$?
+[ $rc -eq 1 ] || fail "tokenizer over the vocabulary: exit $rc, want 1"
+grep -q "the tokenizer has 100 tokens but token_embd only 96 rows" err.txt || fail "tok-over: $(cat err.txt)"
+text=$("$opg" run -m "$tiny/tiny-tok-long.gguf" -p abc -n 4 -t 1 --backend cpu 2>err.txt | head -n 1) \
+    || fail "tok-long: $(cat err.txt)"
+[ ${#text} -ge 257 ] || fail "tok-long: streamed text is ${#text} bytes, no long token whole: '$text'"
 
 if [ ! -f "$model" ]; then
     echo "skipped: $model not present (scripts/fetch-model.sh fetches it)"
@@ -43,4 +53,15 @@ s2=$("$opg" run -m "$model" -p "Once upon a time" -n 16 --temp 0.8 --seed 7 -q -
 s3=$("$opg" run -m "$model" -p "Once upon a time" -n 16 --temp 0.8 --seed 8 -q -t 1 2>/dev/null | sed -n 's/^trace_root=//p')
 [ "$s1" = "$s2" ] || fail "seeded run differs between 1 thread alone and 2 threads batched"
 [ "$s1" != "$s3" ] || fail "a different seed gave the same trace root"
+# a prompt over -c: the CLI says so (not the scheduler's "request 0"); a
+# neighbour of --batch-with that does not fit is left out with a notice and
+# the user's job is unchanged
+"$opg" run -m "$model" -p "$prompt" -n 2 -c 4 -q >/dev/null 2>err.txt; rc=$?
+[ $rc -eq 1 ] || fail "prompt over -c: exit $rc, want 1"
+grep -q "the prompt is [0-9]* tokens, the context holds 4 (-c)" err.txt || fail "prompt over -c: $(cat err.txt)"
+c1=$("$opg" run -m "$model" -p "Hi" -n 2 -c 8 -q 2>/dev/null | sed -n 's/^trace_root=//p')
+c2=$("$opg" run -m "$model" -p "Hi" -n 2 -c 8 -q --batch-with 7 2>err.txt | sed -n 's/^trace_root=//p')
+grep -q "neighbour prompt [0-9]* left out" err.txt || fail "--batch-with over -c: no notice: $(cat err.txt)"
+grep -q "^batch *[2-7] sequence" err.txt || fail "--batch-with over -c: all neighbours left out: $(cat err.txt)"
+[ -n "$c1" ] && [ "$c1" = "$c2" ] || fail "--batch-with over -c: root $c2, alone $c1"
 echo "ok: trace root $root1 identical (1 thread alone, 2 threads batched with 7, replay)"

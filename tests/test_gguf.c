@@ -665,12 +665,16 @@ static void test_hostile_kv(void **state) {
     /* NUL inside a key */
     b = pt_reset(&P); b[o - 3] = 0;
     expect_fail(b, P.n, OPG_ERR_FORMAT, "NUL byte");
-    /* general.alignment: 0, 3, 2^31 (valid power of two, offsets then misaligned), wrong type */
+    /* general.alignment: 0, 3, 4, 1, 2^31 (valid power of two, offsets then misaligned), wrong type */
     o = kv_after_key(&P, "general.alignment");
     b = pt_reset(&P); put32(b + o + 4, 0);
     expect_fail(b, P.n, OPG_ERR_FORMAT, "alignment = 0");
     b = pt_reset(&P); put32(b + o + 4, 3);
     expect_fail(b, P.n, OPG_ERR_FORMAT, "not a power of two");
+    b = pt_reset(&P); put32(b + o + 4, 4); /* divides every offset, but under the spec's 8 */
+    expect_fail(b, P.n, OPG_ERR_FORMAT, "below 8");
+    b = pt_reset(&P); put32(b + o + 4, 1);
+    expect_fail(b, P.n, OPG_ERR_FORMAT, "below 8");
     b = pt_reset(&P); put32(b + o + 4, 128);
     expect_fail(b, P.n, OPG_ERR_FORMAT, "alignment 128");
     b = pt_reset(&P); put32(b + o + 4, 1u << 31);

@@ -750,6 +750,39 @@ static void test_user_defined(void **state) {
     mini_free(&v, t);
 }
 
+/* A BPE vocabulary without some characters: those become unk, and without
+ * an unk token the encode fails (dropping them would change the prompt). */
+static void test_bpe_incomplete(void **state) {
+    (void)state;
+    const char *tokens[] = {"a", "b", "<unk>"};
+    const int32_t types[] = {OPG_TOKEN_NORMAL, OPG_TOKEN_NORMAL, OPG_TOKEN_UNKNOWN};
+    opg_tokenizer_params p;
+    opg_tokenizer_params_init(&p);
+    p.model = OPG_TOK_BPE;
+    p.pre = "gpt-2";
+    p.n_tokens = 3;
+    p.tokens = tokens;
+    p.types = types;
+    p.unk_id = 2;
+    opg_tokenizer *t = NULL;
+    int32_t ids[8];
+    size_t n = 99;
+    assert_int_equal(opg_tokenizer_new(&p, &t), OPG_OK);
+    assert_int_equal(opg_tokenizer_encode(t, "abxa", 4, 0, ids, 8, &n), OPG_OK);
+    int32_t want[] = {0, 1, 2, 0};
+    assert_int_equal(n, 4);
+    assert_memory_equal(ids, want, sizeof want);
+    opg_tokenizer_free(t);
+    p.n_tokens = 2; /* no unk */
+    p.unk_id = -1;
+    assert_int_equal(opg_tokenizer_new(&p, &t), OPG_OK);
+    assert_int_equal(opg_tokenizer_encode(t, "ab", 2, 0, ids, 8, &n), OPG_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(opg_tokenizer_encode(t, "abxa", 4, 0, ids, 8, &n), OPG_ERR_UNSUPPORTED);
+    assert_non_null(strstr(opg_last_error(), "has no token"));
+    opg_tokenizer_free(t);
+}
+
 /* A small SPM vocabulary: scores decide the merges; unknown characters fall
  * back to bytes, or to unk when there are no byte tokens. */
 static void test_spm_in_memory(void **state) {
@@ -1002,6 +1035,7 @@ int main(void) {
         cmocka_unit_test(test_pre_gpt2),         cmocka_unit_test(test_pre_llama3),
         cmocka_unit_test(test_pre_qwen2_smollm), cmocka_unit_test(test_pre_unknown),
         cmocka_unit_test(test_user_defined),     cmocka_unit_test(test_spm_in_memory),
+        cmocka_unit_test(test_bpe_incomplete),
         cmocka_unit_test(test_long_inputs),      cmocka_unit_test(test_gguf_metadata),
         cmocka_unit_test(test_threads),
     };

@@ -64,7 +64,9 @@ static void usage_run(FILE *f) {
             "  -t, --threads T      CPU threads (default: all)\n"
             "      --backend B      auto, cpu, cuda or cuda:N (default: $OPG_BACKEND or auto:\n"
             "                       the GPU when usable, else the cpu with a notice)\n"
-            "  -c, --ctx N          context per sequence (default: prompt + max tokens)\n"
+            "  -c, --ctx N          context per sequence (default: prompt + max tokens, at\n"
+            "                       most the model's training context; generation stops when\n"
+            "                       the context is full)\n"
             "      --batch-with K   also generate for K other prompts (0..%d) in the same\n"
             "                       batches; the output and trace root of yours must not change\n"
             "      --verify         re-execute the job by teacher-forced prefill and compare\n"
@@ -82,12 +84,16 @@ typedef struct {
 static int on_token(void *ctx, int seq, int32_t token) {
     stream_ctx *s = ctx;
     if (seq != 0 || s->quiet) return 0;
-    char piece[256];
+    char buf[256], *piece = buf;
     size_t n = 0;
-    if (opg_tokenizer_token_to_piece(s->tok, token, 0, piece, sizeof piece, &n) == OPG_OK) {
+    opg_status st = opg_tokenizer_token_to_piece(s->tok, token, 0, buf, sizeof buf, &n);
+    if (st == OPG_ERR_LIMIT && n >= sizeof buf && (piece = malloc(n + 1)) != NULL)
+        st = opg_tokenizer_token_to_piece(s->tok, token, 0, piece, n + 1, &n); /* a long token */
+    if (st == OPG_OK) {
         fwrite(piece, 1, n, stdout);
         fflush(stdout);
     }
+    if (piece != buf) free(piece);
     return 0;
 }
 
@@ -102,7 +108,13 @@ static void progress_bar(void *ctx, uint64_t done, uint64_t total) {
 }
 
 static int die(const char *what, opg_status st) {
-    fprintf(stderr, "opg: %s: %s (%s)\n", what, opg_last_error(), opg_strerror(st));
+    const char *msg = opg_last_error();
+    size_t n = strlen(what);
+    /* messages that already start with "what:" (the path, "tokenizer") get no second one */
+    if (strncmp(msg, what, n) == 0 && msg[n] == ':')
+        fprintf(stderr, "opg: %s (%s)\n", msg, opg_strerror(st));
+    else
+        fprintf(stderr, "opg: %s: %s (%s)\n", what, msg, opg_strerror(st));
     return 1;
 }
 
@@ -177,7 +189,8 @@ static int cmd_run(int argc, char **argv) {
         return 2;
     }
     if (strcmp(backend, "auto") && strcmp(backend, "cpu") && strcmp(backend, "cuda") &&
-        strncmp(backend, "cuda:", 5)) {
+        !(strncmp(backend, "cuda:", 5) == 0 && backend[5] && strlen(backend) <= 9 &&
+          strspn(backend + 5, "0123456789") == strlen(backend + 5))) {
         fprintf(stderr, "opg run: --backend must be auto, cpu, cuda or cuda:N, got '%s'\n",
                 backend);
         return 2;
@@ -206,35 +219,67 @@ static int cmd_run(int argc, char **argv) {
     if ((st = opg_tokenizer_from_gguf(opg_model_gguf(m), &tok))) { rc = die("tokenizer", st); goto out; }
 
     const opg_hparams *hp = opg_model_hparams(m);
-    int n_req = 1 + (int)batch_with;
+    if (opg_tokenizer_n_vocab(tok) > hp->n_vocab) {
+        /* its ids past the embedding's rows could not be run */
+        fprintf(stderr, "opg run: %s: the tokenizer has %d tokens but token_embd only %lld rows\n",
+                model_path, (int)opg_tokenizer_n_vocab(tok), (long long)hp->n_vocab);
+        goto out;
+    }
+    /* the context a sequence gets (the scheduler's rule): the prompt must leave room */
+    const int64_t ctx_cap = n_ctx > 0 ? n_ctx : hp->n_ctx_train;
+    int n_req = 0;
     opg_gen_request reqs[1 + N_NEIGHBOURS];
     opg_gen_result res[1 + N_NEIGHBOURS];
     int32_t *ids[1 + N_NEIGHBOURS] = {0};
     memset(reqs, 0, sizeof reqs);
     /* every end-of-generation token of the vocabulary stops */
-    int32_t *stop = malloc((size_t)hp->n_vocab * sizeof *stop);
+    int32_t *stop = malloc((size_t)opg_tokenizer_n_vocab(tok) * sizeof *stop + 1);
     int n_stop = 0;
     if (!stop) { fprintf(stderr, "opg run: out of memory\n"); goto out; }
     for (int32_t i = 0; i < opg_tokenizer_n_vocab(tok); i++)
         if (opg_tokenizer_is_eog(tok, i)) stop[n_stop++] = i;
-    for (int r = 0; r < n_req; r++) {
+    for (int r = 0; r <= (int)batch_with; r++) {
         const char *text = r == 0 ? prompt : k_neighbours[r - 1];
-        if ((st = opg_chat_encode_prompt(tok, opg_model_gguf(m), text, chat, &ids[r], &reqs[r].n_prompt))) {
-            rc = die("tokenize", st);
+        int64_t n_prompt = 0;
+        if ((st = opg_chat_encode_prompt(tok, opg_model_gguf(m), text, chat, &ids[n_req], &n_prompt))) {
+            if (r == 0) {
+                rc = die("tokenize", st);
+                goto free_ids;
+            }
+            fprintf(stderr, "opg run: --batch-with: neighbour prompt %d left out (%s)\n", r,
+                    opg_last_error());
+            continue;
+        }
+        /* the user's prompt must fit; a neighbour that does not is left out:
+         * it is there to share the batches, and leaving it out changes nothing
+         * of the user's job */
+        const char *why = n_prompt == 0 ? "encodes to no tokens"
+                          : n_prompt >= ctx_cap ? "does not fit the context" : NULL;
+        if (why && r == 0) {
+            if (n_prompt == 0) fprintf(stderr, "opg run: the prompt encodes to no tokens\n");
+            else
+                fprintf(stderr, "opg run: the prompt is %lld tokens, the context holds %lld%s\n",
+                        (long long)n_prompt, (long long)ctx_cap,
+                        n_ctx > 0 ? " (-c)" : " (the model's training context)");
             goto free_ids;
         }
-        if (reqs[r].n_prompt == 0) {
-            fprintf(stderr, "opg run: the prompt encodes to no tokens\n");
-            goto free_ids;
+        if (why) {
+            fprintf(stderr, "opg run: --batch-with: neighbour prompt %d left out (%lld tokens: %s of %lld)\n",
+                    r, (long long)n_prompt, why, (long long)ctx_cap);
+            free(ids[n_req]);
+            ids[n_req] = NULL;
+            continue;
         }
-        reqs[r].prompt = ids[r];
-        reqs[r].max_tokens = max_tokens;
-        reqs[r].sampling.temperature = (float)temp;
-        reqs[r].sampling.top_k = (int32_t)top_k;
-        reqs[r].sampling.top_p = (float)top_p;
-        reqs[r].sampling.seed = (uint64_t)seed + (uint64_t)r;
-        reqs[r].stop = stop;
-        reqs[r].n_stop = n_stop;
+        opg_gen_request *q = &reqs[n_req++];
+        q->n_prompt = n_prompt;
+        q->prompt = ids[n_req - 1];
+        q->max_tokens = max_tokens;
+        q->sampling.temperature = (float)temp;
+        q->sampling.top_k = (int32_t)top_k;
+        q->sampling.top_p = (float)top_p;
+        q->sampling.seed = (uint64_t)seed + (uint64_t)r;
+        q->stop = stop;
+        q->n_stop = n_stop;
     }
     stream_ctx sc = {tok, quiet};
     opg_gen_options go = {0};
@@ -292,7 +337,7 @@ static int cmd_run(int argc, char **argv) {
     }
     for (int r = 0; r < n_req; r++) opg_gen_result_clear(&res[r]);
 free_ids:
-    for (int r = 0; r < n_req; r++) free(ids[r]);
+    for (int r = 0; r <= N_NEIGHBOURS; r++) free(ids[r]);
     free(stop);
 out:
     opg_tokenizer_free(tok);

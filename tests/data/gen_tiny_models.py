@@ -228,6 +228,11 @@ def write_broken_variants(out_dir):
     tiny-missing-tensor.gguf  no blk.1.ffn_down.weight
     tiny-bad-shape.gguf       blk.0.attn_k.weight is [N_EMBD, N_EMBD] (not N_KV*HEAD_DIM rows)
     tiny-missing-key.gguf     no llama.block_count
+    And two with a GPT-2 style tokenizer, for `opg run` (tests/cli_run.sh):
+    tiny-tok-over.gguf        100 tokens (the last four end-of-generation) for
+                              96 embedding rows: opg run must refuse it
+    tiny-tok-long.gguf        a-z, then 70 tokens of 257..326 letters: the
+                              streamed text must hold them whole
     No .ref files: nothing is computed with them."""
     rng = np.random.default_rng(4000)
 
@@ -235,8 +240,14 @@ def write_broken_variants(out_dir):
         shape = (rows,) if cols is None else (rows, cols)
         return (rng.standard_normal(shape) * 0.05).astype(np.float32)
 
-    def write(name, arch="llama", skip=(), kv_rows=N_KV * HEAD_DIM, block_count=True):
+    def write(name, arch="llama", skip=(), kv_rows=N_KV * HEAD_DIM, block_count=True, tokens=None):
         w = gguf.GGUFWriter(f"{out_dir}/tiny-{name}.gguf", arch=arch)
+        if tokens:
+            w.add_tokenizer_model("gpt2")
+            w.add_tokenizer_pre("gpt-2")
+            w.add_token_list([text for text, _ in tokens])
+            w.add_token_types([ttype for _, ttype in tokens])
+            w.add_token_merges(["a a"])  # one rank (an empty array is not written); "aa" is no token
         if block_count:
             w.add_block_count(N_LAYER)
         w.add_context_length(256)
@@ -272,6 +283,11 @@ def write_broken_variants(out_dir):
     write("missing-tensor", skip=("blk.1.ffn_down.weight",))
     write("bad-shape", kv_rows=N_EMBD)
     write("missing-key", block_count=False)
+    letters = [(chr(ord("a") + i), gguf.TokenType.NORMAL) for i in range(26)]
+    eog = [(s, gguf.TokenType.CONTROL) for s in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>")]
+    long = [(chr(ord("a") + i % 26) * (257 + i), gguf.TokenType.NORMAL) for i in range(N_VOCAB - 26)]
+    write("tok-over", tokens=letters + long + eog)
+    write("tok-long", tokens=letters + long)
 
 
 if __name__ == "__main__":
