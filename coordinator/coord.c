@@ -17,6 +17,7 @@
 #include "contract.h"
 #include "jobstore.h"
 #include "lattrace.h"
+#include "receipt.h"
 #include "sock.h"
 #include "zap.h"
 
@@ -73,15 +74,21 @@ typedef struct worker {
     int backend;
     uint32_t slots;
     uint64_t price;
+    uint8_t key[32];           /* Ready.worker_key: signs its receipts */
+    int has_key;
     uint64_t *jobs;            /* ids of the jobs it runs */
     uint32_t n_jobs, cap_jobs;
     int64_t last_seen;
     struct worker *prev, *next;
 } worker;
 
+/* An answer to a SubmitJob, sent after the batch's commit and in arrival
+ * order: a SubmitAck for j, or (j NULL) an Error refusing it. */
 typedef struct ack {
     opg_peer peer;
     job *j;
+    opg_status err;
+    char *msg;
     struct ack *next;
 } ack;
 
@@ -97,7 +104,10 @@ struct opg_coord {
     worker *workers;
     int n_workers;
     int in_txn;
-    ack *acks, *acks_tail;     /* SubmitAcks waiting for the commit */
+    ack *acks, *acks_tail;     /* SubmitJob answers waiting for the commit */
+    int64_t n_acked_pending;   /* jobs among them (count against queue_max) */
+    opg_status store_error;    /* a store write failed: the loop stops */
+    char store_msg[384];
     job *finished;             /* jobs finished in this batch */
     int64_t next_hb;
     uint64_t hb_seq;
@@ -285,6 +295,14 @@ static void worker_remove(opg_coord *c, worker *w, const char *why) {
 }
 
 /* ---- finishing, delivering ----------------------------------------------------------- */
+/* Records the first failed store write; opg_coord_run stops on it (a
+ * restart on the store recovers every committed job). */
+static void store_failed(opg_coord *c, opg_status st) {
+    if (c->store_error) return;
+    c->store_error = st;
+    snprintf(c->store_msg, sizeof c->store_msg, "%s", opg_last_error());
+}
+
 /* Records the job's final state in the store (inside the batch's transaction)
  * and puts it on the finished list; delivery happens after the commit. Takes
  * frame (the Result or Error frame, malloc'd). */
@@ -297,7 +315,9 @@ static void finish_job(opg_coord *c, job *j, int state, uint8_t *frame, size_t l
     opg_status st = begin(c);
     if (st == OPG_OK) st = opg_jobstore_finish(c->store, j->id, state, frame, len, opg_wall_ms(), &changed);
     if (st) {
-        /* leaves the job as it was: the commit fails too and the loop stops */
+        /* the job stays as it was, and the loop stops before the commit: a
+           result the store did not take must not look delivered */
+        store_failed(c, st);
         LOG(OPG_LOG_ERROR, "store_failed", "job=%llu error=\"%s\"", (unsigned long long)j->id, opg_last_error());
         free(frame);
         return;
@@ -444,6 +464,10 @@ static void dispatch(opg_coord *c) {
             c->n_running++;
             metric_observe(c, c->m_wait, (double)(now - j->t_submit) / 1000.0);
         }
+        if (!q->head) { /* a queue per model id ever asked for would grow without bound */
+            HASH_DEL(c->queues, q);
+            free(q);
+        }
     }
 }
 
@@ -467,6 +491,8 @@ static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     w->backend = r->backend;
     w->slots = r->free_slots;
     w->price = r->price_per_token;
+    w->has_key = r->worker_key.len == 32;
+    if (w->has_key) memcpy(w->key, r->worker_key.data, 32);
     snprintf(w->name, sizeof w->name, "%s", r->name && r->name[0] ? r->name : "-");
     w->last_seen = opg_now_ms();
     c->dispatch_dirty = 1;
@@ -507,6 +533,44 @@ static void on_tokens(opg_coord *c, worker *w, const Opg__V1__Tokens *t) {
         }
 }
 
+/* Whether r's receipt is what the worker signed for exactly this result:
+ * strictly decoded with a valid signature (proto/receipt.h), by the key the
+ * worker registered, and naming this job, its model, its prompt (when given
+ * as token ids), r's output tokens, trace root and usage, and this contract.
+ * A Result failing it is refused: the stored result of a job is final, and
+ * its receipt is what clients and validators check. 1, or 0 with why. */
+static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r, char *why, size_t n) {
+    Opg__V1__Receipt *rc = NULL;
+    if (opg_receipt_verify(r->receipt.data, r->receipt.len, &rc) != OPG_OK) {
+        snprintf(why, n, "receipt: %s", opg_last_error());
+        return 0;
+    }
+    uint8_t h[32];
+    const char *bad = NULL;
+    opg_receipt_hash_tokens(r->output_tokens, r->n_output_tokens, h);
+    if (w->has_key && memcmp(rc->worker_key.data, w->key, 32)) bad = "signed by another key than the worker's";
+    else if (rc->job_id != r->job_id) bad = "for another job";
+    else if (memcmp(rc->model_id.data, j->model, 32)) bad = "for another model";
+    else if (memcmp(rc->trace_root.data, r->trace_root.data, 32)) bad = "another trace root than the Result's";
+    else if (memcmp(rc->output_hash.data, h, 32)) bad = "another output than the Result's";
+    else if (rc->contract_version != OPG_CONTRACT_VERSION) bad = "another determinism contract";
+    else if (rc->usage->completion_tokens != r->usage->completion_tokens ||
+             rc->usage->prompt_tokens != r->usage->prompt_tokens)
+        bad = "another usage than the Result's";
+    if (!bad) {
+        Opg__V1__SubmitJob *sj = opg__v1__submit_job__unpack(NULL, j->req_len, j->req);
+        if (!sj) bad = "the job's request cannot be read back";
+        else if (sj->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS) {
+            opg_receipt_hash_tokens(sj->tokens->ids, sj->tokens->n_ids, h);
+            if (memcmp(rc->prompt_hash.data, h, 32)) bad = "another prompt than the job's";
+        }
+        if (sj) opg__v1__submit_job__free_unpacked(sj, NULL);
+    }
+    opg_receipt_free(rc);
+    if (bad) snprintf(why, n, "receipt %s", bad);
+    return !bad;
+}
+
 static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
     job *j = worker_job(c, w, r->job_id);
     if (!j) {
@@ -515,8 +579,11 @@ static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
         LOG(OPG_LOG_DEBUG, "result_dropped", "job=%llu", (unsigned long long)r->job_id);
         return;
     }
-    if (r->n_output_tokens > j->max_tokens) {
-        LOG(OPG_LOG_WARN, "result_refused", "job=%llu why=\"more tokens than max_tokens\"", (unsigned long long)j->id);
+    char why[512];
+    if (r->n_output_tokens > j->max_tokens) snprintf(why, sizeof why, "more tokens than max_tokens");
+    if (r->n_output_tokens > j->max_tokens || !receipt_holds(w, j, r, why, sizeof why)) {
+        char q[600];
+        LOG(OPG_LOG_WARN, "result_refused", "job=%llu why=%s", (unsigned long long)j->id, opg_log_q(q, sizeof q, why));
         requeue(c, j, "invalid result");
         return;
     }
@@ -532,7 +599,8 @@ static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
     job *j = e->job_id ? worker_job(c, w, e->job_id) : NULL;
     char msg[600];
     opg_log_q(msg, sizeof msg, e->message);
-    LOG(OPG_LOG_WARN, "worker_error", "worker=%s job=%llu code=%d message=%s", w->name,
+    char name[80];
+    LOG(OPG_LOG_WARN, "worker_error", "worker=%s job=%llu code=%d message=%s", opg_log_q(name, sizeof name, w->name),
         (unsigned long long)e->job_id, (int)e->code, msg);
     if (!j) return;
     /* transient trouble on that worker: another may succeed; anything else
@@ -607,16 +675,38 @@ static job *active_job(opg_coord *c, uint64_t id) {
     return j;
 }
 
+static void push_answer(opg_coord *c, ack *a) {
+    if (c->acks_tail) c->acks_tail->next = a;
+    else c->acks = a;
+    c->acks_tail = a;
+}
+
+/* A SubmitJob refused: the Error goes out after the commit with the batch's
+ * SubmitAcks, so a client pipelining submissions gets its answers in order. */
+static void refuse_submit(opg_coord *c, const opg_peer *p, opg_status err, const char *msg) {
+    ack *a = calloc(1, sizeof *a);
+    char *m = a ? strdup(msg) : NULL;
+    if (!m) { /* no memory to hold it: answer now, out of order rather than never */
+        free(a);
+        opg_sock_send_error(c->csock, p, 0, err, msg);
+        return;
+    }
+    a->peer = *p;
+    a->err = err;
+    a->msg = m;
+    push_answer(c, a);
+}
+
 static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob *sj) {
     if (sj->contract_version != OPG_CONTRACT_VERSION) {
         char msg[128];
         snprintf(msg, sizeof msg, "determinism contract v%u not served here (this network runs v%d)",
                  sj->contract_version, OPG_CONTRACT_VERSION);
-        opg_sock_send_error(c->csock, p, 0, OPG_ERR_UNSUPPORTED, msg);
+        refuse_submit(c, p, OPG_ERR_UNSUPPORTED, msg);
         return;
     }
-    if (c->n_queued >= c->cfg.queue_max) {
-        opg_sock_send_error(c->csock, p, 0, OPG_ERR_LIMIT, "queue full: try again later");
+    if (c->n_queued + c->n_acked_pending >= c->cfg.queue_max) {
+        refuse_submit(c, p, OPG_ERR_LIMIT, "queue full: try again later");
         return;
     }
     size_t len = protobuf_c_message_get_packed_size(&sj->base);
@@ -625,7 +715,7 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
     if (!buf || !a) {
         free(buf);
         free(a);
-        opg_sock_send_error(c->csock, p, 0, OPG_ERR_NOMEM, "coordinator out of memory");
+        refuse_submit(c, p, OPG_ERR_NOMEM, "coordinator out of memory");
         return;
     }
     protobuf_c_message_pack(&sj->base, buf);
@@ -636,8 +726,9 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
     free(buf);
     if (!j) {
         free(a);
+        if (st) store_failed(c, st);
         LOG(OPG_LOG_ERROR, "store_failed", "error=\"%s\"", opg_last_error());
-        opg_sock_send_error(c->csock, p, 0, st ? st : OPG_ERR_NOMEM, "coordinator cannot store the job");
+        refuse_submit(c, p, st ? st : OPG_ERR_NOMEM, "coordinator cannot store the job");
         return;
     }
     j->state = 0; /* becomes QUEUED after the commit */
@@ -645,9 +736,8 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
     HASH_ADD(hh, c->jobs, id, sizeof j->id, j);
     a->peer = *p;
     a->j = j;
-    if (c->acks_tail) c->acks_tail->next = a;
-    else c->acks = a;
-    c->acks_tail = a;
+    push_answer(c, a);
+    c->n_acked_pending++;
 }
 
 /* Status, GetResult or Stream of a job no longer in memory: from the store. */
@@ -735,7 +825,7 @@ static int handle_client(opg_coord *c) {
         id = ((Opg__V1__Status *)f->msg)->job_id;
         j = active_job(c, id);
         if (j && j->state && !j->final_state) reply_status(c, &p, id, j->state, j->n_toks);
-        else if (j && j->final_state) reply_status(c, &p, id, j->final_state, j->n_toks);
+        else if (j && j->final_state) add_sub(c, j, &p, SUB_STATUS); /* final once committed */
         else if (j) reply_status(c, &p, id, OPG_JOB_QUEUED, 0);
         else on_final_lookup(c, &p, id, 0, 1);
         break;
@@ -770,30 +860,51 @@ static int handle_client(opg_coord *c) {
 
 /* ---- commit ----------------------------------------------------------------------- */
 static opg_status commit(opg_coord *c) {
-    if (!c->in_txn) return OPG_OK;
-    c->in_txn = 0;
-    opg_status st = opg_jobstore_commit(c->store);
-    OPG_LT(0, OPG_LT_C_SYNCED, 0);
-    if (st) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", opg_last_error());
-        opg_jobstore_rollback(c->store);
-        LOG(OPG_LOG_ERROR, "store_commit_failed", "error=\"%s\"", why);
-        return opg__fail(st, "job store: %s", why);
+    if (!c->in_txn && !c->acks) return OPG_OK;
+    if (c->in_txn) { /* else only refusals wait: nothing to store */
+        c->in_txn = 0;
+        opg_status st = opg_jobstore_commit(c->store);
+        OPG_LT(0, OPG_LT_C_SYNCED, 0);
+        if (st) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", opg_last_error());
+            opg_jobstore_rollback(c->store);
+            LOG(OPG_LOG_ERROR, "store_commit_failed", "error=\"%s\"", why);
+            return opg__fail(st, "job store: %s", why);
+        }
     }
     for (ack *a = c->acks, *n; a; a = n) {
         n = a->next;
+        if (!a->j) {
+            opg_sock_send_error(c->csock, &a->peer, 0, a->err, a->msg);
+            free(a->msg);
+            free(a);
+            continue;
+        }
         Opg__V1__SubmitAck m = OPG__V1__SUBMIT_ACK__INIT;
         m.job_id = a->j->id;
         send_client(c, &a->peer, T(SUBMIT_ACK), &m.base);
         OPG_LT(m.job_id, OPG_LT_C_ACK, 0);
-        enqueue(c, a->j, 0);
+        /* cancelled in the same batch (a Cancel may name an id before its
+           ack): final already, deliver_finished frees it, so never queued */
+        if (!a->j->final_state) enqueue(c, a->j, 0);
         metric_add(c, c->m_submitted, 1);
         free(a);
     }
     c->acks = c->acks_tail = NULL;
+    c->n_acked_pending = 0;
     deliver_finished(c);
     return OPG_OK;
+}
+
+/* A store write of this batch failed: nothing of the batch is committed or
+ * answered (acks and results wait for the commit), and the loop stops. */
+static opg_status stop_on_store_error(opg_coord *c) {
+    if (!c->store_error) return OPG_OK;
+    if (c->in_txn) opg_jobstore_rollback(c->store);
+    c->in_txn = 0;
+    LOG(OPG_LOG_ERROR, "store_commit_failed", "error=\"%s\"", c->store_msg);
+    return opg__fail(c->store_error, "job store: %s", c->store_msg);
 }
 
 /* ---- heartbeats ----------------------------------------------------------------------- */
@@ -846,11 +957,12 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
             if (more_c && (more_c = handle_client(c))) n++;
         }
         OPG_LT(0, OPG_LT_C_BATCH, (uint32_t)n);
-        if ((st = commit(c))) break;
+        if ((st = stop_on_store_error(c)) || (st = commit(c))) break;
         OPG_LT(0, OPG_LT_C_COMMIT, 0);
         now = opg_now_ms();
         heartbeat(c, now);
-        if ((st = commit(c))) break; /* jobs failed by lost workers */
+        /* jobs failed by lost workers */
+        if ((st = stop_on_store_error(c)) || (st = commit(c))) break;
         dispatch(c);
         OPG_LT(0, OPG_LT_C_DISPATCH, 0);
         update_gauges(c);
@@ -971,6 +1083,7 @@ void opg_coord_free(opg_coord *c) {
     }
     for (ack *a = c->acks, *n; a; a = n) {
         n = a->next;
+        free(a->msg);
         free(a);
     }
     job *j, *jt;

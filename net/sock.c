@@ -1,6 +1,7 @@
 /* sock.c: opg frames over ZeroMQ (sock.h). */
 #include "sock.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +127,22 @@ int opg_endpoint_is_local(const char *ep) {
     if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9)) return 1;
     if (strncmp(ep, "tcp://", 6)) return 0;
     const char *h = ep + 6;
-    if (!strncmp(h, "127.", 4) || !strncmp(h, "localhost:", 10) || !strncmp(h, "[::1]:", 6)) return 1;
-    return 0;
+    const char *semi = strrchr(h, ';'); /* "source;destination": the destination counts */
+    if (semi) h = semi + 1;
+    /* the host is an address that parses as loopback, or exactly "localhost": a
+       prefix test would take a DNS name such as 127.example.net for local */
+    char host[64];
+    const char *colon = strrchr(h, ':');
+    size_t n = colon ? (size_t)(colon - h) : strlen(h);
+    if (n == 0 || n >= sizeof host) return 0;
+    memcpy(host, h, n);
+    host[n] = 0;
+    if (!strcmp(host, "localhost")) return 1;
+    if (host[0] == '[' && host[n - 1] == ']') {
+        struct in6_addr a6;
+        host[n - 1] = 0;
+        return inet_pton(AF_INET6, host + 1, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+    }
+    struct in_addr a4;
+    return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }

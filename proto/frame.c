@@ -356,10 +356,22 @@ opg_status opg_frame_decode_budget(const uint8_t *buf, size_t len, size_t budget
     fi->pub.version = env->version;
     fi->pub.type = env->type;
     fi->pub.msg = msg;
+    const size_t plen = env->payload.len;
     opg__v1__envelope__free_unpacked(env, &fi->b.alloc);
     env = NULL;
     st = check_no_unknown(msg, 0);
     if (st == OPG_OK) st = msg_table[fi->pub.type].check(msg);
+    /* Canonical encoding (what protobuf-c, and proto3 encoders generally,
+     * write): the decoded message re-encodes to as many bytes. Above all, a
+     * string holding a NUL byte would otherwise pass cut short at it (the
+     * decoded strings are C strings), so a prompt could differ from what
+     * was sent, and a length check would see only its first part. */
+    size_t canon = st == OPG_OK ? protobuf_c_message_get_packed_size(msg) : plen;
+    if (canon != plen)
+        st = opg__fail(OPG_ERR_FORMAT,
+                       "%s: not in canonical encoding (%zu bytes re-encode to %zu: a string holding a NUL "
+                       "byte, a field given twice, or a default value written out)",
+                       msg_table[fi->pub.type].name, plen, canon);
     if (st != OPG_OK) goto fail;
     *out = &fi->pub;
     return OPG_OK;

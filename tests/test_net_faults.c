@@ -60,6 +60,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <sqlite3.h>
 #include <zmq.h>
 
 #include "client.h"
@@ -67,6 +68,7 @@
 #include "frame.h"
 #include "gguf.h"
 #include "keys.h"
+#include "receipt.h"
 #include "sock.h"
 
 #if !defined(OPG_COORD_BIN) || !defined(OPG_WORKER_BIN) || !defined(OPG_CLI_BIN) || !defined(OPG_TINY_DIR)
@@ -1374,6 +1376,145 @@ static void test_bad_jobs(void **state) {
     check_sanitizer_logs();
 }
 
+/* The next answer on a raw client socket that is not a Heartbeat: its type,
+ * and its job id and code (0 where the message has none). */
+static int next_answer(void *s, uint64_t *id, int *code, const char *what) {
+    opg_frame *f = raw_recv(s, 10000);
+    CHECK(f != NULL, "%s: no answer within 10 s", what);
+    int type = f->type;
+    *id = 0;
+    *code = 0;
+    if (type == T(SUBMIT_ACK)) *id = ((const Opg__V1__SubmitAck *)f->msg)->job_id;
+    if (type == T(ERROR)) *code = ((const Opg__V1__Error *)f->msg)->code;
+    if (type == T(STATUS_REPLY)) {
+        *id = ((const Opg__V1__StatusReply *)f->msg)->job_id;
+        *code = ((const Opg__V1__StatusReply *)f->msg)->state;
+    }
+    opg_frame_free(&f);
+    return type;
+}
+
+/* A client pipelining on one socket (messages sent back to back, so one
+ * coordinator batch reads several): the answers to SubmitJobs come in the
+ * order sent, a refusal included; --queue-max holds within a batch; and a
+ * Cancel naming a job submitted just before it, in the same batch (its id
+ * guessed, before the ack), cancels it without harm: later jobs still run
+ * (the coordinator once kept the freed job queued). */
+static void test_pipelined_client(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    c.extra[c.n_extra++] = "--queue-max";
+    c.extra[c.n_extra++] = "3";
+    coord_start(&c, "pipe");
+    void *s = raw_dealer(c.cep);
+    const spec *sp = &g_specs[5];
+    Opg__V1__SubmitJob sj;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams spp;
+    spec_job(sp, &sj, &tl, &spp);
+    size_t nok, nbad;
+    uint8_t *ok = encode(T(SUBMIT_JOB), &sj.base, &nok);
+    Opg__V1__SubmitJob other = sj;
+    other.contract_version = OPG_CONTRACT_VERSION + 1;
+    uint8_t *bad = encode(T(SUBMIT_JOB), &other.base, &nbad);
+    /* no worker: jobs stay queued; at most 3 */
+    const uint8_t *seq[5] = {ok, bad, ok, ok, ok};
+    const size_t len[5] = {nok, nbad, nok, nok, nok};
+    const int want_type[5] = {T(SUBMIT_ACK), T(ERROR), T(SUBMIT_ACK), T(SUBMIT_ACK), T(ERROR)};
+    const int want_code[5] = {0, OPG_ERR_UNSUPPORTED, 0, 0, OPG_ERR_LIMIT};
+    for (int i = 0; i < 5; i++) raw_send(s, seq[i], len[i], NULL, 0);
+    uint64_t ids[3], last = 0;
+    int n_acked = 0;
+    for (int i = 0; i < 5; i++) {
+        uint64_t id;
+        int code, type = next_answer(s, &id, &code, "pipelined submits");
+        CHECK(type == want_type[i] && code == want_code[i],
+              "pipelined submits: answer %d is %s (code %d), expected %s (code %d)", i, opg_frame_type_name(type),
+              code, opg_frame_type_name(want_type[i]), want_code[i]);
+        if (type == T(SUBMIT_ACK)) ids[n_acked++] = last = id;
+    }
+    /* cancel the three: room again */
+    for (int i = 0; i < 3; i++) {
+        Opg__V1__Cancel cm = OPG__V1__CANCEL__INIT;
+        cm.job_id = ids[i];
+        size_t n;
+        uint8_t *b = encode(T(CANCEL), &cm.base, &n);
+        raw_send(s, b, n, NULL, 0);
+        free(b);
+        uint64_t id;
+        int st, type = next_answer(s, &id, &st, "cancel");
+        CHECK(type == T(STATUS_REPLY) && id == ids[i] && st == OPG__V1__JOB_STATE__JOB_STATE_CANCELLED,
+              "cancel of job %" PRIu64 ": %s state %d", ids[i], opg_frame_type_name(type), st);
+    }
+    /* a SubmitJob and, right behind it, a Cancel of the id it will get */
+    for (int round = 0; round < 10; round++) {
+        Opg__V1__Cancel cm = OPG__V1__CANCEL__INIT;
+        cm.job_id = last + 1;
+        size_t n;
+        uint8_t *b = encode(T(CANCEL), &cm.base, &n);
+        raw_send(s, ok, nok, NULL, 0);
+        raw_send(s, b, n, NULL, 0);
+        free(b);
+        uint64_t id;
+        int st, type = next_answer(s, &id, &st, "submit then cancel");
+        CHECK(type == T(SUBMIT_ACK) && id == last + 1, "submit then cancel: %s for job %" PRIu64 ", expected the ack "
+              "of %" PRIu64, opg_frame_type_name(type), id, last + 1);
+        type = next_answer(s, &id, &st, "submit then cancel");
+        CHECK(type == T(STATUS_REPLY) && id == last + 1 && st == OPG__V1__JOB_STATE__JOB_STATE_CANCELLED,
+              "submit then cancel: %s, job %" PRIu64 " state %d", opg_frame_type_name(type), id, st);
+        last++;
+        CHECK(proc_alive(c.p), "the coordinator died after a cancel before the ack");
+    }
+    free(ok);
+    free(bad);
+    zmq_close(s);
+    /* a worker joins: the cancelled jobs are not run, a new one is */
+    proc *w = worker_start(c.wep, 2, NULL);
+    opg_client *cl = client_new(c.cep);
+    uint64_t id = submit_ok(cl, sp);
+    expect_result(cl, id, sp, 1, "a job after the pipelined cancels");
+    CHECK(metric(&c, M_DONE) == 1, "%g jobs done, expected 1 (a cancelled job ran?)", metric(&c, M_DONE));
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* A store the coordinator cannot write (another process holds its write
+ * lock past the busy timeout): the coordinator stops, exit non-zero, with
+ * nothing answered for the batch; restarted on the store it serves again
+ * (the job it could not store was never acknowledged). */
+static void test_store_locked(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    coord_start(&c, "locked");
+    proc *w = worker_start(c.wep, 2, NULL);
+    opg_client *cl = client_new(c.cep);
+    const spec *sp = &g_specs[6];
+    expect_result(cl, submit_ok(cl, sp), sp, 1, "before the lock");
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(c.db, &db) == SQLITE_OK, "open %s: %s", c.db, sqlite3_errmsg(db));
+    CHECK(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK, "lock: %s", sqlite3_errmsg(db));
+    uint64_t id = 0;
+    opg_status st = submit(cl, sp, 15000, &id);
+    CHECK(st != OPG_OK, "a submit was acknowledged while the store was locked (job %" PRIu64 ")", id);
+    CHECK(proc_wait(c.p, 15000) && WIFEXITED(c.p->status) && WEXITSTATUS(c.p->status) != 0,
+          "the coordinator did not exit non-zero on a store it cannot write");
+    CHECK(log_count(c.p, "store") > 0, "no store error in the coordinator's log");
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(db);
+    opg_client_free(cl);
+    coord_restart(&c);
+    cl = client_new(c.cep);
+    expect_result(cl, submit_ok(cl, sp), sp, 1, "after the restart");
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
 /* A registered worker (a raw DEALER here) that lies: Tokens with a gap or
  * past max_tokens, a Result for a job it does not run, a Result longer than
  * max_tokens, a transient Error, then Disconnect. None of it may finish the
@@ -1393,7 +1534,39 @@ static opg_frame *liar_expect_job(coord *c, void *s, uint64_t want_id, const cha
     }
 }
 
-static void liar_result(void *s, uint64_t id, uint32_t n_tokens) {
+static void liar_result_receipt(void *s, uint64_t id, uint32_t n_tokens, const uint8_t *receipt, size_t rlen);
+
+static void liar_result(void *s, uint64_t id, uint32_t n_tokens) { liar_result_receipt(s, id, n_tokens, NULL, 0); }
+
+/* A receipt signed by kp for job id of spec sp, n zero output tokens and a
+ * zero trace root (what liar_result sends), except that output_hash covers
+ * extra more tokens. */
+static uint8_t *liar_receipt(const opg_keypair *kp, uint64_t id, const spec *sp, uint32_t n, uint32_t extra,
+                             size_t *len) {
+    static uint32_t zeros[OPG_PROTO_MAX_NEW_TOKENS + 2];
+    static uint8_t root[32];
+    uint8_t ph[32], oh[32];
+    opg_receipt_hash_tokens(sp->prompt, sp->n_prompt, ph);
+    opg_receipt_hash_tokens(zeros, n + extra, oh);
+    Opg__V1__Usage u = OPG__V1__USAGE__INIT;
+    u.prompt_tokens = 1;
+    u.completion_tokens = n;
+    Opg__V1__Receipt rc = OPG__V1__RECEIPT__INIT;
+    rc.job_id = id;
+    rc.model_id = (ProtobufCBinaryData){32, g_model_id};
+    rc.prompt_hash = (ProtobufCBinaryData){32, ph};
+    rc.output_hash = (ProtobufCBinaryData){32, oh};
+    rc.trace_root = (ProtobufCBinaryData){32, root};
+    rc.contract_version = OPG_CONTRACT_VERSION;
+    rc.worker_key = (ProtobufCBinaryData){32, (uint8_t *)kp->sign_pk};
+    rc.time_unix_ms = 1;
+    rc.usage = &u;
+    uint8_t *out = NULL;
+    CHECK(opg_receipt_sign(&rc, kp->sign_sk, &out, len) == OPG_OK, "sign: %s", opg_last_error());
+    return out;
+}
+
+static void liar_result_receipt(void *s, uint64_t id, uint32_t n_tokens, const uint8_t *receipt, size_t rlen) {
     static uint32_t toks[OPG_PROTO_MAX_NEW_TOKENS + 1];
     static uint8_t root[32];
     Opg__V1__Result r = OPG__V1__RESULT__INIT;
@@ -1407,6 +1580,7 @@ static void liar_result(void *s, uint64_t id, uint32_t n_tokens) {
     r.trace_root.data = root;
     r.trace_root.len = 32;
     r.stop_reason = OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS;
+    r.receipt = (ProtobufCBinaryData){rlen, (uint8_t *)receipt};
     CHECK(opg_sock_send(s, NULL, T(RESULT), &r.base) == OPG_OK, "send Result: %s", opg_last_error());
 }
 
@@ -1414,6 +1588,8 @@ static void test_lying_worker(void **state) {
     (void)state;
     CHECK(g_have_refs, "no reference results (test_reference failed)");
     coord c = {0};
+    c.extra[c.n_extra++] = "--max-attempts"; /* every refusal below re-queues the one job */
+    c.extra[c.n_extra++] = "20";
     coord_start(&c, "liar");
     void *s = raw_dealer(c.wep);
     ProtobufCBinaryData model = {32, g_model_id};
@@ -1423,6 +1599,9 @@ static void test_lying_worker(void **state) {
     r.backend = OPG__V1__BACKEND__BACKEND_CPU;
     r.free_slots = 1;
     r.name = "liar";
+    opg_keypair kp, other;
+    CHECK(opg_keypair_generate(&kp) == OPG_OK && opg_keypair_generate(&other) == OPG_OK, "keygen");
+    r.worker_key = (ProtobufCBinaryData){32, kp.sign_pk};
     CHECK(opg_sock_send(s, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
     CHECK(wait_log(c.p, "event=worker_ready worker=liar ", 1, 10000), "the lying worker was not registered");
     opg_client *cl = client_new(c.cep);
@@ -1465,12 +1644,29 @@ static void test_lying_worker(void **state) {
     opg_sock_send(s, NULL, T(ERROR), &e.base);
     f = liar_expect_job(&c, s, id, "after a transient Error");
     opg_frame_free(&f);
+    /* Results whose receipt does not hold: none, garbage, signed by another
+       key than the one in Ready, for other output tokens, for another job:
+       each refused, the job re-queued (the stored result of a job is final) */
+    size_t rl[3];
+    uint8_t *rcpt[3] = {liar_receipt(&other, id, sp, 2, 0, &rl[0]), liar_receipt(&kp, id, sp, 2, 1, &rl[1]),
+                        liar_receipt(&kp, id + 1, sp, 2, 0, &rl[2])};
+    const char *what_receipt[] = {"no receipt", "a garbage receipt", "a receipt of another key",
+                                  "a receipt of other tokens", "a receipt of another job"};
+    for (int k = 0; k < 5; k++) {
+        if (k == 0) liar_result_receipt(s, id, 2, NULL, 0);
+        else if (k == 1) liar_result_receipt(s, id, 2, (const uint8_t *)"not a receipt", 13);
+        else liar_result_receipt(s, id, 2, rcpt[k - 2], rl[k - 2]);
+        f = liar_expect_job(&c, s, id, what_receipt[k]);
+        opg_frame_free(&f);
+    }
+    CHECK(wait_log(c.p, "event=result_refused", 6, 5000), "the refused receipts were not logged");
+    for (int k = 0; k < 3; k++) free(rcpt[k]);
     Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
     d.reason = "gone";
     opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
     proc *w = worker_start(c.wep, 2, NULL);
     expect_result(cl, id, sp, 1, "after the lying worker");
-    CHECK(metric(&c, M_REQUEUED) == requeued + 3, "%g re-queues, expected 3", metric(&c, M_REQUEUED) - requeued);
+    CHECK(metric(&c, M_REQUEUED) == requeued + 8, "%g re-queues, expected 8", metric(&c, M_REQUEUED) - requeued);
     CHECK(metric(&c, M_DONE) == 1 && metric(&c, M_FAILED) == 0, "done/failed counters");
     zmq_close(s);
     opg_client_free(cl);
@@ -1792,6 +1988,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_malformed_frames, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_bad_jobs, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_lying_worker, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_pipelined_client, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_store_locked, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_malformed_to_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_curve, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),

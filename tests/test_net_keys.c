@@ -25,6 +25,7 @@
 #include <zmq.h>
 
 #include "keys.h"
+#include "sock.h"
 #include "zap.h"
 
 static char g_dir[64];
@@ -813,8 +814,30 @@ static void test_sock_args(void **state) {
     zmq_ctx_term(ctx);
 }
 
+/* Which endpoints may go without CurveZMQ: loopback addresses only, parsed
+ * (a DNS name that merely starts with "127." is remote). */
+static void test_endpoint_local(void **state) {
+    (void)state;
+    const char *local[] = {"tcp://127.0.0.1:5555", "tcp://127.8.9.10:1", "tcp://localhost:5555",
+                           "tcp://[::1]:5555", "ipc:///tmp/x", "inproc://x",
+                           "tcp://10.0.0.1;127.0.0.1:5555"};
+    const char *remote[] = {"tcp://127.attacker.invalid:5556", "tcp://127.0.0.1.example.com:5555",
+                            "tcp://localhost.example.com:5555", "tcp://10.0.0.5:5556", "tcp://*:5555",
+                            "tcp://[::2]:5555", "tcp://[::1:5555", "tcp://:5555", "tcp://128.0.0.1:1",
+                            "tcp://127.0.0.1;10.0.0.5:5555", "udp://127.0.0.1:1", "tcp://", NULL};
+    for (size_t i = 0; i < sizeof local / sizeof *local; i++) {
+        if (!opg_endpoint_is_local(local[i])) print_message("not local: %s\n", local[i]);
+        assert_true(opg_endpoint_is_local(local[i]));
+    }
+    for (size_t i = 0; i < sizeof remote / sizeof *remote; i++) {
+        if (opg_endpoint_is_local(remote[i])) print_message("local: %s\n", remote[i] ? remote[i] : "NULL");
+        assert_false(opg_endpoint_is_local(remote[i]));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_endpoint_local),
         cmocka_unit_test(test_from_seed),
         cmocka_unit_test(test_generate),
         cmocka_unit_test(test_save_load),

@@ -469,6 +469,46 @@ static void test_unknown_fields(void **state) {
     expect_fail(buf, n, OPG_ERR_FORMAT, "SamplingParams: 1 unknown field");
 }
 
+/* Only the canonical encoding decodes: a NUL byte inside a string (which the
+ * decoded C string would cut short), a field given twice, a default written
+ * out. */
+static void test_canonical(void **state) {
+    (void)state;
+    Opg__V1__SubmitJob sj = s_submit;
+    sj.tokens = NULL;
+    sj.prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TEXT;
+    sj.text = "HelloXworld";
+    size_t n;
+    uint8_t *b = raw_frame(1, T(SUBMIT_JOB), &sj.base, &n);
+    opg_frame *f = decode_ok(b, n); /* as packed: fine */
+    opg_frame_free(&f);
+    uint8_t *x = memchr(b, 'X', n);
+    assert_non_null(x);
+    *x = 0;
+    expect_fail(b, n, OPG_ERR_FORMAT, "SubmitJob: not in canonical encoding (182 bytes re-encode to 176: a string holding a NUL");
+    free(b);
+    /* Cancel{job_id: 7} with job_id given twice (7, then 9): protobuf keeps 9 */
+    uint8_t twice[] = {0x08, 0x07, 0x08, 0x09};
+    Opg__V1__Envelope env = OPG__V1__ENVELOPE__INIT;
+    env.version = 1;
+    env.type = T(CANCEL);
+    env.payload = bin(twice, sizeof twice);
+    uint8_t buf[64];
+    n = protobuf_c_message_pack(&env.base, buf);
+    expect_fail(buf, n, OPG_ERR_FORMAT, "Cancel: not in canonical encoding");
+    /* GetResult{job_id: 7, wait: false written out} */
+    uint8_t dflt[] = {0x08, 0x07, 0x10, 0x00};
+    env.type = T(GET_RESULT);
+    env.payload = bin(dflt, sizeof dflt);
+    n = protobuf_c_message_pack(&env.base, buf);
+    expect_fail(buf, n, OPG_ERR_FORMAT, "GetResult: not in canonical encoding");
+    dflt[3] = 1; /* wait: true is no default */
+    n = protobuf_c_message_pack(&env.base, buf);
+    f = decode_ok(buf, n);
+    assert_true(((Opg__V1__GetResult *)f->msg)->wait);
+    opg_frame_free(&f);
+}
+
 /* One field out of range at a time: decode says FORMAT naming the field,
  * encode refuses the same message with ARG. */
 #define bad_field(type, msgp, needle) bad_field_(type, &(msgp)->base, needle, __LINE__)
@@ -625,6 +665,7 @@ int main(void) {
         cmocka_unit_test(test_wrong_version_and_type),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_unknown_fields),
+        cmocka_unit_test(test_canonical),
         cmocka_unit_test(test_field_checks),
         cmocka_unit_test(test_decode_budget),
         cmocka_unit_test(test_bad_args),

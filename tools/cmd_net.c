@@ -2,6 +2,7 @@
 #include "cmd_net.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +74,7 @@ int opg_cmd_submit(int argc, char **argv) {
         {"server-key", 0, OPG_OPT_STR, &server_key, 0, 0, "Z85", "the coordinator's public key: CurveZMQ"},
         {"no-wait", 0, OPG_OPT_BOOL, &no_wait, 0, 0, NULL, "print the job id and return"},
         {"quiet", 'q', OPG_OPT_BOOL, &quiet, 0, 0, NULL, "no streamed text, only the summary lines"},
-        {"timeout-ms", 0, OPG_OPT_INT, &timeout, 1, INT64_MAX / 2, "MS", "longest silence from the coordinator"},
+        {"timeout-ms", 0, OPG_OPT_INT, &timeout, 1, INT_MAX, "MS", "longest silence from the coordinator"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     char *text = NULL;
