@@ -178,6 +178,7 @@ typedef struct {
     const char *worker_bin;
     const char *model;           /* NULL: the tiny f32 test model of the build tree */
     const char *dir;             /* parent of the temp dir (NULL: $TMPDIR or /tmp) */
+    const char *receipts;        /* the coordinator's --receipts (NULL: its default, full) */
     int json;
 } bench_dispatch_opts;
 

@@ -702,7 +702,8 @@ static int start_daemons(dctx *x) {
     /* --client-hwm: a window of thousands of jobs must not lose answers to
        the default per-client queue of 1000 messages */
     char *cargv[] = {(char *)o->coordinator_bin, "--workers", "tcp://127.0.0.1:*", "--clients", "tcp://127.0.0.1:*",
-                     "--db", db, "--metrics", "off", "--client-hwm", "1000000", "--log-level", "info", NULL};
+                     "--db", db, "--metrics", "off", "--client-hwm", "1000000", "--log-level", "info",
+                     "--receipts", (char *)(o->receipts ? o->receipts : "full"), NULL};
     if (spawn(co, cargv) != 0) return -1;
     x->n_procs = 1;
     int64_t deadline = now_ns() + (int64_t)(START_S * 1e9);
@@ -824,8 +825,9 @@ static void print_table(const dctx *x, const bench_machine *m, const phase_resul
     printf("opg-bench --dispatch   %s\n", m->date);
     printf("machine   %s, %d online CPUs (coordinator, workers and this client share them)\n", m->cpu_model,
            m->online_cpus);
-    printf("setup     opg-coordinator (store %s, %s, synchronous=FULL) + %d x opg-worker (--threads 1 --slots %d)\n",
-           x->dir, fs_name(x->dir), o->workers, o->slots);
+    printf("setup     opg-coordinator (store %s, %s, synchronous=FULL, --receipts %s) + %d x opg-worker "
+           "(--threads 1 --slots %d)\n",
+           x->dir, fs_name(x->dir), o->receipts ? o->receipts : "full", o->workers, o->slots);
     if (x->micro)
         printf("model     micro (generated: llama, 1 layer, width %d, vocabulary %d, f32); prompt %d token ids, "
                "max_tokens 1\n", MICRO_D, MICRO_V, o->prompt);
@@ -899,6 +901,7 @@ static int print_json(const dctx *x, const bench_machine *m, const phase_result 
     bench_json_add_int(cfg, "slots", o->slots);
     bench_json_add_int(cfg, "clients", o->clients);
     bench_json_add_int(cfg, "window", o->window);
+    bench_json_add_str(cfg, "receipts", o->receipts ? o->receipts : "full");
     bench_json_add_int(cfg, "prompt_tokens", o->prompt);
     bench_json_add_int(cfg, "max_tokens", 1);
     bench_json_add_num(cfg, "seconds", o->seconds);

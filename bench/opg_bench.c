@@ -59,6 +59,8 @@ static void usage(FILE *f) {
           "  --dispatch-slots N       --slots of each worker (default 64)\n"
           "  --dispatch-clients N     client DEALER sockets (default 2)\n"
           "  --dispatch-window N      jobs in flight in the max-throughput phase (default 256)\n"
+          "  --dispatch-receipts C    the coordinator's --receipts: full (default: every receipt's\n"
+          "                           signature verified) or fields (all but the signature)\n"
           "  --dispatch-seconds S     measured seconds per phase (default 5)\n"
           "  --dispatch-warmup S      warm-up seconds before each phase (default 1)\n"
           "  --dispatch-rate R        fixed-rate phase, jobs/s (default: half the max)\n"
@@ -177,6 +179,10 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         } else if ((v = flag_value(argc, argv, &i, "--dispatch-rate"))) {
             if (parse_double(v, 1, 1e7, &o->d.rate) != 0)
                 return usage_error("--dispatch-rate needs jobs/s from 1 to 1e7, got '%s'", v);
+        } else if ((v = flag_value(argc, argv, &i, "--dispatch-receipts"))) {
+            if (strcmp(v, "full") && strcmp(v, "fields"))
+                return usage_error("--dispatch-receipts needs full or fields, got '%s'", v);
+            o->d.receipts = v;
         } else if ((v = flag_value(argc, argv, &i, "--dispatch-dir"))) {
             if (!*v) return usage_error("--dispatch-dir needs a directory%s", "");
             o->d.dir = v;

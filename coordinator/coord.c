@@ -534,14 +534,17 @@ static void on_tokens(opg_coord *c, worker *w, const Opg__V1__Tokens *t) {
 }
 
 /* Whether r's receipt is what the worker signed for exactly this result:
- * strictly decoded with a valid signature (proto/receipt.h), by the key the
- * worker registered, and naming this job, its model, its prompt (when given
+ * strictly decoded with a valid signature (proto/receipt.h; not checked
+ * when signature is 0: --receipts fields), by the key the worker registered, and naming this job, its model, its prompt (when given
  * as token ids), r's output tokens, trace root and usage, and this contract.
  * A Result failing it is refused: the stored result of a job is final, and
  * its receipt is what clients and validators check. 1, or 0 with why. */
-static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r, char *why, size_t n) {
+static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r, int signature, char *why,
+                         size_t n) {
     Opg__V1__Receipt *rc = NULL;
-    if (opg_receipt_verify(r->receipt.data, r->receipt.len, &rc) != OPG_OK) {
+    opg_status st = signature ? opg_receipt_verify(r->receipt.data, r->receipt.len, &rc)
+                              : opg_receipt_decode(r->receipt.data, r->receipt.len, &rc);
+    if (st != OPG_OK) {
         snprintf(why, n, "receipt: %s", opg_last_error());
         return 0;
     }
@@ -581,7 +584,7 @@ static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
     }
     char why[512];
     if (r->n_output_tokens > j->max_tokens) snprintf(why, sizeof why, "more tokens than max_tokens");
-    if (r->n_output_tokens > j->max_tokens || !receipt_holds(w, j, r, why, sizeof why)) {
+    if (r->n_output_tokens > j->max_tokens || !receipt_holds(w, j, r, c->cfg.receipts != OPG_RECEIPTS_FIELDS, why, sizeof why)) {
         char q[600];
         LOG(OPG_LOG_WARN, "result_refused", "job=%llu why=%s", (unsigned long long)j->id, opg_log_q(q, sizeof q, why));
         requeue(c, j, "invalid result");

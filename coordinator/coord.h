@@ -30,6 +30,13 @@ typedef struct {
     int max_attempts;               /* workers lost by one job before it fails; 0: 5 */
     int64_t queue_max;              /* queued jobs before SubmitJob is refused; 0: 1000000 */
     int client_hwm;                 /* messages queued per client before its messages drop; 0: 1000 */
+    /* How much of a Result's receipt is checked before the job is DONE:
+     * OPG_RECEIPTS_FULL (0, the default): strict decoding, every field tied
+     * to the job and the Result, the Ed25519 signature by the worker's Ready
+     * key (~50 us of CPU per job); OPG_RECEIPTS_FIELDS: all but the signature,
+     * for a fleet whose workers the operator runs (the client and the
+     * validators can still check it). */
+    int receipts;
     /* CurveZMQ: with key set, both sockets are CURVE servers and a ZAP
      * handler admits only the listed public keys (domain "workers" and
      * "clients"). Without a key both endpoints must be local
@@ -42,6 +49,8 @@ typedef struct {
     opg_log log;                    /* where log lines go (sink NULL: none) */
     opg_metrics *metrics;           /* registry to publish into, or NULL */
 } opg_coord_config;
+
+enum { OPG_RECEIPTS_FULL = 0, OPG_RECEIPTS_FIELDS = 1 };
 
 typedef struct opg_coord opg_coord;
 

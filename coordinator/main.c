@@ -25,7 +25,7 @@ static int fail(const char *what, opg_status st) {
 int main(int argc, char **argv) {
     char *workers = "tcp://127.0.0.1:5555", *clients = "tcp://127.0.0.1:5556", *db = "opg-coordinator.db";
     char *metrics_addr = "127.0.0.1:9100", *key_path = NULL, *allow_workers = NULL, *allow_clients = NULL;
-    char *log_level = "info";
+    char *log_level = "info", *receipts = "full";
     int64_t heartbeat = 1000, liveness = 3, attempts = 5, queue_max = 1000000, client_hwm = 1000;
     const opg_opt opts[] = {
         {"workers", 'w', OPG_OPT_STR, &workers, 0, 0, "ENDPOINT", "where workers connect (ZeroMQ bind endpoint)"},
@@ -41,6 +41,9 @@ int main(int argc, char **argv) {
         {"queue-max", 0, OPG_OPT_INT, &queue_max, 1, INT64_MAX, "N", "queued jobs before submissions are refused"},
         {"client-hwm", 0, OPG_OPT_INT, &client_hwm, 1, 10000000, "N", "messages queued per client before drops"},
         {"log-level", 0, OPG_OPT_STR, &log_level, 0, 0, "LEVEL", "debug, info, warn or error"},
+        {"receipts", 0, OPG_OPT_STR, &receipts, 0, 0, "CHECK",
+         "full: every Result's receipt signature is verified (~50 us CPU per job); fields: all its fields "
+         "but not the signature"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     char *text = NULL;
@@ -59,6 +62,10 @@ int main(int argc, char **argv) {
     int level = opg_log_level_parse(log_level);
     if (level < 0) {
         fprintf(stderr, "opg-coordinator: --log-level must be debug, info, warn or error, got '%s'\n", log_level);
+        return 2;
+    }
+    if (strcmp(receipts, "full") && strcmp(receipts, "fields")) {
+        fprintf(stderr, "opg-coordinator: --receipts must be full or fields, got '%s'\n", receipts);
         return 2;
     }
     opg_keypair key;
@@ -88,6 +95,7 @@ int main(int argc, char **argv) {
     cfg.max_attempts = (int)attempts;
     cfg.queue_max = queue_max;
     cfg.client_hwm = (int)client_hwm;
+    cfg.receipts = strcmp(receipts, "fields") ? OPG_RECEIPTS_FULL : OPG_RECEIPTS_FIELDS;
     cfg.key = key_path ? &key : NULL;
     cfg.worker_keys = (const uint8_t(*)[32])wkeys;
     cfg.n_worker_keys = n_wkeys;

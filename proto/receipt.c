@@ -125,7 +125,17 @@ void opg_receipt_free(Opg__V1__Receipt *r) {
     if (r) protobuf_c_message_free_unpacked(&r->base, NULL);
 }
 
+static opg_status receipt_open(const uint8_t *buf, size_t len, int check_signature, Opg__V1__Receipt **out);
+
 opg_status opg_receipt_verify(const uint8_t *buf, size_t len, Opg__V1__Receipt **out) {
+    return receipt_open(buf, len, 1, out);
+}
+
+opg_status opg_receipt_decode(const uint8_t *buf, size_t len, Opg__V1__Receipt **out) {
+    return receipt_open(buf, len, 0, out);
+}
+
+static opg_status receipt_open(const uint8_t *buf, size_t len, int check_signature, Opg__V1__Receipt **out) {
     if (!out) return opg__fail(OPG_ERR_ARG, "opg_receipt_verify: NULL output");
     *out = NULL;
     if (!buf && len) return opg__fail(OPG_ERR_ARG, "opg_receipt_verify: NULL buffer of %zu bytes", len);
@@ -160,6 +170,7 @@ opg_status opg_receipt_verify(const uint8_t *buf, size_t len, Opg__V1__Receipt *
     if ((st = opg_receipt_check(r)) != OPG_OK) goto done;
     if ((st = check_canonical(&r->base, sr->receipt.data, sr->receipt.len, "Receipt")) != OPG_OK) goto done;
 
+    if (!check_signature) goto done;
     size_t mlen;
     uint8_t *m = signed_message(sr->receipt.data, sr->receipt.len, &mlen);
     if (!m) {

@@ -1647,26 +1647,29 @@ static void test_lying_worker(void **state) {
     /* Results whose receipt does not hold: none, garbage, signed by another
        key than the one in Ready, for other output tokens, for another job:
        each refused, the job re-queued (the stored result of a job is final) */
-    size_t rl[3];
-    uint8_t *rcpt[3] = {liar_receipt(&other, id, sp, 2, 0, &rl[0]), liar_receipt(&kp, id, sp, 2, 1, &rl[1]),
-                        liar_receipt(&kp, id + 1, sp, 2, 0, &rl[2])};
+    size_t rl[4];
+    uint8_t *rcpt[4] = {liar_receipt(&other, id, sp, 2, 0, &rl[0]), liar_receipt(&kp, id, sp, 2, 1, &rl[1]),
+                        liar_receipt(&kp, id + 1, sp, 2, 0, &rl[2]), liar_receipt(&kp, id, sp, 2, 0, &rl[3])};
+    rcpt[3][rl[3] - 1] ^= 1; /* right in every field, but the signature broken (its last byte) */
     const char *what_receipt[] = {"no receipt", "a garbage receipt", "a receipt of another key",
-                                  "a receipt of other tokens", "a receipt of another job"};
-    for (int k = 0; k < 5; k++) {
+                                  "a receipt of other tokens", "a receipt of another job",
+                                  "a receipt with a broken signature"};
+    for (int k = 0; k < 6; k++) {
         if (k == 0) liar_result_receipt(s, id, 2, NULL, 0);
         else if (k == 1) liar_result_receipt(s, id, 2, (const uint8_t *)"not a receipt", 13);
         else liar_result_receipt(s, id, 2, rcpt[k - 2], rl[k - 2]);
         f = liar_expect_job(&c, s, id, what_receipt[k]);
         opg_frame_free(&f);
     }
-    CHECK(wait_log(c.p, "event=result_refused", 6, 5000), "the refused receipts were not logged");
-    for (int k = 0; k < 3; k++) free(rcpt[k]);
+    CHECK(wait_log(c.p, "event=result_refused", 7, 5000), "the refused receipts were not logged");
+    CHECK(wait_log(c.p, "signature does not verify", 1, 5000), "the broken signature was not named");
+    for (int k = 0; k < 4; k++) free(rcpt[k]);
     Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
     d.reason = "gone";
     opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
     proc *w = worker_start(c.wep, 2, NULL);
     expect_result(cl, id, sp, 1, "after the lying worker");
-    CHECK(metric(&c, M_REQUEUED) == requeued + 8, "%g re-queues, expected 8", metric(&c, M_REQUEUED) - requeued);
+    CHECK(metric(&c, M_REQUEUED) == requeued + 9, "%g re-queues, expected 9", metric(&c, M_REQUEUED) - requeued);
     CHECK(metric(&c, M_DONE) == 1 && metric(&c, M_FAILED) == 0, "done/failed counters");
     zmq_close(s);
     opg_client_free(cl);

@@ -279,6 +279,35 @@ static void test_wrong_key(void **state) {
     free(rb);
 }
 
+/* opg_receipt_decode: verify's decoding and field checks without the
+ * signature: a wrong signature passes it, a malformed receipt does not. */
+static void test_decode_only(void **state) {
+    (void)state;
+    sample s;
+    make(&s);
+    size_t rn, n;
+    uint8_t *rb = pack_raw(&s.r, NULL, 0, &rn);
+    uint8_t *buf = sign_raw(rb, rn, g_sk2, 1, &n); /* names key 1, signed by key 2 */
+    expect_fail(buf, n, OPG_ERR_DENIED, "signature does not verify");
+    Opg__V1__Receipt *r = NULL;
+    assert_ok(opg_receipt_decode(buf, n, &r));
+    assert_int_equal(r->job_id, s.r.job_id);
+    assert_memory_equal(r->worker_key.data, g_pk, 32);
+    opg_receipt_free(r);
+    r = (Opg__V1__Receipt *)1;
+    assert_int_equal(opg_receipt_decode(buf, n - 1, &r), OPG_ERR_FORMAT); /* truncated */
+    assert_null(r);
+    free(buf);
+    free(rb);
+    s.r.job_id = 0; /* a field check */
+    rb = pack_raw(&s.r, NULL, 0, &rn);
+    buf = sign_raw(rb, rn, g_sk, 1, &n);
+    assert_int_equal(opg_receipt_decode(buf, n, &r), OPG_ERR_FORMAT);
+    assert_non_null(strstr(opg_last_error(), "job_id"));
+    free(buf);
+    free(rb);
+}
+
 static void test_oversize(void **state) {
     (void)state;
     size_t n = OPG_PROTO_MAX_RECEIPT + 1;
@@ -503,6 +532,7 @@ int main(void) {
         cmocka_unit_test(test_flip_every_byte),
         cmocka_unit_test(test_truncated_every_byte),
         cmocka_unit_test(test_wrong_key),
+        cmocka_unit_test(test_decode_only),
         cmocka_unit_test(test_oversize),
         cmocka_unit_test(test_unknown_fields),
         cmocka_unit_test(test_non_canonical),
