@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uthash.h>
 #include <utlist.h>
 #include <zmq.h>
@@ -17,6 +18,7 @@
 #include "contract.h"
 #include "jobstore.h"
 #include "lattrace.h"
+#include "pool.h"
 #include "receipt.h"
 #include "sock.h"
 #include "zap.h"
@@ -46,6 +48,7 @@ typedef struct job {
     uint32_t max_tokens;
     uint64_t max_price;
     int attempts;              /* workers lost while running it */
+    int result_pending;        /* its Result waits for the batch's signature checks */
     struct worker *w;          /* while running */
     int64_t t_submit, t_dispatch;
     uint32_t *toks;            /* output tokens seen so far (for streams and Status) */
@@ -74,20 +77,37 @@ typedef struct worker {
     int backend;
     uint32_t slots;
     uint64_t price;
-    uint8_t key[32];           /* Ready.worker_key: signs its receipts */
-    int has_key;
+    uint8_t key[32];           /* Ready.worker_key: signs its receipts (required) */
     uint64_t *jobs;            /* ids of the jobs it runs */
     uint32_t n_jobs, cap_jobs;
     int64_t last_seen;
     struct worker *prev, *next;
 } worker;
 
-/* An answer to a SubmitJob, sent after the batch's commit and in arrival
- * order: a SubmitAck for j, or (j NULL) an Error refusing it. */
+/* A Result whose receipt fields hold, waiting for the batch's signature
+ * checks (--receipts full): settled before the commit. */
+typedef struct {
+    opg_peer peer;             /* its worker (looked up again: it may be gone) */
+    uint64_t job_id;
+    uint32_t n_out;
+    uint8_t *frame;            /* the encoded Result, stored once accepted */
+    size_t frame_len;
+    uint8_t *receipt;          /* a copy of its SignedReceipt */
+    size_t receipt_len;
+    int ok;                    /* set by the check */
+    char why[160];
+} pending_result;
+
+/* A client answer that waits for the batch's commit, sent in arrival order:
+ * a SubmitAck for j; an Error (err, msg, about job err_job or 0); or the
+ * StatusReply of j (asked about before its ack). */
+enum { ANSWER_ACK, ANSWER_ERROR, ANSWER_STATUS };
 typedef struct ack {
     opg_peer peer;
+    int kind;
     job *j;
     opg_status err;
+    uint64_t err_job;
     char *msg;
     struct ack *next;
 } ack;
@@ -106,6 +126,9 @@ struct opg_coord {
     int in_txn;
     ack *acks, *acks_tail;     /* SubmitJob answers waiting for the commit */
     int64_t n_acked_pending;   /* jobs among them (count against queue_max) */
+    pending_result *pend;      /* this batch's Results waiting for their signature check */
+    size_t n_pend, cap_pend;
+    opg_pool *verify_pool;     /* checks those signatures in parallel */
     opg_status store_error;    /* a store write failed: the loop stops */
     char store_msg[384];
     job *finished;             /* jobs finished in this batch */
@@ -474,6 +497,18 @@ static void dispatch(opg_coord *c) {
 /* ---- worker messages ----------------------------------------------------------------- */
 static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     worker *w = worker_find(c, p);
+    if (r->worker_key.len != 32) {
+        /* its receipts could not be tied to it: any key would do (protocol.md) */
+        if (w) worker_remove(c, w, "Ready without worker_key");
+        Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+        d.reason = "Ready without worker_key: this coordinator takes Results only with receipts signed by the "
+                   "key named in Ready";
+        opg_sock_send(c->wsock, p, T(DISCONNECT), &d.base);
+        char name[80];
+        LOG(OPG_LOG_WARN, "worker_refused", "worker=%s why=\"no worker_key in Ready\"",
+            opg_log_q(name, sizeof name, r->name && r->name[0] ? r->name : "-"));
+        return;
+    }
     int is_new = !w;
     if (!w) {
         w = calloc(1, sizeof *w);
@@ -491,8 +526,7 @@ static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     w->backend = r->backend;
     w->slots = r->free_slots;
     w->price = r->price_per_token;
-    w->has_key = r->worker_key.len == 32;
-    if (w->has_key) memcpy(w->key, r->worker_key.data, 32);
+    memcpy(w->key, r->worker_key.data, 32);
     snprintf(w->name, sizeof w->name, "%s", r->name && r->name[0] ? r->name : "-");
     w->last_seen = opg_now_ms();
     c->dispatch_dirty = 1;
@@ -533,25 +567,22 @@ static void on_tokens(opg_coord *c, worker *w, const Opg__V1__Tokens *t) {
         }
 }
 
-/* Whether r's receipt is what the worker signed for exactly this result:
- * strictly decoded with a valid signature (proto/receipt.h; not checked
- * when signature is 0: --receipts fields), by the key the worker registered, and naming this job, its model, its prompt (when given
+/* Whether r's receipt is what the worker signed for exactly this result,
+ * all but the signature (settle_results checks that, --receipts full):
+ * strictly decoded (proto/receipt.h), naming the key the worker registered, and naming this job, its model, its prompt (when given
  * as token ids), r's output tokens, trace root and usage, and this contract.
  * A Result failing it is refused: the stored result of a job is final, and
  * its receipt is what clients and validators check. 1, or 0 with why. */
-static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r, int signature, char *why,
-                         size_t n) {
+static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r, char *why, size_t n) {
     Opg__V1__Receipt *rc = NULL;
-    opg_status st = signature ? opg_receipt_verify(r->receipt.data, r->receipt.len, &rc)
-                              : opg_receipt_decode(r->receipt.data, r->receipt.len, &rc);
-    if (st != OPG_OK) {
+    if (opg_receipt_decode(r->receipt.data, r->receipt.len, &rc) != OPG_OK) {
         snprintf(why, n, "receipt: %s", opg_last_error());
         return 0;
     }
     uint8_t h[32];
     const char *bad = NULL;
     opg_receipt_hash_tokens(r->output_tokens, r->n_output_tokens, h);
-    if (w->has_key && memcmp(rc->worker_key.data, w->key, 32)) bad = "signed by another key than the worker's";
+    if (memcmp(rc->worker_key.data, w->key, 32)) bad = "signed by another key than the worker's";
     else if (rc->job_id != r->job_id) bad = "for another job";
     else if (memcmp(rc->model_id.data, j->model, 32)) bad = "for another model";
     else if (memcmp(rc->trace_root.data, r->trace_root.data, 32)) bad = "another trace root than the Result's";
@@ -584,7 +615,7 @@ static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
     }
     char why[512];
     if (r->n_output_tokens > j->max_tokens) snprintf(why, sizeof why, "more tokens than max_tokens");
-    if (r->n_output_tokens > j->max_tokens || !receipt_holds(w, j, r, c->cfg.receipts != OPG_RECEIPTS_FIELDS, why, sizeof why)) {
+    if (r->n_output_tokens > j->max_tokens || !receipt_holds(w, j, r, why, sizeof why)) {
         char q[600];
         LOG(OPG_LOG_WARN, "result_refused", "job=%llu why=%s", (unsigned long long)j->id, opg_log_q(q, sizeof q, why));
         requeue(c, j, "invalid result");
@@ -594,8 +625,78 @@ static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
     uint8_t *buf = NULL;
     size_t len = 0;
     if (opg_frame_encode(T(RESULT), &r->base, &buf, &len)) return;
-    j->n_out = (uint32_t)r->n_output_tokens;
-    finish_job(c, j, OPG_JOB_DONE, buf, len);
+    if (c->cfg.receipts == OPG_RECEIPTS_FIELDS) {
+        j->n_out = (uint32_t)r->n_output_tokens;
+        finish_job(c, j, OPG_JOB_DONE, buf, len);
+        return;
+    }
+    /* the signature: checked with the batch's others, in parallel, before the commit */
+    if (c->n_pend == c->cap_pend) {
+        size_t cap = c->cap_pend ? 2 * c->cap_pend : 64;
+        pending_result *p = realloc(c->pend, cap * sizeof *p);
+        if (!p) {
+            free(buf);
+            return; /* the worker's Result is lost: its job stays RUNNING on it until it is lost */
+        }
+        c->pend = p;
+        c->cap_pend = cap;
+    }
+    pending_result *p = &c->pend[c->n_pend];
+    memset(p, 0, sizeof *p);
+    p->receipt = malloc(r->receipt.len ? r->receipt.len : 1);
+    if (!p->receipt) {
+        free(buf);
+        return;
+    }
+    memcpy(p->receipt, r->receipt.data, r->receipt.len);
+    p->receipt_len = r->receipt.len;
+    p->peer = w->peer;
+    p->job_id = j->id;
+    p->n_out = (uint32_t)r->n_output_tokens;
+    p->frame = buf;
+    p->frame_len = len;
+    j->result_pending = 1;
+    c->n_pend++;
+}
+
+static void verify_task(void *ctx, int64_t i) {
+    pending_result *p = (pending_result *)ctx + i;
+    Opg__V1__Receipt *rc = NULL;
+    p->ok = opg_receipt_verify(p->receipt, p->receipt_len, &rc) == OPG_OK; /* its error message is per thread */
+    if (!p->ok) snprintf(p->why, sizeof p->why, "receipt: %s", opg_last_error());
+    opg_receipt_free(rc);
+}
+
+/* Checks the signatures of the Results waiting (on the verify pool's
+ * threads: ~50 us each), then finishes each whose job is still its worker's,
+ * or refuses it (the job re-queued). A job cancelled, re-queued or whose
+ * worker was lost since its Result came no longer counts it. */
+static void settle_results(opg_coord *c) {
+    if (!c->n_pend) return;
+    opg_pool_run(c->verify_pool, verify_task, c->pend, (int64_t)c->n_pend);
+    for (size_t i = 0; i < c->n_pend; i++) {
+        pending_result *p = &c->pend[i];
+        worker *w = worker_find(c, &p->peer);
+        job *j = NULL;
+        HASH_FIND(hh, c->jobs, &p->job_id, sizeof p->job_id, j);
+        if (j) j->result_pending = 0;
+        if (j && (!w || j->final_state || j->w != w)) j = NULL;
+        if (!j) {
+            free(p->frame);
+            LOG(OPG_LOG_DEBUG, "result_dropped", "job=%llu", (unsigned long long)p->job_id);
+        } else if (!p->ok) {
+            char q[400];
+            free(p->frame);
+            LOG(OPG_LOG_WARN, "result_refused", "job=%llu why=%s", (unsigned long long)j->id,
+                opg_log_q(q, sizeof q, p->why));
+            requeue(c, j, "invalid result");
+        } else {
+            j->n_out = p->n_out;
+            finish_job(c, j, OPG_JOB_DONE, p->frame, p->frame_len);
+        }
+        free(p->receipt);
+    }
+    c->n_pend = 0;
 }
 
 static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
@@ -618,6 +719,8 @@ static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
     finish_job(c, j, OPG_JOB_FAILED, buf, len);
 }
 
+static void answer_error(opg_coord *c, const opg_peer *p, uint64_t job_id, opg_status err, const char *msg);
+
 /* Receives one message from sock (named for the log): 1 with *f decoded, 0
  * when none was waiting, -1 when it was malformed (answered with an Error
  * when the sender is known, counted, logged). */
@@ -627,7 +730,10 @@ static int recv_one(opg_coord *c, void *sock, const char *name, opg_peer *p, opg
     if (st == OPG_OK) return 1;
     metric_add(c, c->m_rejected, 1);
     LOG(OPG_LOG_WARN, "frame_rejected", "socket=%s code=%d error=\"%s\"", name, st, opg_last_error());
-    if (p->rid_len) opg_sock_send_error(sock, p, 0, st, opg_last_error());
+    /* a client's answer waits its turn behind the acks of the batch (it may
+       have been a SubmitJob); a worker's goes now */
+    if (p->rid_len && sock == c->csock) answer_error(c, p, 0, st, opg_last_error());
+    else if (p->rid_len) opg_sock_send_error(sock, p, 0, st, opg_last_error());
     return -1;
 }
 
@@ -646,6 +752,7 @@ static int handle_worker(opg_coord *c) {
     case T(RESULT): if (w) on_result(c, w, (Opg__V1__Result *)f->msg); break;
     case T(ERROR): if (w) on_worker_error(c, w, (Opg__V1__Error *)f->msg); break;
     case T(DISCONNECT):
+        settle_results(c); /* a draining worker's last Results come just before: they count */
         if (w) worker_remove(c, w, "disconnected");
         w = NULL;
         break;
@@ -684,19 +791,36 @@ static void push_answer(opg_coord *c, ack *a) {
     c->acks_tail = a;
 }
 
-/* A SubmitJob refused: the Error goes out after the commit with the batch's
- * SubmitAcks, so a client pipelining submissions gets its answers in order. */
-static void refuse_submit(opg_coord *c, const opg_peer *p, opg_status err, const char *msg) {
+/* An Error to a client (a refused SubmitJob, a malformed frame, ...): it
+ * goes out after the commit with the batch's SubmitAcks, so a client
+ * pipelining requests gets its answers in order. */
+static void answer_error(opg_coord *c, const opg_peer *p, uint64_t job_id, opg_status err, const char *msg) {
     ack *a = calloc(1, sizeof *a);
     char *m = a ? strdup(msg) : NULL;
     if (!m) { /* no memory to hold it: answer now, out of order rather than never */
         free(a);
-        opg_sock_send_error(c->csock, p, 0, err, msg);
+        opg_sock_send_error(c->csock, p, job_id, err, msg);
         return;
     }
     a->peer = *p;
+    a->kind = ANSWER_ERROR;
     a->err = err;
+    a->err_job = job_id;
     a->msg = m;
+    push_answer(c, a);
+}
+
+/* A StatusReply about j, submitted in this batch (not acknowledged yet):
+ * after its ack, with its state then. */
+static void answer_status_later(opg_coord *c, const opg_peer *p, job *j) {
+    ack *a = calloc(1, sizeof *a);
+    if (!a) {
+        opg_sock_send_error(c->csock, p, j->id, OPG_ERR_NOMEM, "coordinator out of memory");
+        return;
+    }
+    a->peer = *p;
+    a->kind = ANSWER_STATUS;
+    a->j = j;
     push_answer(c, a);
 }
 
@@ -705,11 +829,11 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
         char msg[128];
         snprintf(msg, sizeof msg, "determinism contract v%u not served here (this network runs v%d)",
                  sj->contract_version, OPG_CONTRACT_VERSION);
-        refuse_submit(c, p, OPG_ERR_UNSUPPORTED, msg);
+        answer_error(c, p, 0, OPG_ERR_UNSUPPORTED, msg);
         return;
     }
     if (c->n_queued + c->n_acked_pending >= c->cfg.queue_max) {
-        refuse_submit(c, p, OPG_ERR_LIMIT, "queue full: try again later");
+        answer_error(c, p, 0, OPG_ERR_LIMIT, "queue full: try again later");
         return;
     }
     size_t len = protobuf_c_message_get_packed_size(&sj->base);
@@ -718,7 +842,7 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
     if (!buf || !a) {
         free(buf);
         free(a);
-        refuse_submit(c, p, OPG_ERR_NOMEM, "coordinator out of memory");
+        answer_error(c, p, 0, OPG_ERR_NOMEM, "coordinator out of memory");
         return;
     }
     protobuf_c_message_pack(&sj->base, buf);
@@ -729,15 +853,19 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
     free(buf);
     if (!j) {
         free(a);
-        if (st) store_failed(c, st);
+        /* stored but not in memory (out of memory): the batch must not commit
+           a job its client is told was refused */
+        if (!st) opg__fail(OPG_ERR_NOMEM, "out of memory for job %llu", (unsigned long long)id);
+        store_failed(c, st ? st : OPG_ERR_NOMEM);
         LOG(OPG_LOG_ERROR, "store_failed", "error=\"%s\"", opg_last_error());
-        refuse_submit(c, p, st ? st : OPG_ERR_NOMEM, "coordinator cannot store the job");
+        answer_error(c, p, 0, st ? st : OPG_ERR_NOMEM, "coordinator cannot store the job");
         return;
     }
     j->state = 0; /* becomes QUEUED after the commit */
     OPG_LT(id, OPG_LT_C_SUBMIT, 0);
     HASH_ADD(hh, c->jobs, id, sizeof j->id, j);
     a->peer = *p;
+    a->kind = ANSWER_ACK;
     a->j = j;
     push_answer(c, a);
     c->n_acked_pending++;
@@ -785,6 +913,10 @@ static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
 
 static void on_cancel(opg_coord *c, const opg_peer *p, uint64_t id) {
     job *j = active_job(c, id);
+    if (j && j->result_pending) { /* its Result came first: it finishes DONE, as without the wait */
+        settle_results(c);
+        j = active_job(c, id);
+    }
     if (!j) {
         on_final_lookup(c, p, id, 0, 1); /* already final (or unknown): its state */
         return;
@@ -829,7 +961,7 @@ static int handle_client(opg_coord *c) {
         j = active_job(c, id);
         if (j && j->state && !j->final_state) reply_status(c, &p, id, j->state, j->n_toks);
         else if (j && j->final_state) add_sub(c, j, &p, SUB_STATUS); /* final once committed */
-        else if (j) reply_status(c, &p, id, OPG_JOB_QUEUED, 0);
+        else if (j) answer_status_later(c, &p, j); /* submitted in this batch: after its ack */
         else on_final_lookup(c, &p, id, 0, 1);
         break;
     case T(GET_RESULT): {
@@ -840,7 +972,8 @@ static int handle_client(opg_coord *c) {
         else if (j) {
             char msg[96];
             snprintf(msg, sizeof msg, "job %llu is not finished", (unsigned long long)g->job_id);
-            opg_sock_send_error(c->csock, &p, g->job_id, OPG_ERR_STATE, msg);
+            if (j->state) opg_sock_send_error(c->csock, &p, g->job_id, OPG_ERR_STATE, msg);
+            else answer_error(c, &p, g->job_id, OPG_ERR_STATE, msg); /* submitted in this batch: after its ack */
         } else on_final_lookup(c, &p, g->job_id, 0, 0);
         break;
     }
@@ -854,7 +987,7 @@ static int handle_client(opg_coord *c) {
         on_cancel(c, &p, ((Opg__V1__Cancel *)f->msg)->job_id);
         break;
     default:
-        opg_sock_send_error(c->csock, &p, 0, OPG_ERR_ARG, "message not valid from a client");
+        answer_error(c, &p, 0, OPG_ERR_ARG, "message not valid from a client");
         break;
     }
     opg_frame_free(&f);
@@ -878,9 +1011,15 @@ static opg_status commit(opg_coord *c) {
     }
     for (ack *a = c->acks, *n; a; a = n) {
         n = a->next;
-        if (!a->j) {
-            opg_sock_send_error(c->csock, &a->peer, 0, a->err, a->msg);
+        if (a->kind == ANSWER_ERROR) {
+            opg_sock_send_error(c->csock, &a->peer, a->err_job, a->err, a->msg);
             free(a->msg);
+            free(a);
+            continue;
+        }
+        if (a->kind == ANSWER_STATUS) { /* its ack went before it: queued, or final in this batch */
+            job *sj = a->j;
+            reply_status(c, &a->peer, sj->id, sj->final_state ? sj->final_state : sj->state, sj->n_toks);
             free(a);
             continue;
         }
@@ -960,6 +1099,7 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
             if (more_c && (more_c = handle_client(c))) n++;
         }
         OPG_LT(0, OPG_LT_C_BATCH, (uint32_t)n);
+        settle_results(c);
         if ((st = stop_on_store_error(c)) || (st = commit(c))) break;
         OPG_LT(0, OPG_LT_C_COMMIT, 0);
         now = opg_now_ms();
@@ -1047,6 +1187,13 @@ opg_status opg_coord_new(const opg_coord_config *cfg, opg_coord **out) {
     if (c->cfg.max_attempts <= 0) c->cfg.max_attempts = 5;
     if (c->cfg.queue_max <= 0) c->cfg.queue_max = 1000000;
     if (c->cfg.client_hwm <= 0) c->cfg.client_hwm = 1000;
+    if (c->cfg.verify_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->cfg.verify_threads = n < 1 ? 1 : n > 4 ? 4 : (int)n;
+    }
+    /* NULL (one thread, or no threads to be had): the checks run on the loop's thread */
+    if (c->cfg.receipts != OPG_RECEIPTS_FIELDS && c->cfg.verify_threads > 1)
+        c->verify_pool = opg_pool_new(c->cfg.verify_threads);
     register_metrics(c);
     opg_status st = opg_jobstore_open(cfg->db_path, &c->store);
     if (st) goto fail;
@@ -1089,6 +1236,12 @@ void opg_coord_free(opg_coord *c) {
         free(a->msg);
         free(a);
     }
+    for (size_t i = 0; i < c->n_pend; i++) {
+        free(c->pend[i].frame);
+        free(c->pend[i].receipt);
+    }
+    free(c->pend);
+    opg_pool_free(c->verify_pool);
     job *j, *jt;
     HASH_ITER(hh, c->jobs, j, jt) {
         HASH_DEL(c->jobs, j);

@@ -37,6 +37,9 @@ typedef struct {
      * for a fleet whose workers the operator runs (the client and the
      * validators can still check it). */
     int receipts;
+    /* Threads that verify a batch's receipt signatures, the loop's own
+     * thread included; 0: one per online CPU, at most 4. */
+    int verify_threads;
     /* CurveZMQ: with key set, both sockets are CURVE servers and a ZAP
      * handler admits only the listed public keys (domain "workers" and
      * "clients"). Without a key both endpoints must be local

@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
     char *workers = "tcp://127.0.0.1:5555", *clients = "tcp://127.0.0.1:5556", *db = "opg-coordinator.db";
     char *metrics_addr = "127.0.0.1:9100", *key_path = NULL, *allow_workers = NULL, *allow_clients = NULL;
     char *log_level = "info", *receipts = "full";
-    int64_t heartbeat = 1000, liveness = 3, attempts = 5, queue_max = 1000000, client_hwm = 1000;
+    int64_t heartbeat = 1000, liveness = 3, attempts = 5, queue_max = 1000000, client_hwm = 1000, verify_threads = 0;
     const opg_opt opts[] = {
         {"workers", 'w', OPG_OPT_STR, &workers, 0, 0, "ENDPOINT", "where workers connect (ZeroMQ bind endpoint)"},
         {"clients", 'c', OPG_OPT_STR, &clients, 0, 0, "ENDPOINT", "where clients connect"},
@@ -44,6 +44,8 @@ int main(int argc, char **argv) {
         {"receipts", 0, OPG_OPT_STR, &receipts, 0, 0, "CHECK",
          "full: every Result's receipt signature is verified (~50 us CPU per job); fields: all its fields "
          "but not the signature"},
+        {"verify-threads", 0, OPG_OPT_INT, &verify_threads, 0, 256, "N",
+         "threads checking a batch's receipt signatures, the loop's own included; 0: one per CPU, at most 4"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     char *text = NULL;
@@ -96,6 +98,7 @@ int main(int argc, char **argv) {
     cfg.queue_max = queue_max;
     cfg.client_hwm = (int)client_hwm;
     cfg.receipts = strcmp(receipts, "fields") ? OPG_RECEIPTS_FULL : OPG_RECEIPTS_FIELDS;
+    cfg.verify_threads = (int)verify_threads;
     cfg.key = key_path ? &key : NULL;
     cfg.worker_keys = (const uint8_t(*)[32])wkeys;
     cfg.n_worker_keys = n_wkeys;

@@ -302,6 +302,30 @@ opg_status opg_frame_encode(opg_msg_type type, const ProtobufCMessage *msg, uint
 }
 
 /* ---- decode ---------------------------------------------------------------------- */
+/* Canonical encoding (what protobuf-c, and proto3 encoders generally,
+ * write): the decoded message re-encodes to the same bytes. Above all, a
+ * string holding a NUL byte would otherwise pass cut short at it (decoded
+ * strings are C strings): a prompt other than the one sent, a length check
+ * that saw only its first part. Comparing sizes alone is not enough (an
+ * int32 sent in 5 bytes re-encodes in 10 and could hide 5 cut ones). */
+static opg_status check_canonical(const ProtobufCMessage *msg, const uint8_t *payload, size_t plen, const char *name) {
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    int same = n == plen;
+    if (same && n) {
+        uint8_t stack[1024], *buf = n <= sizeof stack ? stack : malloc(n);
+        if (!buf) return opg__fail(OPG_ERR_NOMEM, "%s: %zu bytes to re-encode", name, n);
+        protobuf_c_message_pack(msg, buf);
+        same = memcmp(buf, payload, n) == 0;
+        if (buf != stack) free(buf);
+    }
+    if (!same)
+        return opg__fail(OPG_ERR_FORMAT,
+                         "%s: not in canonical encoding (%zu bytes re-encode to %zu other bytes: a string "
+                         "holding a NUL byte, a field given twice or out of order, or a default value written "
+                         "out)", name, plen, n);
+    return OPG_OK;
+}
+
 typedef struct {
     opg_frame pub; /* first: opg_frame_free casts back */
     opg_pb_budget b;
@@ -356,22 +380,11 @@ opg_status opg_frame_decode_budget(const uint8_t *buf, size_t len, size_t budget
     fi->pub.version = env->version;
     fi->pub.type = env->type;
     fi->pub.msg = msg;
-    const size_t plen = env->payload.len;
-    opg__v1__envelope__free_unpacked(env, &fi->b.alloc);
-    env = NULL;
     st = check_no_unknown(msg, 0);
     if (st == OPG_OK) st = msg_table[fi->pub.type].check(msg);
-    /* Canonical encoding (what protobuf-c, and proto3 encoders generally,
-     * write): the decoded message re-encodes to as many bytes. Above all, a
-     * string holding a NUL byte would otherwise pass cut short at it (the
-     * decoded strings are C strings), so a prompt could differ from what
-     * was sent, and a length check would see only its first part. */
-    size_t canon = st == OPG_OK ? protobuf_c_message_get_packed_size(msg) : plen;
-    if (canon != plen)
-        st = opg__fail(OPG_ERR_FORMAT,
-                       "%s: not in canonical encoding (%zu bytes re-encode to %zu: a string holding a NUL "
-                       "byte, a field given twice, or a default value written out)",
-                       msg_table[fi->pub.type].name, plen, canon);
+    if (st == OPG_OK) st = check_canonical(msg, env->payload.data, env->payload.len, msg_table[fi->pub.type].name);
+    opg__v1__envelope__free_unpacked(env, &fi->b.alloc);
+    env = NULL;
     if (st != OPG_OK) goto fail;
     *out = &fi->pub;
     return OPG_OK;

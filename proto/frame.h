@@ -8,7 +8,7 @@
  * budget, the version must be OPG_PROTO_VERSION, the type must be known, and
  * every message is checked field by field (ids of the right length, bounds on
  * counts and lengths, enum values known, a prompt present ...) and must be
- * in canonical encoding (it re-encodes to as many bytes: no string with a
+ * in canonical encoding (it re-encodes to the same bytes: no string with a
  * NUL byte, no field twice, no default written out). Encoding runs
  * the same checks, so a peer never sends what it would itself reject.
  *

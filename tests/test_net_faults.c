@@ -1394,12 +1394,59 @@ static int next_answer(void *s, uint64_t *id, int *code, const char *what) {
     return type;
 }
 
-/* A client pipelining on one socket (messages sent back to back, so one
- * coordinator batch reads several): the answers to SubmitJobs come in the
- * order sent, a refusal included; --queue-max holds within a batch; and a
- * Cancel naming a job submitted just before it, in the same batch (its id
- * guessed, before the ack), cancels it without harm: later jobs still run
- * (the coordinator once kept the freed job queued). */
+/* Sends n frames back to back while the coordinator is stopped (SIGSTOP),
+ * so that one batch reads them all, then checks the n_want answers in
+ * order: type, code (Error code or StatusReply state; -1: any) and job id
+ * (0: any). The ids of SubmitAcks go to ack_ids (when not NULL). */
+typedef struct {
+    const uint8_t *frame;
+    size_t len;
+} raw_frame_t;
+typedef struct {
+    int type, code;
+    uint64_t id;
+} answer_t;
+
+static void one_batch(coord *c, void *s, const raw_frame_t *frames, int n, const answer_t *want, int n_want,
+                      uint64_t *ack_ids, const char *what) {
+    proc_signal(c->p, SIGSTOP);
+    for (int i = 0; i < n; i++) raw_send(s, frames[i].frame, frames[i].len, NULL, 0);
+    sleep_ms(30);
+    proc_signal(c->p, SIGCONT);
+    int k = 0;
+    for (int i = 0; i < n_want; i++) {
+        uint64_t id;
+        int code, type = next_answer(s, &id, &code, what);
+        CHECK(type == want[i].type && (want[i].code == -1 || code == want[i].code) && (!want[i].id || id == want[i].id),
+              "%s: answer %d is %s (code %d, job %" PRIu64 "), expected %s (code %d, job %" PRIu64 ")", what, i,
+              opg_frame_type_name(type), code, id, opg_frame_type_name(want[i].type), want[i].code, want[i].id);
+        if (type == T(SUBMIT_ACK) && ack_ids) ack_ids[k++] = id;
+    }
+    CHECK(proc_alive(c->p), "%s: the coordinator died", what);
+}
+
+static uint8_t *encode_id(opg_msg_type type, uint64_t id, size_t *n) {
+    Opg__V1__Cancel m = OPG__V1__CANCEL__INIT; /* Cancel, Status, GetResult: field 1 job_id */
+    m.job_id = id;
+    if (type == T(CANCEL)) return encode(type, &m.base, n);
+    if (type == T(STATUS)) {
+        Opg__V1__Status st = OPG__V1__STATUS__INIT;
+        st.job_id = id;
+        return encode(type, &st.base, n);
+    }
+    Opg__V1__GetResult g = OPG__V1__GET_RESULT__INIT;
+    g.job_id = id;
+    return encode(type, &g.base, n);
+}
+
+/* A client pipelining on one socket (frames back to back: one coordinator
+ * batch reads them): every answer comes in the order of the requests, and
+ * those about a job submitted in the batch come after its ack (a well-formed
+ * refusal, a malformed frame, a Status, a GetResult without wait);
+ * --queue-max holds within a batch; and a Cancel naming a job submitted just
+ * before it in the same batch (its id guessed, before the ack) cancels it
+ * without harm: later jobs still run (the coordinator once kept the freed
+ * job queued). */
 static void test_pipelined_client(void **state) {
     (void)state;
     CHECK(g_have_refs, "no reference results (test_reference failed)");
@@ -1413,61 +1460,64 @@ static void test_pipelined_client(void **state) {
     Opg__V1__TokenList tl;
     Opg__V1__SamplingParams spp;
     spec_job(sp, &sj, &tl, &spp);
-    size_t nok, nbad;
+    size_t nok, nbad, nmal;
     uint8_t *ok = encode(T(SUBMIT_JOB), &sj.base, &nok);
     Opg__V1__SubmitJob other = sj;
     other.contract_version = OPG_CONTRACT_VERSION + 1;
     uint8_t *bad = encode(T(SUBMIT_JOB), &other.base, &nbad);
+    Opg__V1__SubmitJob zero = sj; /* max_tokens 0: the decoder refuses it (FORMAT) */
+    zero.max_tokens = 0;
+    size_t zl = opg__v1__submit_job__get_packed_size(&zero);
+    uint8_t *zp = malloc(zl);
+    CHECK(zp != NULL, "malloc");
+    opg__v1__submit_job__pack(&zero, zp);
+    uint8_t *mal = envelope(OPG_PROTO_VERSION, T(SUBMIT_JOB), zp, zl, &nmal);
+    free(zp);
+    const raw_frame_t OK = {ok, nok}, BAD = {bad, nbad}, MAL = {mal, nmal};
+    const answer_t ACK = {T(SUBMIT_ACK), -1, 0};
+
     /* no worker: jobs stay queued; at most 3 */
-    const uint8_t *seq[5] = {ok, bad, ok, ok, ok};
-    const size_t len[5] = {nok, nbad, nok, nok, nok};
-    const int want_type[5] = {T(SUBMIT_ACK), T(ERROR), T(SUBMIT_ACK), T(SUBMIT_ACK), T(ERROR)};
-    const int want_code[5] = {0, OPG_ERR_UNSUPPORTED, 0, 0, OPG_ERR_LIMIT};
-    for (int i = 0; i < 5; i++) raw_send(s, seq[i], len[i], NULL, 0);
-    uint64_t ids[3], last = 0;
-    int n_acked = 0;
-    for (int i = 0; i < 5; i++) {
-        uint64_t id;
-        int code, type = next_answer(s, &id, &code, "pipelined submits");
-        CHECK(type == want_type[i] && code == want_code[i],
-              "pipelined submits: answer %d is %s (code %d), expected %s (code %d)", i, opg_frame_type_name(type),
-              code, opg_frame_type_name(want_type[i]), want_code[i]);
-        if (type == T(SUBMIT_ACK)) ids[n_acked++] = last = id;
-    }
+    uint64_t ids[3];
+    const raw_frame_t f1[] = {OK, BAD, MAL, OK, OK, OK};
+    const answer_t a1[] = {ACK, {T(ERROR), OPG_ERR_UNSUPPORTED, 0}, {T(ERROR), OPG_ERR_FORMAT, 0}, ACK, ACK,
+                           {T(ERROR), OPG_ERR_LIMIT, 0}};
+    one_batch(&c, s, f1, 6, a1, 6, ids, "refusals among submits");
     /* cancel the three: room again */
     for (int i = 0; i < 3; i++) {
-        Opg__V1__Cancel cm = OPG__V1__CANCEL__INIT;
-        cm.job_id = ids[i];
         size_t n;
-        uint8_t *b = encode(T(CANCEL), &cm.base, &n);
-        raw_send(s, b, n, NULL, 0);
+        uint8_t *b = encode_id(T(CANCEL), ids[i], &n);
+        const raw_frame_t f[] = {{b, n}};
+        const answer_t a[] = {{T(STATUS_REPLY), OPG__V1__JOB_STATE__JOB_STATE_CANCELLED, ids[i]}};
+        one_batch(&c, s, f, 1, a, 1, NULL, "cancel");
         free(b);
-        uint64_t id;
-        int st, type = next_answer(s, &id, &st, "cancel");
-        CHECK(type == T(STATUS_REPLY) && id == ids[i] && st == OPG__V1__JOB_STATE__JOB_STATE_CANCELLED,
-              "cancel of job %" PRIu64 ": %s state %d", ids[i], opg_frame_type_name(type), st);
     }
+    uint64_t next = ids[2] + 1;
+    /* Status and GetResult about a job before its ack: answered after it */
+    size_t ns, ng, nc;
+    uint8_t *st = encode_id(T(STATUS), next, &ns), *gr = encode_id(T(GET_RESULT), next, &ng),
+            *cn = encode_id(T(CANCEL), next, &nc);
+    const raw_frame_t f2[] = {OK, {st, ns}, {gr, ng}, {cn, nc}};
+    const answer_t a2[] = {{T(SUBMIT_ACK), -1, next},
+                           {T(STATUS_REPLY), -1, next}, /* QUEUED, or CANCELLED by the Cancel behind it */
+                           {T(ERROR), OPG_ERR_STATE, 0},
+                           {T(STATUS_REPLY), OPG__V1__JOB_STATE__JOB_STATE_CANCELLED, next}};
+    one_batch(&c, s, f2, 4, a2, 4, NULL, "status before the ack");
+    free(st);
+    free(gr);
+    free(cn);
     /* a SubmitJob and, right behind it, a Cancel of the id it will get */
-    for (int round = 0; round < 10; round++) {
-        Opg__V1__Cancel cm = OPG__V1__CANCEL__INIT;
-        cm.job_id = last + 1;
-        size_t n;
-        uint8_t *b = encode(T(CANCEL), &cm.base, &n);
-        raw_send(s, ok, nok, NULL, 0);
-        raw_send(s, b, n, NULL, 0);
-        free(b);
-        uint64_t id;
-        int st, type = next_answer(s, &id, &st, "submit then cancel");
-        CHECK(type == T(SUBMIT_ACK) && id == last + 1, "submit then cancel: %s for job %" PRIu64 ", expected the ack "
-              "of %" PRIu64, opg_frame_type_name(type), id, last + 1);
-        type = next_answer(s, &id, &st, "submit then cancel");
-        CHECK(type == T(STATUS_REPLY) && id == last + 1 && st == OPG__V1__JOB_STATE__JOB_STATE_CANCELLED,
-              "submit then cancel: %s, job %" PRIu64 " state %d", opg_frame_type_name(type), id, st);
-        last++;
-        CHECK(proc_alive(c.p), "the coordinator died after a cancel before the ack");
+    for (int round = 0; round < 5; round++) {
+        next++;
+        cn = encode_id(T(CANCEL), next, &nc);
+        const raw_frame_t f3[] = {OK, {cn, nc}};
+        const answer_t a3[] = {{T(SUBMIT_ACK), -1, next},
+                               {T(STATUS_REPLY), OPG__V1__JOB_STATE__JOB_STATE_CANCELLED, next}};
+        one_batch(&c, s, f3, 2, a3, 2, NULL, "submit then cancel");
+        free(cn);
     }
     free(ok);
     free(bad);
+    free(mal);
     zmq_close(s);
     /* a worker joins: the cancelled jobs are not run, a new one is */
     proc *w = worker_start(c.wep, 2, NULL);
@@ -1477,6 +1527,32 @@ static void test_pipelined_client(void **state) {
     CHECK(metric(&c, M_DONE) == 1, "%g jobs done, expected 1 (a cancelled job ran?)", metric(&c, M_DONE));
     opg_client_free(cl);
     stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* A worker whose Ready names no receipt key is not registered: its receipts
+ * could not be tied to it. It is told so with a Disconnect. */
+static void test_keyless_worker(void **state) {
+    (void)state;
+    coord c = {0};
+    coord_start(&c, "keyless");
+    void *s = raw_dealer(c.wep);
+    ProtobufCBinaryData model = {32, g_model_id};
+    Opg__V1__Ready r = OPG__V1__READY__INIT;
+    r.n_models = 1;
+    r.models = &model;
+    r.backend = OPG__V1__BACKEND__BACKEND_CPU;
+    r.free_slots = 4;
+    r.name = "keyless";
+    CHECK(opg_sock_send(s, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
+    opg_frame *f = raw_recv(s, 10000);
+    CHECK(f && f->type == T(DISCONNECT) && strstr(((Opg__V1__Disconnect *)f->msg)->reason, "worker_key"),
+          "a Ready without worker_key: %s", f ? opg_frame_type_name(f->type) : "no answer");
+    opg_frame_free(&f);
+    CHECK(wait_log(c.p, "event=worker_refused", 1, 5000), "no worker_refused in the log");
+    CHECK(metric(&c, "opg_workers") == 0, "%g workers registered", metric(&c, "opg_workers"));
+    zmq_close(s);
     stop_clean(c.p);
     check_sanitizer_logs();
 }
@@ -1675,6 +1751,54 @@ static void test_lying_worker(void **state) {
     opg_client_free(cl);
     wait_worker_ready(&c, w, 1);
     stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* A worker's last Result and its Disconnect back to back (what a draining
+ * worker sends), both in one coordinator batch: the Result counts (its
+ * signature is checked with the batch's others before the Disconnect is
+ * handled), the job is DONE with it and not re-queued. */
+static void test_result_then_disconnect(void **state) {
+    (void)state;
+    coord c = {0};
+    coord_start(&c, "lastresult");
+    void *s = raw_dealer(c.wep);
+    opg_keypair kp;
+    CHECK(opg_keypair_generate(&kp) == OPG_OK, "keygen");
+    ProtobufCBinaryData model = {32, g_model_id};
+    Opg__V1__Ready r = OPG__V1__READY__INIT;
+    r.n_models = 1;
+    r.models = &model;
+    r.backend = OPG__V1__BACKEND__BACKEND_CPU;
+    r.free_slots = 1;
+    r.name = "last";
+    r.worker_key = (ProtobufCBinaryData){32, kp.sign_pk};
+    CHECK(opg_sock_send(s, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
+    CHECK(wait_log(c.p, "event=worker_ready worker=last ", 1, 10000), "the worker was not registered");
+    opg_client *cl = client_new(c.cep);
+    const spec *sp = &g_specs[7];
+    uint64_t id = submit_ok(cl, sp);
+    opg_frame *f = liar_expect_job(&c, s, id, "dispatch");
+    opg_frame_free(&f);
+    size_t rl;
+    uint8_t *rc = liar_receipt(&kp, id, sp, 2, 0, &rl);
+    proc_signal(c.p, SIGSTOP); /* both wait in its socket: one batch reads them */
+    liar_result_receipt(s, id, 2, rc, rl);
+    free(rc);
+    Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+    d.reason = "draining";
+    opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
+    sleep_ms(50);
+    proc_signal(c.p, SIGCONT);
+    opg_status st = opg_client_result(cl, id, 1, 10000, &f);
+    CHECK(st == OPG_OK && f->type == T(RESULT) && ((Opg__V1__Result *)f->msg)->n_output_tokens == 2,
+          "job %" PRIu64 ": %s (%s), expected its last Result", id, opg_strerror(st), st ? opg_last_error() : "");
+    opg_frame_free(&f);
+    CHECK(metric(&c, M_REQUEUED) == 0 && metric(&c, M_DONE) == 1, "%g re-queued, %g done (expected 0, 1)",
+          metric(&c, M_REQUEUED), metric(&c, M_DONE));
+    zmq_close(s);
+    opg_client_free(cl);
     stop_clean(c.p);
     check_sanitizer_logs();
 }
@@ -1991,7 +2115,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_malformed_frames, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_bad_jobs, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_lying_worker, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_result_then_disconnect, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_pipelined_client, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_keyless_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_store_locked, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_malformed_to_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_curve, setup_test, teardown_test),
