@@ -3,8 +3,9 @@
 # fetches the embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF,
 # SHA-256 checked), starts an opg-coordinator (SQLite job store) and two
 # opg-workers on 127.0.0.1, submits a few jobs with `opg submit`, prints
-# their outputs and trace roots, re-executes one locally (`opg run --verify`)
-# to show the same trace root, then stops the network cleanly.
+# their outputs and trace roots, verifies one offline from its saved job
+# record (`opg verify`: the worker's signed receipt, and a local re-execution
+# giving the same trace root), then stops the network cleanly.
 # Environment: OPG_RUN_DIR keeps the logs and the job store there (default: a
 # temporary directory, removed at the end); OPG_BASE_PORT (default 5555).
 set -euo pipefail
@@ -49,7 +50,8 @@ prompts=("What is the capital of France?" "Name three primary colors." "Write on
 echo "== submitting ${#prompts[@]} jobs (opg submit --chat, greedy, up to 48 tokens)"
 subs=()
 for i in "${!prompts[@]}"; do
-    $bin/tools/opg submit -C "$clients_ep" --chat -p "${prompts[$i]}" -n 48 >"$dir/job$i.out" 2>&1 &
+    $bin/tools/opg submit -C "$clients_ep" --chat -p "${prompts[$i]}" -n 48 --save "$dir/job$i.json" \
+        >"$dir/job$i.out" 2>&1 &
     subs+=($!)
 done
 fail=0
@@ -60,12 +62,9 @@ for i in "${!prompts[@]}"; do
 done
 [ "$fail" = 0 ] || { echo "a job failed; logs in $dir" >&2; keep=1; exit 1; }
 
-echo "== re-executing job 0 locally: opg run --verify (teacher-forced replay)"
-want=$(sed -n 's/.*trace_root=\([0-9a-f]*\).*/\1/p' "$dir/job0.out" | tail -1)
-got=$($bin/tools/opg run --chat -p "${prompts[0]}" -n 48 -t 2 --verify -q 2>/dev/null | sed -n 's/^trace_root=//p')
-echo "network trace root $want"
-echo "local   trace root $got"
-[ "$want" = "$got" ] && echo "== identical: a local re-execution reproduces the worker's trace root" || { echo "MISMATCH" >&2; exit 1; }
+echo "== verifying job 0 offline from its saved record: opg verify (receipt, then teacher-forced re-execution)"
+$bin/tools/opg verify "$dir/job0.json" -t 2 || { echo "job 0 did not verify" >&2; keep=1; exit 1; }
+echo "== valid: the worker's signed receipt holds and a local re-execution reproduces its trace root"
 
 echo "== coordinator metrics"
 python3 - "$metrics" <<'PY' || true

@@ -11,6 +11,7 @@
 #include "client.h"
 #include "contract.h"
 #include "gguf.h"
+#include "jobrecord.h"
 #include "keys.h"
 #include "opts.h"
 #include "tokenizer.h"
@@ -54,7 +55,7 @@ static void print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t n)
 
 int opg_cmd_submit(int argc, char **argv) {
     char *endpoint = "tcp://127.0.0.1:5556", *model = OPG_DEFAULT_MODEL, *model_id = NULL, *prompt = NULL;
-    char *key_path = NULL, *server_key = NULL;
+    char *key_path = NULL, *server_key = NULL, *save = NULL;
     int chat = 0, no_wait = 0, quiet = 0;
     int64_t max_tokens = 64, seed = 0, top_k = 40, max_price = 0, timeout = 120000;
     double temp = 0.0, top_p = 0.95;
@@ -75,6 +76,8 @@ int opg_cmd_submit(int argc, char **argv) {
         {"no-wait", 0, OPG_OPT_BOOL, &no_wait, 0, 0, NULL, "print the job id and return"},
         {"quiet", 'q', OPG_OPT_BOOL, &quiet, 0, 0, NULL, "no streamed text, only the summary lines"},
         {"timeout-ms", 0, OPG_OPT_INT, &timeout, 1, INT_MAX, "MS", "longest silence from the coordinator"},
+        {"save", 0, OPG_OPT_STR, &save, 0, 0, "FILE",
+         "write the job record (request, result, receipt) to FILE, which must not exist: opg verify FILE"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     char *text = NULL;
@@ -100,6 +103,12 @@ int opg_cmd_submit(int argc, char **argv) {
     if (!prompt || !prompt[0] || !(temp >= 0 && temp <= 100) || !(top_p >= 0 && top_p <= 1)) {
         fprintf(stderr, "opg submit: %s\n", !prompt || !prompt[0] ? "a prompt is required (-p TEXT)"
                                                                    : "--temp must be in 0..100 and --top-p in 0..1");
+        rc = 2;
+        goto out;
+    }
+    if (save && (no_wait || access(save, F_OK) == 0)) {
+        fprintf(stderr, "opg submit: --save %s: %s\n", save,
+                no_wait ? "needs the result (not with --no-wait)" : "exists (a job record is never overwritten)");
         rc = 2;
         goto out;
     }
@@ -173,6 +182,16 @@ int opg_cmd_submit(int argc, char **argv) {
     printf("job=%llu tokens=%zu stop=%s receipt_bytes=%zu trace_root=%s\n", (unsigned long long)job,
            r->n_output_tokens, stops[r->stop_reason < 5 ? r->stop_reason : 0], r->receipt.len, hex);
     rc = 0;
+    if (save) {
+        char *rec = NULL;
+        if ((st = opg_jobrecord_format(endpoint, &sj, r, &rec)) || (st = opg_jobrecord_save(save, rec))) {
+            fprintf(stderr, "opg submit: --save: %s\n", opg_last_error());
+            rc = 1;
+        } else {
+            printf("record=%s\n", save);
+        }
+        free(rec);
+    }
 out:
     opg_frame_free(&res);
     opg_client_free(cl);

@@ -44,6 +44,7 @@ static void usage_main(FILE *f) {
 #ifdef OPG_HAVE_NETWORK
             "  submit  send a job to a coordinator and print its output and trace root\n"
             "  keygen  write a new node identity key (CurveZMQ, receipts)\n"
+            "  verify  check a saved job record offline: receipt, and the trace root re-executed\n"
 #endif
             "\n"
             "opg <command> --help shows the command's options.\n");
@@ -359,6 +360,7 @@ int main(int argc, char **argv) {
 #ifdef OPG_HAVE_NETWORK
     if (strcmp(argv[1], "submit") == 0) return opg_cmd_submit(argc - 1, argv + 1);
     if (strcmp(argv[1], "keygen") == 0) return opg_cmd_keygen(argc - 1, argv + 1);
+    if (strcmp(argv[1], "verify") == 0) return opg_cmd_verify(argc - 1, argv + 1);
 #endif
     fprintf(stderr, "opg: unknown command '%s'\n", argv[1]);
     usage_main(stderr);

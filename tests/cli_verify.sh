@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# cli_verify.sh: a job record end to end. A real opg-coordinator and
+# opg-worker on 127.0.0.1 (free ports) serve a tiny model with a tokenizer;
+# `opg submit --save` writes the record; `opg verify` finds it VALID (exit 0)
+# and finds each tampering INVALID (exit 3) naming the check: the receipt's
+# signature, the prompt, the trace root. A model other
+# than the job's is an error (exit 1); --save never overwrites (exit 2).
+# Usage: cli_verify.sh BUILD_DIR TINY_DIR
+set -uo pipefail
+build=$1 tiny=$2
+opg=$build/tools/opg
+model=$tiny/tiny-tok-long.gguf
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*" >&2
+    for f in "$dir"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -5 "$f"; } >&2; done
+    exit 1
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wp=$(free_port) cp=$(free_port)
+"$build/coordinator/opg-coordinator" --db "$dir/jobs.db" --workers "tcp://127.0.0.1:$wp" \
+    --clients "tcp://127.0.0.1:$cp" --metrics off 2>"$dir/coordinator.log" &
+pids+=($!)
+"$build/worker/opg-worker" -C "tcp://127.0.0.1:$wp" -m "$model" --backend cpu --threads 1 --name w1 \
+    2>"$dir/worker.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q "event=worker_ready" "$dir/coordinator.log" 2>/dev/null && break; sleep 0.1; done
+grep -q "event=worker_ready" "$dir/coordinator.log" || fail "the worker did not register"
+
+rec=$dir/job.json
+"$opg" submit -C "tcp://127.0.0.1:$cp" -m "$model" -p abc -n 4 -q --save "$rec" >"$dir/submit.out" 2>&1 \
+    || fail "submit: $(cat "$dir/submit.out")"
+grep -q "^record=$rec" "$dir/submit.out" || fail "submit did not report the record: $(cat "$dir/submit.out")"
+"$opg" submit -C "tcp://127.0.0.1:$cp" -m "$model" -p abc -n 4 -q --save "$rec" >/dev/null 2>"$dir/err"; rc=$?
+[ $rc -eq 2 ] && grep -q "never overwritten" "$dir/err" || fail "--save over an existing record: exit $rc"
+
+verify() { "$opg" verify "$1" -m "${2:-$model}" --backend cpu -t 1 >"$dir/verify.out" 2>&1; }
+verify "$rec"; rc=$?
+[ $rc -eq 0 ] && grep -q "^verdict *VALID" "$dir/verify.out" || fail "the untouched record: exit $rc: $(cat "$dir/verify.out")"
+
+# tamper (python: JSON and base64 in, the same out) and expect INVALID naming the check
+tamper() { # NAME PYTHON-EXPRESSION-ON (req, res) bytearrays, CHECK-LINE
+    python3 - "$rec" "$dir/$1.json" "$2" <<'PY' || fail "tampering $1"
+import base64, json, sys
+src, dst, code = sys.argv[1], sys.argv[2], sys.argv[3]
+r = json.load(open(src))
+req = bytearray(base64.b64decode(r["request"]))
+res = bytearray(base64.b64decode(r["result"]))
+exec(code)
+r["request"] = base64.b64encode(bytes(req)).decode()
+r["result"] = base64.b64encode(bytes(res)).decode()
+json.dump(r, open(dst, "w"))
+PY
+    verify "$dir/$1.json"; rc=$?
+    [ $rc -eq 3 ] && grep -q "^verdict *INVALID" "$dir/verify.out" && grep -q "^$3 *FAILED" "$dir/verify.out" \
+        || fail "tampered $1: exit $rc, expected 3 with '$3 FAILED': $(cat "$dir/verify.out")"
+}
+root=$(sed -n 's/.*trace_root=\([0-9a-f]*\).*/\1/p' "$dir/submit.out")
+[ ${#root} -eq 64 ] || fail "no trace root from submit"
+# the signature's last byte (the receipt is the Result's last field, the signature the receipt's)
+tamper signature 'res[-1] ^= 1' "signature"
+# another prompt than the worker ran: "abc" -> "abd"
+tamper prompt 'i = req.find(b"abc"); req[i + 2] = ord("d")' "receipt prompt"
+# another trace root in the Result (its own field comes before the receipt's copy)
+tamper root "i = res.find(bytes.fromhex('$root')); res[i] ^= 1" "receipt root"
+# a model other than the job's
+verify "$rec" "$tiny/tiny-tok-over.gguf"; rc=$?
+[ $rc -eq 1 ] && grep -q "give that model with -m" "$dir/verify.out" || fail "another model: exit $rc: $(cat "$dir/verify.out")"
+# not a record
+echo '{"opg_job_record": 1}' >"$dir/bad.json"
+verify "$dir/bad.json"; rc=$?
+[ $rc -eq 1 ] && grep -q "missing" "$dir/verify.out" || fail "a bad record: exit $rc: $(cat "$dir/verify.out")"
+echo "ok: a saved job record verifies; tampered signature, prompt and trace root are each INVALID"
