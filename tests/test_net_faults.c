@@ -1376,6 +1376,26 @@ static void test_bad_jobs(void **state) {
     check_sanitizer_logs();
 }
 
+/* A raw DEALER on the coordinator's worker endpoint that says Ready (one
+ * slot of the tiny model, named name, receipt key kp's, or none when kp is
+ * NULL); with a key it waits until the coordinator has registered it. */
+static void *raw_worker(coord *c, const char *name, const opg_keypair *kp) {
+    void *s = raw_dealer(c->wep);
+    ProtobufCBinaryData model = {32, g_model_id};
+    Opg__V1__Ready r = OPG__V1__READY__INIT;
+    r.n_models = 1;
+    r.models = &model;
+    r.backend = OPG__V1__BACKEND__BACKEND_CPU;
+    r.free_slots = 1;
+    r.name = (char *)name;
+    if (kp) r.worker_key = (ProtobufCBinaryData){32, (uint8_t *)kp->sign_pk};
+    CHECK(opg_sock_send(s, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
+    char needle[96];
+    snprintf(needle, sizeof needle, "event=worker_ready worker=%s ", name);
+    if (kp) CHECK(wait_log(c->p, needle, 1, 10000), "the raw worker %s was not registered", name);
+    return s;
+}
+
 /* The next answer on a raw client socket that is not a Heartbeat: its type,
  * and its job id and code (0 where the message has none). */
 static int next_answer(void *s, uint64_t *id, int *code, const char *what) {
@@ -1537,15 +1557,7 @@ static void test_keyless_worker(void **state) {
     (void)state;
     coord c = {0};
     coord_start(&c, "keyless");
-    void *s = raw_dealer(c.wep);
-    ProtobufCBinaryData model = {32, g_model_id};
-    Opg__V1__Ready r = OPG__V1__READY__INIT;
-    r.n_models = 1;
-    r.models = &model;
-    r.backend = OPG__V1__BACKEND__BACKEND_CPU;
-    r.free_slots = 4;
-    r.name = "keyless";
-    CHECK(opg_sock_send(s, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
+    void *s = raw_worker(&c, "keyless", NULL);
     opg_frame *f = raw_recv(s, 10000);
     CHECK(f && f->type == T(DISCONNECT) && strstr(((Opg__V1__Disconnect *)f->msg)->reason, "worker_key"),
           "a Ready without worker_key: %s", f ? opg_frame_type_name(f->type) : "no answer");
@@ -1667,19 +1679,9 @@ static void test_lying_worker(void **state) {
     c.extra[c.n_extra++] = "--max-attempts"; /* every refusal below re-queues the one job */
     c.extra[c.n_extra++] = "20";
     coord_start(&c, "liar");
-    void *s = raw_dealer(c.wep);
-    ProtobufCBinaryData model = {32, g_model_id};
-    Opg__V1__Ready r = OPG__V1__READY__INIT;
-    r.n_models = 1;
-    r.models = &model;
-    r.backend = OPG__V1__BACKEND__BACKEND_CPU;
-    r.free_slots = 1;
-    r.name = "liar";
     opg_keypair kp, other;
     CHECK(opg_keypair_generate(&kp) == OPG_OK && opg_keypair_generate(&other) == OPG_OK, "keygen");
-    r.worker_key = (ProtobufCBinaryData){32, kp.sign_pk};
-    CHECK(opg_sock_send(s, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
-    CHECK(wait_log(c.p, "event=worker_ready worker=liar ", 1, 10000), "the lying worker was not registered");
+    void *s = raw_worker(&c, "liar", &kp);
     opg_client *cl = client_new(c.cep);
     const spec *sp = &g_specs[14];
     uint64_t id = submit_ok(cl, sp);
@@ -1763,19 +1765,9 @@ static void test_result_then_disconnect(void **state) {
     (void)state;
     coord c = {0};
     coord_start(&c, "lastresult");
-    void *s = raw_dealer(c.wep);
     opg_keypair kp;
     CHECK(opg_keypair_generate(&kp) == OPG_OK, "keygen");
-    ProtobufCBinaryData model = {32, g_model_id};
-    Opg__V1__Ready r = OPG__V1__READY__INIT;
-    r.n_models = 1;
-    r.models = &model;
-    r.backend = OPG__V1__BACKEND__BACKEND_CPU;
-    r.free_slots = 1;
-    r.name = "last";
-    r.worker_key = (ProtobufCBinaryData){32, kp.sign_pk};
-    CHECK(opg_sock_send(s, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
-    CHECK(wait_log(c.p, "event=worker_ready worker=last ", 1, 10000), "the worker was not registered");
+    void *s = raw_worker(&c, "last", &kp);
     opg_client *cl = client_new(c.cep);
     const spec *sp = &g_specs[7];
     uint64_t id = submit_ok(cl, sp);

@@ -106,6 +106,14 @@ static cJSON *good(void) {
     return o;
 }
 
+/* A good record with key's value replaced by v (which it takes): refused. */
+static void expect_replaced(const char *key, cJSON *v, opg_status want, const char *needle) {
+    cJSON *o = good();
+    cJSON_ReplaceItemInObject(o, key, v);
+    expect_broken(o, want, needle);
+    cJSON_Delete(o);
+}
+
 static void test_broken(void **state) {
     (void)state;
     cJSON *o;
@@ -136,35 +144,21 @@ static void test_broken(void **state) {
     cJSON_AddNumberToObject(o, "job_id", 17); /* twice */
     expect_broken(o, OPG_ERR_FORMAT, "\"job_id\" given twice");
     cJSON_Delete(o);
-    o = good();
-    cJSON_ReplaceItemInObject(o, "opg_job_record", cJSON_CreateNumber(2));
-    expect_broken(o, OPG_ERR_UNSUPPORTED, "format version");
-    cJSON_Delete(o);
+    expect_replaced("opg_job_record", cJSON_CreateNumber(2), OPG_ERR_UNSUPPORTED, "format version");
     double ids[] = {18, 0, 1.5, -3, 1e300};
-    for (int i = 0; i < 5; i++) {
-        o = good();
-        cJSON_ReplaceItemInObject(o, "job_id", cJSON_CreateNumber(ids[i]));
-        expect_broken(o, OPG_ERR_FORMAT, i == 0 ? "the result is of job 17" : "\"job_id\" is not an integer");
-        cJSON_Delete(o);
-    }
-    o = good();
-    cJSON_ReplaceItemInObject(o, "result", cJSON_CreateString("AAAA!"));
-    expect_broken(o, OPG_ERR_FORMAT, "\"result\" is not base64");
-    cJSON_Delete(o);
-    o = good();
-    cJSON_ReplaceItemInObject(o, "result", cJSON_CreateNumber(3));
-    expect_broken(o, OPG_ERR_FORMAT, "\"result\" is not a string");
-    cJSON_Delete(o);
+    for (int i = 0; i < 5; i++)
+        expect_replaced("job_id", cJSON_CreateNumber(ids[i]), OPG_ERR_FORMAT,
+                        i == 0 ? "the result is of job 17" : "\"job_id\" is not an integer");
+    expect_replaced("result", cJSON_CreateString("AAAA!"), OPG_ERR_FORMAT, "\"result\" is not base64");
+    expect_replaced("result", cJSON_CreateNumber(3), OPG_ERR_FORMAT, "\"result\" is not a string");
     o = good(); /* the two frames swapped: each of the other type */
     cJSON *req = cJSON_DetachItemFromObject(o, "request"), *res = cJSON_DetachItemFromObject(o, "result");
     cJSON_AddItemToObject(o, "request", res);
     cJSON_AddItemToObject(o, "result", req);
     expect_broken(o, OPG_ERR_FORMAT, "\"request\" is a Result frame, expected SubmitJob");
     cJSON_Delete(o);
-    o = good(); /* a frame that does not decode: base64 of "xyz" */
-    cJSON_ReplaceItemInObject(o, "request", cJSON_CreateString("eHl6"));
-    expect_broken(o, OPG_ERR_FORMAT, "\"request\":");
-    cJSON_Delete(o);
+    /* a frame that does not decode: base64 of "xyz" */
+    expect_replaced("request", cJSON_CreateString("eHl6"), OPG_ERR_FORMAT, "\"request\":");
     /* the format refuses what a frame may not hold */
     sample s;
     make(&s, 17);
