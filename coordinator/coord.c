@@ -495,11 +495,16 @@ static void dispatch(opg_coord *c) {
 }
 
 /* ---- worker messages ----------------------------------------------------------------- */
+static void settle_results(opg_coord *c);
+
 static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     worker *w = worker_find(c, p);
     if (r->worker_key.len != 32) {
         /* its receipts could not be tied to it: any key would do (protocol.md) */
-        if (w) worker_remove(c, w, "Ready without worker_key");
+        if (w) {
+            settle_results(c); /* its Results so far count, as on a Disconnect */
+            worker_remove(c, w, "Ready without worker_key");
+        }
         Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
         d.reason = "Ready without worker_key: this coordinator takes Results only with receipts signed by the "
                    "key named in Ready";
@@ -597,6 +602,7 @@ static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r
         else if (sj->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS) {
             opg_receipt_hash_tokens(sj->tokens->ids, sj->tokens->n_ids, h);
             if (memcmp(rc->prompt_hash.data, h, 32)) bad = "another prompt than the job's";
+            else if (rc->usage->prompt_tokens != sj->tokens->n_ids) bad = "another prompt length than the job's";
         }
         if (sj) opg__v1__submit_job__free_unpacked(sj, NULL);
     }

@@ -116,10 +116,21 @@ opg_status opg_jobrecord_parse(const char *text, size_t len, opg_jobrecord **out
     if (len > OPG_JOBRECORD_MAX)
         return opg__fail(OPG_ERR_LIMIT, "job record of %zu bytes exceeds %u", len, OPG_JOBRECORD_MAX);
     if (sodium_init() < 0) return opg__fail(OPG_ERR_UNSUPPORTED, "libsodium failed to initialise");
-    cJSON *o = cJSON_ParseWithLength(text ? text : "", len);
+    if (!text) text = "";
+    /* decoded strings are C strings: a NUL byte, raw or escaped, would cut a
+       key or a value short unseen (so "result\u0000x" would count as "result") */
+    if (memchr(text, 0, len) || memmem(text, len, "\\u0000", 6))
+        return FAIL("job record: a NUL character (raw or \\u0000)");
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!o || !cJSON_IsObject(o)) {
         cJSON_Delete(o);
         return FAIL("job record: not a JSON object");
+    }
+    while (end && end < text + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    if (end != text + len) {
+        cJSON_Delete(o);
+        return FAIL("job record: text after the JSON object (at byte %zu)", end ? (size_t)(end - text) : (size_t)0);
     }
     opg_status st = OPG_OK;
     opg_jobrecord *r = calloc(1, sizeof *r);

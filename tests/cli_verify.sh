@@ -3,11 +3,14 @@
 # opg-worker on 127.0.0.1 (free ports) serve a tiny model with a tokenizer;
 # `opg submit --save` writes the record; `opg verify` finds it VALID (exit 0)
 # and finds each tampering INVALID (exit 3) naming the check: the receipt's
-# signature, the prompt, the trace root. A model other
-# than the job's is an error (exit 1); --save never overwrites (exit 2).
-# Usage: cli_verify.sh BUILD_DIR TINY_DIR
+# signature, the prompt, the trace root; and records a cheating worker
+# signs itself (tests/forge_record.c: trace root recomputed, fresh key) with
+# its output cut short, a stop it never sends, an inflated prompt count or
+# ids outside the vocabulary. A model other than the job's is an error
+# (exit 1); --save never overwrites (exit 2).
+# Usage: cli_verify.sh BUILD_DIR TINY_DIR FORGE_RECORD
 set -uo pipefail
-build=$1 tiny=$2
+build=$1 tiny=$2 forge=$3
 opg=$build/tools/opg
 model=$tiny/tiny-tok-long.gguf
 dir=$(mktemp -d)
@@ -41,6 +44,8 @@ rec=$dir/job.json
 grep -q "^record=$rec" "$dir/submit.out" || fail "submit did not report the record: $(cat "$dir/submit.out")"
 "$opg" submit -C "tcp://127.0.0.1:$cp" -m "$model" -p abc -n 4 -q --save "$rec" >/dev/null 2>"$dir/err"; rc=$?
 [ $rc -eq 2 ] && grep -q "never overwritten" "$dir/err" || fail "--save over an existing record: exit $rc"
+"$opg" submit -C "tcp://127.0.0.1:$cp" -m "$model" -p abc -n 4 -q --save "$dir/none/job.json" >/dev/null 2>"$dir/err"; rc=$?
+[ $rc -eq 2 ] && grep -q "cannot write in" "$dir/err" || fail "--save into a missing directory: exit $rc: $(cat "$dir/err")"
 
 verify() { "$opg" verify "$1" -m "${2:-$model}" --backend cpu -t 1 >"$dir/verify.out" 2>&1; }
 verify "$rec"; rc=$?
@@ -71,6 +76,25 @@ tamper signature 'res[-1] ^= 1' "signature"
 tamper prompt 'i = req.find(b"abc"); req[i + 2] = ord("d")' "receipt prompt"
 # another trace root in the Result (its own field comes before the receipt's copy)
 tamper root "i = res.find(bytes.fromhex('$root')); res[i] ^= 1" "receipt root"
+# signed by the cheat itself: stop, count and ids must still hold
+forged() { # NAME EXPECT(VALID|CHECK-LINE) FORGE-ARGS...
+    local name=$1 want=$2
+    shift 2
+    "$forge" "$rec" "$dir/$name.json" "$model" "$@" 2>"$dir/forge.err" || fail "forge $name: $(cat "$dir/forge.err")"
+    verify "$dir/$name.json"; rc=$?
+    if [ "$want" = VALID ]; then
+        [ $rc -eq 0 ] && grep -q "^verdict *VALID" "$dir/verify.out" || fail "forged $name: exit $rc: $(cat "$dir/verify.out")"
+    else
+        [ $rc -eq 3 ] && grep -q "^$want *FAILED" "$dir/verify.out" \
+            || fail "forged $name: exit $rc, expected 3 with '$want FAILED': $(cat "$dir/verify.out")"
+    fi
+}
+forged resigned VALID                # the same result, another key: the forge itself is sound
+forged short stop 2                  # 2 of max_tokens 4, still "max_tokens"
+forged cancelled stop 2 3            # a Result of a cancelled job
+forged empty stop 0 4                # no token, "context full"
+forged billed "receipt prompt" - - 99  # usage.prompt_tokens inflated
+forged foreign "token ids" - - - 500,1 # ids outside the vocabulary of 96
 # a model other than the job's
 verify "$rec" "$tiny/tiny-tok-over.gguf"; rc=$?
 [ $rc -eq 1 ] && grep -q "give that model with -m" "$dir/verify.out" || fail "another model: exit $rc: $(cat "$dir/verify.out")"

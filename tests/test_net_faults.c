@@ -1622,22 +1622,23 @@ static opg_frame *liar_expect_job(coord *c, void *s, uint64_t want_id, const cha
     }
 }
 
-static void liar_result_receipt(void *s, uint64_t id, uint32_t n_tokens, const uint8_t *receipt, size_t rlen);
+static void liar_result_receipt(void *s, uint64_t id, uint32_t n_prompt, uint32_t n_tokens, const uint8_t *receipt,
+                                size_t rlen);
 
-static void liar_result(void *s, uint64_t id, uint32_t n_tokens) { liar_result_receipt(s, id, n_tokens, NULL, 0); }
+static void liar_result(void *s, uint64_t id, uint32_t n_tokens) { liar_result_receipt(s, id, 1, n_tokens, NULL, 0); }
 
 /* A receipt signed by kp for job id of spec sp, n zero output tokens and a
  * zero trace root (what liar_result sends), except that output_hash covers
- * extra more tokens. */
+ * extra more tokens and usage.prompt_tokens counts prompt_extra more. */
 static uint8_t *liar_receipt(const opg_keypair *kp, uint64_t id, const spec *sp, uint32_t n, uint32_t extra,
-                             size_t *len) {
+                             uint32_t prompt_extra, size_t *len) {
     static uint32_t zeros[OPG_PROTO_MAX_NEW_TOKENS + 2];
     static uint8_t root[32];
     uint8_t ph[32], oh[32];
     opg_receipt_hash_tokens(sp->prompt, sp->n_prompt, ph);
     opg_receipt_hash_tokens(zeros, n + extra, oh);
     Opg__V1__Usage u = OPG__V1__USAGE__INIT;
-    u.prompt_tokens = 1;
+    u.prompt_tokens = (uint32_t)sp->n_prompt + prompt_extra;
     u.completion_tokens = n;
     Opg__V1__Receipt rc = OPG__V1__RECEIPT__INIT;
     rc.job_id = id;
@@ -1654,12 +1655,13 @@ static uint8_t *liar_receipt(const opg_keypair *kp, uint64_t id, const spec *sp,
     return out;
 }
 
-static void liar_result_receipt(void *s, uint64_t id, uint32_t n_tokens, const uint8_t *receipt, size_t rlen) {
+static void liar_result_receipt(void *s, uint64_t id, uint32_t n_prompt, uint32_t n_tokens, const uint8_t *receipt,
+                                size_t rlen) {
     static uint32_t toks[OPG_PROTO_MAX_NEW_TOKENS + 1];
     static uint8_t root[32];
     Opg__V1__Result r = OPG__V1__RESULT__INIT;
     Opg__V1__Usage u = OPG__V1__USAGE__INIT;
-    u.prompt_tokens = 1;
+    u.prompt_tokens = n_prompt;
     u.completion_tokens = n_tokens;
     r.job_id = id;
     r.n_output_tokens = n_tokens;
@@ -1725,29 +1727,32 @@ static void test_lying_worker(void **state) {
     /* Results whose receipt does not hold: none, garbage, signed by another
        key than the one in Ready, for other output tokens, for another job:
        each refused, the job re-queued (the stored result of a job is final) */
-    size_t rl[4];
-    uint8_t *rcpt[4] = {liar_receipt(&other, id, sp, 2, 0, &rl[0]), liar_receipt(&kp, id, sp, 2, 1, &rl[1]),
-                        liar_receipt(&kp, id + 1, sp, 2, 0, &rl[2]), liar_receipt(&kp, id, sp, 2, 0, &rl[3])};
+    size_t rl[5];
+    uint8_t *rcpt[5] = {liar_receipt(&other, id, sp, 2, 0, 0, &rl[0]), liar_receipt(&kp, id, sp, 2, 1, 0, &rl[1]),
+                        liar_receipt(&kp, id + 1, sp, 2, 0, 0, &rl[2]), liar_receipt(&kp, id, sp, 2, 0, 0, &rl[3]),
+                        liar_receipt(&kp, id, sp, 2, 0, 5, &rl[4])};
     rcpt[3][rl[3] - 1] ^= 1; /* right in every field, but the signature broken (its last byte) */
     const char *what_receipt[] = {"no receipt", "a garbage receipt", "a receipt of another key",
                                   "a receipt of other tokens", "a receipt of another job",
-                                  "a receipt with a broken signature"};
-    for (int k = 0; k < 6; k++) {
-        if (k == 0) liar_result_receipt(s, id, 2, NULL, 0);
-        else if (k == 1) liar_result_receipt(s, id, 2, (const uint8_t *)"not a receipt", 13);
-        else liar_result_receipt(s, id, 2, rcpt[k - 2], rl[k - 2]);
+                                  "a receipt with a broken signature", "a receipt billing 5 more prompt tokens"};
+    for (int k = 0; k < 7; k++) {
+        uint32_t np = (uint32_t)sp->n_prompt + (k == 6 ? 5 : 0); /* the Result's usage says the same */
+        if (k == 0) liar_result_receipt(s, id, np, 2, NULL, 0);
+        else if (k == 1) liar_result_receipt(s, id, np, 2, (const uint8_t *)"not a receipt", 13);
+        else liar_result_receipt(s, id, np, 2, rcpt[k - 2], rl[k - 2]);
         f = liar_expect_job(&c, s, id, what_receipt[k]);
         opg_frame_free(&f);
     }
-    CHECK(wait_log(c.p, "event=result_refused", 7, 5000), "the refused receipts were not logged");
+    CHECK(wait_log(c.p, "event=result_refused", 8, 5000), "the refused receipts were not logged");
     CHECK(wait_log(c.p, "signature does not verify", 1, 5000), "the broken signature was not named");
-    for (int k = 0; k < 4; k++) free(rcpt[k]);
+    CHECK(wait_log(c.p, "another prompt length", 1, 5000), "the billed prompt length was not named");
+    for (int k = 0; k < 5; k++) free(rcpt[k]);
     Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
     d.reason = "gone";
     opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
     proc *w = worker_start(c.wep, 2, NULL);
     expect_result(cl, id, sp, 1, "after the lying worker");
-    CHECK(metric(&c, M_REQUEUED) == requeued + 9, "%g re-queues, expected 9", metric(&c, M_REQUEUED) - requeued);
+    CHECK(metric(&c, M_REQUEUED) == requeued + 10, "%g re-queues, expected 10", metric(&c, M_REQUEUED) - requeued);
     CHECK(metric(&c, M_DONE) == 1 && metric(&c, M_FAILED) == 0, "done/failed counters");
     zmq_close(s);
     opg_client_free(cl);
@@ -1774,9 +1779,9 @@ static void test_result_then_disconnect(void **state) {
     opg_frame *f = liar_expect_job(&c, s, id, "dispatch");
     opg_frame_free(&f);
     size_t rl;
-    uint8_t *rc = liar_receipt(&kp, id, sp, 2, 0, &rl);
+    uint8_t *rc = liar_receipt(&kp, id, sp, 2, 0, 0, &rl);
     proc_signal(c.p, SIGSTOP); /* both wait in its socket: one batch reads them */
-    liar_result_receipt(s, id, 2, rc, rl);
+    liar_result_receipt(s, id, (uint32_t)sp->n_prompt, 2, rc, rl);
     free(rc);
     Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
     d.reason = "draining";

@@ -159,6 +159,29 @@ static void test_broken(void **state) {
     cJSON_Delete(o);
     /* a frame that does not decode: base64 of "xyz" */
     expect_replaced("request", cJSON_CreateString("eHl6"), OPG_ERR_FORMAT, "\"request\":");
+    /* text after the object; a NUL, raw or escaped (it would cut a key short) */
+    o = good();
+    char *g = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    size_t gl = strlen(g);
+    char *buf = malloc(gl + 64);
+    snprintf(buf, gl + 64, "%s \n\t", g); /* whitespace after it: fine */
+    assert_int_equal(opg_jobrecord_parse(buf, strlen(buf), &r), OPG_OK);
+    opg_jobrecord_free(r);
+    snprintf(buf, gl + 64, "%s {}", g);
+    assert_int_equal(opg_jobrecord_parse(buf, strlen(buf), &r), OPG_ERR_FORMAT);
+    assert_non_null(strstr(opg_last_error(), "text after the JSON object"));
+    memcpy(buf, g, gl);
+    buf[gl - 1] = 0; /* a raw NUL in place of the closing brace */
+    assert_int_equal(opg_jobrecord_parse(buf, gl, &r), OPG_ERR_FORMAT);
+    assert_non_null(strstr(opg_last_error(), "NUL"));
+    char *k = strstr(g, "\"result\"");
+    assert_non_null(k);
+    snprintf(buf, gl + 64, "%.*s\"result\\u0000x\"%s", (int)(k - g), g, k + 8);
+    assert_int_equal(opg_jobrecord_parse(buf, strlen(buf), &r), OPG_ERR_FORMAT);
+    assert_non_null(strstr(opg_last_error(), "NUL"));
+    free(buf);
+    free(g);
     /* the format refuses what a frame may not hold */
     sample s;
     make(&s, 17);

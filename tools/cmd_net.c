@@ -112,6 +112,18 @@ int opg_cmd_submit(int argc, char **argv) {
         rc = 2;
         goto out;
     }
+    if (save) { /* before the job runs: a record that cannot be written would be lost after it */
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", save);
+        char *slash = strrchr(dir, '/');
+        if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+        else snprintf(dir, sizeof dir, ".");
+        if (access(dir, W_OK | X_OK) != 0) {
+            fprintf(stderr, "opg submit: --save %s: cannot write in %s: %s\n", save, dir, strerror(errno));
+            rc = 2;
+            goto out;
+        }
+    }
     if (model_id) {
         if (parse_hex32(model_id, id)) {
             fprintf(stderr, "opg submit: --model-id must be 64 hex digits\n");

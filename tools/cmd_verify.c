@@ -147,7 +147,9 @@ int opg_cmd_verify(int argc, char **argv) {
         opg_receipt_hash_tokens(u, (size_t)n_prompt, ph);
         free(u);
         snprintf(line, sizeof line, "%lld tokens", (long long)n_prompt);
-        valid &= report("receipt prompt", !memcmp(rcpt->prompt_hash.data, ph, 32), line);
+        valid &= report("receipt prompt",
+                        !memcmp(rcpt->prompt_hash.data, ph, 32) && rcpt->usage->prompt_tokens == (uint64_t)n_prompt,
+                        line);
     }
 
     /* 4. the result's own consistency: it stops where it says it stops */
@@ -158,20 +160,30 @@ int opg_cmd_verify(int argc, char **argv) {
             first_eog = i;
             break;
         }
+    /* A worker generates at least one token and stops at the first
+     * end-of-generation token (its stop list is the tokenizer's), at
+     * max_tokens, or when its context is full; it never sends a Result for a
+     * cancelled job. The context is the worker's (--ctx), not in the record:
+     * "context" is checked only to be short of max_tokens and of any end. */
     int stop_ok = 1;
     const char *why = "";
     switch (res->stop_reason) {
     case OPG__V1__STOP_REASON__STOP_REASON_EOS:
-        stop_ok = !tok || (n_out > 0 && first_eog == n_out - 1);
-        why = "eos, so the last token and no other is an end-of-generation token";
+        stop_ok = tok && n_out > 0 && first_eog == n_out - 1;
+        why = tok ? "eos, so the last token and no other is an end-of-generation token"
+                  : "eos, but the model has no tokenizer, so no end-of-generation token";
         break;
     case OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS:
         stop_ok = n_out == req->max_tokens && first_eog == n_out;
         why = "max_tokens, so exactly max_tokens tokens and no end-of-generation token";
         break;
-    default: /* cancelled, context full: fewer tokens, none ending it */
-        stop_ok = n_out <= req->max_tokens && first_eog == n_out;
-        why = "no end-of-generation token, at most max_tokens";
+    case OPG__V1__STOP_REASON__STOP_REASON_CONTEXT:
+        stop_ok = n_out > 0 && n_out < req->max_tokens && first_eog == n_out;
+        why = "context full, so at least one token, fewer than max_tokens, none of them an end";
+        break;
+    default:
+        stop_ok = 0;
+        why = "a Result of a cancelled job (a worker sends none)";
         break;
     }
     valid &= report("stop", stop_ok, stop_ok ? "" : why);
@@ -187,9 +199,25 @@ int opg_cmd_verify(int argc, char **argv) {
         sp.top_p = req->sampling->top_p;
         sp.seed = req->sampling->seed;
     }
+    /* ids the model has: else the re-execution could not run them (and a
+       worker could not have produced them) */
+    const int64_t n_vocab = opg_model_hparams(m)->n_vocab;
+    int64_t oov = -1;
+    for (size_t i = 0; i < n_out && oov < 0; i++)
+        if ((int64_t)out[i] < 0 || (int64_t)out[i] >= n_vocab) oov = (int64_t)i;
+    for (int64_t i = 0; i < n_prompt && oov < 0; i++)
+        if (prompt[i] < 0 || prompt[i] >= n_vocab) oov = (int64_t)n_out + i;
+    snprintf(line, sizeof line, "%s token %lld is outside the vocabulary [0, %lld)",
+             oov < (int64_t)n_out ? "output" : "prompt", (long long)(oov < (int64_t)n_out ? oov : oov - (int64_t)n_out),
+             (long long)n_vocab);
+    if (!report("token ids", oov < 0, oov < 0 ? "" : line)) {
+        valid = 0;
+        goto verdict;
+    }
     int64_t bad = -1;
     if ((st = opg_replay(m, prompt, n_prompt, out, (int64_t)n_out, &sp, 0, &trace, &bad))) {
         fprintf(stderr, "opg verify: re-execution: %s\n", opg_last_error());
+        if (!valid) goto verdict; /* a check failed already: that is the answer */
         goto done;
     }
     uint8_t root[32];
