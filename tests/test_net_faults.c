@@ -1765,36 +1765,52 @@ static void test_lying_worker(void **state) {
 /* A worker's last Result and its Disconnect back to back (what a draining
  * worker sends), both in one coordinator batch: the Result counts (its
  * signature is checked with the batch's others before the Disconnect is
- * handled), the job is DONE with it and not re-queued. */
+ * handled), the job is DONE with it and not re-queued. The same when a
+ * Ready without worker_key follows the Result (the worker is then dropped). */
 static void test_result_then_disconnect(void **state) {
     (void)state;
     coord c = {0};
     coord_start(&c, "lastresult");
-    opg_keypair kp;
-    CHECK(opg_keypair_generate(&kp) == OPG_OK, "keygen");
-    void *s = raw_worker(&c, "last", &kp);
     opg_client *cl = client_new(c.cep);
     const spec *sp = &g_specs[7];
-    uint64_t id = submit_ok(cl, sp);
-    opg_frame *f = liar_expect_job(&c, s, id, "dispatch");
-    opg_frame_free(&f);
-    size_t rl;
-    uint8_t *rc = liar_receipt(&kp, id, sp, 2, 0, 0, &rl);
-    proc_signal(c.p, SIGSTOP); /* both wait in its socket: one batch reads them */
-    liar_result_receipt(s, id, (uint32_t)sp->n_prompt, 2, rc, rl);
-    free(rc);
-    Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
-    d.reason = "draining";
-    opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
-    sleep_ms(50);
-    proc_signal(c.p, SIGCONT);
-    opg_status st = opg_client_result(cl, id, 1, 10000, &f);
-    CHECK(st == OPG_OK && f->type == T(RESULT) && ((Opg__V1__Result *)f->msg)->n_output_tokens == 2,
-          "job %" PRIu64 ": %s (%s), expected its last Result", id, opg_strerror(st), st ? opg_last_error() : "");
-    opg_frame_free(&f);
-    CHECK(metric(&c, M_REQUEUED) == 0 && metric(&c, M_DONE) == 1, "%g re-queued, %g done (expected 0, 1)",
-          metric(&c, M_REQUEUED), metric(&c, M_DONE));
-    zmq_close(s);
+    /* round 0: the Result, then Disconnect; round 1: the Result, then a Ready
+       without worker_key (the coordinator drops such a worker) */
+    for (int round = 0; round < 2; round++) {
+        opg_keypair kp;
+        CHECK(opg_keypair_generate(&kp) == OPG_OK, "keygen");
+        void *s = raw_worker(&c, round ? "last1" : "last0", &kp);
+        uint64_t id = submit_ok(cl, sp);
+        opg_frame *f = liar_expect_job(&c, s, id, "dispatch");
+        opg_frame_free(&f);
+        size_t rl;
+        uint8_t *rc = liar_receipt(&kp, id, sp, 2, 0, 0, &rl);
+        proc_signal(c.p, SIGSTOP); /* both wait in its socket: one batch reads them */
+        liar_result_receipt(s, id, (uint32_t)sp->n_prompt, 2, rc, rl);
+        free(rc);
+        if (round == 0) {
+            Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+            d.reason = "draining";
+            opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
+        } else {
+            ProtobufCBinaryData model = {32, g_model_id};
+            Opg__V1__Ready r = OPG__V1__READY__INIT;
+            r.n_models = 1;
+            r.models = &model;
+            r.backend = OPG__V1__BACKEND__BACKEND_CPU;
+            opg_sock_send(s, NULL, T(READY), &r.base);
+        }
+        sleep_ms(50);
+        proc_signal(c.p, SIGCONT);
+        opg_status st = opg_client_result(cl, id, 1, 10000, &f);
+        CHECK(st == OPG_OK && f->type == T(RESULT) && ((Opg__V1__Result *)f->msg)->n_output_tokens == 2,
+              "round %d: job %" PRIu64 ": %s (%s), expected its last Result", round, id, opg_strerror(st),
+              st ? opg_last_error() : "");
+        opg_frame_free(&f);
+        CHECK(metric(&c, M_REQUEUED) == 0 && metric(&c, M_DONE) == round + 1,
+              "round %d: %g re-queued, %g done (expected 0, %d)", round, metric(&c, M_REQUEUED),
+              metric(&c, M_DONE), round + 1);
+        zmq_close(s);
+    }
     opg_client_free(cl);
     stop_clean(c.p);
     check_sanitizer_logs();
