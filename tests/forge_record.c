@@ -60,8 +60,9 @@ int main(int argc, char **argv) {
         return die("prompt");
     }
     static uint32_t toks[4096];
-    uint32_t *orig = res->output_tokens;
+    uint32_t *orig = res->output_tokens; /* put back before the record is freed */
     size_t n_orig = res->n_output_tokens;
+    ProtobufCBinaryData orig_receipt = res->receipt;
     if (arg_toks) {
         size_t n = 0;
         for (char *s = (char *)arg_toks; *s && n < 4096;) {
@@ -94,7 +95,6 @@ int main(int argc, char **argv) {
     } else if (!arg_toks || res->n_output_tokens == n_orig) {
         return die("re-execution");
     } /* else: ids it cannot run: the root stays the original's */
-    (void)orig;
     opg_receipt_hash_tokens(res->output_tokens, res->n_output_tokens, oh);
     uint8_t pk[32], sk[64];
     crypto_sign_keypair(pk, sk);
@@ -108,9 +108,24 @@ int main(int argc, char **argv) {
     if (opg_receipt_sign(&r2, sk, &signed_rc, &signed_len)) return die("sign");
     res->receipt = (ProtobufCBinaryData){signed_len, signed_rc};
     char *text = NULL;
+    int rc_exit = 0;
     if (opg_jobrecord_format(rec->coordinator, req, res, &text) || opg_jobrecord_save(argv[2], text))
-        return die(argv[2]);
-    fprintf(stderr, "forge_record: %s: %zu output tokens, stop %d, prompt_tokens %u, sampler disagrees at %lld\n",
-            argv[2], res->n_output_tokens, (int)res->stop_reason, res->usage->prompt_tokens, (long long)bad);
-    return 0; /* the process ends: what it holds goes with it */
+        rc_exit = die(argv[2]);
+    else
+        fprintf(stderr, "forge_record: %s: %zu output tokens, stop %d, prompt_tokens %u, sampler disagrees at %lld\n",
+                argv[2], res->n_output_tokens, (int)res->stop_reason, res->usage->prompt_tokens, (long long)bad);
+    res->output_tokens = orig;
+    res->n_output_tokens = n_orig;
+    res->receipt = orig_receipt;
+    free(text);
+    free(signed_rc);
+    opg_trace_free(tr);
+    free(out);
+    free(prompt);
+    opg_tokenizer_free(tok);
+    opg_model_free(m);
+    opg_backend_free(be);
+    opg_receipt_free(rc);
+    opg_jobrecord_free(rec);
+    return rc_exit;
 }
