@@ -137,7 +137,7 @@ struct opg_coord {
     int dispatch_dirty;
     /* metrics ids (-1 when no registry) */
     int m_submitted, m_done, m_failed, m_cancelled, m_requeued, m_tokens, m_rejected, m_dropped;
-    int m_queue, m_running, m_workers, m_slots, m_latency, m_wait;
+    int m_queue, m_running, m_workers, m_slots, m_latency, m_wait, m_models;
 };
 
 /* ---- small helpers ----------------------------------------------------------------- */
@@ -1080,6 +1080,7 @@ static void update_gauges(opg_coord *c) {
     worker *w;
     DL_FOREACH(c->workers, w) slots += w->slots;
     metric_set(c, c->m_queue, (double)c->n_queued);
+    metric_set(c, c->m_models, (double)HASH_COUNT(c->queues));
     metric_set(c, c->m_running, (double)c->n_running);
     metric_set(c, c->m_workers, (double)c->n_workers);
     metric_set(c, c->m_slots, (double)slots);
@@ -1151,7 +1152,7 @@ static void register_metrics(opg_coord *c) {
     opg_metrics *m = c->cfg.metrics;
     int *all[] = {&c->m_submitted, &c->m_done, &c->m_failed, &c->m_cancelled, &c->m_requeued, &c->m_tokens,
                   &c->m_rejected, &c->m_dropped, &c->m_queue, &c->m_running, &c->m_workers, &c->m_slots,
-                  &c->m_latency, &c->m_wait};
+                  &c->m_latency, &c->m_wait, &c->m_models};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) *all[i] = -1;
     if (!m) return;
     c->m_submitted = opg_metrics_counter(m, "opg_jobs_submitted_total", NULL, "Jobs accepted (stored and acknowledged).");
@@ -1166,6 +1167,7 @@ static void register_metrics(opg_coord *c) {
     c->m_running = opg_metrics_gauge(m, "opg_jobs_running", NULL, "Jobs running on a worker.");
     c->m_workers = opg_metrics_gauge(m, "opg_workers", NULL, "Connected workers.");
     c->m_slots = opg_metrics_gauge(m, "opg_worker_slots", NULL, "Job slots of the connected workers.");
+    c->m_models = opg_metrics_gauge(m, "opg_model_queues", NULL, "Models with jobs waiting (one queue each).");
     c->m_latency = opg_metrics_histogram(m, "opg_job_latency_seconds", NULL, "From acknowledgement to result.",
                                          opg_metrics_latency_bounds, opg_metrics_n_latency_bounds);
     c->m_wait = opg_metrics_histogram(m, "opg_job_queue_seconds", NULL, "From acknowledgement to dispatch.",

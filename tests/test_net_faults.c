@@ -1535,6 +1535,33 @@ static void test_pipelined_client(void **state) {
         one_batch(&c, s, f3, 2, a3, 2, NULL, "submit then cancel");
         free(cn);
     }
+    /* a queue per model id asked for, freed once empty: jobs for 3 models
+       nobody serves, then cancelled (the queues once stayed forever) */
+    uint8_t other_ids[3][32];
+    uint64_t oid[3];
+    for (int k = 0; k < 3; k++) {
+        memset(other_ids[k], 0x70 + k, 32);
+        Opg__V1__SubmitJob oj = sj;
+        oj.model_id = (ProtobufCBinaryData){32, other_ids[k]};
+        size_t n;
+        uint8_t *b = encode(T(SUBMIT_JOB), &oj.base, &n);
+        const raw_frame_t f[] = {{b, n}};
+        const answer_t a[] = {ACK};
+        one_batch(&c, s, f, 1, a, 1, &oid[k], "a job for another model");
+        free(b);
+    }
+    sleep_ms(100); /* the gauges follow the loop */
+    CHECK(metric(&c, "opg_model_queues") == 3, "%g model queues, expected 3", metric(&c, "opg_model_queues"));
+    for (int k = 0; k < 3; k++) {
+        size_t n;
+        uint8_t *b = encode_id(T(CANCEL), oid[k], &n);
+        const raw_frame_t f[] = {{b, n}};
+        const answer_t a[] = {{T(STATUS_REPLY), OPG__V1__JOB_STATE__JOB_STATE_CANCELLED, oid[k]}};
+        one_batch(&c, s, f, 1, a, 1, NULL, "cancel a job of another model");
+        free(b);
+    }
+    sleep_ms(100);
+    CHECK(metric(&c, "opg_model_queues") == 0, "%g model queues left, expected 0", metric(&c, "opg_model_queues"));
     free(ok);
     free(bad);
     free(mal);
