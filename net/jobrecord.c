@@ -28,6 +28,9 @@ opg_status opg_jobrecord_format(const char *coordinator, const Opg__V1__SubmitJo
     if (!out || !request || !result) return opg__fail(OPG_ERR_ARG, "opg_jobrecord_format: NULL argument");
     *out = NULL;
     if (sodium_init() < 0) return opg__fail(OPG_ERR_UNSUPPORTED, "libsodium failed to initialise");
+    if (result->job_id > (1ull << 53))
+        return opg__fail(OPG_ERR_ARG, "job id %llu does not fit a JSON number exactly",
+                         (unsigned long long)result->job_id);
     uint8_t *req = NULL, *res = NULL;
     size_t req_len = 0, res_len = 0;
     opg_status st = opg_frame_encode(T(SUBMIT_JOB), &request->base, &req, &req_len);
@@ -42,8 +45,6 @@ opg_status opg_jobrecord_format(const char *coordinator, const Opg__V1__SubmitJo
                          !cJSON_AddStringToObject(o, "request", req64) ||
                          !cJSON_AddStringToObject(o, "result", res64) || !(*out = cJSON_Print(o))))
         st = opg__fail(OPG_ERR_NOMEM, "job record of %zu + %zu bytes", req_len, res_len);
-    if (st == OPG_OK && result->job_id > (1ull << 53))
-        st = opg__fail(OPG_ERR_ARG, "job id %llu does not fit a JSON number exactly", (unsigned long long)result->job_id);
     if (st != OPG_OK) {
         free(*out);
         *out = NULL;

@@ -42,6 +42,9 @@ rec=$dir/job.json
 "$opg" submit -C "tcp://127.0.0.1:$cp" -m "$model" -p abc -n 4 -q --save "$rec" >"$dir/submit.out" 2>&1 \
     || fail "submit: $(cat "$dir/submit.out")"
 grep -q "^record=$rec" "$dir/submit.out" || fail "submit did not report the record: $(cat "$dir/submit.out")"
+# the streamed text holds the model's 257+ byte tokens whole (as opg run's)
+text=$("$opg" submit -C "tcp://127.0.0.1:$cp" -m "$model" -p abc -n 4 2>/dev/null | sed -n 2p)
+[ ${#text} -ge 257 ] || fail "opg submit streamed ${#text} bytes, no long token whole: '$text'"
 "$opg" submit -C "tcp://127.0.0.1:$cp" -m "$model" -p abc -n 4 -q --save "$rec" >/dev/null 2>"$dir/err"; rc=$?
 [ $rc -eq 2 ] && grep -q "never overwritten" "$dir/err" || fail "--save over an existing record: exit $rc"
 "$opg" submit -C "tcp://127.0.0.1:$cp" -m "$model" -p abc -n 4 -q --save "$dir/none/job.json" >/dev/null 2>"$dir/err"; rc=$?

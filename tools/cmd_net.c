@@ -14,6 +14,7 @@
 #include "jobrecord.h"
 #include "keys.h"
 #include "opts.h"
+#include "piece.h"
 #include "tokenizer.h"
 #include "trace.h"
 
@@ -45,10 +46,7 @@ static void print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t n)
             printf("%s%u", index + i ? " " : "", t[i]);
             continue;
         }
-        char piece[256];
-        size_t len = 0;
-        if (opg_tokenizer_token_to_piece(so->tok, (int32_t)t[i], 0, piece, sizeof piece, &len) == OPG_OK)
-            fwrite(piece, 1, len, stdout);
+        opg_tool_write_piece(so->tok, (int32_t)t[i], stdout);
     }
     fflush(stdout);
 }

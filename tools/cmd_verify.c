@@ -83,11 +83,10 @@ int opg_cmd_verify(int argc, char **argv) {
 
     /* 1. the receipt: signed by its key, naming this request and result */
     st = opg_receipt_verify(res->receipt.data, res->receipt.len, &rcpt);
-    hex(h1, st == OPG_OK ? rcpt->worker_key.data : (const uint8_t *)"", st == OPG_OK ? 32 : 0);
-    snprintf(line, sizeof line, "%s", st == OPG_OK ? h1 : opg_last_error());
-    valid &= report("signature", st == OPG_OK, st == OPG_OK ? "" : line);
-    if (st == OPG_OK) printf("worker key     ed25519:%s\n", h1);
+    valid &= report("signature", st == OPG_OK, st == OPG_OK ? "" : opg_last_error());
     if (rcpt) {
+        hex(h1, rcpt->worker_key.data, 32);
+        printf("worker key     ed25519:%s\n", h1);
         uint8_t oh[32];
         opg_receipt_hash_tokens(res->output_tokens, res->n_output_tokens, oh);
         valid &= report("receipt job", rcpt->job_id == res->job_id, NULL);

@@ -15,6 +15,7 @@
 #include "trace.h"
 #ifdef OPG_HAVE_NETWORK
 #include "cmd_net.h"
+#include "piece.h"
 #endif
 
 #ifndef OPG_DEFAULT_MODEL
@@ -85,16 +86,8 @@ typedef struct {
 static int on_token(void *ctx, int seq, int32_t token) {
     stream_ctx *s = ctx;
     if (seq != 0 || s->quiet) return 0;
-    char buf[256], *piece = buf;
-    size_t n = 0;
-    opg_status st = opg_tokenizer_token_to_piece(s->tok, token, 0, buf, sizeof buf, &n);
-    if (st == OPG_ERR_LIMIT && n >= sizeof buf && (piece = malloc(n + 1)) != NULL)
-        st = opg_tokenizer_token_to_piece(s->tok, token, 0, piece, n + 1, &n); /* a long token */
-    if (st == OPG_OK) {
-        fwrite(piece, 1, n, stdout);
-        fflush(stdout);
-    }
-    if (piece != buf) free(piece);
+    opg_tool_write_piece(s->tok, token, stdout);
+    fflush(stdout);
     return 0;
 }
 
