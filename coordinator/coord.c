@@ -47,6 +47,8 @@ typedef struct job {
     size_t req_len;
     uint32_t max_tokens;
     uint64_t max_price;
+    int has_owner;             /* 0: stored before owners existed, any client may see it */
+    char owner[OPG_JOBSTORE_MAX_OWNER + 1]; /* the submitting client's User-Id ("" without CURVE) */
     int attempts;              /* workers lost while running it */
     int result_pending;        /* its Result waits for the batch's signature checks */
     struct worker *w;          /* while running */
@@ -215,7 +217,8 @@ static void job_free(job *j) {
 /* A job from its packed SubmitJob (already validated by the frame decoder or
  * when it was stored); dec is that message decoded, or NULL to unpack req
  * here (on_submit has it decoded already: one unpack less per job). */
-static job *job_new(uint64_t id, const uint8_t *req, size_t len, const Opg__V1__SubmitJob *dec, int64_t t_submit) {
+static job *job_new(uint64_t id, const uint8_t *req, size_t len, const Opg__V1__SubmitJob *dec, const char *owner,
+                    int64_t t_submit) {
     Opg__V1__SubmitJob *own = dec ? NULL : opg__v1__submit_job__unpack(NULL, len, req);
     const Opg__V1__SubmitJob *sj = dec ? dec : own;
     if (!sj) return NULL;
@@ -233,6 +236,10 @@ static job *job_new(uint64_t id, const uint8_t *req, size_t len, const Opg__V1__
     memcpy(j->model, sj->model_id.data, 32);
     j->max_tokens = sj->max_tokens;
     j->max_price = sj->max_price;
+    if (owner) {
+        j->has_owner = 1;
+        snprintf(j->owner, sizeof j->owner, "%s", owner);
+    }
     j->t_submit = t_submit;
     if (own) opg__v1__submit_job__free_unpacked(own, NULL);
     return j;
@@ -791,6 +798,29 @@ static job *active_job(opg_coord *c, uint64_t id) {
     return j;
 }
 
+/* Who may ask about, stream or cancel a job: the client that submitted it,
+ * known by its CurveZMQ key (ZAP's User-Id; "" for every client of an
+ * endpoint without CURVE); a job stored before owners existed, anyone. */
+static int owner_is(int has_owner, const char *owner, const opg_peer *p) {
+    return !has_owner || strcmp(owner, p->user_id) == 0;
+}
+
+/* Another client's job is answered as an unknown one: ids are sequential,
+ * and whether one exists is none of that client's business. */
+static void answer_not_found(opg_coord *c, const opg_peer *p, uint64_t id) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "no job %llu", (unsigned long long)id);
+    opg_sock_send_error(c->csock, p, id, OPG_ERR_NOT_FOUND, msg);
+}
+
+/* The job in memory with this id if p may see it; *denied = 1 when it exists
+ * but belongs to another client. */
+static job *client_job(opg_coord *c, const opg_peer *p, uint64_t id, int *denied) {
+    job *j = active_job(c, id);
+    *denied = j && !owner_is(j->has_owner, j->owner, p);
+    return *denied ? NULL : j;
+}
+
 static void push_answer(opg_coord *c, ack *a) {
     if (c->acks_tail) c->acks_tail->next = a;
     else c->acks = a;
@@ -854,8 +884,8 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
     protobuf_c_message_pack(&sj->base, buf);
     uint64_t id = 0;
     opg_status st = begin(c);
-    if (st == OPG_OK) st = opg_jobstore_insert(c->store, buf, len, opg_wall_ms(), &id);
-    job *j = st == OPG_OK ? job_new(id, buf, len, sj, opg_now_ms()) : NULL;
+    if (st == OPG_OK) st = opg_jobstore_insert(c->store, buf, len, p->user_id, opg_wall_ms(), &id);
+    job *j = st == OPG_OK ? job_new(id, buf, len, sj, p->user_id, opg_now_ms()) : NULL;
     free(buf);
     if (!j) {
         free(a);
@@ -881,10 +911,13 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
 static void on_final_lookup(opg_coord *c, const opg_peer *p, uint64_t id, int stream, int status_only) {
     opg_job_row row;
     opg_status st = opg_jobstore_get(c->store, id, &row);
+    if (st == OPG_OK && !owner_is(row.has_owner, row.owner, p)) {
+        opg_job_row_clear(&row);
+        st = OPG_ERR_NOT_FOUND;
+    }
     if (st) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "no job %llu", (unsigned long long)id);
-        opg_sock_send_error(c->csock, p, id, st, st == OPG_ERR_NOT_FOUND ? msg : opg_last_error());
+        if (st == OPG_ERR_NOT_FOUND) answer_not_found(c, p, id);
+        else opg_sock_send_error(c->csock, p, id, st, opg_last_error());
         return;
     }
     opg_frame *f = NULL;
@@ -918,7 +951,12 @@ static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
 }
 
 static void on_cancel(opg_coord *c, const opg_peer *p, uint64_t id) {
-    job *j = active_job(c, id);
+    int denied = 0;
+    job *j = client_job(c, p, id, &denied);
+    if (denied) {
+        answer_not_found(c, p, id);
+        return;
+    }
     if (j && j->result_pending) { /* its Result came first: it finishes DONE, as without the wait */
         settle_results(c);
         j = active_job(c, id);
@@ -958,23 +996,26 @@ static int handle_client(opg_coord *c) {
     if (got <= 0) return got < 0;
     uint64_t id = 0;
     job *j = NULL;
+    int denied = 0;
     switch (f->type) {
     case T(SUBMIT_JOB):
         on_submit(c, &p, (Opg__V1__SubmitJob *)f->msg);
         break;
     case T(STATUS):
         id = ((Opg__V1__Status *)f->msg)->job_id;
-        j = active_job(c, id);
-        if (j && j->state && !j->final_state) reply_status(c, &p, id, j->state, j->n_toks);
+        j = client_job(c, &p, id, &denied);
+        if (denied) answer_not_found(c, &p, id);
+        else if (j && j->state && !j->final_state) reply_status(c, &p, id, j->state, j->n_toks);
         else if (j && j->final_state) add_sub(c, j, &p, SUB_STATUS); /* final once committed */
         else if (j) answer_status_later(c, &p, j); /* submitted in this batch: after its ack */
         else on_final_lookup(c, &p, id, 0, 1);
         break;
     case T(GET_RESULT): {
         Opg__V1__GetResult *g = (Opg__V1__GetResult *)f->msg;
-        j = active_job(c, g->job_id);
+        j = client_job(c, &p, g->job_id, &denied);
         OPG_LT(g->job_id, j ? OPG_LT_C_GETRESULT : OPG_LT_C_LOOKUP, 0);
-        if (j && (g->wait || j->final_state)) add_sub(c, j, &p, SUB_RESULT);
+        if (denied) answer_not_found(c, &p, g->job_id);
+        else if (j && (g->wait || j->final_state)) add_sub(c, j, &p, SUB_RESULT);
         else if (j) {
             char msg[96];
             snprintf(msg, sizeof msg, "job %llu is not finished", (unsigned long long)g->job_id);
@@ -985,8 +1026,9 @@ static int handle_client(opg_coord *c) {
     }
     case T(STREAM):
         id = ((Opg__V1__Stream *)f->msg)->job_id;
-        j = active_job(c, id);
-        if (j) add_sub(c, j, &p, SUB_STREAM);
+        j = client_job(c, &p, id, &denied);
+        if (denied) answer_not_found(c, &p, id);
+        else if (j) add_sub(c, j, &p, SUB_STREAM);
         else on_final_lookup(c, &p, id, 1, 0);
         break;
     case T(CANCEL):
@@ -1121,10 +1163,11 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
 }
 
 /* ---- setup ---------------------------------------------------------------------------- */
-static int restore_one(void *ctx, uint64_t id, const uint8_t *req, size_t len, int64_t created_ms) {
+static int restore_one(void *ctx, uint64_t id, const uint8_t *req, size_t len, const char *owner,
+                       int64_t created_ms) {
     opg_coord *c = ctx;
     (void)created_ms;
-    job *j = job_new(id, req, len, NULL, opg_now_ms());
+    job *j = job_new(id, req, len, NULL, owner, opg_now_ms());
     if (!j) {
         LOG(OPG_LOG_ERROR, "job_unreadable", "job=%llu", (unsigned long long)id);
         return 0;

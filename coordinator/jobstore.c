@@ -7,11 +7,11 @@
 #include <string.h>
 
 #define JS_APPLICATION_ID 0x4f504731 /* "OPG1": marks the file as an opg job store */
-#define JS_SCHEMA_VERSION 1          /* PRAGMA user_version */
+#define JS_SCHEMA_VERSION 2          /* PRAGMA user_version */
 #define JS_BUSY_MS 5000
 
-/* Schema 1 (unreleased; later changes are a new user_version and an upgrade
- * step in open).
+/* Schema 2 (each change is a new user_version and an upgrade step in open;
+ * schema 1 lacked jobs.owner).
  *  - ids are SQLite rowids without AUTOINCREMENT: a new row gets max(id) + 1,
  *    read from the table itself, so ids increase and, since rows are never
  *    deleted (there is no delete API), are never given twice, across restarts
@@ -28,7 +28,14 @@
  *  - jobs_open holds only non-final rows, ordered by id: pending() reads it
  *    without touching the (ever growing) final rows.
  *  - no count triggers (one statement less per insert, two per finish):
- *    counts() scans the table; it is for tests and tools, not the job path. */
+ *    counts() scans the table; it is for tests and tools, not the job path.
+ *  - jobs.owner (schema 2) is added by ALTER TABLE in both a new file and an
+ *    upgraded one, so the two hold the same table definition; rows of a
+ *    schema 1 file keep NULL there (no owner). */
+
+/* The upgrade from schema 1: one column, NULL in every existing row (SQLite
+ * adds such a column without rewriting the table). */
+static const char k_upgrade_1_2[] = "ALTER TABLE jobs ADD COLUMN owner TEXT;";
 static const char k_schema[] =
     "CREATE TABLE jobs("
     " id INTEGER PRIMARY KEY,"
@@ -36,6 +43,7 @@ static const char k_schema[] =
     " created_ms INTEGER NOT NULL,"
     " request BLOB NOT NULL);"
     "CREATE INDEX jobs_open ON jobs(id) WHERE state IN (1, 2);"
+    "ALTER TABLE jobs ADD COLUMN owner TEXT;"
     "CREATE TABLE results("
     " id INTEGER PRIMARY KEY,"
     " state INTEGER NOT NULL CHECK(state BETWEEN 3 AND 5),"
@@ -51,16 +59,16 @@ static const char *const k_sql[ST_N] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_INSERT] = "INSERT INTO jobs(state, created_ms, request) VALUES (1, ?1, ?2)",
+    [ST_INSERT] = "INSERT INTO jobs(state, created_ms, request, owner) VALUES (1, ?1, ?2, ?3)",
     /* the IGNORE (results.id taken: already final) makes finish idempotent;
      * FROM jobs: no row for an unknown id */
     [ST_FINISH] = "INSERT OR IGNORE INTO results(id, state, finished_ms, result)"
                   " SELECT ?4, ?1, ?3, ?2 FROM jobs WHERE id = ?4",
     [ST_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
-    [ST_GET] = "SELECT j.state, j.created_ms, r.finished_ms, j.request, r.result"
+    [ST_GET] = "SELECT j.state, j.created_ms, r.finished_ms, j.request, r.result, j.owner"
                " FROM jobs j LEFT JOIN results r ON r.id = j.id WHERE j.id = ?1",
     /* same WHERE as the partial index, so the planner uses it (and its order) */
-    [ST_PENDING] = "SELECT id, request, created_ms FROM jobs WHERE state IN (1, 2) ORDER BY id",
+    [ST_PENDING] = "SELECT id, request, created_ms, owner FROM jobs WHERE state IN (1, 2) ORDER BY id",
     [ST_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
 };
 
@@ -129,7 +137,7 @@ static opg_status query_int(opg_jobstore *s, const char *sql, const char *what, 
 
 /* Reads the file's identity without writing anything, so a file that is not
  * ours is refused untouched. *empty = 1 for a new (or zero-length) file. */
-static opg_status check_identity(opg_jobstore *s, int *empty) {
+static opg_status check_identity(opg_jobstore *s, int *empty, int64_t *version) {
     int64_t app = 0, ver = 0, n_obj = 0;
     const char *what = "reading the file header";
     opg_status st = query_int(s, "PRAGMA application_id", what, &app);
@@ -137,14 +145,15 @@ static opg_status check_identity(opg_jobstore *s, int *empty) {
     if (st == OPG_OK) st = query_int(s, "SELECT count(*) FROM sqlite_master", what, &n_obj);
     if (st != OPG_OK) return st;
     *empty = app == 0 && ver == 0 && n_obj == 0;
+    *version = ver;
     if (*empty) return OPG_OK;
     if (app != JS_APPLICATION_ID)
         return opg__fail(OPG_ERR_FORMAT,
                          "jobstore %s: not an opg job store (SQLite application_id 0x%llx, user_version %lld, "
                          "%lld schema objects); refusing to use it",
                          s->path, (unsigned long long)app, (long long)ver, (long long)n_obj);
-    if (ver != JS_SCHEMA_VERSION)
-        return opg__fail(OPG_ERR_UNSUPPORTED, "jobstore %s: schema version %lld, this build knows only %d",
+    if (ver < 1 || ver > JS_SCHEMA_VERSION)
+        return opg__fail(OPG_ERR_UNSUPPORTED, "jobstore %s: schema version %lld, this build knows 1 to %d",
                          s->path, (long long)ver, JS_SCHEMA_VERSION);
     return OPG_OK;
 }
@@ -155,7 +164,8 @@ static opg_status create_schema(opg_jobstore *s) {
     opg_status st = exec_sql(s, "BEGIN IMMEDIATE", "creating the schema");
     if (st != OPG_OK) return st;
     int empty = 0;
-    st = check_identity(s, &empty);
+    int64_t ver = 0;
+    st = check_identity(s, &empty, &ver);
     if (st == OPG_OK && empty) st = exec_sql(s, k_schema, "creating the schema");
     if (st == OPG_OK && empty) {
         char ids[96]; /* the identity, written in the same transaction as the tables */
@@ -165,6 +175,24 @@ static opg_status create_schema(opg_jobstore *s) {
     }
     if (st == OPG_OK) st = exec_sql(s, "COMMIT", "creating the schema");
     if (st != OPG_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); /* keeps the first message */
+    return st;
+}
+
+/* Brings a schema 1 file to schema 2 in one transaction (a crash leaves it
+ * at 1 or at 2, never between); re-checks inside it because another process
+ * may have upgraded it since check_identity. */
+static opg_status upgrade_schema(opg_jobstore *s) {
+    opg_status st = exec_sql(s, "BEGIN IMMEDIATE", "upgrading the schema");
+    if (st != OPG_OK) return st;
+    int empty = 0;
+    int64_t ver = 0;
+    st = check_identity(s, &empty, &ver);
+    if (st == OPG_OK && ver == 1) {
+        st = exec_sql(s, k_upgrade_1_2, "upgrading the schema from version 1");
+        if (st == OPG_OK) st = exec_sql(s, "PRAGMA user_version = 2", "upgrading the schema from version 1");
+    }
+    if (st == OPG_OK) st = exec_sql(s, "COMMIT", "upgrading the schema");
+    if (st != OPG_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     return st;
 }
 
@@ -196,7 +224,8 @@ opg_status opg_jobstore_open(const char *path, opg_jobstore **out) {
     sqlite3_busy_timeout(s->db, JS_BUSY_MS);
 
     int empty = 0;
-    st = check_identity(s, &empty);
+    int64_t ver = 0;
+    st = check_identity(s, &empty, &ver);
     if (st != OPG_OK) goto fail;
 
     /* WAL: readers never block the writer; FULL: a commit is fsynced before it
@@ -221,12 +250,13 @@ opg_status opg_jobstore_open(const char *path, opg_jobstore **out) {
     if (st != OPG_OK) goto fail;
 
     if (empty && (st = create_schema(s)) != OPG_OK) goto fail;
+    if (!empty && ver < JS_SCHEMA_VERSION && (st = upgrade_schema(s)) != OPG_OK) goto fail;
 
     for (int i = 0; i < ST_N; i++) {
         rc = sqlite3_prepare_v3(s->db, k_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
         if (rc != SQLITE_OK) {
             /* the identity matched but the tables do not: damaged or forged */
-            st = db_fail(s, rc, "schema does not match version 1");
+            st = db_fail(s, rc, "schema does not match version 2");
             if (st == OPG_ERR_IO) st = OPG_ERR_FORMAT;
             goto fail;
         }
@@ -271,13 +301,17 @@ static int bind_bytes(sqlite3_stmt *st, int i, const uint8_t *p, size_t len) {
     return sqlite3_bind_blob64(st, i, p ? (const void *)p : (const void *)"", len, SQLITE_STATIC);
 }
 
-opg_status opg_jobstore_insert(opg_jobstore *s, const uint8_t *request, size_t len, int64_t now_ms,
-                               uint64_t *job_id) {
+opg_status opg_jobstore_insert(opg_jobstore *s, const uint8_t *request, size_t len, const char *owner,
+                               int64_t now_ms, uint64_t *job_id) {
     if (job_id) *job_id = 0;
     if (!s || !job_id || (!request && len)) return opg__fail(OPG_ERR_ARG, "jobstore insert: NULL argument");
+    if (owner && strlen(owner) > OPG_JOBSTORE_MAX_OWNER)
+        return opg__fail(OPG_ERR_ARG, "jobstore %s: insert: owner longer than %d bytes", s->path,
+                         OPG_JOBSTORE_MAX_OWNER);
     sqlite3_stmt *st = s->st[ST_INSERT];
     int rc = sqlite3_bind_int64(st, 1, now_ms);
     if (rc == SQLITE_OK) rc = bind_bytes(st, 2, request, len);
+    if (rc == SQLITE_OK) rc = owner ? sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC) : sqlite3_bind_null(st, 3);
     if (rc != SQLITE_OK) {
         opg_status ret = db_fail(s, rc, "insert: request");
         sqlite3_clear_bindings(st);
@@ -352,6 +386,24 @@ static opg_status copy_blob(opg_jobstore *s, sqlite3_stmt *st, int col, uint8_t 
     return OPG_OK;
 }
 
+/* The owner column: NULL -> *has = 0; text of at most OPG_JOBSTORE_MAX_OWNER
+ * bytes without NUL -> copied; anything else is not what insert writes. */
+static opg_status read_owner(opg_jobstore *s, sqlite3_stmt *st, int col, uint64_t id,
+                             char out[OPG_JOBSTORE_MAX_OWNER + 1], int *has) {
+    out[0] = 0;
+    *has = 0;
+    int type = sqlite3_column_type(st, col);
+    if (type == SQLITE_NULL) return OPG_OK;
+    const unsigned char *t = type == SQLITE_TEXT ? sqlite3_column_text(st, col) : NULL;
+    int n = sqlite3_column_bytes(st, col);
+    if (!t || n > OPG_JOBSTORE_MAX_OWNER || strlen((const char *)t) != (size_t)n)
+        return opg__fail(OPG_ERR_FORMAT, "jobstore %s: job %llu has an invalid owner", s->path,
+                         (unsigned long long)id);
+    memcpy(out, t, (size_t)n + 1);
+    *has = 1;
+    return OPG_OK;
+}
+
 opg_status opg_jobstore_get(opg_jobstore *s, uint64_t job_id, opg_job_row *row) {
     if (row) memset(row, 0, sizeof *row);
     if (!s || !row) return opg__fail(OPG_ERR_ARG, "jobstore get: NULL argument");
@@ -371,6 +423,7 @@ opg_status opg_jobstore_get(opg_jobstore *s, uint64_t job_id, opg_job_row *row) 
             ret = opg__fail(OPG_ERR_FORMAT, "jobstore %s: get: job %llu has no request", s->path,
                             (unsigned long long)job_id);
         if (ret == OPG_OK) ret = copy_blob(s, st, 4, &row->result, &row->result_len);
+        if (ret == OPG_OK) ret = read_owner(s, st, 5, job_id, row->owner, &row->has_owner);
         if (ret != OPG_OK) opg_job_row_clear(row);
     } else if (rc == SQLITE_DONE) {
         ret = opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: get: no job %llu", s->path, (unsigned long long)job_id);
@@ -407,7 +460,11 @@ opg_status opg_jobstore_pending(opg_jobstore *s, opg_jobstore_fn fn, void *ctx) 
             break;
         }
         if (!req) req = (const uint8_t *)""; /* zero-length request: still a valid pointer */
-        if (fn(ctx, id, req, n, sqlite3_column_int64(st, 2))) break;
+        char owner[OPG_JOBSTORE_MAX_OWNER + 1];
+        int has_owner = 0;
+        ret = read_owner(s, st, 3, id, owner, &has_owner);
+        if (ret != OPG_OK) break;
+        if (fn(ctx, id, req, n, has_owner ? owner : NULL, sqlite3_column_int64(st, 2))) break;
     }
     sqlite3_reset(st); /* ends the read transaction */
     return ret;

@@ -11,10 +11,17 @@
  * in begin/commit so one fsync covers many jobs; acknowledge the batch only
  * after commit returns OPG_OK.
  *
- * The file: application_id 0x4f504731 ("OPG1") and user_version 1 (the
+ * The file: application_id 0x4f504731 ("OPG1") and user_version 2 (the
  * schema version); open refuses any other SQLite file (not created by opg:
  * OPG_ERR_FORMAT; a schema version it does not know: OPG_ERR_UNSUPPORTED)
- * before changing it. An empty or missing file gets the schema.
+ * before changing it. An empty or missing file gets the schema; a schema 1
+ * file (before job owners) is upgraded in place, in one transaction, its jobs
+ * left without an owner.
+ *
+ * Owners: each job may record who submitted it (the coordinator stores the
+ * client's CurveZMQ public key in Z85, or "" for a connection without CURVE),
+ * at most OPG_JOBSTORE_MAX_OWNER bytes of text. The store only keeps it; the
+ * coordinator decides who may see a job.
  *
  * Errors: every message (opg_last_error) names the file and carries SQLite's
  * own text. SQLite's codes map to: cannot open, disk full, read-only, I/O
@@ -40,6 +47,8 @@ typedef struct opg_jobstore opg_jobstore;
  * the coordinator keeps it in memory only and never writes it. */
 enum { OPG_JOB_QUEUED = 1, OPG_JOB_RUNNING = 2, OPG_JOB_DONE = 3, OPG_JOB_FAILED = 4, OPG_JOB_CANCELLED = 5 };
 
+#define OPG_JOBSTORE_MAX_OWNER 63
+
 typedef struct {
     uint64_t id;
     int state;                  /* OPG_JOB_* */
@@ -49,6 +58,8 @@ typedef struct {
     uint8_t *result;            /* packed Result (DONE) or Error (FAILED), owned; NULL when
                                    finish was given no result (and while not final) */
     size_t result_len;
+    int has_owner;              /* 0: stored without an owner (owner is "") */
+    char owner[OPG_JOBSTORE_MAX_OWNER + 1];
 } opg_job_row;
 
 /* Opens or creates the store at path (the directory must exist). On success
@@ -73,14 +84,16 @@ opg_status opg_jobstore_commit(opg_jobstore *s);
 opg_status opg_jobstore_rollback(opg_jobstore *s);
 
 /* Adds a QUEUED job with a copy of request (len bytes; request may be NULL
- * when len is 0) and sets *job_id. Ids start at 1 and increase; an id once
+ * when len is 0) and its owner (a NUL-terminated text of at most
+ * OPG_JOBSTORE_MAX_OWNER bytes, "" allowed; NULL: no owner; longer ->
+ * OPG_ERR_ARG) and sets *job_id. Ids start at 1 and increase; an id once
  * committed is never given again, across restarts too (an id handed out in a
  * transaction that was rolled back may be). Invariant behind it: rows are
  * never deleted (this API has no delete), and a new id is the highest stored
  * id + 1 (a SQLite rowid without AUTOINCREMENT). Anything that ever prunes
  * the store must keep the highest row, or ids would be given again. */
-opg_status opg_jobstore_insert(opg_jobstore *s, const uint8_t *request, size_t len, int64_t now_ms,
-                               uint64_t *job_id);
+opg_status opg_jobstore_insert(opg_jobstore *s, const uint8_t *request, size_t len, const char *owner,
+                               int64_t now_ms, uint64_t *job_id);
 
 /* Moves a job to a final state (DONE, FAILED or CANCELLED) with a copy of its
  * result blob (result may be NULL: no result is stored) and finished_ms =
@@ -99,9 +112,12 @@ void opg_job_row_clear(opg_job_row *row);
 
 /* Calls fn for every job not final (QUEUED or RUNNING) in id order: what a
  * restarted coordinator re-queues. fn returning nonzero stops the walk (still
- * OPG_OK). request is valid only during the call. fn must not call into the
+ * OPG_OK). request and owner (NULL: none) are valid only during the call. A
+ * stored owner that is not what insert writes stops the walk with
+ * OPG_ERR_FORMAT. fn must not call into the
  * same handle (the walk holds its statement open). */
-typedef int (*opg_jobstore_fn)(void *ctx, uint64_t job_id, const uint8_t *request, size_t len, int64_t created_ms);
+typedef int (*opg_jobstore_fn)(void *ctx, uint64_t job_id, const uint8_t *request, size_t len, const char *owner,
+                               int64_t created_ms);
 opg_status opg_jobstore_pending(opg_jobstore *s, opg_jobstore_fn fn, void *ctx);
 
 /* Number of jobs per state: counts[state] for state 1..5 (counts[0] is set to

@@ -30,7 +30,8 @@
  *   test_malformed_to_worker: a fake coordinator feeds a worker garbage;
  *   test_curve: CurveZMQ: an allowed client and worker work; an unknown
  *      client key, a plain client and an unknown worker key get nothing
- *      through;
+ *      through; a second allowed client cannot see, stream or cancel the
+ *      first one's jobs (queued, finished, and after a restart);
  *   test_sigterm_drain: SIGTERM of a busy worker: its jobs finish DONE
  *      (none re-queued) and it exits 0.
  * Each daemon's stderr goes to a log in a mkdtemp directory: a failed check
@@ -2023,18 +2024,43 @@ static void expect_refused(const char *endpoint, const opg_keypair *kp, const ui
           opg_strerror(st), id);
 }
 
+/* Another admitted client asks about, streams and cancels job id: each is
+ * answered as for an unknown job (NOT_FOUND), and nothing changes. */
+static void expect_not_theirs(opg_client *other, uint64_t id, const char *what) {
+    int state = -1;
+    opg_status st = opg_client_status(other, id, 10000, &state, NULL);
+    CHECK(st == OPG_ERR_NOT_FOUND && strstr(opg_last_error(), "no job"),
+          "%s: another client's Status of job %" PRIu64 ": %s (%s), state %d", what, id, opg_strerror(st),
+          opg_last_error(), state);
+    opg_frame *f = NULL;
+    for (int wait = 0; wait <= 1; wait++) {
+        st = opg_client_result(other, id, wait, 10000, &f);
+        opg_frame_free(&f);
+        CHECK(st == OPG_ERR_NOT_FOUND, "%s: another client's GetResult(wait %d) of job %" PRIu64 ": %s (%s)", what,
+              wait, id, opg_strerror(st), opg_last_error());
+    }
+    st = opg_client_stream(other, id, NULL, NULL, 10000, &f);
+    opg_frame_free(&f);
+    CHECK(st == OPG_ERR_NOT_FOUND, "%s: another client's Stream of job %" PRIu64 ": %s (%s)", what, id,
+          opg_strerror(st), opg_last_error());
+    st = opg_client_cancel(other, id, 10000, &state);
+    CHECK(st == OPG_ERR_NOT_FOUND, "%s: another client's Cancel of job %" PRIu64 ": %s (%s)", what, id,
+          opg_strerror(st), opg_last_error());
+}
+
 static void test_curve(void **state) {
     (void)state;
     CHECK(g_have_refs, "no reference results (test_reference failed)");
-    node_key ck, wk, cli, stranger;
+    node_key ck, wk, cli, cli2, stranger;
     keygen("coordinator.key", &ck);
     keygen("worker.key", &wk);
     keygen("client.key", &cli);
+    keygen("client2.key", &cli2);
     keygen("stranger.key", &stranger);
-    char line[128];
+    char line[160];
     snprintf(line, sizeof line, "# workers admitted\n%s  # the worker\n", wk.z85);
     CHECK(write_text(path_in_dir("workers.allow"), line) == 0, "write the allow list");
-    snprintf(line, sizeof line, "%s\n", cli.z85);
+    snprintf(line, sizeof line, "%s\n%s\n", cli.z85, cli2.z85);
     CHECK(write_text(path_in_dir("clients.allow"), line) == 0, "write the allow list");
     coord c = {0};
     const char *extra[] = {"--key", ck.path, "--allow-workers", path_in_dir("workers.allow"), "--allow-clients",
@@ -2043,9 +2069,16 @@ static void test_curve(void **state) {
     c.n_extra = 6;
     coord_start(&c, "curve");
 
-    opg_client *cl = NULL;
+    opg_client *cl = NULL, *cl2 = NULL;
     CHECK(opg_client_new(c.cep, &cli.kp, ck.kp.curve_pk, &cl) == OPG_OK, "client: %s", opg_last_error());
+    CHECK(opg_client_new(c.cep, &cli2.kp, ck.kp.curve_pk, &cl2) == OPG_OK, "client 2: %s", opg_last_error());
     uint64_t id = submit_ok(cl, &g_specs[8]);
+    /* each admitted client sees its own jobs only: the other's queued job is
+       unknown to it, and its Cancel cancels nothing */
+    uint64_t id_b = submit_ok(cl2, &g_specs[12]);
+    expect_not_theirs(cl2, id, "queued");
+    expect_not_theirs(cl, id_b, "queued");
+    expect_state(cl2, id_b, OPG__V1__JOB_STATE__JOB_STATE_QUEUED, "own job");
     /* a worker with a key not on the list: never admitted */
     const char *sx[] = {"--key", stranger.path, "--server-key", ck.z85, NULL};
     proc *ws = worker_start(c.wep, 2, sx);
@@ -2063,7 +2096,9 @@ static void test_curve(void **state) {
     const char *wx[] = {"--key", wk.path, "--server-key", ck.z85, NULL};
     proc *w = worker_start(c.wep, 2, wx);
     expect_result(cl, id, &g_specs[8], 1, "CURVE");
+    expect_result(cl2, id_b, &g_specs[12], 1, "CURVE, client 2");
     expect_result(cl, submit_ok(cl, &g_specs[9]), &g_specs[9], 1, "CURVE");
+    expect_not_theirs(cl2, id, "finished"); /* from the store now */
     CHECK(log_count(c.p, "event=worker_ready") == 1, "%d workers admitted, one was allowed",
           log_count(c.p, "event=worker_ready"));
     CHECK(log_count(ws, "event=job_done") == 0 && proc_alive(ws), "the unknown worker ran a job or died");
@@ -2073,12 +2108,16 @@ static void test_curve(void **state) {
     kill9(c.p, "CURVE coordinator");
     coord_restart(&c);
     wait_worker_ready(&c, w, 1);
+    expect_not_theirs(cl2, id, "finished, after a restart");
+    expect_not_theirs(cl2, id2, "after a restart"); /* its owner came back from the store */
     expect_result(cl, id2, &g_specs[10], 1, "CURVE after a restart");
+    expect_result(cl2, id_b, &g_specs[12], 0, "client 2 after a restart");
     expect_result(cl, submit_ok(cl, &g_specs[11]), &g_specs[11], 1, "CURVE after a restart");
     CHECK(log_count(c.p, "event=worker_ready") == 1, "%d workers admitted after the restart, one was allowed",
           log_count(c.p, "event=worker_ready"));
     expect_refused(c.cep, &stranger.kp, ck.kp.curve_pk, "unknown client key after a restart");
     opg_client_free(cl);
+    opg_client_free(cl2);
     stop_clean(ws);
     stop_clean(w);
     stop_clean(c.p);
@@ -2086,6 +2125,7 @@ static void test_curve(void **state) {
     opg_keypair_wipe(&ck.kp);
     opg_keypair_wipe(&wk.kp);
     opg_keypair_wipe(&cli.kp);
+    opg_keypair_wipe(&cli2.kp);
     opg_keypair_wipe(&stranger.kp);
 }
 

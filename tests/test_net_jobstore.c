@@ -82,12 +82,29 @@ static void make_req(uint8_t *b, uint64_t seq) {
     for (int i = 0; i < REQ_LEN; i++) b[i] = (uint8_t)(seq * 131 + (uint64_t)i * 7 + (seq >> 8));
 }
 
+/* The owner insert_ok gives row seq: none, "" (no CURVE) or a key-like text,
+ * in turn, so every walk and read checks all three. NULL: no owner. */
+static const char *owner_of(uint64_t seq, char buf[OPG_JOBSTORE_MAX_OWNER + 1]) {
+    if (seq % 3 == 0) return NULL;
+    if (seq % 3 == 1) return "";
+    snprintf(buf, OPG_JOBSTORE_MAX_OWNER + 1, "client-%040llu", (unsigned long long)seq);
+    return buf;
+}
+
 static uint64_t insert_ok(opg_jobstore *s, uint64_t seq, int64_t now) {
     uint8_t req[REQ_LEN];
     make_req(req, seq);
+    char ob[OPG_JOBSTORE_MAX_OWNER + 1];
     uint64_t id = 0;
-    ok(opg_jobstore_insert(s, req, sizeof req, now, &id));
+    ok(opg_jobstore_insert(s, req, sizeof req, owner_of(seq, ob), now, &id));
     return id;
+}
+
+/* Whether a row's owner is the one insert_ok gave it. */
+static int owner_matches(uint64_t seq, int has_owner, const char *owner) {
+    char ob[OPG_JOBSTORE_MAX_OWNER + 1];
+    const char *want = owner_of(seq, ob);
+    return want ? has_owner && owner && !strcmp(owner, want) : !has_owner && (!owner || !owner[0]);
 }
 
 /* Direct SQLite access, for what the API deliberately does not offer. */
@@ -160,7 +177,8 @@ static void test_round_trip(void **state) {
     uint8_t req[300];
     for (int i = 0; i < 300; i++) req[i] = (uint8_t)(i * 37 + 11);
     uint64_t id = 0;
-    ok(opg_jobstore_insert(s, req, sizeof req, 1700000000123, &id));
+    const char *key = "rq9Sg6*Wu@oqRJ0Fo+Zc!?cu5N{YXc$C@xAeCcm6"; /* a Z85 public key */
+    ok(opg_jobstore_insert(s, req, sizeof req, key, 1700000000123, &id));
     assert_int_equal(id, 1);
 
     opg_job_row r;
@@ -173,18 +191,23 @@ static void test_round_trip(void **state) {
     tu_assert_bytes(r.request, req, sizeof req, "request");
     assert_null(r.result);
     assert_int_equal(r.result_len, 0);
+    assert_int_equal(r.has_owner, 1);
+    assert_string_equal(r.owner, key);
     opg_job_row_clear(&r);
+    assert_int_equal(r.has_owner, 0);
     assert_null(r.request);
     opg_job_row_clear(&r); /* twice is harmless */
     opg_job_row_clear(NULL);
 
     /* an empty request (a SubmitJob with all defaults packs to 0 bytes) */
     uint64_t id2 = 0;
-    ok(opg_jobstore_insert(s, NULL, 0, 5, &id2));
+    ok(opg_jobstore_insert(s, NULL, 0, NULL, 5, &id2));
     assert_int_equal(id2, 2);
     ok(opg_jobstore_get(s, id2, &r));
     assert_non_null(r.request);
     assert_int_equal(r.request_len, 0);
+    assert_int_equal(r.has_owner, 0); /* no owner */
+    assert_string_equal(r.owner, "");
     opg_job_row_clear(&r);
 
     /* results: a blob, none, and an empty one (kept apart from none) */
@@ -213,6 +236,13 @@ static void test_round_trip(void **state) {
     assert_int_equal(r.state, OPG_JOB_FAILED);
     assert_non_null(r.result);
     assert_int_equal(r.result_len, 0);
+    assert_true(owner_matches(3, r.has_owner, r.owner));
+    opg_job_row_clear(&r);
+    /* "" (a client without CURVE) is an owner, not the absence of one */
+    uint64_t id4 = insert_ok(s, 4, 9);
+    ok(opg_jobstore_get(s, id4, &r));
+    assert_int_equal(r.has_owner, 1);
+    assert_string_equal(r.owner, "");
     opg_job_row_clear(&r);
     opg_jobstore_close(s);
     opg_jobstore_close(NULL);
@@ -314,11 +344,13 @@ typedef struct {
     int bad; /* a request or created_ms that did not match its id */
 } walk;
 
-static int collect(void *ctx, uint64_t job_id, const uint8_t *request, size_t len, int64_t created_ms) {
+static int collect(void *ctx, uint64_t job_id, const uint8_t *request, size_t len, const char *owner,
+                   int64_t created_ms) {
     walk *w = ctx;
     uint8_t want[REQ_LEN];
     make_req(want, job_id); /* the tests insert seq == id */
     if (len != REQ_LEN || memcmp(request, want, len) != 0 || created_ms != (int64_t)job_id * 10) w->bad++;
+    if (!owner_matches(job_id, owner != NULL, owner)) w->bad++;
     if (w->n < 64) w->ids[w->n++] = job_id;
     return w->stop_after && w->n >= w->stop_after;
 }
@@ -458,6 +490,7 @@ static void test_reopen_persists(void **state) {
         make_req(want, id);
         assert_int_equal(r.request_len, REQ_LEN);
         tu_assert_bytes(r.request, want, REQ_LEN, "request after reopen");
+        assert_true(owner_matches(id, r.has_owner, r.owner));
         assert_int_equal(r.created_ms, (int64_t)id * 10);
         if ((id - 1) % 3 == 0) {
             assert_int_equal(r.state, id % 2 ? OPG_JOB_DONE : OPG_JOB_FAILED);
@@ -494,7 +527,7 @@ static _Noreturn void crash_child(const char *path, int fd, uint64_t seq) {
             uint8_t req[REQ_LEN];
             make_req(req, seq);
             uint64_t id = 0;
-            if (opg_jobstore_insert(s, req, sizeof req, (int64_t)seq, &id) != OPG_OK) _exit(4);
+            if (opg_jobstore_insert(s, req, sizeof req, "", (int64_t)seq, &id) != OPG_OK) _exit(4);
             rec[i][0] = id;
             rec[i][1] = seq++;
         }
@@ -642,14 +675,129 @@ static void test_foreign_schema(void **state) {
     s = open_ok(newer);
     insert_ok(s, 1, 1);
     opg_jobstore_close(s);
-    sql_exec(newer, "PRAGMA user_version = 2");
-    expect_err(opg_jobstore_open(newer, &s), OPG_ERR_UNSUPPORTED, newer, "schema version 2");
+    sql_exec(newer, "PRAGMA user_version = 3");
+    expect_err(opg_jobstore_open(newer, &s), OPG_ERR_UNSUPPORTED, newer, "schema version 3");
     assert_null(s);
+    sql_exec(newer, "PRAGMA user_version = -1");
+    expect_err(opg_jobstore_open(newer, &s), OPG_ERR_UNSUPPORTED, newer, "schema version -1");
 
     /* right identity, tables missing: damaged or forged */
     const char *forged = path_of("forged.db");
-    sql_exec(forged, "CREATE TABLE t(x); PRAGMA application_id = 1330661169; PRAGMA user_version = 1;");
+    sql_exec(forged, "CREATE TABLE t(x); PRAGMA application_id = 1330661169; PRAGMA user_version = 2;");
     expect_err(opg_jobstore_open(forged, &s), OPG_ERR_FORMAT, forged, "no such table");
+    /* schema 2's identity on schema 1's tables (no owner column) */
+    const char *half = path_of("half.db");
+    sql_exec(half, "CREATE TABLE jobs(id INTEGER PRIMARY KEY, state INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+                   " request BLOB NOT NULL); CREATE TABLE results(id INTEGER PRIMARY KEY, state INTEGER NOT NULL,"
+                   " finished_ms INTEGER NOT NULL, result BLOB);"
+                   " PRAGMA application_id = 1330661169; PRAGMA user_version = 2;");
+    expect_err(opg_jobstore_open(half, &s), OPG_ERR_FORMAT, half, "owner");
+}
+
+/* Schema 1 as the first coordinators wrote it (before job owners). */
+static const char k_schema_v1[] =
+    "CREATE TABLE jobs("
+    " id INTEGER PRIMARY KEY,"
+    " state INTEGER NOT NULL CHECK(state BETWEEN 1 AND 5),"
+    " created_ms INTEGER NOT NULL,"
+    " request BLOB NOT NULL);"
+    "CREATE INDEX jobs_open ON jobs(id) WHERE state IN (1, 2);"
+    "CREATE TABLE results("
+    " id INTEGER PRIMARY KEY,"
+    " state INTEGER NOT NULL CHECK(state BETWEEN 3 AND 5),"
+    " finished_ms INTEGER NOT NULL,"
+    " result BLOB);"
+    "CREATE TRIGGER results_ins AFTER INSERT ON results BEGIN"
+    " UPDATE jobs SET state = NEW.state WHERE id = NEW.id; END;"
+    "PRAGMA application_id = 1330661169; PRAGMA user_version = 1; PRAGMA journal_mode = WAL;";
+
+static void test_upgrade_from_1(void **state) {
+    (void)state;
+    const char *path = path_of("v1.db");
+    sql_exec(path, k_schema_v1);
+    uint8_t r1[REQ_LEN], r2[REQ_LEN];
+    make_req(r1, 1);
+    make_req(r2, 2);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO jobs(state, created_ms, request) VALUES (1, ?1, ?2)", -1,
+                                        &st, NULL),
+                     SQLITE_OK);
+    for (int i = 1; i <= 2; i++) {
+        sqlite3_bind_int64(st, 1, i * 10);
+        sqlite3_bind_blob(st, 2, i == 1 ? r1 : r2, REQ_LEN, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO results VALUES (2, 3, 99, x'0102')", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+
+    /* opened: upgraded in place, its jobs kept, without an owner */
+    opg_jobstore *s = open_ok(path);
+    assert_int_equal(sql_int(path, "PRAGMA user_version"), 2);
+    opg_job_row r;
+    ok(opg_jobstore_get(s, 1, &r));
+    assert_int_equal(r.state, OPG_JOB_QUEUED);
+    assert_int_equal(r.has_owner, 0);
+    tu_assert_bytes(r.request, r1, REQ_LEN, "request kept");
+    opg_job_row_clear(&r);
+    ok(opg_jobstore_get(s, 2, &r));
+    assert_int_equal(r.state, OPG_JOB_DONE);
+    assert_int_equal(r.result_len, 2);
+    assert_int_equal(r.has_owner, 0);
+    opg_job_row_clear(&r);
+    walk w = {0};
+    ok(opg_jobstore_pending(s, collect, &w)); /* seq 1's owner_of is "", so one mismatch: the missing owner */
+    assert_int_equal(w.n, 1);
+    assert_int_equal(w.ids[0], 1);
+    assert_int_equal(w.bad, 1);
+    /* new jobs carry owners; ids go on from the old ones */
+    assert_int_equal(insert_ok(s, 3, 30), 3);
+    ok(opg_jobstore_get(s, 3, &r));
+    assert_true(owner_matches(3, r.has_owner, r.owner));
+    opg_job_row_clear(&r);
+    assert_consistent(path, s);
+    opg_jobstore_close(s);
+
+    /* the upgraded table is the one a new store gets, and reopening changes nothing */
+    const char *fresh = path_of("v2.db");
+    opg_jobstore_close(open_ok(fresh));
+    char a[512], b[512];
+    const char *q = "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_master ORDER BY name)";
+    assert_string_equal(sql_text(path, q, a, sizeof a), sql_text(fresh, q, b, sizeof b));
+    s = open_ok(path);
+    assert_int_equal(sql_int(path, "PRAGMA user_version"), 2);
+    opg_jobstore_close(s);
+}
+
+/* An owner that is not text of at most OPG_JOBSTORE_MAX_OWNER bytes was not
+ * written by insert: refused on read, not truncated or passed on. */
+static void test_bad_owner_in_file(void **state) {
+    (void)state;
+    const char *path = path_of("badowner.db");
+    opg_jobstore *s = open_ok(path);
+    insert_ok(s, 1, 10);
+    insert_ok(s, 2, 20);
+    opg_jobstore_close(s);
+    const char *bad[] = {"UPDATE jobs SET owner = x'6b6579' WHERE id = 2",         /* a blob */
+                         "UPDATE jobs SET owner = printf('%.64c', 'k') WHERE id = 2", /* 64 bytes */
+                         "UPDATE jobs SET owner = 'a' || char(0) || 'b' WHERE id = 2"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        sql_exec(path, bad[i]);
+        s = open_ok(path);
+        opg_job_row r;
+        expect_err(opg_jobstore_get(s, 2, &r), OPG_ERR_FORMAT, "invalid owner", NULL);
+        assert_null(r.request);
+        ok(opg_jobstore_get(s, 1, &r)); /* the others still read */
+        opg_job_row_clear(&r);
+        walk w = {0};
+        expect_err(opg_jobstore_pending(s, collect, &w), OPG_ERR_FORMAT, "invalid owner", NULL);
+        assert_int_equal(w.n, 1);
+        opg_jobstore_close(s);
+    }
 }
 
 static void test_missing_dir(void **state) {
@@ -671,13 +819,18 @@ static void test_bad_args(void **state) {
     expect_err(opg_jobstore_open(path_of("x.db"), NULL), OPG_ERR_ARG, NULL, NULL);
     s = open_ok(path_of("args.db"));
     uint64_t id = 7;
-    expect_err(opg_jobstore_insert(s, NULL, 5, 1, &id), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_insert(s, NULL, 5, NULL, 1, &id), OPG_ERR_ARG, NULL, NULL);
     assert_int_equal(id, 0);
-    expect_err(opg_jobstore_insert(s, (const uint8_t *)"x", 1, 1, NULL), OPG_ERR_ARG, NULL, NULL);
-    expect_err(opg_jobstore_insert(NULL, (const uint8_t *)"x", 1, 1, &id), OPG_ERR_ARG, NULL, NULL);
-    /* beyond SQLite's blob limit (SQLITE_STATIC binding: the bytes are never read) */
-    expect_err(opg_jobstore_insert(s, (const uint8_t *)"x", (size_t)3 << 30, 1, &id), OPG_ERR_LIMIT, "too big",
+    expect_err(opg_jobstore_insert(s, (const uint8_t *)"x", 1, NULL, 1, NULL), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_insert(NULL, (const uint8_t *)"x", 1, NULL, 1, &id), OPG_ERR_ARG, NULL, NULL);
+    char long_owner[OPG_JOBSTORE_MAX_OWNER + 2];
+    memset(long_owner, 'k', sizeof long_owner - 1);
+    long_owner[sizeof long_owner - 1] = 0;
+    expect_err(opg_jobstore_insert(s, (const uint8_t *)"x", 1, long_owner, 1, &id), OPG_ERR_ARG, "owner longer",
                NULL);
+    /* beyond SQLite's blob limit (SQLITE_STATIC binding: the bytes are never read) */
+    expect_err(opg_jobstore_insert(s, (const uint8_t *)"x", (size_t)3 << 30, NULL, 1, &id), OPG_ERR_LIMIT,
+               "too big", NULL);
     expect_err(opg_jobstore_get(s, 1, NULL), OPG_ERR_ARG, NULL, NULL);
     expect_err(opg_jobstore_pending(s, NULL, NULL), OPG_ERR_ARG, NULL, NULL);
     expect_err(opg_jobstore_counts(s, NULL), OPG_ERR_ARG, NULL, NULL);
@@ -702,7 +855,7 @@ static void test_throughput(void **state) {
         ok(opg_jobstore_begin(s));
         for (int i = 0; i < BATCH && done < N; i++, done++) {
             uint64_t id;
-            ok(opg_jobstore_insert(s, req, LEN, done, &id));
+            ok(opg_jobstore_insert(s, req, LEN, "rq9Sg6*Wu@oqRJ0Fo+Zc!?cu5N{YXc$C@xAeCcm6", done, &id));
         }
         ok(opg_jobstore_commit(s));
     }
@@ -739,6 +892,8 @@ int main(void) {
         cmocka_unit_test(test_crash_durability),
         cmocka_unit_test(test_not_a_database),
         cmocka_unit_test(test_foreign_schema),
+        cmocka_unit_test(test_upgrade_from_1),
+        cmocka_unit_test(test_bad_owner_in_file),
         cmocka_unit_test(test_missing_dir),
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_throughput),
