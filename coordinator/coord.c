@@ -581,8 +581,11 @@ static void on_tokens(opg_coord *c, worker *w, const Opg__V1__Tokens *t) {
 
 /* Whether r's receipt is what the worker signed for exactly this result,
  * all but the signature (settle_results checks that, --receipts full):
- * strictly decoded (proto/receipt.h), naming the key the worker registered, and naming this job, its model, its prompt (when given
- * as token ids), r's output tokens, trace root and usage, and this contract.
+ * strictly decoded (proto/receipt.h), naming the key the worker registered,
+ * this job, its model, its prompt (when given as token ids), sampling
+ * parameters and max_tokens, r's output tokens, trace root and usage, and
+ * this contract; and r's stop reason must agree with it (a max_tokens stop
+ * has max_tokens tokens, a context stop fills the receipt's context_size).
  * A Result failing it is refused: the stored result of a job is final, and
  * its receipt is what clients and validators check. 1, or 0 with why. */
 static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r, char *why, size_t n) {
@@ -605,7 +608,14 @@ static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r
         bad = "another usage than the Result's";
     if (!bad) {
         Opg__V1__SubmitJob *sj = opg__v1__submit_job__unpack(NULL, j->req_len, j->req);
+        uint64_t p = rc->usage->prompt_tokens, out = rc->usage->completion_tokens;
         if (!sj) bad = "the job's request cannot be read back";
+        else if (rc->max_tokens != sj->max_tokens) bad = "another max_tokens than the job's";
+        else if (!opg_proto_sampling_equal(rc->sampling, sj->sampling)) bad = "other sampling parameters than the job's";
+        else if (r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS && out != sj->max_tokens)
+            bad = "a max_tokens stop short of max_tokens";
+        else if (r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_CONTEXT && p + out != (uint64_t)rc->context_size + 1)
+            bad = "a context stop before its context_size is full";
         else if (sj->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS) {
             opg_receipt_hash_tokens(sj->tokens->ids, sj->tokens->n_ids, h);
             if (memcmp(rc->prompt_hash.data, h, 32)) bad = "another prompt than the job's";

@@ -90,7 +90,7 @@ static opg_status check_str_max(const char *s, size_t max, const char *msg, cons
     return OPG_OK;
 }
 
-static opg_status check_sampling(const Opg__V1__SamplingParams *s, const char *msg) {
+opg_status opg_proto_check_sampling(const Opg__V1__SamplingParams *s, const char *msg) {
     if (!s) return OPG_OK; /* absent: all zero, greedy */
     if (!isfinite(s->temperature) || s->temperature < 0.0f || s->temperature > 100.0f)
         return FAIL("%s.sampling.temperature: %g, expected 0..100", msg, (double)s->temperature);
@@ -115,7 +115,15 @@ static opg_status check_prompt(int is_text, int is_tokens, const char *text, con
     return FAIL("%s: prompt missing (neither text nor tokens)", msg);
 }
 
-static opg_status check_max_tokens(uint32_t n, const char *msg) {
+int opg_proto_sampling_equal(const Opg__V1__SamplingParams *a, const Opg__V1__SamplingParams *b) {
+    static const Opg__V1__SamplingParams zero = OPG__V1__SAMPLING_PARAMS__INIT;
+    if (!a) a = &zero;
+    if (!b) b = &zero;
+    return !memcmp(&a->temperature, &b->temperature, sizeof a->temperature) && a->top_k == b->top_k &&
+           !memcmp(&a->top_p, &b->top_p, sizeof a->top_p) && a->seed == b->seed;
+}
+
+opg_status opg_proto_check_max_tokens(uint32_t n, const char *msg) {
     if (n < 1 || n > OPG_PROTO_MAX_NEW_TOKENS)
         return FAIL("%s.max_tokens: %u, expected 1..%u", msg, n, OPG_PROTO_MAX_NEW_TOKENS);
     return OPG_OK;
@@ -145,8 +153,8 @@ static opg_status check_job(const ProtobufCMessage *m) {
     TRY(check_prompt(j->prompt_case == OPG__V1__JOB__PROMPT_TEXT, j->prompt_case == OPG__V1__JOB__PROMPT_TOKENS,
                      j->prompt_case == OPG__V1__JOB__PROMPT_TEXT ? j->text : NULL,
                      j->prompt_case == OPG__V1__JOB__PROMPT_TOKENS ? j->tokens : NULL, "Job"));
-    TRY(check_sampling(j->sampling, "Job"));
-    TRY(check_max_tokens(j->max_tokens, "Job"));
+    TRY(opg_proto_check_sampling(j->sampling, "Job"));
+    TRY(opg_proto_check_max_tokens(j->max_tokens, "Job"));
     TRY(check_bytes_max(&j->client_id, OPG_PROTO_MAX_CLIENT_ID, "Job", "client_id"));
     if (j->contract_version < 1) return FAIL("Job.contract_version: missing (0)");
     return OPG_OK;
@@ -198,8 +206,8 @@ static opg_status check_submit_job(const ProtobufCMessage *m) {
                      j->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS,
                      j->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TEXT ? j->text : NULL,
                      j->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS ? j->tokens : NULL, "SubmitJob"));
-    TRY(check_sampling(j->sampling, "SubmitJob"));
-    TRY(check_max_tokens(j->max_tokens, "SubmitJob"));
+    TRY(opg_proto_check_sampling(j->sampling, "SubmitJob"));
+    TRY(opg_proto_check_max_tokens(j->max_tokens, "SubmitJob"));
     TRY(check_bytes_max(&j->client_id, OPG_PROTO_MAX_CLIENT_ID, "SubmitJob", "client_id"));
     TRY(check_bytes_max(&j->client_signature, OPG_PROTO_MAX_SIGNATURE, "SubmitJob", "client_signature"));
     if (j->contract_version < 1) return FAIL("SubmitJob.contract_version: missing (0)");

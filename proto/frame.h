@@ -65,6 +65,15 @@ const char *opg_frame_type_name(opg_msg_type type);
  * message naming the field when a check fails. */
 opg_status opg_frame_check(opg_msg_type type, const ProtobufCMessage *msg);
 
+/* The field checks Job, SubmitJob and Receipt share (msg names the message
+ * in the error): sampling NULL (all zero) or temperature finite in 0..100 and
+ * top_p in 0..1; max_tokens 1..OPG_PROTO_MAX_NEW_TOKENS. OPG_ERR_FORMAT. */
+opg_status opg_proto_check_sampling(const Opg__V1__SamplingParams *s, const char *msg);
+opg_status opg_proto_check_max_tokens(uint32_t n, const char *msg);
+/* 1 when a and b ask for the same sampler: the same bits in every field
+ * (NULL is all zero, as protobuf reads an absent message). */
+int opg_proto_sampling_equal(const Opg__V1__SamplingParams *a, const Opg__V1__SamplingParams *b);
+
 /* Encodes msg, of type, into a new frame. On success *out (caller owns, free
  * with free()) holds *out_len bytes; on failure *out is NULL. */
 opg_status opg_frame_encode(opg_msg_type type, const ProtobufCMessage *msg, uint8_t **out,

@@ -39,6 +39,24 @@ opg_status opg_receipt_check(const Opg__V1__Receipt *r) {
     if (r->usage->base.n_unknown_fields)
         return FAIL("Usage: %u unknown field(s), first number %u", r->usage->base.n_unknown_fields,
                     r->usage->base.unknown_fields[0].tag);
+    if (!r->sampling) return FAIL("Receipt.sampling: missing");
+    if (r->sampling->base.n_unknown_fields)
+        return FAIL("SamplingParams: %u unknown field(s), first number %u", r->sampling->base.n_unknown_fields,
+                    r->sampling->base.unknown_fields[0].tag);
+    if ((st = opg_proto_check_sampling(r->sampling, "Receipt")) != OPG_OK) return st;
+    if ((st = opg_proto_check_max_tokens(r->max_tokens, "Receipt")) != OPG_OK) return st;
+    /* what the scheduler allows (runtime/scheduler.c): a prompt shorter than
+       the context, at most max_tokens out, every token but the last cached */
+    uint64_t p = r->usage->prompt_tokens, c = r->usage->completion_tokens;
+    if (c > r->max_tokens)
+        return FAIL("Receipt: %llu completion tokens, more than max_tokens %u", (unsigned long long)c,
+                    r->max_tokens);
+    if (p >= r->context_size)
+        return FAIL("Receipt: %llu prompt tokens do not fit context_size %u", (unsigned long long)p,
+                    r->context_size);
+    if (p + c > (uint64_t)r->context_size + 1)
+        return FAIL("Receipt: %llu prompt + %llu completion tokens exceed context_size %u + 1",
+                    (unsigned long long)p, (unsigned long long)c, r->context_size);
     return OPG_OK;
 }
 

@@ -2,7 +2,9 @@
  *
  * A receipt (opg.v1.Receipt, proto/opg.proto) names the job, the model, the
  * prompt and output (as SHA-256 hashes of their tokens), the trace root, the
- * contract version, the usage and the worker's Ed25519 public key. The worker
+ * contract version, the usage, what the worker ran the job with (sampling
+ * parameters, max_tokens, its context size) and the worker's Ed25519 public
+ * key. The worker
  * signs its protobuf encoding; the wire form is opg.v1.SignedReceipt
  * {receipt bytes, 64-byte signature}, the signature being Ed25519 over
  * "opg-receipt-v1" || receipt bytes (the prefix keeps a receipt signature
@@ -41,7 +43,10 @@
 
 /* Checks r field by field: job_id nonzero; model_id, prompt_hash,
  * output_hash, trace_root and worker_key 32 bytes; contract_version >= 1;
- * usage present; no unknown fields. OPG_ERR_FORMAT naming the field. */
+ * usage and sampling present, sampling and max_tokens as in a Job
+ * (frame.h); completion_tokens <= max_tokens, prompt_tokens < context_size
+ * and prompt_tokens + completion_tokens <= context_size + 1; no unknown
+ * fields. OPG_ERR_FORMAT naming the field. */
 opg_status opg_receipt_check(const Opg__V1__Receipt *r);
 
 /* Serializes r (checked as above, and r->worker_key must be sign_sk's public

@@ -128,6 +128,8 @@ int opg_sched_active(const opg_sched *s) {
 
 const opg_sched_stats *opg_sched_stats_get(const opg_sched *s) { return &s->stats; }
 
+int64_t opg_sched_n_ctx(const opg_sched *s) { return s->n_ctx; }
+
 opg_status opg_sched_add(opg_sched *s, const opg_gen_request *req, uint64_t tag) {
     const opg_hparams *hp = opg_model_hparams(s->m);
     if (!req || req->n_prompt < 1 || !req->prompt || req->max_tokens < 0 || req->n_stop < 0)

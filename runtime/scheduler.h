@@ -69,4 +69,9 @@ opg_status opg_sched_step(opg_sched *s);
 
 const opg_sched_stats *opg_sched_stats_get(const opg_sched *s);
 
+/* Cache positions a sequence gets at most (opg_sched_options.n_ctx, or the
+ * model's training context): a prompt must be shorter, and a sequence stops
+ * with OPG_STOP_CONTEXT when prompt + output tokens reach it + 1. */
+int64_t opg_sched_n_ctx(const opg_sched *s);
+
 #endif

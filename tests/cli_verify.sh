@@ -79,6 +79,9 @@ tamper signature 'res[-1] ^= 1' "signature"
 tamper prompt 'i = req.find(b"abc"); req[i + 2] = ord("d")' "receipt prompt"
 # another trace root in the Result (its own field comes before the receipt's copy)
 tamper root "i = res.find(bytes.fromhex('$root')); res[i] ^= 1" "receipt root"
+# the request's max_tokens (field 5, 4 -> 5; the last 0x28 0x04 of the SubmitJob is it) edited
+# after the fact: the worker signed what it ran, so the record contradicts its receipt
+tamper max_tokens 'i = req.rfind(b"\x28\x04"); req[i + 1] = 5' "receipt params"
 # signed by the cheat itself: stop, count and ids must still hold
 forged() { # NAME EXPECT(VALID|CHECK-LINE) FORGE-ARGS...
     local name=$1 want=$2
@@ -96,6 +99,9 @@ forged resigned VALID                # the same result, another key: the forge i
 forged short stop 2                  # 2 of max_tokens 4, still "max_tokens"
 forged cancelled stop 2 3            # a Result of a cancelled job
 forged empty stop 0 4                # no token, "context full"
+forged early stop 2 4                # "context full" after 2 tokens, the context the receipt names not full
+forged smallctx VALID 2 4 - - fit    # the same, signing the small context it then ran: consistent
+grep -q "^context *.*fewer than the job could fill" "$dir/verify.out" || fail "a small context not shown: $(cat "$dir/verify.out")"
 forged billed "receipt prompt" - - 99  # usage.prompt_tokens inflated
 forged foreign "token ids" - - - 500,1 # ids outside the vocabulary of 96
 # a model other than the job's

@@ -4,12 +4,14 @@
  * signs a new receipt for it with a fresh key: what a worker that cheats on
  * purpose would send. opg verify must still find what is wrong.
  *
- * Usage: forge_record IN OUT MODEL [n_out|-] [stop|-] [prompt_tokens|-] [tokens_csv]
+ * Usage: forge_record IN OUT MODEL [n_out|-] [stop|-] [prompt_tokens|-] [tokens_csv|-] [context_size|fit]
  *   n_out          keep the first n output tokens
  *   stop           the stop reason (opg.v1.StopReason number)
  *   prompt_tokens  usage.prompt_tokens (receipt and Result)
  *   tokens_csv     replace the output tokens ("500,1"; the trace root is then
  *                  that of the unchanged output when they cannot be re-executed)
+ *   context_size   the receipt's context_size; "fit": the one a context stop
+ *                  after this output needs (prompt + output - 1)
  * "-" keeps a field. Exit 0, or 1 with a message. */
 #include <sodium.h>
 #include <stdio.h>
@@ -32,11 +34,13 @@ static int die(const char *what) {
 
 int main(int argc, char **argv) {
     if (argc < 4 || sodium_init() < 0) {
-        fprintf(stderr, "usage: forge_record IN OUT MODEL [n_out|-] [stop|-] [prompt_tokens|-] [tokens_csv]\n");
+        fprintf(stderr, "usage: forge_record IN OUT MODEL [n_out|-] [stop|-] [prompt_tokens|-] [tokens_csv|-] "
+                        "[context_size|fit]\n");
         return 2;
     }
     const char *arg_n = argc > 4 ? argv[4] : "-", *arg_stop = argc > 5 ? argv[5] : "-";
-    const char *arg_pt = argc > 6 ? argv[6] : "-", *arg_toks = argc > 7 ? argv[7] : NULL;
+    const char *arg_pt = argc > 6 ? argv[6] : "-", *arg_toks = argc > 7 && strcmp(argv[7], "-") ? argv[7] : NULL;
+    const char *arg_ctx = argc > 8 ? argv[8] : "-";
     opg_jobrecord *rec = NULL;
     if (opg_jobrecord_load(argv[1], &rec)) return die(argv[1]);
     const Opg__V1__SubmitJob *req = (const Opg__V1__SubmitJob *)rec->request->msg;
@@ -103,6 +107,8 @@ int main(int argc, char **argv) {
     r2.trace_root = res->trace_root;
     r2.worker_key = (ProtobufCBinaryData){32, pk};
     r2.usage = res->usage;
+    if (!strcmp(arg_ctx, "fit")) r2.context_size = res->usage->prompt_tokens + (uint32_t)res->n_output_tokens - 1;
+    else if (strcmp(arg_ctx, "-")) r2.context_size = (uint32_t)atol(arg_ctx);
     uint8_t *signed_rc = NULL;
     size_t signed_len = 0;
     if (opg_receipt_sign(&r2, sk, &signed_rc, &signed_len)) return die("sign");
@@ -112,8 +118,11 @@ int main(int argc, char **argv) {
     if (opg_jobrecord_format(rec->coordinator, req, res, &text) || opg_jobrecord_save(argv[2], text))
         rc_exit = die(argv[2]);
     else
-        fprintf(stderr, "forge_record: %s: %zu output tokens, stop %d, prompt_tokens %u, sampler disagrees at %lld\n",
-                argv[2], res->n_output_tokens, (int)res->stop_reason, res->usage->prompt_tokens, (long long)bad);
+        fprintf(stderr,
+                "forge_record: %s: %zu output tokens, stop %d, prompt_tokens %u, context_size %u, sampler disagrees "
+                "at %lld\n",
+                argv[2], res->n_output_tokens, (int)res->stop_reason, res->usage->prompt_tokens, r2.context_size,
+                (long long)bad);
     res->output_tokens = orig;
     res->n_output_tokens = n_orig;
     res->receipt = orig_receipt;

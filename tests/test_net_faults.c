@@ -1651,15 +1651,22 @@ static opg_frame *liar_expect_job(coord *c, void *s, uint64_t want_id, const cha
 }
 
 static void liar_result_receipt(void *s, uint64_t id, uint32_t n_prompt, uint32_t n_tokens, const uint8_t *receipt,
-                                size_t rlen);
+                                size_t rlen, int stop);
 
-static void liar_result(void *s, uint64_t id, uint32_t n_tokens) { liar_result_receipt(s, id, 1, n_tokens, NULL, 0); }
+static void liar_result(void *s, uint64_t id, uint32_t n_tokens) {
+    liar_result_receipt(s, id, 1, n_tokens, NULL, 0, OPG__V1__STOP_REASON__STOP_REASON_EOS);
+}
+
+/* What a liar's receipt changes from the job it got. */
+enum { LIE_NONE, LIE_SEED, LIE_MAX_TOKENS };
+#define LIAR_CONTEXT 4096 /* the context_size its receipts name */
 
 /* A receipt signed by kp for job id of spec sp, n zero output tokens and a
  * zero trace root (what liar_result sends), except that output_hash covers
- * extra more tokens and usage.prompt_tokens counts prompt_extra more. */
-static uint8_t *liar_receipt(const opg_keypair *kp, uint64_t id, const spec *sp, uint32_t n, uint32_t extra,
-                             uint32_t prompt_extra, size_t *len) {
+ * extra more tokens, usage.prompt_tokens counts prompt_extra more, and the
+ * sampling seed or max_tokens differ from the job's as lie says. */
+static uint8_t *liar_receipt_lie(const opg_keypair *kp, uint64_t id, const spec *sp, uint32_t n, uint32_t extra,
+                                 uint32_t prompt_extra, int lie, size_t *len) {
     static uint32_t zeros[OPG_PROTO_MAX_NEW_TOKENS + 2];
     static uint8_t root[32];
     uint8_t ph[32], oh[32];
@@ -1678,13 +1685,28 @@ static uint8_t *liar_receipt(const opg_keypair *kp, uint64_t id, const spec *sp,
     rc.worker_key = (ProtobufCBinaryData){32, (uint8_t *)kp->sign_pk};
     rc.time_unix_ms = 1;
     rc.usage = &u;
+    Opg__V1__SubmitJob sj;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sam;
+    spec_job(sp, &sj, &tl, &sam);
+    if (lie == LIE_SEED) sam.seed++;
+    rc.sampling = &sam;
+    rc.max_tokens = sj.max_tokens + (lie == LIE_MAX_TOKENS);
+    rc.context_size = LIAR_CONTEXT;
     uint8_t *out = NULL;
     CHECK(opg_receipt_sign(&rc, kp->sign_sk, &out, len) == OPG_OK, "sign: %s", opg_last_error());
     return out;
 }
 
+static uint8_t *liar_receipt(const opg_keypair *kp, uint64_t id, const spec *sp, uint32_t n, uint32_t extra,
+                             uint32_t prompt_extra, size_t *len) {
+    return liar_receipt_lie(kp, id, sp, n, extra, prompt_extra, LIE_NONE, len);
+}
+
+/* Sends a Result of n_tokens zero tokens, a zero trace root, the usage it
+ * names, this receipt and stop reason. */
 static void liar_result_receipt(void *s, uint64_t id, uint32_t n_prompt, uint32_t n_tokens, const uint8_t *receipt,
-                                size_t rlen) {
+                                size_t rlen, int stop) {
     static uint32_t toks[OPG_PROTO_MAX_NEW_TOKENS + 1];
     static uint8_t root[32];
     Opg__V1__Result r = OPG__V1__RESULT__INIT;
@@ -1697,7 +1719,7 @@ static void liar_result_receipt(void *s, uint64_t id, uint32_t n_prompt, uint32_
     r.usage = &u;
     r.trace_root.data = root;
     r.trace_root.len = 32;
-    r.stop_reason = OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS;
+    r.stop_reason = stop;
     r.receipt = (ProtobufCBinaryData){rlen, (uint8_t *)receipt};
     CHECK(opg_sock_send(s, NULL, T(RESULT), &r.base) == OPG_OK, "send Result: %s", opg_last_error());
 }
@@ -1753,34 +1775,57 @@ static void test_lying_worker(void **state) {
     f = liar_expect_job(&c, s, id, "after a transient Error");
     opg_frame_free(&f);
     /* Results whose receipt does not hold: none, garbage, signed by another
-       key than the one in Ready, for other output tokens, for another job:
-       each refused, the job re-queued (the stored result of a job is final) */
-    size_t rl[5];
-    uint8_t *rcpt[5] = {liar_receipt(&other, id, sp, 2, 0, 0, &rl[0]), liar_receipt(&kp, id, sp, 2, 1, 0, &rl[1]),
-                        liar_receipt(&kp, id + 1, sp, 2, 0, 0, &rl[2]), liar_receipt(&kp, id, sp, 2, 0, 0, &rl[3]),
-                        liar_receipt(&kp, id, sp, 2, 0, 5, &rl[4])};
+       key than the one in Ready, for other output tokens, for another job,
+       another seed or max_tokens than the job's, and Results whose stop
+       reason the receipt contradicts (max_tokens with fewer tokens, context
+       with the context not full): each refused, the job re-queued (the
+       stored result of a job is final) */
+    enum { N_LIES = 9 };
+    size_t rl[N_LIES];
+    uint8_t *rcpt[N_LIES] = {liar_receipt(&other, id, sp, 2, 0, 0, &rl[0]), liar_receipt(&kp, id, sp, 2, 1, 0, &rl[1]),
+                             liar_receipt(&kp, id + 1, sp, 2, 0, 0, &rl[2]), liar_receipt(&kp, id, sp, 2, 0, 0, &rl[3]),
+                             liar_receipt(&kp, id, sp, 2, 0, 5, &rl[4]),
+                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_SEED, &rl[5]),
+                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_MAX_TOKENS, &rl[6]),
+                             liar_receipt(&kp, id, sp, 2, 0, 0, &rl[7]), liar_receipt(&kp, id, sp, 2, 0, 0, &rl[8])};
     rcpt[3][rl[3] - 1] ^= 1; /* right in every field, but the signature broken (its last byte) */
-    const char *what_receipt[] = {"no receipt", "a garbage receipt", "a receipt of another key",
-                                  "a receipt of other tokens", "a receipt of another job",
-                                  "a receipt with a broken signature", "a receipt billing 5 more prompt tokens"};
-    for (int k = 0; k < 7; k++) {
+    CHECK(sp->max_tokens > 2 && sp->n_prompt + 2 < LIAR_CONTEXT + 1, "spec 14 cannot show the stop lies");
+    const char *what_receipt[] = {"no receipt",
+                                  "a garbage receipt",
+                                  "a receipt of another key",
+                                  "a receipt of other tokens",
+                                  "a receipt of another job",
+                                  "a receipt with a broken signature",
+                                  "a receipt billing 5 more prompt tokens",
+                                  "a receipt of another seed",
+                                  "a receipt of another max_tokens",
+                                  "a max_tokens stop with fewer tokens",
+                                  "a context stop short of the receipt's context"};
+    for (int k = 0; k < N_LIES + 2; k++) {
         uint32_t np = (uint32_t)sp->n_prompt + (k == 6 ? 5 : 0); /* the Result's usage says the same */
-        if (k == 0) liar_result_receipt(s, id, np, 2, NULL, 0);
-        else if (k == 1) liar_result_receipt(s, id, np, 2, (const uint8_t *)"not a receipt", 13);
-        else liar_result_receipt(s, id, np, 2, rcpt[k - 2], rl[k - 2]);
+        int stop = k == 9    ? OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS
+                   : k == 10 ? OPG__V1__STOP_REASON__STOP_REASON_CONTEXT
+                             : OPG__V1__STOP_REASON__STOP_REASON_EOS;
+        if (k == 0) liar_result_receipt(s, id, np, 2, NULL, 0, stop);
+        else if (k == 1) liar_result_receipt(s, id, np, 2, (const uint8_t *)"not a receipt", 13, stop);
+        else liar_result_receipt(s, id, np, 2, rcpt[k - 2], rl[k - 2], stop);
         f = liar_expect_job(&c, s, id, what_receipt[k]);
         opg_frame_free(&f);
     }
-    CHECK(wait_log(c.p, "event=result_refused", 8, 5000), "the refused receipts were not logged");
+    CHECK(wait_log(c.p, "event=result_refused", 12, 5000), "the refused receipts were not logged");
     CHECK(wait_log(c.p, "signature does not verify", 1, 5000), "the broken signature was not named");
     CHECK(wait_log(c.p, "another prompt length", 1, 5000), "the billed prompt length was not named");
-    for (int k = 0; k < 5; k++) free(rcpt[k]);
+    CHECK(wait_log(c.p, "other sampling parameters", 1, 5000), "the other seed was not named");
+    CHECK(wait_log(c.p, "another max_tokens", 1, 5000), "the other max_tokens was not named");
+    CHECK(wait_log(c.p, "a max_tokens stop short", 1, 5000), "the early max_tokens stop was not named");
+    CHECK(wait_log(c.p, "a context stop before", 1, 5000), "the early context stop was not named");
+    for (int k = 0; k < N_LIES; k++) free(rcpt[k]);
     Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
     d.reason = "gone";
     opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
     proc *w = worker_start(c.wep, 2, NULL);
     expect_result(cl, id, sp, 1, "after the lying worker");
-    CHECK(metric(&c, M_REQUEUED) == requeued + 10, "%g re-queues, expected 10", metric(&c, M_REQUEUED) - requeued);
+    CHECK(metric(&c, M_REQUEUED) == requeued + 14, "%g re-queues, expected 14", metric(&c, M_REQUEUED) - requeued);
     CHECK(metric(&c, M_DONE) == 1 && metric(&c, M_FAILED) == 0, "done/failed counters");
     zmq_close(s);
     opg_client_free(cl);
@@ -1813,7 +1858,7 @@ static void test_result_then_disconnect(void **state) {
         size_t rl;
         uint8_t *rc = liar_receipt(&kp, id, sp, 2, 0, 0, &rl);
         proc_signal(c.p, SIGSTOP); /* both wait in its socket: one batch reads them */
-        liar_result_receipt(s, id, (uint32_t)sp->n_prompt, 2, rc, rl);
+        liar_result_receipt(s, id, (uint32_t)sp->n_prompt, 2, rc, rl, OPG__V1__STOP_REASON__STOP_REASON_EOS);
         free(rc);
         if (round == 0) {
             Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;

@@ -6,6 +6,7 @@
  * DENIED; the token hash against SHA-256 of hand-built bytes. */
 #include "testutil.h"
 
+#include <math.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,13 +42,20 @@ static ProtobufCBinaryData bin(const void *p, size_t n) {
 typedef struct {
     Opg__V1__Receipt r;
     Opg__V1__Usage u;
+    Opg__V1__SamplingParams sp;
 } sample;
 
 static void make(sample *s) {
     Opg__V1__Receipt r = OPG__V1__RECEIPT__INIT;
     Opg__V1__Usage u = OPG__V1__USAGE__INIT;
+    Opg__V1__SamplingParams sp = OPG__V1__SAMPLING_PARAMS__INIT;
     s->r = r;
     s->u = u;
+    s->sp = sp;
+    s->sp.temperature = 0.7f;
+    s->sp.top_k = 40;
+    s->sp.top_p = 0.9f;
+    s->sp.seed = 12345;
     s->u.prompt_tokens = 17;
     s->u.completion_tokens = 42;
     s->r.job_id = 0x0123456789abcdefull;
@@ -59,6 +67,9 @@ static void make(sample *s) {
     s->r.worker_key = bin(g_pk, 32);
     s->r.time_unix_ms = 1764077425123ull;
     s->r.usage = &s->u;
+    s->r.sampling = &s->sp;
+    s->r.max_tokens = 64;
+    s->r.context_size = 2048;
 }
 
 #define assert_ok(x) assert_ok_((x), #x, __LINE__)
@@ -113,6 +124,20 @@ static uint8_t *sign_raw(const uint8_t *rbytes, size_t rlen, const uint8_t *sk, 
     return buf;
 }
 
+/* The receipt's fields after usage (9) packed alone, for receipts whose usage
+ * is written by hand: appended after it, the fields stay in canonical order. */
+static uint8_t *pack_tail(const sample *s, size_t *n) {
+    Opg__V1__Receipt t = OPG__V1__RECEIPT__INIT;
+    t.sampling = s->r.sampling;
+    t.max_tokens = s->r.max_tokens;
+    t.context_size = s->r.context_size;
+    *n = protobuf_c_message_get_packed_size(&t.base);
+    uint8_t *b = malloc(*n + 1);
+    assert_non_null(b);
+    protobuf_c_message_pack(&t.base, b);
+    return b;
+}
+
 /* r packed by protobuf-c directly (no checks), plus extra bytes appended. */
 static uint8_t *pack_raw(const Opg__V1__Receipt *r, const void *extra, size_t extra_len, size_t *n) {
     size_t rn = protobuf_c_message_get_packed_size(&r->base);
@@ -154,6 +179,10 @@ static void test_round_trip(void **state) {
     assert_non_null(r->usage);
     assert_int_equal(r->usage->prompt_tokens, 17);
     assert_int_equal(r->usage->completion_tokens, 42);
+    assert_non_null(r->sampling);
+    assert_true(opg_proto_sampling_equal(r->sampling, &s.sp));
+    assert_int_equal(r->max_tokens, 64);
+    assert_int_equal(r->context_size, 2048);
     opg_receipt_free(r);
     opg_receipt_free(NULL);
 
@@ -182,12 +211,35 @@ static void test_round_trip(void **state) {
     s.r.job_id = UINT64_MAX;
     s.r.contract_version = UINT32_MAX;
     s.r.time_unix_ms = 0;
+    s.r.max_tokens = OPG_PROTO_MAX_NEW_TOKENS;
+    s.r.context_size = UINT32_MAX;
     s.u.prompt_tokens = s.u.completion_tokens = 0;
+    Opg__V1__SamplingParams greedy = OPG__V1__SAMPLING_PARAMS__INIT;
+    s.r.sampling = &greedy;
     buf2 = sign_ok(&s.r, g_sk, &n2);
     assert_ok(verify_copy(buf2, n2, &r));
     assert_int_equal(r->job_id, UINT64_MAX);
-    assert_non_null(r->usage); /* an empty usage stays present */
+    assert_non_null(r->usage);    /* an empty usage stays present */
+    assert_non_null(r->sampling); /* and so does an all-zero (greedy) sampling */
+    assert_int_equal(r->sampling->temperature, 0.0f);
+    assert_int_equal(r->context_size, UINT32_MAX);
     opg_receipt_free(r);
+    free(buf2);
+
+    /* at the scheduler's limits: prompt one short of the context, every
+       position used, the last token uncached (a context stop) */
+    make(&s);
+    s.r.context_size = 100;
+    s.u.prompt_tokens = 99;
+    s.u.completion_tokens = 2;
+    buf2 = sign_ok(&s.r, g_sk, &n2);
+    assert_ok(verify_copy(buf2, n2, &r));
+    opg_receipt_free(r);
+    free(buf2);
+    s.r.max_tokens = 42;
+    s.u.prompt_tokens = 59;
+    s.u.completion_tokens = 42; /* exactly max_tokens */
+    buf2 = sign_ok(&s.r, g_sk, &n2);
     free(buf2);
     free(buf);
 }
@@ -352,33 +404,58 @@ static void test_unknown_fields(void **state) {
     free(ext);
     free(buf);
 
-    /* in Receipt (field 10), properly signed */
-    static const uint8_t f10[] = {10 << 3, 5};
+    /* in Receipt (field 13), properly signed */
+    static const uint8_t f13[] = {13 << 3, 5};
     size_t rn;
-    uint8_t *rb = pack_raw(&s.r, f10, sizeof f10, &rn);
+    uint8_t *rb = pack_raw(&s.r, f13, sizeof f13, &rn);
     buf = sign_raw(rb, rn, g_sk, 1, &n);
     expect_fail(buf, n, OPG_ERR_FORMAT, "Receipt: 1 unknown field");
     free(buf);
     free(rb);
 
-    /* in Usage (field 3), properly signed: the receipt with usage written by hand */
-    s.r.usage = NULL;
-    static const uint8_t usage[] = {9 << 3 | 2, 6, 1 << 3, 17, 2 << 3, 42, 3 << 3, 1};
-    rb = pack_raw(&s.r, usage, sizeof usage, &rn);
-    buf = sign_raw(rb, rn, g_sk, 1, &n);
-    expect_fail(buf, n, OPG_ERR_FORMAT, "Usage: 1 unknown field");
-    free(buf);
-    free(rb);
-    /* the same without field 3 is fine (and canonical) */
+    /* in Usage (field 3) and in SamplingParams (field 5), properly signed:
+       the receipt with that message written by hand, then the later fields */
+    size_t tn;
+    uint8_t *tail = pack_tail(&s, &tn);
+    static const uint8_t usage_bad[] = {9 << 3 | 2, 6, 1 << 3, 17, 2 << 3, 42, 3 << 3, 1};
     static const uint8_t usage_ok[] = {9 << 3 | 2, 4, 1 << 3, 17, 2 << 3, 42};
-    rb = pack_raw(&s.r, usage_ok, sizeof usage_ok, &rn);
-    buf = sign_raw(rb, rn, g_sk, 1, &n);
-    Opg__V1__Receipt *r = NULL;
-    assert_ok(verify_copy(buf, n, &r));
-    assert_int_equal(r->usage->completion_tokens, 42);
-    opg_receipt_free(r);
-    free(buf);
-    free(rb);
+    /* SamplingParams{top_k 40, field 5 = 1}, max_tokens 64, context_size 2048 */
+    static const uint8_t sampling_bad[] = {10 << 3 | 2, 4, 2 << 3, 40, 5 << 3, 1, 11 << 3, 64, 12 << 3, 0x80, 0x10};
+    static const uint8_t sampling_ok[] = {10 << 3 | 2, 2, 2 << 3, 40, 11 << 3, 64, 12 << 3, 0x80, 0x10};
+    struct {
+        const uint8_t *head, *rest;
+        size_t nhead, nrest;
+        const char *needle; /* NULL: valid */
+    } cases[] = {
+        {usage_bad, tail, sizeof usage_bad, tn, "Usage: 1 unknown field"},
+        {usage_ok, sampling_bad, sizeof usage_ok, sizeof sampling_bad, "SamplingParams: 1 unknown field"},
+        {usage_ok, tail, sizeof usage_ok, tn, NULL},
+        {usage_ok, sampling_ok, sizeof usage_ok, sizeof sampling_ok, NULL},
+    };
+    Opg__V1__Receipt head = s.r;
+    head.usage = NULL;
+    head.sampling = NULL;
+    head.max_tokens = head.context_size = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t extra[64];
+        memcpy(extra, cases[i].head, cases[i].nhead);
+        memcpy(extra + cases[i].nhead, cases[i].rest, cases[i].nrest);
+        rb = pack_raw(&head, extra, cases[i].nhead + cases[i].nrest, &rn);
+        buf = sign_raw(rb, rn, g_sk, 1, &n);
+        if (cases[i].needle) {
+            expect_fail(buf, n, OPG_ERR_FORMAT, cases[i].needle);
+        } else { /* fine, and canonical */
+            Opg__V1__Receipt *r = NULL;
+            assert_ok(verify_copy(buf, n, &r));
+            assert_int_equal(r->usage->completion_tokens, 42);
+            assert_int_equal(r->sampling->top_k, 40);
+            assert_int_equal(r->context_size, 2048);
+            opg_receipt_free(r);
+        }
+        free(buf);
+        free(rb);
+    }
+    free(tail);
 }
 
 static void test_non_canonical(void **state) {
@@ -421,6 +498,9 @@ static void test_field_checks(void **state) {
     } cases[] = {
         {"job_id", 0},       {"model_id", 1}, {"prompt_hash", 2}, {"output_hash", 3}, {"trace_root", 4},
         {"worker_key", 5},   {"model_id", 6}, {"contract_version", 7}, {"usage", 8},
+        {"Receipt.sampling: missing", 9}, {"temperature", 10}, {"temperature", 11}, {"top_p", 12},
+        {"max_tokens: 0", 13}, {"max_tokens: 65537", 14}, {"more than max_tokens", 15},
+        {"do not fit context_size", 16}, {"do not fit context_size", 17}, {"exceed context_size 100 + 1", 18},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sample s;
@@ -435,6 +515,16 @@ static void test_field_checks(void **state) {
         case 6: s.r.model_id = bin(NULL, 0); break;
         case 7: s.r.contract_version = 0; break;
         case 8: s.r.usage = NULL; break;
+        case 9: s.r.sampling = NULL; break;
+        case 10: s.sp.temperature = NAN; break;
+        case 11: s.sp.temperature = 100.5f; break;
+        case 12: s.sp.top_p = 1.5f; break;
+        case 13: s.r.max_tokens = 0; break;
+        case 14: s.r.max_tokens = OPG_PROTO_MAX_NEW_TOKENS + 1; break;
+        case 15: s.r.max_tokens = 41; break; /* 42 completion tokens */
+        case 16: s.r.context_size = 17; break; /* 17 prompt tokens */
+        case 17: s.r.context_size = 0; break;
+        case 18: s.r.context_size = 100; s.u.prompt_tokens = 60; break; /* 60 + 42 > 101 */
         }
         assert_int_equal(opg_receipt_check(&s.r), OPG_ERR_FORMAT);
         assert_non_null(strstr(opg_last_error(), cases[i].needle));

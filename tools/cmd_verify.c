@@ -95,6 +95,11 @@ int opg_cmd_verify(int argc, char **argv) {
         valid &= report("receipt root", !memcmp(rcpt->trace_root.data, res->trace_root.data, 32), NULL);
         valid &= report("receipt usage", rcpt->usage->completion_tokens == res->usage->completion_tokens &&
                                              rcpt->usage->prompt_tokens == res->usage->prompt_tokens, NULL);
+        /* what the worker ran the job with, as it signed it: when the
+           record's request says otherwise, one of the two was changed */
+        int same_params = rcpt->max_tokens == req->max_tokens && opg_proto_sampling_equal(rcpt->sampling, req->sampling);
+        valid &= report("receipt params", same_params,
+                        same_params ? "" : "the worker signed other sampling parameters or max_tokens than the request's");
         snprintf(line, sizeof line, "v%u, this opg runs v%d", rcpt->contract_version, OPG_CONTRACT_VERSION);
         if (rcpt->contract_version != OPG_CONTRACT_VERSION) {
             report("contract", 0, line); /* another contract: its arithmetic is not ours to re-run */
@@ -149,6 +154,11 @@ int opg_cmd_verify(int argc, char **argv) {
         valid &= report("receipt prompt",
                         !memcmp(rcpt->prompt_hash.data, ph, 32) && rcpt->usage->prompt_tokens == (uint64_t)n_prompt,
                         line);
+        /* informational: a worker may run a shorter context than the job
+           could use; it is signed, so whoever pays can see it */
+        int64_t could_use = n_prompt + (int64_t)req->max_tokens - 1;
+        printf("context        %u positions (the worker's)%s\n", rcpt->context_size,
+               (int64_t)rcpt->context_size < could_use ? ", fewer than the job could fill" : "");
     }
 
     /* 4. the result's own consistency: it stops where it says it stops */
@@ -161,9 +171,9 @@ int opg_cmd_verify(int argc, char **argv) {
         }
     /* A worker generates at least one token and stops at the first
      * end-of-generation token (its stop list is the tokenizer's), at
-     * max_tokens, or when its context is full; it never sends a Result for a
-     * cancelled job. The context is the worker's (--ctx), not in the record:
-     * "context" is checked only to be short of max_tokens and of any end. */
+     * max_tokens, or when its context is full (the receipt's context_size:
+     * every position holds a token, and the last token is sampled, never
+     * cached); it never sends a Result for a cancelled job. */
     int stop_ok = 1;
     const char *why = "";
     switch (res->stop_reason) {
@@ -177,8 +187,10 @@ int opg_cmd_verify(int argc, char **argv) {
         why = "max_tokens, so exactly max_tokens tokens and no end-of-generation token";
         break;
     case OPG__V1__STOP_REASON__STOP_REASON_CONTEXT:
-        stop_ok = n_out > 0 && n_out < req->max_tokens && first_eog == n_out;
-        why = "context full, so at least one token, fewer than max_tokens, none of them an end";
+        stop_ok = n_out > 0 && n_out < req->max_tokens && first_eog == n_out &&
+                  (!rcpt || n_prompt + (int64_t)n_out == (int64_t)rcpt->context_size + 1);
+        why = "context full, so at least one token, fewer than max_tokens, none of them an end, and prompt + "
+              "output = the receipt's context_size + 1";
         break;
     default:
         stop_ok = 0;

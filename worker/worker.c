@@ -35,6 +35,8 @@ typedef struct wjob {
     int model;
     uint32_t *prompt;          /* for the receipt's prompt hash */
     uint32_t n_prompt;
+    Opg__V1__SamplingParams sampling; /* for the receipt: what it ran with */
+    uint32_t max_tokens;
     uint32_t *pending;         /* tokens not yet sent in a Tokens frame */
     uint32_t n_pending, cap_pending, sent;
     int64_t last_flush;
@@ -177,6 +179,10 @@ static void on_done(void *ctx, uint64_t tag, opg_gen_result *r) {
     rc.worker_key = (ProtobufCBinaryData){32, w->key.sign_pk};
     rc.time_unix_ms = (uint64_t)opg_wall_ms();
     rc.usage = &usage;
+    rc.sampling = &j->sampling;
+    rc.max_tokens = j->max_tokens;
+    int64_t n_ctx = opg_sched_n_ctx(wm->sched); /* a training context over 2^32 never fills: saturate */
+    rc.context_size = n_ctx > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)n_ctx;
     uint8_t *signed_rc = NULL;
     size_t signed_len = 0;
     if (opg_receipt_sign(&rc, w->key.sign_sk, &signed_rc, &signed_len)) {
@@ -279,6 +285,14 @@ static void on_job(opg_worker *w, const Opg__V1__Job *m) {
     j->model = mi;
     for (int64_t i = 0; i < n; i++) j->prompt[i] = (uint32_t)ids[i];
     j->n_prompt = (uint32_t)n;
+    opg__v1__sampling_params__init(&j->sampling);
+    if (m->sampling) {
+        j->sampling.temperature = m->sampling->temperature;
+        j->sampling.top_k = m->sampling->top_k;
+        j->sampling.top_p = m->sampling->top_p;
+        j->sampling.seed = m->sampling->seed;
+    }
+    j->max_tokens = m->max_tokens;
     j->last_flush = opg_now_ms();
     free(ids);
     HASH_ADD(hh, w->jobs, id, sizeof j->id, j);
