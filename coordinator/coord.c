@@ -25,6 +25,8 @@
 
 #define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
 #define BATCH_MAX 4096 /* messages handled per transaction */
+#define PRUNE_EVERY_MS 100 /* retention: a prune step at most this often ... */
+#define PRUNE_ROWS 4096    /* ... looking at this many finished jobs (40k/s: more than the dispatch peak) */
 
 enum { SUB_RESULT = 0, SUB_STREAM = 1, SUB_STATUS = 2 };
 
@@ -136,9 +138,11 @@ struct opg_coord {
     job *finished;             /* jobs finished in this batch */
     int64_t next_hb;
     uint64_t hb_seq;
+    int64_t next_prune;        /* retention: when the next prune step is due */
+    uint64_t prune_cursor;     /* where it goes on (opg_jobstore_prune) */
     int dispatch_dirty;
     /* metrics ids (-1 when no registry) */
-    int m_submitted, m_done, m_failed, m_cancelled, m_requeued, m_tokens, m_rejected, m_dropped;
+    int m_submitted, m_done, m_failed, m_cancelled, m_requeued, m_tokens, m_rejected, m_dropped, m_pruned;
     int m_queue, m_running, m_workers, m_slots, m_latency, m_wait, m_models;
 };
 
@@ -1126,6 +1130,27 @@ static void heartbeat(opg_coord *c, int64_t now) {
     }
 }
 
+/* Retention (--retention-s): one bounded step of deleting final jobs older
+ * than the retention, in the loop's transaction (committed with the batch). */
+static void prune(opg_coord *c, int64_t now) {
+    if (c->cfg.retention_ms <= 0 || now < c->next_prune) return;
+    c->next_prune = now + PRUNE_EVERY_MS;
+    int64_t deleted = 0;
+    opg_status st = begin(c);
+    if (st == OPG_OK)
+        st = opg_jobstore_prune(c->store, opg_wall_ms() - c->cfg.retention_ms, PRUNE_ROWS, &c->prune_cursor,
+                                &deleted);
+    if (st) {
+        store_failed(c, st);
+        LOG(OPG_LOG_ERROR, "store_failed", "error=\"%s\"", opg_last_error());
+        return;
+    }
+    if (deleted) {
+        metric_add(c, c->m_pruned, (double)deleted);
+        LOG(OPG_LOG_DEBUG, "pruned", "jobs=%lld", (long long)deleted);
+    }
+}
+
 static void update_gauges(opg_coord *c) {
     if (!c->cfg.metrics) return;
     uint64_t slots = 0;
@@ -1163,7 +1188,8 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
         OPG_LT(0, OPG_LT_C_COMMIT, 0);
         now = opg_now_ms();
         heartbeat(c, now);
-        /* jobs failed by lost workers */
+        prune(c, now);
+        /* jobs failed by lost workers, jobs pruned */
         if ((st = stop_on_store_error(c)) || (st = commit(c))) break;
         dispatch(c);
         OPG_LT(0, OPG_LT_C_DISPATCH, 0);
@@ -1205,7 +1231,7 @@ static void register_metrics(opg_coord *c) {
     opg_metrics *m = c->cfg.metrics;
     int *all[] = {&c->m_submitted, &c->m_done, &c->m_failed, &c->m_cancelled, &c->m_requeued, &c->m_tokens,
                   &c->m_rejected, &c->m_dropped, &c->m_queue, &c->m_running, &c->m_workers, &c->m_slots,
-                  &c->m_latency, &c->m_wait, &c->m_models};
+                  &c->m_latency, &c->m_wait, &c->m_models, &c->m_pruned};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) *all[i] = -1;
     if (!m) return;
     c->m_submitted = opg_metrics_counter(m, "opg_jobs_submitted_total", NULL, "Jobs accepted (stored and acknowledged).");
@@ -1216,6 +1242,7 @@ static void register_metrics(opg_coord *c) {
     c->m_tokens = opg_metrics_counter(m, "opg_tokens_generated_total", NULL, "Output tokens of finished jobs.");
     c->m_rejected = opg_metrics_counter(m, "opg_frames_rejected_total", NULL, "Malformed, oversized or wrong-version frames.");
     c->m_dropped = opg_metrics_counter(m, "opg_client_messages_dropped_total", NULL, "Messages to clients dropped because their queue was full.");
+    c->m_pruned = opg_metrics_counter(m, "opg_jobs_pruned_total", NULL, "Finished jobs deleted from the store after the retention (--retention-s).");
     c->m_queue = opg_metrics_gauge(m, "opg_queue_depth", NULL, "Jobs waiting for a worker.");
     c->m_running = opg_metrics_gauge(m, "opg_jobs_running", NULL, "Jobs running on a worker.");
     c->m_workers = opg_metrics_gauge(m, "opg_workers", NULL, "Connected workers.");

@@ -30,6 +30,10 @@ typedef struct {
     int max_attempts;               /* workers lost by one job before it fails; 0: 5 */
     int64_t queue_max;              /* queued jobs before SubmitJob is refused; 0: 1000000 */
     int client_hwm;                 /* messages queued per client before its messages drop; 0: 1000 */
+    /* Retention: a finished job (its request and result) is deleted from the
+     * store this long after it finished; 0: kept forever. The job with the
+     * highest id is always kept (ids are never given twice). */
+    int64_t retention_ms;
     /* How much of a Result's receipt is checked before the job is DONE:
      * OPG_RECEIPTS_FULL (0, the default): strict decoding, every field tied
      * to the job and the Result, the Ed25519 signature by the worker's Ready

@@ -11,13 +11,11 @@
 #define JS_BUSY_MS 5000
 
 /* Schema 2 (each change is a new user_version and an upgrade step in open;
- * schema 1 lacked jobs.owner).
+ * schema 1 lacked jobs.owner and the jobs_del trigger).
  *  - ids are SQLite rowids without AUTOINCREMENT: a new row gets max(id) + 1,
- *    read from the table itself, so ids increase and, since rows are never
- *    deleted (there is no delete API), are never given twice, across restarts
- *    too. A future pruner must keep the highest row (or switch to
- *    AUTOINCREMENT in a new schema version). No sqlite_sequence write per
- *    insert.
+ *    read from the table itself, so ids increase and, since the row with the
+ *    highest id is never deleted (prune keeps it), are never given twice,
+ *    across restarts too. No sqlite_sequence write per insert.
  *  - a job's outcome is a row of its own in results, inserted once, instead
  *    of growing the job's row in place (cheaper for SQLite: an append to a
  *    second B-tree rather than rewriting a cell that no longer fits its
@@ -31,11 +29,17 @@
  *    counts() scans the table; it is for tests and tools, not the job path.
  *  - jobs.owner (schema 2) is added by ALTER TABLE in both a new file and an
  *    upgraded one, so the two hold the same table definition; rows of a
- *    schema 1 file keep NULL there (no owner). */
+ *    schema 1 file keep NULL there (no owner).
+ *  - prune (schema 2) deletes jobs rows; the jobs_del trigger deletes the
+ *    results row in the same statement. It walks results by id with a
+ *    cursor, a bounded number of rows per call, so no call scans the table
+ *    (finished_ms has no index: one more B-tree write per finish otherwise). */
 
 /* The upgrade from schema 1: one column, NULL in every existing row (SQLite
- * adds such a column without rewriting the table). */
-static const char k_upgrade_1_2[] = "ALTER TABLE jobs ADD COLUMN owner TEXT;";
+ * adds such a column without rewriting the table), and the delete trigger. */
+static const char k_upgrade_1_2[] =
+    "ALTER TABLE jobs ADD COLUMN owner TEXT;"
+    "CREATE TRIGGER jobs_del AFTER DELETE ON jobs BEGIN DELETE FROM results WHERE id = OLD.id; END;";
 static const char k_schema[] =
     "CREATE TABLE jobs("
     " id INTEGER PRIMARY KEY,"
@@ -44,6 +48,7 @@ static const char k_schema[] =
     " request BLOB NOT NULL);"
     "CREATE INDEX jobs_open ON jobs(id) WHERE state IN (1, 2);"
     "ALTER TABLE jobs ADD COLUMN owner TEXT;"
+    "CREATE TRIGGER jobs_del AFTER DELETE ON jobs BEGIN DELETE FROM results WHERE id = OLD.id; END;"
     "CREATE TABLE results("
     " id INTEGER PRIMARY KEY,"
     " state INTEGER NOT NULL CHECK(state BETWEEN 3 AND 5),"
@@ -54,7 +59,10 @@ static const char k_schema[] =
 
 /* Statements prepared once at open and reused (the coordinator inserts tens
  * of thousands of jobs a second). */
-enum { ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_INSERT, ST_FINISH, ST_EXISTS, ST_GET, ST_PENDING, ST_COUNTS, ST_N };
+enum {
+    ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_INSERT, ST_FINISH, ST_EXISTS, ST_GET, ST_PENDING, ST_COUNTS,
+    ST_PRUNE_SPAN, ST_PRUNE, ST_N
+};
 static const char *const k_sql[ST_N] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -70,6 +78,12 @@ static const char *const k_sql[ST_N] = {
     /* same WHERE as the partial index, so the planner uses it (and its order) */
     [ST_PENDING] = "SELECT id, request, created_ms, owner FROM jobs WHERE state IN (1, 2) ORDER BY id",
     [ST_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
+    /* the finished jobs one prune call looks at: the next ?2 after id ?1 */
+    [ST_PRUNE_SPAN] = "SELECT max(id), count(*) FROM (SELECT id FROM results WHERE id > ?1 ORDER BY id LIMIT ?2)",
+    /* those of them finished before ?3, but never the highest id (a new id
+       is max(id) + 1: deleting the last row would hand its id out again) */
+    [ST_PRUNE] = "DELETE FROM jobs WHERE id IN (SELECT id FROM (SELECT id, finished_ms FROM results WHERE id > ?1"
+                 " ORDER BY id LIMIT ?2) WHERE finished_ms < ?3) AND id < (SELECT max(id) FROM jobs)",
 };
 
 struct opg_jobstore {
@@ -468,6 +482,33 @@ opg_status opg_jobstore_pending(opg_jobstore *s, opg_jobstore_fn fn, void *ctx) 
     }
     sqlite3_reset(st); /* ends the read transaction */
     return ret;
+}
+
+opg_status opg_jobstore_prune(opg_jobstore *s, int64_t before_ms, int max_rows, uint64_t *cursor,
+                              int64_t *deleted) {
+    if (deleted) *deleted = 0;
+    if (!s || !cursor || max_rows < 1) return opg__fail(OPG_ERR_ARG, "jobstore prune: bad argument");
+    if (*cursor > (uint64_t)INT64_MAX) *cursor = 0;
+    sqlite3_stmt *st = s->st[ST_PRUNE_SPAN];
+    sqlite3_bind_int64(st, 1, (int64_t)*cursor);
+    sqlite3_bind_int(st, 2, max_rows);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        opg_status ret = db_fail(s, rc, "prune");
+        sqlite3_reset(st);
+        return ret;
+    }
+    int64_t last = sqlite3_column_int64(st, 0), n = sqlite3_column_int64(st, 1);
+    sqlite3_reset(st);
+    st = s->st[ST_PRUNE];
+    sqlite3_bind_int64(st, 1, (int64_t)*cursor);
+    sqlite3_bind_int(st, 2, max_rows);
+    sqlite3_bind_int64(st, 3, before_ms);
+    opg_status ret = step_done(s, st, "prune");
+    if (ret != OPG_OK) return ret;
+    if (deleted) *deleted = sqlite3_changes(s->db); /* jobs rows; the trigger's are not counted */
+    *cursor = n < max_rows ? 0 : (uint64_t)last; /* the end: the next call starts over */
+    return OPG_OK;
 }
 
 opg_status opg_jobstore_counts(opg_jobstore *s, int64_t counts[6]) {

@@ -88,10 +88,9 @@ opg_status opg_jobstore_rollback(opg_jobstore *s);
  * OPG_JOBSTORE_MAX_OWNER bytes, "" allowed; NULL: no owner; longer ->
  * OPG_ERR_ARG) and sets *job_id. Ids start at 1 and increase; an id once
  * committed is never given again, across restarts too (an id handed out in a
- * transaction that was rolled back may be). Invariant behind it: rows are
- * never deleted (this API has no delete), and a new id is the highest stored
- * id + 1 (a SQLite rowid without AUTOINCREMENT). Anything that ever prunes
- * the store must keep the highest row, or ids would be given again. */
+ * transaction that was rolled back may be). Invariant behind it: a new id is
+ * the highest stored id + 1 (a SQLite rowid without AUTOINCREMENT), and
+ * nothing deletes the row with the highest id (prune keeps it). */
 opg_status opg_jobstore_insert(opg_jobstore *s, const uint8_t *request, size_t len, const char *owner,
                                int64_t now_ms, uint64_t *job_id);
 
@@ -119,6 +118,18 @@ void opg_job_row_clear(opg_job_row *row);
 typedef int (*opg_jobstore_fn)(void *ctx, uint64_t job_id, const uint8_t *request, size_t len, const char *owner,
                                int64_t created_ms);
 opg_status opg_jobstore_pending(opg_jobstore *s, opg_jobstore_fn fn, void *ctx);
+
+/* Retention: deletes final jobs that finished before before_ms, with their
+ * results, looking at the next max_rows (>= 1) final jobs after id *cursor in
+ * id order; *cursor then moves past them, or back to 0 once it reached the
+ * last (the next call starts over). Start with *cursor = 0 and keep calling
+ * with the same variable: each final job is looked at once per pass, and a
+ * call costs O(max_rows), however large the store. Never deletes the job
+ * with the highest id (ids are never given twice), nor a job not final.
+ * *deleted (may be NULL) gets how many went. Inside a begin/commit or on its
+ * own, like any write. */
+opg_status opg_jobstore_prune(opg_jobstore *s, int64_t before_ms, int max_rows, uint64_t *cursor,
+                              int64_t *deleted);
 
 /* Number of jobs per state: counts[state] for state 1..5 (counts[0] is set to
  * 0). Counted row by row (O(jobs), one read transaction): for tests and

@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
     char *metrics_addr = "127.0.0.1:9100", *key_path = NULL, *allow_workers = NULL, *allow_clients = NULL;
     char *log_level = "info", *receipts = "full";
     int64_t heartbeat = 1000, liveness = 3, attempts = 5, queue_max = 1000000, client_hwm = 1000, verify_threads = 0;
+    int64_t retention_s = 0;
     const opg_opt opts[] = {
         {"workers", 'w', OPG_OPT_STR, &workers, 0, 0, "ENDPOINT", "where workers connect (ZeroMQ bind endpoint)"},
         {"clients", 'c', OPG_OPT_STR, &clients, 0, 0, "ENDPOINT", "where clients connect"},
@@ -40,6 +41,8 @@ int main(int argc, char **argv) {
         {"max-attempts", 0, OPG_OPT_INT, &attempts, 1, 1000, "N", "lost workers before a job fails"},
         {"queue-max", 0, OPG_OPT_INT, &queue_max, 1, INT64_MAX, "N", "queued jobs before submissions are refused"},
         {"client-hwm", 0, OPG_OPT_INT, &client_hwm, 1, 10000000, "N", "messages queued per client before drops"},
+        {"retention-s", 0, OPG_OPT_INT, &retention_s, 0, INT64_MAX / 1000, "S",
+         "delete a finished job's request and result from the store S seconds after it finished; 0: keep forever"},
         {"log-level", 0, OPG_OPT_STR, &log_level, 0, 0, "LEVEL", "debug, info, warn or error"},
         {"receipts", 0, OPG_OPT_STR, &receipts, 0, 0, "CHECK",
          "full: every Result's receipt signature is verified (~50 us CPU per job); fields: all its fields "
@@ -97,6 +100,7 @@ int main(int argc, char **argv) {
     cfg.max_attempts = (int)attempts;
     cfg.queue_max = queue_max;
     cfg.client_hwm = (int)client_hwm;
+    cfg.retention_ms = retention_s * 1000;
     cfg.receipts = strcmp(receipts, "fields") ? OPG_RECEIPTS_FULL : OPG_RECEIPTS_FIELDS;
     cfg.verify_threads = (int)verify_threads;
     cfg.key = key_path ? &key : NULL;

@@ -32,6 +32,8 @@
  *      client key, a plain client and an unknown worker key get nothing
  *      through; a second allowed client cannot see, stream or cancel the
  *      first one's jobs (queued, finished, and after a restart);
+ *   test_retention: --retention-s deletes finished jobs from the store, never
+ *      the highest id or an unfinished job;
  *   test_sigterm_drain: SIGTERM of a busy worker: its jobs finish DONE
  *      (none re-queued) and it exits 0.
  * Each daemon's stderr goes to a log in a mkdtemp directory: a failed check
@@ -552,6 +554,7 @@ static double metric(const coord *c, const char *series) {
 #define M_REQUEUED "opg_jobs_requeued_total"
 #define M_REJECTED "opg_frames_rejected_total"
 #define M_WORKERS "opg_workers"
+#define M_PRUNED "opg_jobs_pruned_total"
 
 /* ---- jobs ------------------------------------------------------------------------------ */
 static void spec_random(spec *s, uint32_t min_tokens, uint32_t max_tokens) {
@@ -2174,6 +2177,63 @@ static void test_curve(void **state) {
     opg_keypair_wipe(&stranger.kp);
 }
 
+/* ---- retention ---------------------------------------------------------------------------- */
+/* --retention-s 1: finished jobs leave the store a second after they
+ * finished (a client then gets NOT_FOUND), the highest id stays so no id is
+ * given twice, and what is not finished stays however old. */
+static void test_retention(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    c.extra[c.n_extra++] = "--retention-s";
+    c.extra[c.n_extra++] = "1";
+    coord_start(&c, "retention");
+    opg_client *cl = client_new(c.cep);
+    uint64_t done1 = submit_ok(cl, &g_specs[1]);
+    proc *w = worker_start(c.wep, 2, NULL);
+    expect_result(cl, done1, &g_specs[1], 1, "before the retention");
+    uint64_t done2 = submit_ok(cl, &g_specs[2]);
+    expect_result(cl, done2, &g_specs[2], 1, "before the retention");
+    stop_clean(w); /* from now on nothing runs */
+    uint64_t queued = submit_ok(cl, &g_specs[3]);
+    /* queued is the highest id; done1 and done2 go once a second old */
+    for (int i = 0; i < 100 && metric(&c, M_PRUNED) < 2; i++) sleep_ms(50);
+    CHECK(metric(&c, M_PRUNED) == 2, "%g jobs pruned, expected 2", metric(&c, M_PRUNED));
+    for (int k = 0; k < 2; k++) {
+        uint64_t id = k ? done2 : done1;
+        opg_frame *f = NULL;
+        opg_status st = opg_client_result(cl, id, 0, 10000, &f);
+        opg_frame_free(&f);
+        CHECK(st == OPG_ERR_NOT_FOUND, "job %" PRIu64 " after its retention: %s (%s)", id, opg_strerror(st),
+              opg_last_error());
+    }
+    expect_state(cl, queued, OPG__V1__JOB_STATE__JOB_STATE_QUEUED, "older than the retention, not finished");
+    /* ids go on; after a restart the store still holds exactly the one job */
+    uint64_t next = submit_ok(cl, &g_specs[4]);
+    CHECK(next == queued + 1, "job id %" PRIu64 " after %" PRIu64, next, queued);
+    stop_clean(c.p);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    CHECK(sqlite3_open(c.db, &db) == SQLITE_OK &&
+              sqlite3_prepare_v2(db, "SELECT count(*), (SELECT count(*) FROM results) FROM jobs", -1, &q, NULL) ==
+                  SQLITE_OK &&
+              sqlite3_step(q) == SQLITE_ROW,
+          "read %s: %s", c.db, sqlite3_errmsg(db));
+    int n_jobs = sqlite3_column_int(q, 0), n_results = sqlite3_column_int(q, 1);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    CHECK(n_jobs == 2 && n_results == 0, "store holds %d jobs and %d results, expected 2 queued and none", n_jobs,
+          n_results);
+    coord_restart(&c);
+    w = worker_start(c.wep, 2, NULL);
+    expect_result(cl, queued, &g_specs[3], 1, "queued past the retention");
+    expect_result(cl, next, &g_specs[4], 1, "after a restart");
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
 /* ---- SIGTERM drains a busy worker ----------------------------------------------------------- */
 static void test_sigterm_drain(void **state) {
     (void)state;
@@ -2246,6 +2306,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_store_locked, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_malformed_to_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_curve, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_retention, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
     };
     /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */

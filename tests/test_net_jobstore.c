@@ -760,6 +760,14 @@ static void test_upgrade_from_1(void **state) {
     assert_true(owner_matches(3, r.has_owner, r.owner));
     opg_job_row_clear(&r);
     assert_consistent(path, s);
+    /* the upgrade's delete trigger: job 2, final and not the highest, pruned with its result */
+    uint64_t cur = 0;
+    int64_t del = 0;
+    ok(opg_jobstore_prune(s, INT64_MAX, 16, &cur, &del));
+    assert_int_equal(del, 1);
+    expect_err(opg_jobstore_get(s, 2, &r), OPG_ERR_NOT_FOUND, NULL, NULL);
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM results"), 0);
+    assert_consistent(path, s);
     opg_jobstore_close(s);
 
     /* the upgraded table is the one a new store gets, and reopening changes nothing */
@@ -798,6 +806,79 @@ static void test_bad_owner_in_file(void **state) {
         assert_int_equal(w.n, 1);
         opg_jobstore_close(s);
     }
+}
+
+/* One prune call: what it deleted and where its cursor went. */
+static void prune_ok(opg_jobstore *s, int64_t before, int max_rows, uint64_t *cur, int64_t want_deleted,
+                     uint64_t want_cursor) {
+    int64_t del = -1;
+    ok(opg_jobstore_prune(s, before, max_rows, cur, &del));
+    assert_int_equal(del, want_deleted);
+    assert_int_equal(*cur, want_cursor);
+}
+
+static void test_prune(void **state) {
+    (void)state;
+    const char *path = path_of("prune.db");
+    opg_jobstore *s = open_ok(path);
+    /* 1..10; all final but 9, job id finished at id x 100 ms; 10 (the highest) too */
+    for (uint64_t i = 1; i <= 10; i++) assert_int_equal(insert_ok(s, i, (int64_t)i * 10), i);
+    const uint8_t res[3] = {1, 2, 3};
+    for (uint64_t i = 1; i <= 10; i++)
+        if (i != 9) ok(opg_jobstore_finish(s, i, i % 2 ? OPG_JOB_DONE : OPG_JOB_CANCELLED, res, sizeof res,
+                                           (int64_t)i * 100, NULL));
+    /* before 550, three final jobs a call: 1-3 go; 4, 5 go, 6 stays; 7, 8, 10
+       stay; then the end, and the cursor starts over */
+    uint64_t cur = 0;
+    prune_ok(s, 550, 3, &cur, 3, 3);
+    prune_ok(s, 550, 3, &cur, 2, 6);
+    prune_ok(s, 550, 3, &cur, 0, 10);
+    prune_ok(s, 550, 3, &cur, 0, 0);
+    /* everything old: 6, 7, 8 go; 9 is not final, 10 is the highest */
+    prune_ok(s, INT64_MAX, 100, &cur, 3, 0);
+    prune_ok(s, INT64_MAX, 100, &cur, 0, 0);
+    opg_job_row r;
+    for (uint64_t i = 1; i <= 8; i++) expect_err(opg_jobstore_get(s, i, &r), OPG_ERR_NOT_FOUND, NULL, NULL);
+    ok(opg_jobstore_get(s, 9, &r));
+    assert_int_equal(r.state, OPG_JOB_QUEUED);
+    opg_job_row_clear(&r);
+    ok(opg_jobstore_get(s, 10, &r));
+    assert_int_equal(r.state, OPG_JOB_CANCELLED);
+    assert_int_equal(r.result_len, sizeof res);
+    opg_job_row_clear(&r);
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM results"), 1);
+    assert_consistent(path, s);
+    walk w = {0};
+    ok(opg_jobstore_pending(s, collect, &w));
+    assert_int_equal(w.n, 1);
+    assert_int_equal(w.ids[0], 9);
+    /* ids go on from the highest, after a reopen too */
+    assert_int_equal(insert_ok(s, 11, 110), 11);
+    opg_jobstore_close(s);
+    s = open_ok(path);
+    assert_int_equal(insert_ok(s, 12, 120), 12);
+    /* 10 is no longer the highest: it goes now, 12 (not final) stays */
+    prune_ok(s, INT64_MAX, 100, &cur, 1, 0);
+    /* a prune inside a transaction that is rolled back deleted nothing */
+    ok(opg_jobstore_finish(s, 11, OPG_JOB_DONE, NULL, 0, 5, NULL));
+    ok(opg_jobstore_begin(s));
+    prune_ok(s, INT64_MAX, 100, &cur, 1, 0);
+    ok(opg_jobstore_rollback(s));
+    ok(opg_jobstore_get(s, 11, &r));
+    assert_int_equal(r.state, OPG_JOB_DONE);
+    opg_job_row_clear(&r);
+    assert_consistent(path, s);
+    /* bad arguments; a cursor beyond every id starts over */
+    int64_t del = 7;
+    expect_err(opg_jobstore_prune(s, 0, 0, &cur, &del), OPG_ERR_ARG, NULL, NULL);
+    assert_int_equal(del, 0);
+    expect_err(opg_jobstore_prune(s, 0, 1, NULL, NULL), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_prune(NULL, 0, 1, &cur, NULL), OPG_ERR_ARG, NULL, NULL);
+    cur = 1000; /* past the last id: nothing looked at, back to the start */
+    prune_ok(s, INT64_MAX, 100, &cur, 0, 0);
+    cur = UINT64_MAX; /* not an id at all (SQLite's are int64): starts over at once */
+    prune_ok(s, INT64_MAX, 100, &cur, 1, 0);
+    opg_jobstore_close(s);
 }
 
 static void test_missing_dir(void **state) {
@@ -894,6 +975,7 @@ int main(void) {
         cmocka_unit_test(test_foreign_schema),
         cmocka_unit_test(test_upgrade_from_1),
         cmocka_unit_test(test_bad_owner_in_file),
+        cmocka_unit_test(test_prune),
         cmocka_unit_test(test_missing_dir),
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_throughput),
