@@ -172,41 +172,28 @@ static opg_status check_identity(opg_jobstore *s, int *empty, int64_t *version) 
     return OPG_OK;
 }
 
-/* Creates the schema in one transaction; re-checks inside it because another
- * process may have created it since check_identity. */
-static opg_status create_schema(opg_jobstore *s) {
-    opg_status st = exec_sql(s, "BEGIN IMMEDIATE", "creating the schema");
+/* Creates the schema in a new file, or upgrades a schema 1 file, in one
+ * transaction (a crash leaves the file as it was or done, never between);
+ * re-checks inside it because another process may have done it since
+ * check_identity. */
+static opg_status set_up_schema(opg_jobstore *s) {
+    opg_status st = exec_sql(s, "BEGIN IMMEDIATE", "setting up the schema");
     if (st != OPG_OK) return st;
     int empty = 0;
     int64_t ver = 0;
     st = check_identity(s, &empty, &ver);
-    if (st == OPG_OK && empty) st = exec_sql(s, k_schema, "creating the schema");
     if (st == OPG_OK && empty) {
+        st = exec_sql(s, k_schema, "creating the schema");
         char ids[96]; /* the identity, written in the same transaction as the tables */
         snprintf(ids, sizeof ids, "PRAGMA application_id = %d; PRAGMA user_version = %d;", JS_APPLICATION_ID,
                  JS_SCHEMA_VERSION);
-        st = exec_sql(s, ids, "creating the schema");
-    }
-    if (st == OPG_OK) st = exec_sql(s, "COMMIT", "creating the schema");
-    if (st != OPG_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); /* keeps the first message */
-    return st;
-}
-
-/* Brings a schema 1 file to schema 2 in one transaction (a crash leaves it
- * at 1 or at 2, never between); re-checks inside it because another process
- * may have upgraded it since check_identity. */
-static opg_status upgrade_schema(opg_jobstore *s) {
-    opg_status st = exec_sql(s, "BEGIN IMMEDIATE", "upgrading the schema");
-    if (st != OPG_OK) return st;
-    int empty = 0;
-    int64_t ver = 0;
-    st = check_identity(s, &empty, &ver);
-    if (st == OPG_OK && ver == 1) {
+        if (st == OPG_OK) st = exec_sql(s, ids, "creating the schema");
+    } else if (st == OPG_OK && ver == 1) {
         st = exec_sql(s, k_upgrade_1_2, "upgrading the schema from version 1");
         if (st == OPG_OK) st = exec_sql(s, "PRAGMA user_version = 2", "upgrading the schema from version 1");
     }
-    if (st == OPG_OK) st = exec_sql(s, "COMMIT", "upgrading the schema");
-    if (st != OPG_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (st == OPG_OK) st = exec_sql(s, "COMMIT", "setting up the schema");
+    if (st != OPG_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); /* keeps the first message */
     return st;
 }
 
@@ -263,8 +250,7 @@ opg_status opg_jobstore_open(const char *path, opg_jobstore **out) {
     st = exec_sql(s, "PRAGMA synchronous = FULL", "setting synchronous=FULL");
     if (st != OPG_OK) goto fail;
 
-    if (empty && (st = create_schema(s)) != OPG_OK) goto fail;
-    if (!empty && ver < JS_SCHEMA_VERSION && (st = upgrade_schema(s)) != OPG_OK) goto fail;
+    if ((empty || ver < JS_SCHEMA_VERSION) && (st = set_up_schema(s)) != OPG_OK) goto fail;
 
     for (int i = 0; i < ST_N; i++) {
         rc = sqlite3_prepare_v3(s->db, k_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);

@@ -1,4 +1,5 @@
-/* cmd_net.c: `opg submit` (a job to a coordinator) and `opg keygen`. */
+/* cmd_net.c: `opg submit` (a job to a coordinator), `opg keygen`, and what
+ * the commands that talk to a coordinator share (cmd_net.h). */
 #include "cmd_net.h"
 
 #include <errno.h>
@@ -32,14 +33,38 @@ static int parse_hex32(const char *s, uint8_t out[32]) {
     return 0;
 }
 
-typedef struct {
-    const opg_tokenizer *tok;
-    int quiet;
-} stream_out;
+int opg_tool_connect(const char *cmd, const opg_tool_conn *conn, opg_client **out) {
+    *out = NULL;
+    opg_keypair key;
+    uint8_t spk[32];
+    if (conn->server_key && !conn->key_path) {
+        fprintf(stderr, "opg %s: --server-key needs --key (the coordinator admits clients by key)\n", cmd);
+        return 2;
+    }
+    if (conn->server_key &&
+        (opg_key_parse_public(conn->server_key, spk) != OPG_OK || opg_key_load(conn->key_path, &key) != OPG_OK)) {
+        fprintf(stderr, "opg %s: %s\n", cmd, opg_last_error());
+        return 1;
+    }
+    opg_status st = opg_client_new(conn->endpoint, conn->server_key ? &key : NULL, conn->server_key ? spk : NULL, out);
+    if (conn->server_key) opg_keypair_wipe(&key); /* the client keeps its own copy */
+    if (st) {
+        fprintf(stderr, "opg %s: %s\n", cmd, opg_last_error());
+        return 1;
+    }
+    return 0;
+}
 
-static void print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t n) {
-    stream_out *so = ctx;
-    (void)index;
+void opg_tool_print_summary(uint64_t job, const Opg__V1__Result *r) {
+    static const char *stops[] = {"-", "eos", "max_tokens", "cancelled", "context"};
+    char hex[65];
+    opg_hex(hex, r->trace_root.data, 32);
+    printf("job=%llu tokens=%zu stop=%s receipt_bytes=%zu trace_root=%s\n", (unsigned long long)job,
+           r->n_output_tokens, stops[r->stop_reason < 5 ? r->stop_reason : 0], r->receipt.len, hex);
+}
+
+void opg_tool_print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t n) {
+    opg_tool_stream *so = ctx;
     if (so->quiet) return;
     for (size_t i = 0; i < n; i++) {
         if (!so->tok) {
@@ -52,13 +77,13 @@ static void print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t n)
 }
 
 int opg_cmd_submit(int argc, char **argv) {
-    char *endpoint = "tcp://127.0.0.1:5556", *model = OPG_DEFAULT_MODEL, *model_id = NULL, *prompt = NULL;
-    char *key_path = NULL, *server_key = NULL, *save = NULL;
+    char *model = OPG_DEFAULT_MODEL, *model_id = NULL, *prompt = NULL, *save = NULL;
+    opg_tool_conn conn = OPG_TOOL_CONN_DEFAULTS;
     int chat = 0, no_wait = 0, quiet = 0;
-    int64_t max_tokens = 64, seed = 0, top_k = 40, max_price = 0, timeout = 120000;
+    int64_t max_tokens = 64, seed = 0, top_k = 40, max_price = 0;
     double temp = 0.0, top_p = 0.95;
     const opg_opt opts[] = {
-        {"coordinator", 'C', OPG_OPT_STR, &endpoint, 0, 0, "ENDPOINT", "the coordinator's client endpoint"},
+        OPG_TOOL_CONN_OPTS(conn),
         {"model", 'm', OPG_OPT_STR, &model, 0, 0, "PATH", "local GGUF file: its SHA-256 is the model id, its tokenizer prints the output"},
         {"model-id", 0, OPG_OPT_STR, &model_id, 0, 0, "HEX", "model id (SHA-256) when the file is not here; output printed as ids"},
         {"prompt", 'p', OPG_OPT_STR, &prompt, 0, 0, "TEXT", "the prompt"},
@@ -69,11 +94,8 @@ int opg_cmd_submit(int argc, char **argv) {
         {"top-k", 0, OPG_OPT_INT, &top_k, 0, 1 << 24, "K", "top-k cut, 0 = off"},
         {"top-p", 0, OPG_OPT_DOUBLE, &top_p, 0, 0, "P", "nucleus cut (0..1)"},
         {"max-price", 0, OPG_OPT_INT, &max_price, 0, INT64_MAX, "N", "most the job may cost (0: no limit)"},
-        {"key", 'k', OPG_OPT_STR, &key_path, 0, 0, "FILE", "this client's identity key (with --server-key)"},
-        {"server-key", 0, OPG_OPT_STR, &server_key, 0, 0, "Z85", "the coordinator's public key: CurveZMQ"},
-        {"no-wait", 0, OPG_OPT_BOOL, &no_wait, 0, 0, NULL, "print the job id and return"},
+        {"no-wait", 0, OPG_OPT_BOOL, &no_wait, 0, 0, NULL, "print the job id and return (opg result JOB gets it later)"},
         {"quiet", 'q', OPG_OPT_BOOL, &quiet, 0, 0, NULL, "no streamed text, only the summary lines"},
-        {"timeout-ms", 0, OPG_OPT_INT, &timeout, 1, INT_MAX, "MS", "longest silence from the coordinator"},
         {"save", 0, OPG_OPT_STR, &save, 0, 0, "FILE",
          "write the job record (request, result, receipt) to FILE, which must not exist: opg verify FILE"},
     };
@@ -95,9 +117,7 @@ int opg_cmd_submit(int argc, char **argv) {
     opg_tokenizer *tok = NULL;
     opg_client *cl = NULL;
     opg_frame *res = NULL;
-    opg_keypair key;
-    uint8_t id[32], spk[32];
-    int have_key = 0;
+    uint8_t id[32];
     if (!prompt || !prompt[0] || !(temp >= 0 && temp <= 100) || !(top_p >= 0 && top_p <= 1)) {
         fprintf(stderr, "opg submit: %s\n", !prompt || !prompt[0] ? "a prompt is required (-p TEXT)"
                                                                    : "--temp must be in 0..100 and --top-p in 0..1");
@@ -137,20 +157,9 @@ int opg_cmd_submit(int argc, char **argv) {
         opg_gguf_sha256(g, id);
         if (opg_tokenizer_from_gguf(g, &tok) != OPG_OK) tok = NULL; /* ids are printed instead */
     }
-    if (server_key) {
-        if (!key_path) {
-            fprintf(stderr, "opg submit: --server-key needs --key (the coordinator admits clients by key)\n");
-            rc = 2;
-            goto out;
-        }
-        if ((st = opg_key_parse_public(server_key, spk)) || (st = opg_key_load(key_path, &key))) {
-            fprintf(stderr, "opg submit: %s\n", opg_last_error());
-            goto out;
-        }
-        have_key = 1;
-    }
-    if ((st = opg_client_new(endpoint, have_key ? &key : NULL, server_key ? spk : NULL, &cl))) {
-        fprintf(stderr, "opg submit: %s\n", opg_last_error());
+    int crc = opg_tool_connect("submit", &conn, &cl);
+    if (crc) {
+        rc = crc;
         goto out;
     }
     Opg__V1__SamplingParams sp = OPG__V1__SAMPLING_PARAMS__INIT;
@@ -169,7 +178,7 @@ int opg_cmd_submit(int argc, char **argv) {
     sj.max_price = (uint64_t)max_price;
     sj.contract_version = OPG_CONTRACT_VERSION;
     uint64_t job = 0;
-    if ((st = opg_client_submit(cl, &sj, (int)timeout, &job))) {
+    if ((st = opg_client_submit(cl, &sj, (int)conn.timeout_ms, &job))) {
         fprintf(stderr, "opg submit: %s (%s)\n", opg_last_error(), opg_strerror(st));
         goto out;
     }
@@ -179,22 +188,18 @@ int opg_cmd_submit(int argc, char **argv) {
         rc = 0;
         goto out;
     }
-    stream_out so = {tok, quiet};
-    if ((st = opg_client_stream(cl, job, print_tokens, &so, (int)timeout, &res))) {
+    opg_tool_stream so = {tok, quiet};
+    if ((st = opg_client_stream(cl, job, opg_tool_print_tokens, &so, (int)conn.timeout_ms, &res))) {
         fprintf(stderr, "\nopg submit: job %llu: %s (%s)\n", (unsigned long long)job, opg_last_error(), opg_strerror(st));
         goto out;
     }
     if (!quiet) putchar('\n');
     const Opg__V1__Result *r = (const Opg__V1__Result *)res->msg;
-    static const char *stops[] = {"-", "eos", "max_tokens", "cancelled", "context"};
-    char hex[65];
-    opg_hex(hex, r->trace_root.data, 32);
-    printf("job=%llu tokens=%zu stop=%s receipt_bytes=%zu trace_root=%s\n", (unsigned long long)job,
-           r->n_output_tokens, stops[r->stop_reason < 5 ? r->stop_reason : 0], r->receipt.len, hex);
+    opg_tool_print_summary(job, r);
     rc = 0;
     if (save) {
         char *rec = NULL;
-        if ((st = opg_jobrecord_format(endpoint, &sj, r, &rec)) || (st = opg_jobrecord_save(save, rec))) {
+        if ((st = opg_jobrecord_format(conn.endpoint, &sj, r, &rec)) || (st = opg_jobrecord_save(save, rec))) {
             fprintf(stderr, "opg submit: --save: %s\n", opg_last_error());
             rc = 1;
         } else {
@@ -207,7 +212,6 @@ out:
     opg_client_free(cl);
     opg_tokenizer_free(tok);
     opg_gguf_close(g);
-    if (have_key) opg_keypair_wipe(&key);
     opg_opts_free(opts, n_opts);
     return rc;
 }

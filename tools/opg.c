@@ -44,6 +44,9 @@ static void usage_main(FILE *f) {
             "  run     generate text locally from a GGUF model, with its trace root\n"
 #ifdef OPG_HAVE_NETWORK
             "  submit  send a job to a coordinator and print its output and trace root\n"
+            "  status  a submitted job's state\n"
+            "  result  a submitted job's output and trace root (--wait, --stream)\n"
+            "  cancel  cancel a submitted job\n"
             "  keygen  write a new node identity key (CurveZMQ, receipts)\n"
             "  verify  check a saved job record offline: receipt, and the trace root re-executed\n"
 #endif
@@ -352,6 +355,9 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 1, argv + 1);
 #ifdef OPG_HAVE_NETWORK
     if (strcmp(argv[1], "submit") == 0) return opg_cmd_submit(argc - 1, argv + 1);
+    if (strcmp(argv[1], "status") == 0) return opg_cmd_status(argc - 1, argv + 1);
+    if (strcmp(argv[1], "result") == 0) return opg_cmd_result(argc - 1, argv + 1);
+    if (strcmp(argv[1], "cancel") == 0) return opg_cmd_cancel(argc - 1, argv + 1);
     if (strcmp(argv[1], "keygen") == 0) return opg_cmd_keygen(argc - 1, argv + 1);
     if (strcmp(argv[1], "verify") == 0) return opg_cmd_verify(argc - 1, argv + 1);
 #endif

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# cli_jobs.sh: a job by id from the command line. A real opg-coordinator on
+# 127.0.0.1 (free ports), its worker started later: `opg submit --no-wait`
+# prints an id; `opg status`, `opg result` (plain, --wait, --stream) and
+# `opg cancel` act on it; the result fetched later is the one `opg submit`
+# streams for the same job (text and trace root); unknown ids and bad
+# arguments are errors. Then a CurveZMQ coordinator with two admitted
+# clients: neither sees nor cancels the other's job.
+# Usage: cli_jobs.sh BUILD_DIR TINY_DIR
+set -uo pipefail
+build=$1 tiny=$2
+opg=$build/tools/opg
+model=$tiny/tiny-tok-long.gguf
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*" >&2
+    for f in "$dir"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -5 "$f"; } >&2; done
+    exit 1
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# run NAME CMD...: stdout in $dir/NAME.out, stderr in $dir/NAME.err, exit code in $rc
+run() {
+    local name=$1
+    shift
+    "$@" >"$dir/$name.out" 2>"$dir/$name.err"
+    rc=$?
+}
+expect() { # NAME WANT-RC PATTERN(stdout or stderr)
+    [ "$rc" -eq "$2" ] && cat "$dir/$1.out" "$dir/$1.err" | grep -q -- "$3" \
+        || fail "$1: exit $rc (expected $2), no '$3': $(cat "$dir/$1.out" "$dir/$1.err")"
+}
+
+wp=$(free_port) cp=$(free_port)
+C="tcp://127.0.0.1:$cp"
+"$build/coordinator/opg-coordinator" --db "$dir/jobs.db" --workers "tcp://127.0.0.1:$wp" --clients "$C" \
+    --metrics off 2>"$dir/coordinator.log" &
+pids+=($!)
+
+# queued: no worker yet
+run submit1 "$opg" submit -C "$C" -m "$model" -p abc -n 4 --no-wait
+expect submit1 0 "^job=1$"
+run status1 "$opg" status 1 -C "$C"
+expect status1 0 "^job=1 state=queued tokens=0$"
+run early "$opg" result 1 -C "$C"
+expect early 1 "job 1 is not finished"
+run submit2 "$opg" submit -C "$C" -m "$model" -p abc -n 8 --no-wait
+expect submit2 0 "^job=2$"
+run cancel2 "$opg" cancel 2 -C "$C"
+expect cancel2 0 "^job=2 state=cancelled$"
+run result2 "$opg" result 2 -C "$C"
+expect result2 1 "cancelled"
+
+"$build/worker/opg-worker" -C "tcp://127.0.0.1:$wp" -m "$model" --backend cpu --threads 1 --name w1 \
+    2>"$dir/worker.log" &
+pids+=($!)
+run wait1 "$opg" result 1 -C "$C" -m "$model" --wait
+expect wait1 0 "^job=1 tokens=4 stop=max_tokens .*trace_root="
+# the same job submitted and streamed: the same text and trace root
+run submit3 "$opg" submit -C "$C" -m "$model" -p abc -n 4
+expect submit3 0 "^job=3 tokens=4"
+[ "$(sed 1d "$dir/submit3.out" | sed 's/^job=3 /job=1 /')" = "$(cat "$dir/wait1.out")" ] \
+    || fail "opg result 1 differs from opg submit of the same job: $(cat "$dir/wait1.out") / $(cat "$dir/submit3.out")"
+run stream3 "$opg" result 3 -C "$C" -m "$model" --stream
+expect stream3 0 "^job=3 tokens=4"
+[ "$(cat "$dir/stream3.out")" = "$(sed 1d "$dir/submit3.out")" ] \
+    || fail "opg result --stream differs from opg submit: $(cat "$dir/stream3.out")"
+# without the job's model: token ids, and the same summary
+run ids1 "$opg" result 1 -C "$C" -m "$tiny/tiny-f32.gguf"
+expect ids1 0 "is not the job's model: printing token ids"
+sed -n 1p "$dir/ids1.out" | grep -Eq '^[0-9]+( [0-9]+){3}$' || fail "ids expected: $(cat "$dir/ids1.out")"
+[ "$(sed -n 2p "$dir/ids1.out")" = "$(sed -n 2p "$dir/wait1.out")" ] || fail "summary differs without the model"
+run quiet1 "$opg" result 1 -C "$C" -q
+[ "$rc" -eq 0 ] && [ "$(cat "$dir/quiet1.out")" = "$(sed -n 2p "$dir/wait1.out")" ] || fail "-q: $(cat "$dir/quiet1.out")"
+run status1b "$opg" status 1 -C "$C"
+expect status1b 0 "^job=1 state=done tokens=4$"
+run cancel1 "$opg" cancel 1 -C "$C"
+expect cancel1 0 "^job=1 state=done$"
+# unknown ids and bad arguments
+for c in status result cancel; do
+    run "unknown-$c" "$opg" $c 99 -C "$C"
+    expect "unknown-$c" 1 "no job 99"
+    run "noid-$c" "$opg" $c -C "$C"
+    expect "noid-$c" 2 "one job id expected"
+    for bad in 0 abc -1 1x 9223372036854775808; do
+        run "bad-$c" "$opg" $c -C "$C" -- "$bad"
+        expect "bad-$c" 2 "is not a job id"
+    done
+done
+run two "$opg" status 1 2 -C "$C"
+expect two 2 "one job id expected"
+run help "$opg" result --help
+expect help 0 "opg result JOB"
+run sk "$opg" status 1 -C "$C" --server-key x
+expect sk 2 "needs --key"
+run far "$opg" status 1 -C tcp://192.0.2.1:5556
+expect far 1 "CurveZMQ is required"
+
+# CurveZMQ: two admitted clients, each sees only its own jobs
+for k in coord a b; do
+    "$opg" keygen -o "$dir/$k.key" >"$dir/$k.pub" 2>/dev/null || fail "keygen $k"
+done
+cat "$dir/a.pub" "$dir/b.pub" >"$dir/clients.allow"
+cp "$dir/a.pub" "$dir/workers.allow" # no worker: the jobs stay queued
+wp2=$(free_port) cp2=$(free_port)
+C2="tcp://127.0.0.1:$cp2"
+"$build/coordinator/opg-coordinator" --db "$dir/jobs2.db" --workers "tcp://127.0.0.1:$wp2" --clients "$C2" \
+    --metrics off --key "$dir/coord.key" --allow-workers "$dir/workers.allow" \
+    --allow-clients "$dir/clients.allow" 2>"$dir/coordinator2.log" &
+pids+=($!)
+S=$(cat "$dir/coord.pub")
+run a-submit "$opg" submit -C "$C2" --key "$dir/a.key" --server-key "$S" -m "$model" -p abc -n 4 --no-wait
+expect a-submit 0 "^job=1$"
+run b-status "$opg" status 1 -C "$C2" --key "$dir/b.key" --server-key "$S"
+expect b-status 1 "no job 1"
+run b-result "$opg" result 1 -C "$C2" --key "$dir/b.key" --server-key "$S" --wait --timeout-ms 2000
+expect b-result 1 "no job 1"
+run b-cancel "$opg" cancel 1 -C "$C2" --key "$dir/b.key" --server-key "$S"
+expect b-cancel 1 "no job 1"
+run a-status "$opg" status 1 -C "$C2" --key "$dir/a.key" --server-key "$S"
+expect a-status 0 "^job=1 state=queued"
+run a-cancel "$opg" cancel 1 -C "$C2" --key "$dir/a.key" --server-key "$S"
+expect a-cancel 0 "^job=1 state=cancelled$"
+echo "ok: opg status/result/cancel by id (queued, cancelled, waited, streamed, = opg submit's result); each client sees only its own jobs"

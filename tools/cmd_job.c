@@ -1,0 +1,203 @@
+/* cmd_job.c: `opg status`, `opg result` and `opg cancel`: one job at a
+ * coordinator, by id (what `opg submit` printed, e.g. with --no-wait or
+ * before it was interrupted). A client sees only its own jobs: another
+ * client's id is answered as an unknown one (docs/protocol.md). */
+#include "cmd_net.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "opts.h"
+#include "receipt.h"
+
+#ifndef OPG_DEFAULT_MODEL
+#define OPG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#endif
+
+static const char *state_name(int state) {
+    static const char *names[] = {"unknown", "queued", "running", "done", "failed", "cancelled"};
+    return state >= 0 && state <= 5 ? names[state] : "unknown";
+}
+
+/* A job id: decimal, 1 .. 2^63 - 1 (the store's ids). 0 and *id, or -1. */
+static int parse_job_id(const char *s, uint64_t *id) {
+    if (!s || !*s || *s < '0' || *s > '9') return -1;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v == 0 || v > (unsigned long long)INT64_MAX) return -1;
+    *id = v;
+    return 0;
+}
+
+/* What the three commands share: options parsed, one job id, a client.
+ * Returns -1 to go on (*cl connected, *id set), else the exit code. */
+static int job_command(const char *cmd, const char *usage, const opg_opt *opts, int n_opts, int argc, char **argv,
+                       const opg_tool_conn *conn, uint64_t *id, opg_client **cl) {
+    int help = 0;
+    opg_strv pos = {0};
+    opg_status pst = opg_opts_parse(opts, n_opts, argc, argv, &help, &pos);
+    int bad_id = !pst && !help && (pos.n != 1 || parse_job_id(pos.v[0], id) != 0);
+    if (pst || help || bad_id) {
+        char *text = opg_opts_help(opts, n_opts, usage);
+        if (!help) {
+            if (pst) fprintf(stderr, "opg %s: %s\n", cmd, opg_last_error());
+            else if (pos.n != 1) fprintf(stderr, "opg %s: one job id expected\n", cmd);
+            else fprintf(stderr, "opg %s: '%s' is not a job id (a number from 1)\n", cmd, pos.v[0]);
+        }
+        if (text) fputs(text, help ? stdout : stderr);
+        free(text);
+        opg_strv_clear(&pos);
+        return help ? 0 : 2;
+    }
+    opg_strv_clear(&pos);
+    int crc = opg_tool_connect(cmd, conn, cl);
+    return crc ? crc : -1;
+}
+
+/* The error of a request about a job (the coordinator's messages name the
+ * job: "no job 7", "job 7 was cancelled"). */
+static int job_error(const char *cmd, opg_status st) {
+    fprintf(stderr, "opg %s: %s (%s)\n", cmd, opg_last_error(), opg_strerror(st));
+    return 1;
+}
+
+int opg_cmd_status(int argc, char **argv) {
+    opg_tool_conn conn = OPG_TOOL_CONN_DEFAULTS;
+    const opg_opt opts[] = {OPG_TOOL_CONN_OPTS(conn)};
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    uint64_t id = 0;
+    opg_client *cl = NULL;
+    int rc = job_command("status", "opg status JOB [options]\nPrints a job's state and the tokens it has so far.",
+                         opts, n_opts, argc, argv, &conn, &id, &cl);
+    if (rc < 0) {
+        int state = 0;
+        uint32_t done = 0;
+        opg_status st = opg_client_status(cl, id, (int)conn.timeout_ms, &state, &done);
+        if (st) rc = job_error("status", st);
+        else {
+            printf("job=%llu state=%s tokens=%u\n", (unsigned long long)id, state_name(state), done);
+            rc = 0;
+        }
+    }
+    opg_client_free(cl);
+    opg_opts_free(opts, n_opts);
+    return rc;
+}
+
+int opg_cmd_cancel(int argc, char **argv) {
+    opg_tool_conn conn = OPG_TOOL_CONN_DEFAULTS;
+    const opg_opt opts[] = {OPG_TOOL_CONN_OPTS(conn)};
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    uint64_t id = 0;
+    opg_client *cl = NULL;
+    int rc = job_command("cancel", "opg cancel JOB [options]\n"
+                                   "Cancels a job and prints its final state: cancelled, or done/failed when it\n"
+                                   "finished first.",
+                         opts, n_opts, argc, argv, &conn, &id, &cl);
+    if (rc < 0) {
+        int state = 0;
+        opg_status st = opg_client_cancel(cl, id, (int)conn.timeout_ms, &state);
+        if (st) rc = job_error("cancel", st);
+        else {
+            printf("job=%llu state=%s\n", (unsigned long long)id, state_name(state));
+            rc = 0;
+        }
+    }
+    opg_client_free(cl);
+    opg_opts_free(opts, n_opts);
+    return rc;
+}
+
+/* The tokenizer to print job's output with: the model file's, when it is the
+ * model the receipt names (else the text would be another model's reading of
+ * the ids). NULL prints ids; a note says why when a model was named. */
+static opg_tokenizer *tokenizer_for(const char *model, int explicit_model, const Opg__V1__Result *r) {
+    Opg__V1__Receipt *rc = NULL;
+    opg_gguf *g = NULL;
+    opg_tokenizer *tok = NULL;
+    uint8_t id[32];
+    if (opg_receipt_decode(r->receipt.data, r->receipt.len, &rc) != OPG_OK) {
+        if (explicit_model) fprintf(stderr, "opg result: the receipt does not decode: printing token ids\n");
+    } else if (opg_gguf_open(model, &g) != OPG_OK) {
+        if (explicit_model) fprintf(stderr, "opg result: %s: printing token ids\n", opg_last_error());
+    } else {
+        opg_gguf_sha256(g, id);
+        if (memcmp(id, rc->model_id.data, 32) != 0) {
+            if (explicit_model) fprintf(stderr, "opg result: %s is not the job's model: printing token ids\n", model);
+        } else if (opg_tokenizer_from_gguf(g, &tok) != OPG_OK) {
+            tok = NULL;
+        }
+    }
+    opg_gguf_close(g);
+    opg_receipt_free(rc);
+    return tok;
+}
+
+int opg_cmd_result(int argc, char **argv) {
+    opg_tool_conn conn = OPG_TOOL_CONN_DEFAULTS;
+    char *model = NULL;
+    int wait = 0, stream = 0, quiet = 0;
+    const opg_opt opts[] = {
+        OPG_TOOL_CONN_OPTS(conn),
+        {"wait", 'w', OPG_OPT_BOOL, &wait, 0, 0, NULL, "wait for the job to finish (at most --timeout-ms)"},
+        {"stream", 0, OPG_OPT_BOOL, &stream, 0, 0, NULL,
+         "print its tokens as they come, from the first (waits; --timeout-ms bounds the silence)"},
+        {"model", 'm', OPG_OPT_STR, &model, 0, 0, "PATH",
+         "the job's GGUF model, to print text (default: the default model when it is the job's; else ids)"},
+        {"quiet", 'q', OPG_OPT_BOOL, &quiet, 0, 0, NULL, "only the summary line"},
+    };
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    uint64_t id = 0;
+    opg_client *cl = NULL;
+    opg_frame *f = NULL;
+    opg_tokenizer *tok = NULL;
+    int rc = job_command("result",
+                         "opg result JOB [options]\n"
+                         "Prints a finished job's output and its summary line (trace root, receipt size).\n"
+                         "Exit 0 done; 1 failed, cancelled, not finished (without --wait) or unknown.",
+                         opts, n_opts, argc, argv, &conn, &id, &cl);
+    if (rc >= 0) goto out;
+    rc = 1;
+    opg_status st;
+    opg_tool_stream so = {NULL, quiet};
+    if (stream) {
+        /* ids as they come: the model cannot be matched before the receipt */
+        if (model) {
+            opg_gguf *g = NULL;
+            if (opg_gguf_open(model, &g) == OPG_OK && opg_tokenizer_from_gguf(g, &tok) != OPG_OK) tok = NULL;
+            opg_gguf_close(g);
+            so.tok = tok;
+        }
+        st = opg_client_stream(cl, id, opg_tool_print_tokens, &so, (int)conn.timeout_ms, &f);
+        if (!st && !quiet) putchar('\n');
+    } else {
+        st = opg_client_result(cl, id, wait, (int)conn.timeout_ms, &f);
+    }
+    if (st) {
+        if (st == OPG_ERR_STATE && !wait && !stream)
+            fprintf(stderr, "opg result: job %llu is not finished (opg result --wait waits for it)\n",
+                    (unsigned long long)id);
+        else job_error("result", st);
+        goto out;
+    }
+    const Opg__V1__Result *r = (const Opg__V1__Result *)f->msg;
+    if (!stream && !quiet) {
+        tok = tokenizer_for(model ? model : OPG_DEFAULT_MODEL, model != NULL, r);
+        so.tok = tok;
+        opg_tool_print_tokens(&so, 0, r->output_tokens, r->n_output_tokens);
+        putchar('\n');
+    }
+    opg_tool_print_summary(id, r);
+    rc = 0;
+out:
+    opg_frame_free(&f);
+    opg_tokenizer_free(tok);
+    opg_client_free(cl);
+    opg_opts_free(opts, n_opts);
+    return rc;
+}
