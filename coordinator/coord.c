@@ -104,8 +104,8 @@ typedef struct {
 
 /* A client answer that waits for the batch's commit, sent in arrival order:
  * a SubmitAck for j; an Error (err, msg, about job err_job or 0); or the
- * StatusReply of j (asked about before its ack). */
-enum { ANSWER_ACK, ANSWER_ERROR, ANSWER_STATUS };
+ * StatusReply or JobRequest of j (asked about before its ack). */
+enum { ANSWER_ACK, ANSWER_ERROR, ANSWER_STATUS, ANSWER_REQUEST };
 typedef struct ack {
     opg_peer peer;
     int kind;
@@ -860,18 +860,33 @@ static void answer_error(opg_coord *c, const opg_peer *p, uint64_t job_id, opg_s
     push_answer(c, a);
 }
 
-/* A StatusReply about j, submitted in this batch (not acknowledged yet):
- * after its ack, with its state then. */
-static void answer_status_later(opg_coord *c, const opg_peer *p, job *j) {
+/* A StatusReply (kind ANSWER_STATUS) or JobRequest (ANSWER_REQUEST) about
+ * j, submitted in this batch (not acknowledged yet): after its ack, with its
+ * state then. */
+static void answer_later(opg_coord *c, const opg_peer *p, job *j, int kind) {
     ack *a = calloc(1, sizeof *a);
     if (!a) {
         opg_sock_send_error(c->csock, p, j->id, OPG_ERR_NOMEM, "coordinator out of memory");
         return;
     }
     a->peer = *p;
-    a->kind = ANSWER_STATUS;
+    a->kind = kind;
     a->j = j;
     push_answer(c, a);
+}
+
+/* A JobRequest: job id and its stored SubmitJob (req, len bytes). */
+static void send_job_request(opg_coord *c, const opg_peer *p, uint64_t id, const uint8_t *req, size_t len) {
+    Opg__V1__SubmitJob *sj = opg__v1__submit_job__unpack(NULL, len, req);
+    if (!sj) {
+        opg_sock_send_error(c->csock, p, id, OPG_ERR_FORMAT, "the job's stored request cannot be read back");
+        return;
+    }
+    Opg__V1__JobRequest m = OPG__V1__JOB_REQUEST__INIT;
+    m.job_id = id;
+    m.request = sj;
+    send_client(c, p, T(JOB_REQUEST), &m.base);
+    opg__v1__submit_job__free_unpacked(sj, NULL);
 }
 
 static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob *sj) {
@@ -949,6 +964,17 @@ static void on_final_lookup(opg_coord *c, const opg_peer *p, uint64_t id, int st
     opg_job_row_clear(&row);
 }
 
+/* GetRequest of a job no longer in memory: from the store. */
+static void on_request_lookup(opg_coord *c, const opg_peer *p, uint64_t id) {
+    opg_job_row row;
+    opg_status st = opg_jobstore_get(c->store, id, &row);
+    if (st == OPG_OK && !owner_is(row.has_owner, row.owner, p)) st = OPG_ERR_NOT_FOUND;
+    if (st == OPG_ERR_NOT_FOUND) answer_not_found(c, p, id);
+    else if (st) opg_sock_send_error(c->csock, p, id, st, opg_last_error());
+    else send_job_request(c, p, id, row.request, row.request_len);
+    opg_job_row_clear(&row);
+}
+
 static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
     sub *s = calloc(1, sizeof *s);
     if (!s) {
@@ -1021,7 +1047,7 @@ static int handle_client(opg_coord *c) {
         if (denied) answer_not_found(c, &p, id);
         else if (j && j->state && !j->final_state) reply_status(c, &p, id, j->state, j->n_toks);
         else if (j && j->final_state) add_sub(c, j, &p, SUB_STATUS); /* final once committed */
-        else if (j) answer_status_later(c, &p, j); /* submitted in this batch: after its ack */
+        else if (j) answer_later(c, &p, j, ANSWER_STATUS); /* submitted in this batch: after its ack */
         else on_final_lookup(c, &p, id, 0, 1);
         break;
     case T(GET_RESULT): {
@@ -1047,6 +1073,14 @@ static int handle_client(opg_coord *c) {
         break;
     case T(CANCEL):
         on_cancel(c, &p, ((Opg__V1__Cancel *)f->msg)->job_id);
+        break;
+    case T(GET_REQUEST):
+        id = ((Opg__V1__GetRequest *)f->msg)->job_id;
+        j = client_job(c, &p, id, &denied);
+        if (denied) answer_not_found(c, &p, id);
+        else if (j && j->state) send_job_request(c, &p, id, j->req, j->req_len);
+        else if (j) answer_later(c, &p, j, ANSWER_REQUEST); /* submitted in this batch: after its ack */
+        else on_request_lookup(c, &p, id);
         break;
     default:
         answer_error(c, &p, 0, OPG_ERR_ARG, "message not valid from a client");
@@ -1082,6 +1116,11 @@ static opg_status commit(opg_coord *c) {
         if (a->kind == ANSWER_STATUS) { /* its ack went before it: queued, or final in this batch */
             job *sj = a->j;
             reply_status(c, &a->peer, sj->id, sj->final_state ? sj->final_state : sj->state, sj->n_toks);
+            free(a);
+            continue;
+        }
+        if (a->kind == ANSWER_REQUEST) {
+            send_job_request(c, &a->peer, a->j->id, a->j->req, a->j->req_len);
             free(a);
             continue;
         }

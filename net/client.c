@@ -104,6 +104,7 @@ static uint64_t answer_job(const opg_frame *f) {
     case T(RESULT): return ((Opg__V1__Result *)f->msg)->job_id;
     case T(TOKENS): return ((Opg__V1__Tokens *)f->msg)->job_id;
     case T(ERROR): return ((Opg__V1__Error *)f->msg)->job_id;
+    case T(JOB_REQUEST): return ((Opg__V1__JobRequest *)f->msg)->job_id;
     default: return UINT64_MAX;
     }
 }
@@ -224,6 +225,19 @@ opg_status opg_client_stream(opg_client *c, uint64_t job_id, opg_client_tokens_f
         *out = f;
         return OPG_OK;
     }
+}
+
+opg_status opg_client_request(opg_client *c, uint64_t job_id, int timeout_ms, opg_frame **out) {
+    *out = NULL;
+    Opg__V1__GetRequest m = OPG__V1__GET_REQUEST__INIT;
+    m.job_id = job_id;
+    opg_status st = send_msg(c, T(GET_REQUEST), &m.base);
+    opg_frame *f = NULL;
+    if (st || (st = await(c, job_id, BIT(JOB_REQUEST), timeout_ms, &f))) return st;
+    if (f->type == T(ERROR)) return from_error(f);
+    if (f->type != T(JOB_REQUEST)) return unexpected(f);
+    *out = f;
+    return OPG_OK;
 }
 
 opg_status opg_client_cancel(opg_client *c, uint64_t job_id, int timeout_ms, int *state) {

@@ -37,6 +37,10 @@ opg_status opg_client_result(opg_client *c, uint64_t job_id, int wait, int timeo
 typedef void (*opg_client_tokens_fn)(void *ctx, uint32_t index, const uint32_t *tokens, size_t n);
 opg_status opg_client_stream(opg_client *c, uint64_t job_id, opg_client_tokens_fn on_tokens, void *ctx,
                              int timeout_ms, opg_frame **out);
+/* The SubmitJob the job was accepted with, as the coordinator stored it: a
+ * JobRequest frame (caller frees: opg_frame_free; ((Opg__V1__JobRequest
+ * *)(*out)->msg)->request). */
+opg_status opg_client_request(opg_client *c, uint64_t job_id, int timeout_ms, opg_frame **out);
 /* Cancels the job; *state gets its final state (CANCELLED, or DONE/FAILED if it finished first). */
 opg_status opg_client_cancel(opg_client *c, uint64_t job_id, int timeout_ms, int *state);
 

@@ -27,6 +27,7 @@ static opg_status check_disconnect(const ProtobufCMessage *m);
 static opg_status check_submit_job(const ProtobufCMessage *m);
 static opg_status check_job_id_only(const ProtobufCMessage *m);
 static opg_status check_status_reply(const ProtobufCMessage *m);
+static opg_status check_job_request(const ProtobufCMessage *m);
 
 static const struct {
     const char *name;
@@ -47,6 +48,8 @@ static const struct {
     [OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_GET_RESULT] = {"GetResult", &opg__v1__get_result__descriptor, check_job_id_only},
     [OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_CANCEL] = {"Cancel", &opg__v1__cancel__descriptor, check_job_id_only},
     [OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_STREAM] = {"Stream", &opg__v1__stream__descriptor, check_job_id_only},
+    [OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_GET_REQUEST] = {"GetRequest", &opg__v1__get_request__descriptor, check_job_id_only},
+    [OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_JOB_REQUEST] = {"JobRequest", &opg__v1__job_request__descriptor, check_job_request},
 };
 #define N_TYPES ((int)(sizeof msg_table / sizeof msg_table[0]))
 
@@ -214,8 +217,15 @@ static opg_status check_submit_job(const ProtobufCMessage *m) {
     return OPG_OK;
 }
 
-/* SubmitAck, Status, GetResult, Cancel, Stream: field 1 is job_id (GetResult
- * adds a bool, which needs no check). */
+static opg_status check_job_request(const ProtobufCMessage *m) {
+    const Opg__V1__JobRequest *r = (const Opg__V1__JobRequest *)m;
+    TRY(check_job_id(r->job_id, "JobRequest"));
+    if (!r->request) return FAIL("JobRequest.request: missing");
+    return check_submit_job(&r->request->base);
+}
+
+/* SubmitAck, Status, GetResult, Cancel, Stream, GetRequest: field 1 is
+ * job_id (GetResult adds a bool, which needs no check). */
 static opg_status check_job_id_only(const ProtobufCMessage *m) {
     const Opg__V1__Status *s = (const Opg__V1__Status *)m;
     return check_job_id(s->job_id, m->descriptor->short_name);

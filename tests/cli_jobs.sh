@@ -3,8 +3,9 @@
 # 127.0.0.1 (free ports), its worker started later: `opg submit --no-wait`
 # prints an id; `opg status`, `opg result` (plain, --wait, --stream) and
 # `opg cancel` act on it; the result fetched later is the one `opg submit`
-# streams for the same job (text and trace root); unknown ids and bad
-# arguments are errors. Then a CurveZMQ coordinator with two admitted
+# streams for the same job (text and trace root), and `opg result --save`
+# writes a record `opg verify` finds VALID; unknown ids and bad arguments
+# are errors. Then a CurveZMQ coordinator with two admitted
 # clients: neither sees nor cancels the other's job.
 # Usage: cli_jobs.sh BUILD_DIR TINY_DIR
 set -uo pipefail
@@ -65,6 +66,18 @@ sed -n 1p "$dir/ids1.out" | grep -Eq '^[0-9]+( [0-9]+){3}$' || fail "ids expecte
 [ "$(sed -n 2p "$dir/ids1.out")" = "$(sed -n 2p "$dir/wait1.out")" ] || fail "summary differs without the model"
 run quiet1 "$opg" result 1 -C "$C" -q
 [ "$rc" -eq 0 ] && [ "$(cat "$dir/quiet1.out")" = "$(sed -n 2p "$dir/wait1.out")" ] || fail "-q: $(cat "$dir/quiet1.out")"
+# a record of a job submitted without waiting: the request as the coordinator stored it
+run save1 "$opg" result 1 -C "$C" -q --save "$dir/rec1.json"
+expect save1 0 "^record=$dir/rec1.json$"
+run verify1 "$opg" verify "$dir/rec1.json" -m "$model" --backend cpu -t 1
+expect verify1 0 "^verdict *VALID"
+run save1again "$opg" result 1 -C "$C" --save "$dir/rec1.json"
+expect save1again 2 "never overwritten"
+run save2 "$opg" result 2 -C "$C" --save "$dir/rec2.json"
+expect save2 1 "cancelled"
+[ ! -e "$dir/rec2.json" ] || fail "a record was written for a cancelled job"
+run nowaitsave "$opg" submit -C "$C" -m "$model" -p abc --no-wait --save "$dir/x.json"
+expect nowaitsave 2 "opg result JOB --save"
 run status1b "$opg" status 1 -C "$C"
 expect status1b 0 "^job=1 state=done tokens=4$"
 run cancel1 "$opg" cancel 1 -C "$C"
@@ -110,6 +123,8 @@ run b-result "$opg" result 1 -C "$C2" --key "$dir/b.key" --server-key "$S" --wai
 expect b-result 1 "no job 1"
 run b-cancel "$opg" cancel 1 -C "$C2" --key "$dir/b.key" --server-key "$S"
 expect b-cancel 1 "no job 1"
+run b-stream "$opg" result 1 -C "$C2" --key "$dir/b.key" --server-key "$S" --stream
+expect b-stream 1 "no job 1"
 run a-status "$opg" status 1 -C "$C2" --key "$dir/a.key" --server-key "$S"
 expect a-status 0 "^job=1 state=queued"
 run a-cancel "$opg" cancel 1 -C "$C2" --key "$dir/a.key" --server-key "$S"

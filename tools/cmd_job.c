@@ -140,7 +140,7 @@ static opg_tokenizer *tokenizer_for(const char *model, int explicit_model, const
 
 int opg_cmd_result(int argc, char **argv) {
     opg_tool_conn conn = OPG_TOOL_CONN_DEFAULTS;
-    char *model = NULL;
+    char *model = NULL, *save = NULL;
     int wait = 0, stream = 0, quiet = 0;
     const opg_opt opts[] = {
         OPG_TOOL_CONN_OPTS(conn),
@@ -150,18 +150,23 @@ int opg_cmd_result(int argc, char **argv) {
         {"model", 'm', OPG_OPT_STR, &model, 0, 0, "PATH",
          "the job's GGUF model, to print text (default: the default model when it is the job's; else ids)"},
         {"quiet", 'q', OPG_OPT_BOOL, &quiet, 0, 0, NULL, "only the summary line"},
+        {"save", 0, OPG_OPT_STR, &save, 0, 0, "FILE",
+         "write the job record (the request as the coordinator stored it, the result, the receipt) to FILE, "
+         "which must not exist: opg verify FILE"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     uint64_t id = 0;
     opg_client *cl = NULL;
-    opg_frame *f = NULL;
+    opg_frame *f = NULL, *req = NULL;
     opg_tokenizer *tok = NULL;
     int rc = job_command("result",
                          "opg result JOB [options]\n"
-                         "Prints a finished job's output and its summary line (trace root, receipt size).\n"
+                         "Prints a finished job's output and its summary line (trace root, receipt size);\n"
+                         "--save keeps its job record for opg verify.\n"
                          "Exit 0 done; 1 failed, cancelled, not finished (without --wait) or unknown.",
                          opts, n_opts, argc, argv, &conn, &id, &cl);
     if (rc >= 0) goto out;
+    if (save && (rc = opg_tool_check_save("result", save)) != 0) goto out;
     rc = 1;
     opg_status st;
     opg_tool_stream so = {NULL, quiet};
@@ -194,7 +199,16 @@ int opg_cmd_result(int argc, char **argv) {
     }
     opg_tool_print_summary(id, r);
     rc = 0;
+    if (save) {
+        if ((st = opg_client_request(cl, id, (int)conn.timeout_ms, &req))) {
+            rc = job_error("result", st);
+            goto out;
+        }
+        rc = opg_tool_save_record("result", save, conn.endpoint,
+                                  ((const Opg__V1__JobRequest *)req->msg)->request, r);
+    }
 out:
+    opg_frame_free(&req);
     opg_frame_free(&f);
     opg_tokenizer_free(tok);
     opg_client_free(cl);

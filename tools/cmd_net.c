@@ -55,6 +55,37 @@ int opg_tool_connect(const char *cmd, const opg_tool_conn *conn, opg_client **ou
     return 0;
 }
 
+int opg_tool_check_save(const char *cmd, const char *path) {
+    if (access(path, F_OK) == 0) {
+        fprintf(stderr, "opg %s: --save %s: exists (a job record is never overwritten)\n", cmd, path);
+        return 2;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+    else snprintf(dir, sizeof dir, ".");
+    if (access(dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "opg %s: --save %s: cannot write in %s: %s\n", cmd, path, dir, strerror(errno));
+        return 2;
+    }
+    return 0;
+}
+
+int opg_tool_save_record(const char *cmd, const char *path, const char *endpoint, const Opg__V1__SubmitJob *req,
+                         const Opg__V1__Result *res) {
+    char *rec = NULL;
+    int rc = 0;
+    if (opg_jobrecord_format(endpoint, req, res, &rec) != OPG_OK || opg_jobrecord_save(path, rec) != OPG_OK) {
+        fprintf(stderr, "opg %s: --save: %s\n", cmd, opg_last_error());
+        rc = 1;
+    } else {
+        printf("record=%s\n", path);
+    }
+    free(rec);
+    return rc;
+}
+
 void opg_tool_print_summary(uint64_t job, const Opg__V1__Result *r) {
     static const char *stops[] = {"-", "eos", "max_tokens", "cancelled", "context"};
     char hex[65];
@@ -124,24 +155,14 @@ int opg_cmd_submit(int argc, char **argv) {
         rc = 2;
         goto out;
     }
-    if (save && (no_wait || access(save, F_OK) == 0)) {
-        fprintf(stderr, "opg submit: --save %s: %s\n", save,
-                no_wait ? "needs the result (not with --no-wait)" : "exists (a job record is never overwritten)");
+    if (save && no_wait) {
+        fprintf(stderr, "opg submit: --save %s: needs the result (not with --no-wait; opg result JOB --save "
+                        "writes it later)\n", save);
         rc = 2;
         goto out;
     }
-    if (save) { /* before the job runs: a record that cannot be written would be lost after it */
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s", save);
-        char *slash = strrchr(dir, '/');
-        if (slash) *(slash == dir ? slash + 1 : slash) = 0;
-        else snprintf(dir, sizeof dir, ".");
-        if (access(dir, W_OK | X_OK) != 0) {
-            fprintf(stderr, "opg submit: --save %s: cannot write in %s: %s\n", save, dir, strerror(errno));
-            rc = 2;
-            goto out;
-        }
-    }
+    if (save && (rc = opg_tool_check_save("submit", save)) != 0) goto out;
+    rc = 1;
     if (model_id) {
         if (parse_hex32(model_id, id)) {
             fprintf(stderr, "opg submit: --model-id must be 64 hex digits\n");
@@ -196,17 +217,7 @@ int opg_cmd_submit(int argc, char **argv) {
     if (!quiet) putchar('\n');
     const Opg__V1__Result *r = (const Opg__V1__Result *)res->msg;
     opg_tool_print_summary(job, r);
-    rc = 0;
-    if (save) {
-        char *rec = NULL;
-        if ((st = opg_jobrecord_format(conn.endpoint, &sj, r, &rec)) || (st = opg_jobrecord_save(save, rec))) {
-            fprintf(stderr, "opg submit: --save: %s\n", opg_last_error());
-            rc = 1;
-        } else {
-            printf("record=%s\n", save);
-        }
-        free(rec);
-    }
+    rc = save ? opg_tool_save_record("submit", save, conn.endpoint, &sj, r) : 0;
 out:
     opg_frame_free(&res);
     opg_client_free(cl);

@@ -44,6 +44,15 @@ typedef struct {
 } opg_tool_stream;
 void opg_tool_print_tokens(void *ctx, uint32_t index, const uint32_t *tokens, size_t n);
 
+/* --save FILE, checked before anything runs (a record that cannot be
+ * written would be lost after the job): FILE must not exist and its folder
+ * must be writable. 0, or prints why and returns 2. */
+int opg_tool_check_save(const char *cmd, const char *path);
+/* Writes the job record of req and res to path (net/jobrecord.h) and prints
+ * "record=PATH"; 0, or prints why and returns 1. */
+int opg_tool_save_record(const char *cmd, const char *path, const char *endpoint, const Opg__V1__SubmitJob *req,
+                         const Opg__V1__Result *res);
+
 /* The summary line of a finished job: job, tokens, stop, receipt size, trace root. */
 void opg_tool_print_summary(uint64_t job, const Opg__V1__Result *r);
 
