@@ -616,10 +616,20 @@ static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r
         if (!sj) bad = "the job's request cannot be read back";
         else if (rc->max_tokens != sj->max_tokens) bad = "another max_tokens than the job's";
         else if (!opg_proto_sampling_equal(rc->sampling, sj->sampling)) bad = "other sampling parameters than the job's";
+        /* what a worker's scheduler can end with (runtime/scheduler.c): at
+           least one token (max_tokens >= 1), then an end-of-generation token,
+           max_tokens (checked before the context), or a full context; never
+           cancelled (a cancelled job gets no Result) */
+        else if (out == 0) bad = "no output token";
+        else if (r->stop_reason != OPG__V1__STOP_REASON__STOP_REASON_EOS &&
+                 r->stop_reason != OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS &&
+                 r->stop_reason != OPG__V1__STOP_REASON__STOP_REASON_CONTEXT)
+            bad = "a stop reason a worker never sends";
         else if (r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS && out != sj->max_tokens)
             bad = "a max_tokens stop short of max_tokens";
-        else if (r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_CONTEXT && p + out != (uint64_t)rc->context_size + 1)
-            bad = "a context stop before its context_size is full";
+        else if (r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_CONTEXT &&
+                 (out >= sj->max_tokens || p + out != (uint64_t)rc->context_size + 1))
+            bad = "a context stop before its context_size is full, or at max_tokens";
         else if (sj->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS) {
             opg_receipt_hash_tokens(sj->tokens->ids, sj->tokens->n_ids, h);
             if (memcmp(rc->prompt_hash.data, h, 32)) bad = "another prompt than the job's";
@@ -1207,7 +1217,9 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
     opg_status st = OPG_OK;
     while (!stop || !*stop) {
         int64_t now = opg_now_ms();
-        long timeout = c->next_hb > now ? (long)(c->next_hb - now) : 0;
+        int64_t wake = c->next_hb; /* the next heartbeat, or the next prune step when sooner */
+        if (c->cfg.retention_ms > 0 && c->next_prune < wake) wake = c->next_prune;
+        long timeout = wake > now ? (long)(wake - now) : 0;
         if (zmq_poll(items, 2, timeout) < 0 && zmq_errno() != EINTR) {
             st = opg__fail(OPG_ERR_IO, "poll: %s", zmq_strerror(zmq_errno()));
             break;

@@ -1671,13 +1671,14 @@ static void liar_result(void *s, uint64_t id, uint32_t n_tokens) {
 }
 
 /* What a liar's receipt changes from the job it got. */
-enum { LIE_NONE, LIE_SEED, LIE_MAX_TOKENS };
+enum { LIE_NONE, LIE_SEED, LIE_MAX_TOKENS, LIE_CONTEXT_FULL };
 #define LIAR_CONTEXT 4096 /* the context_size its receipts name */
 
 /* A receipt signed by kp for job id of spec sp, n zero output tokens and a
  * zero trace root (what liar_result sends), except that output_hash covers
  * extra more tokens, usage.prompt_tokens counts prompt_extra more, and the
- * sampling seed or max_tokens differ from the job's as lie says. */
+ * sampling seed or max_tokens differ from the job's as lie says
+ * (LIE_CONTEXT_FULL: context_size is the one these n tokens fill). */
 static uint8_t *liar_receipt_lie(const opg_keypair *kp, uint64_t id, const spec *sp, uint32_t n, uint32_t extra,
                                  uint32_t prompt_extra, int lie, size_t *len) {
     static uint32_t zeros[OPG_PROTO_MAX_NEW_TOKENS + 2];
@@ -1705,7 +1706,7 @@ static uint8_t *liar_receipt_lie(const opg_keypair *kp, uint64_t id, const spec 
     if (lie == LIE_SEED) sam.seed++;
     rc.sampling = &sam;
     rc.max_tokens = sj.max_tokens + (lie == LIE_MAX_TOKENS);
-    rc.context_size = LIAR_CONTEXT;
+    rc.context_size = lie == LIE_CONTEXT_FULL ? u.prompt_tokens + n - 1 : LIAR_CONTEXT;
     uint8_t *out = NULL;
     CHECK(opg_receipt_sign(&rc, kp->sign_sk, &out, len) == OPG_OK, "sign: %s", opg_last_error());
     return out;
@@ -1742,7 +1743,7 @@ static void test_lying_worker(void **state) {
     CHECK(g_have_refs, "no reference results (test_reference failed)");
     coord c = {0};
     c.extra[c.n_extra++] = "--max-attempts"; /* every refusal below re-queues the one job */
-    c.extra[c.n_extra++] = "20";
+    c.extra[c.n_extra++] = "30";
     coord_start(&c, "liar");
     opg_keypair kp, other;
     CHECK(opg_keypair_generate(&kp) == OPG_OK && opg_keypair_generate(&other) == OPG_OK, "keygen");
@@ -1793,14 +1794,17 @@ static void test_lying_worker(void **state) {
        reason the receipt contradicts (max_tokens with fewer tokens, context
        with the context not full): each refused, the job re-queued (the
        stored result of a job is final) */
-    enum { N_LIES = 9 };
+    enum { N_LIES = 12 };
+    const uint32_t nmax = sp->max_tokens;
     size_t rl[N_LIES];
     uint8_t *rcpt[N_LIES] = {liar_receipt(&other, id, sp, 2, 0, 0, &rl[0]), liar_receipt(&kp, id, sp, 2, 1, 0, &rl[1]),
                              liar_receipt(&kp, id + 1, sp, 2, 0, 0, &rl[2]), liar_receipt(&kp, id, sp, 2, 0, 0, &rl[3]),
                              liar_receipt(&kp, id, sp, 2, 0, 5, &rl[4]),
                              liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_SEED, &rl[5]),
                              liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_MAX_TOKENS, &rl[6]),
-                             liar_receipt(&kp, id, sp, 2, 0, 0, &rl[7]), liar_receipt(&kp, id, sp, 2, 0, 0, &rl[8])};
+                             liar_receipt(&kp, id, sp, 2, 0, 0, &rl[7]), liar_receipt(&kp, id, sp, 2, 0, 0, &rl[8]),
+                             liar_receipt(&kp, id, sp, 2, 0, 0, &rl[9]), liar_receipt(&kp, id, sp, 0, 0, 0, &rl[10]),
+                             liar_receipt_lie(&kp, id, sp, nmax, 0, 0, LIE_CONTEXT_FULL, &rl[11])};
     rcpt[3][rl[3] - 1] ^= 1; /* right in every field, but the signature broken (its last byte) */
     CHECK(sp->max_tokens > 2 && sp->n_prompt + 2 < LIAR_CONTEXT + 1, "spec 14 cannot show the stop lies");
     const char *what_receipt[] = {"no receipt",
@@ -1813,32 +1817,39 @@ static void test_lying_worker(void **state) {
                                   "a receipt of another seed",
                                   "a receipt of another max_tokens",
                                   "a max_tokens stop with fewer tokens",
-                                  "a context stop short of the receipt's context"};
+                                  "a context stop short of the receipt's context",
+                                  "a cancelled stop (a worker sends no Result then)",
+                                  "no output token",
+                                  "a context stop at max_tokens (a worker stops at max_tokens first)"};
     for (int k = 0; k < N_LIES + 2; k++) {
         uint32_t np = (uint32_t)sp->n_prompt + (k == 6 ? 5 : 0); /* the Result's usage says the same */
-        int stop = k == 9    ? OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS
-                   : k == 10 ? OPG__V1__STOP_REASON__STOP_REASON_CONTEXT
-                             : OPG__V1__STOP_REASON__STOP_REASON_EOS;
-        if (k == 0) liar_result_receipt(s, id, np, 2, NULL, 0, stop);
-        else if (k == 1) liar_result_receipt(s, id, np, 2, (const uint8_t *)"not a receipt", 13, stop);
-        else liar_result_receipt(s, id, np, 2, rcpt[k - 2], rl[k - 2], stop);
+        uint32_t nt = k == 12 ? 0 : k == 13 ? nmax : 2;
+        int stop = k == 9                ? OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS
+                   : k == 10 || k == 13 ? OPG__V1__STOP_REASON__STOP_REASON_CONTEXT
+                   : k == 11            ? OPG__V1__STOP_REASON__STOP_REASON_CANCELLED
+                                        : OPG__V1__STOP_REASON__STOP_REASON_EOS;
+        if (k == 0) liar_result_receipt(s, id, np, nt, NULL, 0, stop);
+        else if (k == 1) liar_result_receipt(s, id, np, nt, (const uint8_t *)"not a receipt", 13, stop);
+        else liar_result_receipt(s, id, np, nt, rcpt[k - 2], rl[k - 2], stop);
         f = liar_expect_job(&c, s, id, what_receipt[k]);
         opg_frame_free(&f);
     }
-    CHECK(wait_log(c.p, "event=result_refused", 12, 5000), "the refused receipts were not logged");
+    CHECK(wait_log(c.p, "event=result_refused", 15, 5000), "the refused receipts were not logged");
     CHECK(wait_log(c.p, "signature does not verify", 1, 5000), "the broken signature was not named");
     CHECK(wait_log(c.p, "another prompt length", 1, 5000), "the billed prompt length was not named");
     CHECK(wait_log(c.p, "other sampling parameters", 1, 5000), "the other seed was not named");
     CHECK(wait_log(c.p, "another max_tokens", 1, 5000), "the other max_tokens was not named");
     CHECK(wait_log(c.p, "a max_tokens stop short", 1, 5000), "the early max_tokens stop was not named");
-    CHECK(wait_log(c.p, "a context stop before", 1, 5000), "the early context stop was not named");
+    CHECK(wait_log(c.p, "a context stop before", 2, 5000), "the early context stops were not named");
+    CHECK(wait_log(c.p, "a stop reason a worker never sends", 1, 5000), "the cancelled stop was not named");
+    CHECK(wait_log(c.p, "no output token", 1, 5000), "the empty Result was not named");
     for (int k = 0; k < N_LIES; k++) free(rcpt[k]);
     Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
     d.reason = "gone";
     opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
     proc *w = worker_start(c.wep, 2, NULL);
     expect_result(cl, id, sp, 1, "after the lying worker");
-    CHECK(metric(&c, M_REQUEUED) == requeued + 14, "%g re-queues, expected 14", metric(&c, M_REQUEUED) - requeued);
+    CHECK(metric(&c, M_REQUEUED) == requeued + 17, "%g re-queues, expected 17", metric(&c, M_REQUEUED) - requeued);
     CHECK(metric(&c, M_DONE) == 1 && metric(&c, M_FAILED) == 0, "done/failed counters");
     zmq_close(s);
     opg_client_free(cl);
