@@ -25,6 +25,7 @@
 
 #define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
 #define BATCH_MAX 4096 /* messages handled per transaction */
+#define MIN_CLIENT_RID 16 /* bytes of a client's routing id with CurveZMQ (handle_client) */
 #define PRUNE_EVERY_MS 100 /* retention: a prune step at most this often ... */
 #define PRUNE_ROWS 4096    /* ... looking at this many finished jobs (40k/s: more than the dispatch peak) */
 
@@ -368,24 +369,26 @@ static void finish_job(opg_coord *c, job *j, int state, uint8_t *frame, size_t l
     c->dispatch_dirty = 1;
 }
 
-static void send_client(opg_coord *c, const opg_peer *p, opg_msg_type type, const ProtobufCMessage *m) {
+/* OPG_ERR_NOT_FOUND when the client's connection is gone (ROUTER_MANDATORY). */
+static opg_status send_client(opg_coord *c, const opg_peer *p, opg_msg_type type, const ProtobufCMessage *m) {
     opg_status st = opg_sock_send(c->csock, p, type, m);
     if (st == OPG_ERR_LIMIT) metric_add(c, c->m_dropped, 1); /* a slow client loses messages, dispatch goes on */
+    return st;
 }
 
 static void send_client_raw(opg_coord *c, const opg_peer *p, const uint8_t *buf, size_t len) {
     if (opg_sock_send_raw(c->csock, p, buf, len) == OPG_ERR_LIMIT) metric_add(c, c->m_dropped, 1);
 }
 
-static void send_tokens(opg_coord *c, const opg_peer *p, uint64_t id, const uint32_t *toks, uint32_t from,
-                        uint32_t to) {
-    if (to <= from) return;
+static opg_status send_tokens(opg_coord *c, const opg_peer *p, uint64_t id, const uint32_t *toks, uint32_t from,
+                              uint32_t to) {
+    if (to <= from) return OPG_OK;
     Opg__V1__Tokens t = OPG__V1__TOKENS__INIT;
     t.job_id = id;
     t.index = from;
     t.n_token_ids = to - from;
     t.token_ids = (uint32_t *)toks + from;
-    send_client(c, p, T(TOKENS), &t.base);
+    return send_client(c, p, T(TOKENS), &t.base);
 }
 
 /* After the commit: the final frame to every subscriber (streams first get
@@ -576,11 +579,18 @@ static void on_tokens(opg_coord *c, worker *w, const Opg__V1__Tokens *t) {
     uint32_t from = j->n_toks;
     memcpy(j->toks + from, t->token_ids + (from - t->index), (end - from) * sizeof(uint32_t));
     j->n_toks = end;
-    for (sub *s = j->subs; s; s = s->next)
-        if (s->stream == SUB_STREAM) {
-            send_tokens(c, &s->peer, j->id, j->toks, s->sent, end);
-            s->sent = end;
+    sub *s, *tmp;
+    LL_FOREACH_SAFE(j->subs, s, tmp) {
+        if (s->stream != SUB_STREAM) continue;
+        if (send_tokens(c, &s->peer, j->id, j->toks, s->sent, end) == OPG_ERR_NOT_FOUND) {
+            /* its connection is gone: whoever connects next with the same
+               routing id (another client, maybe) must not get the rest */
+            LL_DELETE(j->subs, s);
+            free(s);
+            continue;
         }
+        s->sent = end;
+    }
 }
 
 /* Whether r's receipt is what the worker signed for exactly this result,
@@ -1047,6 +1057,14 @@ static int handle_client(opg_coord *c) {
     uint64_t id = 0;
     job *j = NULL;
     int denied = 0;
+    if (c->cfg.key && p.rid_len < MIN_CLIENT_RID) {
+        /* answers go to a routing id: one another client could guess (ZeroMQ's
+           own are a counter) could be taken over once this connection is gone */
+        answer_error(c, &p, 0, OPG_ERR_DENIED,
+                     "use a random routing id of at least 16 bytes on this endpoint (docs/protocol.md)");
+        opg_frame_free(&f);
+        return 1;
+    }
     switch (f->type) {
     case T(SUBMIT_JOB):
         on_submit(c, &p, (Opg__V1__SubmitJob *)f->msg);

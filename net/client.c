@@ -7,6 +7,7 @@
  * whatever it still sends to the old one is dropped. */
 #include "client.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,16 @@ static opg_status open_sock(opg_client *c) {
         return opg__fail(OPG_ERR_IO, "client socket: %s", zmq_strerror(zmq_errno()));
     opg_status st = opg_sock_setup(c->sock, 0, 0, 0, 0);
     if (st) return st;
+    /* Answers go to a routing id, and a subscription outlives the connection
+       until its next delivery: an unguessable id (16 random bytes; ZeroMQ
+       reserves a leading zero byte) keeps another client from connecting
+       under this one's in the meantime. A new socket (after a timeout) gets
+       a new one. */
+    uint8_t rid[16];
+    randombytes_buf(rid, sizeof rid);
+    rid[0] |= 0x80;
+    if (zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, rid, sizeof rid) != 0)
+        return opg__fail(OPG_ERR_IO, "client socket: routing id: %s", zmq_strerror(zmq_errno()));
     if (c->has_curve && (st = opg_sock_curve_client(c->sock, &c->key, c->server_key))) return st;
     if (zmq_connect(c->sock, c->endpoint) != 0)
         return opg__fail(OPG_ERR_IO, "cannot connect to %s: %s", c->endpoint, zmq_strerror(zmq_errno()));
@@ -43,6 +54,7 @@ opg_status opg_client_new(const char *endpoint, const opg_keypair *key, const ui
         return opg__fail(OPG_ERR_DENIED, "coordinator %s is not on this machine: CurveZMQ is required (its public key)",
                          endpoint);
     if (server_key && !key) return opg__fail(OPG_ERR_ARG, "client: CurveZMQ needs this client's key");
+    if (sodium_init() < 0) return opg__fail(OPG_ERR_UNSUPPORTED, "libsodium failed to initialise"); /* routing ids */
     opg_client *c = calloc(1, sizeof *c);
     if (!c) return opg__fail(OPG_ERR_NOMEM, "client: out of memory");
     opg_status st = OPG_OK;

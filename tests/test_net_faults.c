@@ -27,6 +27,8 @@
  *   test_bad_jobs: token ids outside the vocabulary, a prompt as long as
  *      the context, another contract, a model nobody serves;
  *   test_lying_worker: a registered worker's bad Tokens and Results;
+ *   test_gone_subscriber: a Stream whose connection is gone is dropped, so
+ *      a later connection under its routing id gets nothing of the job;
  *   test_malformed_to_worker: a fake coordinator feeds a worker garbage;
  *   test_curve: CurveZMQ: an allowed client and worker work; an unknown
  *      client key, a plain client and an unknown worker key get nothing
@@ -1461,6 +1463,11 @@ static uint8_t *encode_id(opg_msg_type type, uint64_t id, size_t *n) {
         st.job_id = id;
         return encode(type, &st.base, n);
     }
+    if (type == T(STREAM)) {
+        Opg__V1__Stream sm = OPG__V1__STREAM__INIT;
+        sm.job_id = id;
+        return encode(type, &sm.base, n);
+    }
     if (type == T(GET_REQUEST)) {
         Opg__V1__GetRequest rq = OPG__V1__GET_REQUEST__INIT;
         rq.job_id = id;
@@ -1855,6 +1862,74 @@ static void test_lying_worker(void **state) {
     opg_client_free(cl);
     wait_worker_ready(&c, w, 1);
     stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* A Stream's subscription dies with its connection: once the subscriber is
+ * gone, the next delivery finds its routing id unknown and drops it, so a
+ * later connection under the same routing id (a client that chose it: here
+ * a raw socket) gets none of the job's later tokens nor its Result. A lying
+ * (raw) worker paces the tokens, so the order is certain. */
+static void test_gone_subscriber(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    c.extra[c.n_extra++] = "--liveness"; /* the raw worker sends no heartbeats */
+    c.extra[c.n_extra++] = "100";
+    coord_start(&c, "gone");
+    opg_keypair kp;
+    CHECK(opg_keypair_generate(&kp) == OPG_OK, "keygen");
+    void *w = raw_worker(&c, "pacer", &kp);
+    opg_client *cl = client_new(c.cep);
+    const spec *sp = &g_specs[14];
+    CHECK(sp->max_tokens >= 6, "spec 14 has max_tokens %u, 6 needed", sp->max_tokens);
+    uint64_t id = submit_ok(cl, sp);
+    opg_frame *f = liar_expect_job(&c, w, id, "pacer");
+    opg_frame_free(&f);
+    static const char rid[] = "\x81victim-rid";
+    void *a = raw_socket(ZMQ_DEALER);
+    CHECK(zmq_setsockopt(a, ZMQ_ROUTING_ID, rid, sizeof rid - 1) == 0, "routing id: %s", zmq_strerror(zmq_errno()));
+    CHECK(zmq_connect(a, c.cep) == 0, "connect: %s", zmq_strerror(zmq_errno()));
+    size_t n;
+    uint8_t *st = encode_id(T(STREAM), id, &n);
+    raw_send(a, st, n, NULL, 0);
+    free(st);
+    sleep_ms(100); /* the Stream is in */
+    uint32_t zeros[6] = {0};
+    Opg__V1__Tokens t = OPG__V1__TOKENS__INIT;
+    t.job_id = id;
+    t.token_ids = zeros;
+    t.n_token_ids = 2;
+    opg_sock_send(w, NULL, T(TOKENS), &t.base);
+    f = raw_recv(a, 10000);
+    CHECK(f && f->type == T(TOKENS), "the subscriber got %s, not its Tokens", f ? opg_frame_type_name(f->type) : "nothing");
+    opg_frame_free(&f);
+    zmq_close(a); /* gone */
+    sleep_ms(200);
+    t.index = 2; /* delivered to nobody: the subscription goes */
+    opg_sock_send(w, NULL, T(TOKENS), &t.base);
+    sleep_ms(200);
+    void *b = raw_socket(ZMQ_DEALER); /* another connection under the same routing id */
+    CHECK(zmq_setsockopt(b, ZMQ_ROUTING_ID, rid, sizeof rid - 1) == 0, "routing id: %s", zmq_strerror(zmq_errno()));
+    CHECK(zmq_connect(b, c.cep) == 0, "connect: %s", zmq_strerror(zmq_errno()));
+    sleep_ms(300);
+    t.index = 4;
+    opg_sock_send(w, NULL, T(TOKENS), &t.base);
+    size_t rl;
+    uint8_t *rc = liar_receipt(&kp, id, sp, 6, 0, 0, &rl);
+    liar_result_receipt(w, id, (uint32_t)sp->n_prompt, 6, rc, rl, OPG__V1__STOP_REASON__STOP_REASON_EOS);
+    free(rc);
+    opg_status rs = opg_client_result(cl, id, 1, 10000, &f); /* the owner's own connection still gets it */
+    CHECK(rs == OPG_OK && ((const Opg__V1__Result *)f->msg)->n_output_tokens == 6, "paced job: %s (%s)",
+          opg_strerror(rs), opg_last_error());
+    opg_frame_free(&f);
+    f = raw_recv(b, 500);
+    CHECK(!f, "a later connection under the subscriber's routing id got %s of job %" PRIu64,
+          f ? opg_frame_type_name(f->type) : "", id);
+    zmq_close(b);
+    zmq_close(w);
+    opg_client_free(cl);
     stop_clean(c.p);
     check_sanitizer_logs();
 }
@@ -2332,6 +2407,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_bad_jobs, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_lying_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_result_then_disconnect, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_gone_subscriber, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_pipelined_client, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_keyless_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_store_locked, setup_test, teardown_test),
