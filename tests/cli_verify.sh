@@ -89,6 +89,9 @@ forged empty stop 0 4                # no token, "context full"
 forged early stop 2 4                # "context full" after 2 tokens, the context the receipt names not full
 forged smallctx VALID 2 4 - - fit    # the same, signing the small context it then ran: consistent
 grep -q "^context *.*fewer than the job could fill" "$dir/verify.out" || fail "a small context not shown: $(cat "$dir/verify.out")"
+forged legacy receipt - - - - - legacy  # a receipt without fields 10-12: named as such, not as a bad signature
+grep -q "^receipt *FAILED: Receipt.sampling: missing (not a receipt of this protocol" "$dir/verify.out" \
+    || fail "a legacy receipt: $(cat "$dir/verify.out")"
 forged billed "receipt prompt" - - 99  # usage.prompt_tokens inflated
 forged foreign "token ids" - - - 500,1 # ids outside the vocabulary of 96
 # a model other than the job's

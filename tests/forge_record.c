@@ -4,7 +4,8 @@
  * signs a new receipt for it with a fresh key: what a worker that cheats on
  * purpose would send. opg verify must still find what is wrong.
  *
- * Usage: forge_record IN OUT MODEL [n_out|-] [stop|-] [prompt_tokens|-] [tokens_csv|-] [context_size|fit]
+ * Usage: forge_record IN OUT MODEL [n_out|-] [stop|-] [prompt_tokens|-] [tokens_csv|-] [context_size|fit|-]
+ *                    [legacy]
  *   n_out          keep the first n output tokens
  *   stop           the stop reason (opg.v1.StopReason number)
  *   prompt_tokens  usage.prompt_tokens (receipt and Result)
@@ -12,6 +13,8 @@
  *                  that of the unchanged output when they cannot be re-executed)
  *   context_size   the receipt's context_size; "fit": the one a context stop
  *                  after this output needs (prompt + output - 1)
+ *   legacy         "legacy": a receipt without fields 10-12 (what workers
+ *                  wrote before they existed), signed by hand
  * "-" keeps a field. Exit 0, or 1 with a message. */
 #include <sodium.h>
 #include <stdio.h>
@@ -35,12 +38,13 @@ static int die(const char *what) {
 int main(int argc, char **argv) {
     if (argc < 4 || sodium_init() < 0) {
         fprintf(stderr, "usage: forge_record IN OUT MODEL [n_out|-] [stop|-] [prompt_tokens|-] [tokens_csv|-] "
-                        "[context_size|fit]\n");
+                        "[context_size|fit|-] [legacy]\n");
         return 2;
     }
     const char *arg_n = argc > 4 ? argv[4] : "-", *arg_stop = argc > 5 ? argv[5] : "-";
     const char *arg_pt = argc > 6 ? argv[6] : "-", *arg_toks = argc > 7 && strcmp(argv[7], "-") ? argv[7] : NULL;
     const char *arg_ctx = argc > 8 ? argv[8] : "-";
+    int legacy = argc > 9 && !strcmp(argv[9], "legacy");
     opg_jobrecord *rec = NULL;
     if (opg_jobrecord_load(argv[1], &rec)) return die(argv[1]);
     const Opg__V1__SubmitJob *req = (const Opg__V1__SubmitJob *)rec->request->msg;
@@ -111,7 +115,26 @@ int main(int argc, char **argv) {
     else if (strcmp(arg_ctx, "-")) r2.context_size = (uint32_t)atol(arg_ctx);
     uint8_t *signed_rc = NULL;
     size_t signed_len = 0;
-    if (opg_receipt_sign(&r2, sk, &signed_rc, &signed_len)) return die("sign");
+    if (legacy) { /* opg_receipt_sign refuses it: the SignedReceipt made here */
+        r2.sampling = NULL;
+        r2.max_tokens = r2.context_size = 0;
+        size_t rn = protobuf_c_message_get_packed_size(&r2.base), cn = strlen(OPG_RECEIPT_SIG_CONTEXT);
+        uint8_t *msg = malloc(cn + rn), sig[64];
+        if (!msg) return die("legacy");
+        memcpy(msg, OPG_RECEIPT_SIG_CONTEXT, cn);
+        protobuf_c_message_pack(&r2.base, msg + cn);
+        crypto_sign_detached(sig, NULL, msg, cn + rn, sk);
+        Opg__V1__SignedReceipt sr = OPG__V1__SIGNED_RECEIPT__INIT;
+        sr.receipt = (ProtobufCBinaryData){rn, msg + cn};
+        sr.signature = (ProtobufCBinaryData){64, sig};
+        signed_len = protobuf_c_message_get_packed_size(&sr.base);
+        signed_rc = malloc(signed_len);
+        if (!signed_rc) return die("legacy");
+        protobuf_c_message_pack(&sr.base, signed_rc);
+        free(msg);
+    } else if (opg_receipt_sign(&r2, sk, &signed_rc, &signed_len)) {
+        return die("sign");
+    }
     res->receipt = (ProtobufCBinaryData){signed_len, signed_rc};
     char *text = NULL;
     int rc_exit = 0;
