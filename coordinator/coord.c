@@ -49,6 +49,7 @@ typedef struct job {
     uint8_t *req;              /* packed SubmitJob */
     size_t req_len;
     uint32_t max_tokens;
+    uint64_t need;             /* cache positions it needs to run to max_tokens (text prompts: 1 prompt token) */
     uint64_t max_price;
     int has_owner;             /* 0: stored before owners existed, any client may see it */
     char owner[OPG_JOBSTORE_MAX_OWNER + 1]; /* the submitting client's User-Id ("" without CURVE) */
@@ -78,6 +79,7 @@ typedef struct worker {
     opg_peer peer;
     char name[OPG_PROTO_MAX_NAME + 1];
     uint8_t (*models)[32];
+    uint32_t *contexts;        /* Ready.model_contexts: per model */
     size_t n_models;
     int backend;
     uint32_t slots;
@@ -240,6 +242,9 @@ static job *job_new(uint64_t id, const uint8_t *req, size_t len, const Opg__V1__
     j->req_len = len;
     memcpy(j->model, sj->model_id.data, 32);
     j->max_tokens = sj->max_tokens;
+    /* the scheduler caches every token but the last: prompt + max_tokens - 1 */
+    j->need = (sj->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS ? (uint64_t)sj->tokens->n_ids : 1) +
+              sj->max_tokens - 1;
     j->max_price = sj->max_price;
     if (owner) {
         j->has_owner = 1;
@@ -277,9 +282,10 @@ static int worker_add_job(worker *w, uint64_t id) {
     return 0;
 }
 
-static int worker_has_model(const worker *w, const uint8_t model[32]) {
+/* The context w gives jobs of model (>= 2), 0 when it does not serve it. */
+static uint32_t worker_context(const worker *w, const uint8_t model[32]) {
     for (size_t i = 0; i < w->n_models; i++)
-        if (!memcmp(w->models[i], model, 32)) return 1;
+        if (!memcmp(w->models[i], model, 32)) return w->contexts[i];
     return 0;
 }
 
@@ -325,6 +331,7 @@ static void worker_remove(opg_coord *c, worker *w, const char *why) {
     DL_DELETE(c->workers, w);
     c->n_workers--;
     free(w->models);
+    free(w->contexts);
     free(w->jobs);
     free(w);
 }
@@ -464,16 +471,30 @@ static int send_job(opg_coord *c, worker *w, job *j) {
 }
 
 /* The cheapest worker with the model and a free slot whose price fits. */
+/* The worker for j: one with its model, a free slot and a price within the
+ * job's max_price; among them one whose context holds the whole job (its
+ * prompt, when given as ids, and max_tokens), else the job waits for such
+ * a worker if one is registered (busy now); only when none is, a worker
+ * whose context fills first (the job then stops with "context"). Then the
+ * cheapest, then the most free slots. NULL: none now. */
 static worker *pick_worker(opg_coord *c, const job *j) {
     worker *w, *best = NULL;
+    int best_fits = 0, any_fits = 0;
     DL_FOREACH(c->workers, w) {
-        if (w->n_jobs >= w->slots || !worker_has_model(w, j->model)) continue;
+        uint32_t ctx = worker_context(w, j->model);
+        if (!ctx) continue;
         if (j->max_price && w->price && w->price > j->max_price / (j->max_tokens ? j->max_tokens : 1)) continue;
-        if (!best || w->price < best->price ||
-            (w->price == best->price && w->slots - w->n_jobs > best->slots - best->n_jobs))
+        int fits = ctx >= j->need;
+        any_fits |= fits;
+        if (w->n_jobs >= w->slots) continue;
+        if (!best || fits > best_fits ||
+            (fits == best_fits && (w->price < best->price || (w->price == best->price &&
+                                                               w->slots - w->n_jobs > best->slots - best->n_jobs)))) {
             best = w;
+            best_fits = fits;
+        }
     }
-    return best;
+    return best && (best_fits || !any_fits) ? best : NULL;
 }
 
 static void dispatch(opg_coord *c) {
@@ -537,10 +558,20 @@ static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
         c->n_workers++;
     }
     uint8_t(*models)[32] = r->n_models ? malloc(r->n_models * 32) : NULL;
-    if (r->n_models && !models) return;
-    for (size_t i = 0; i < r->n_models; i++) memcpy(models[i], r->models[i].data, 32);
+    uint32_t *contexts = r->n_models ? malloc(r->n_models * sizeof *contexts) : NULL;
+    if (r->n_models && (!models || !contexts)) {
+        free(models);
+        free(contexts);
+        return;
+    }
+    for (size_t i = 0; i < r->n_models; i++) {
+        memcpy(models[i], r->models[i].data, 32);
+        contexts[i] = r->model_contexts[i]; /* one per model: the frame check */
+    }
     free(w->models);
+    free(w->contexts);
     w->models = models;
+    w->contexts = contexts;
     w->n_models = r->n_models;
     w->backend = r->backend;
     w->slots = r->free_slots;
@@ -551,8 +582,9 @@ static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     c->dispatch_dirty = 1;
     char name[80], key[80], mh[17] = "-";
     if (w->n_models) hex8(mh, w->models[0]);
-    LOG(OPG_LOG_INFO, is_new ? "worker_ready" : "worker_update", "worker=%s slots=%u models=%zu model=%s backend=%d key=%s",
-        opg_log_q(name, sizeof name, w->name), w->slots, w->n_models, mh, w->backend,
+    LOG(OPG_LOG_INFO, is_new ? "worker_ready" : "worker_update",
+        "worker=%s slots=%u models=%zu model=%s ctx=%u backend=%d key=%s", opg_log_q(name, sizeof name, w->name),
+        w->slots, w->n_models, mh, w->n_models ? w->contexts[0] : 0, w->backend,
         p->user_id[0] ? opg_log_q(key, sizeof key, p->user_id) : "-");
 }
 
@@ -640,6 +672,8 @@ static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r
         else if (r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_CONTEXT &&
                  (out >= sj->max_tokens || p + out != (uint64_t)rc->context_size + 1))
             bad = "a context stop before its context_size is full, or at max_tokens";
+        else if (rc->context_size != worker_context(w, j->model))
+            bad = "another context_size than the worker's Ready names for the model";
         else if (sj->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS) {
             opg_receipt_hash_tokens(sj->tokens->ids, sj->tokens->n_ids, h);
             if (memcmp(rc->prompt_hash.data, h, 32)) bad = "another prompt than the job's";
@@ -1385,6 +1419,7 @@ void opg_coord_free(opg_coord *c) {
     DL_FOREACH_SAFE(c->workers, w, wt) {
         DL_DELETE(c->workers, w);
         free(w->models);
+        free(w->contexts);
         free(w->jobs);
         free(w);
     }

@@ -144,6 +144,12 @@ static opg_status check_ready(const ProtobufCMessage *m) {
     TRY(check_str_max(r->name, OPG_PROTO_MAX_NAME, "Ready", "name"));
     if (r->worker_key.len != 0 && r->worker_key.len != OPG_PROTO_ID_BYTES)
         return FAIL("Ready.worker_key: %zu bytes, expected 0 or %u", r->worker_key.len, OPG_PROTO_ID_BYTES);
+    if (r->n_model_contexts != r->n_models)
+        return FAIL("Ready.model_contexts: %zu, expected one per model (%zu)", r->n_model_contexts, r->n_models);
+    for (size_t i = 0; i < r->n_model_contexts; i++)
+        if (r->model_contexts[i] < 2)
+            return FAIL("Ready.model_contexts[%zu]: %u, at least 2 (a prompt token and one to generate)", i,
+                        r->model_contexts[i]);
     return check_str_max(r->gpu_name, OPG_PROTO_MAX_SHORT_STRING, "Ready", "gpu_name");
 }
 

@@ -34,6 +34,8 @@
  *      client key, a plain client and an unknown worker key get nothing
  *      through; a second allowed client cannot see, stream or cancel the
  *      first one's jobs (queued, finished, and after a restart);
+ *   test_context_fit: a job goes to a worker whose context holds it, even a
+ *      dearer one; with none such, it stops at the context it got;
  *   test_retention: --retention-s deletes finished jobs from the store, never
  *      the highest id or an unfinished job;
  *   test_sigterm_drain: SIGTERM of a busy worker: its jobs finish DONE
@@ -1387,12 +1389,17 @@ static void test_bad_jobs(void **state) {
 /* A raw DEALER on the coordinator's worker endpoint that says Ready (one
  * slot of the tiny model, named name, receipt key kp's, or none when kp is
  * NULL); with a key it waits until the coordinator has registered it. */
+#define LIAR_CONTEXT 4096 /* the context a raw worker's Ready and receipts name */
+
 static void *raw_worker(coord *c, const char *name, const opg_keypair *kp) {
     void *s = raw_dealer(c->wep);
     ProtobufCBinaryData model = {32, g_model_id};
+    uint32_t ctx = LIAR_CONTEXT;
     Opg__V1__Ready r = OPG__V1__READY__INIT;
     r.n_models = 1;
     r.models = &model;
+    r.n_model_contexts = 1;
+    r.model_contexts = &ctx;
     r.backend = OPG__V1__BACKEND__BACKEND_CPU;
     r.free_slots = 1;
     r.name = (char *)name;
@@ -1678,14 +1685,14 @@ static void liar_result(void *s, uint64_t id, uint32_t n_tokens) {
 }
 
 /* What a liar's receipt changes from the job it got. */
-enum { LIE_NONE, LIE_SEED, LIE_MAX_TOKENS, LIE_CONTEXT_FULL };
-#define LIAR_CONTEXT 4096 /* the context_size its receipts name */
+enum { LIE_NONE, LIE_SEED, LIE_MAX_TOKENS, LIE_CONTEXT_FULL, LIE_CONTEXT_OTHER };
 
 /* A receipt signed by kp for job id of spec sp, n zero output tokens and a
  * zero trace root (what liar_result sends), except that output_hash covers
  * extra more tokens, usage.prompt_tokens counts prompt_extra more, and the
  * sampling seed or max_tokens differ from the job's as lie says
- * (LIE_CONTEXT_FULL: context_size is the one these n tokens fill). */
+ * (LIE_CONTEXT_FULL: context_size is the one these n tokens fill;
+ * LIE_CONTEXT_OTHER: a context_size other than its Ready's). */
 static uint8_t *liar_receipt_lie(const opg_keypair *kp, uint64_t id, const spec *sp, uint32_t n, uint32_t extra,
                                  uint32_t prompt_extra, int lie, size_t *len) {
     static uint32_t zeros[OPG_PROTO_MAX_NEW_TOKENS + 2];
@@ -1713,7 +1720,9 @@ static uint8_t *liar_receipt_lie(const opg_keypair *kp, uint64_t id, const spec 
     if (lie == LIE_SEED) sam.seed++;
     rc.sampling = &sam;
     rc.max_tokens = sj.max_tokens + (lie == LIE_MAX_TOKENS);
-    rc.context_size = lie == LIE_CONTEXT_FULL ? u.prompt_tokens + n - 1 : LIAR_CONTEXT;
+    rc.context_size = lie == LIE_CONTEXT_FULL    ? u.prompt_tokens + n - 1
+                      : lie == LIE_CONTEXT_OTHER ? LIAR_CONTEXT / 2
+                                                 : LIAR_CONTEXT;
     uint8_t *out = NULL;
     CHECK(opg_receipt_sign(&rc, kp->sign_sk, &out, len) == OPG_OK, "sign: %s", opg_last_error());
     return out;
@@ -1801,7 +1810,7 @@ static void test_lying_worker(void **state) {
        reason the receipt contradicts (max_tokens with fewer tokens, context
        with the context not full): each refused, the job re-queued (the
        stored result of a job is final) */
-    enum { N_LIES = 12 };
+    enum { N_LIES = 13 };
     const uint32_t nmax = sp->max_tokens;
     size_t rl[N_LIES];
     uint8_t *rcpt[N_LIES] = {liar_receipt(&other, id, sp, 2, 0, 0, &rl[0]), liar_receipt(&kp, id, sp, 2, 1, 0, &rl[1]),
@@ -1811,7 +1820,8 @@ static void test_lying_worker(void **state) {
                              liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_MAX_TOKENS, &rl[6]),
                              liar_receipt(&kp, id, sp, 2, 0, 0, &rl[7]), liar_receipt(&kp, id, sp, 2, 0, 0, &rl[8]),
                              liar_receipt(&kp, id, sp, 2, 0, 0, &rl[9]), liar_receipt(&kp, id, sp, 0, 0, 0, &rl[10]),
-                             liar_receipt_lie(&kp, id, sp, nmax, 0, 0, LIE_CONTEXT_FULL, &rl[11])};
+                             liar_receipt_lie(&kp, id, sp, nmax, 0, 0, LIE_CONTEXT_FULL, &rl[11]),
+                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_CONTEXT_OTHER, &rl[12])};
     rcpt[3][rl[3] - 1] ^= 1; /* right in every field, but the signature broken (its last byte) */
     CHECK(sp->max_tokens > 2 && sp->n_prompt + 2 < LIAR_CONTEXT + 1, "spec 14 cannot show the stop lies");
     const char *what_receipt[] = {"no receipt",
@@ -1827,7 +1837,8 @@ static void test_lying_worker(void **state) {
                                   "a context stop short of the receipt's context",
                                   "a cancelled stop (a worker sends no Result then)",
                                   "no output token",
-                                  "a context stop at max_tokens (a worker stops at max_tokens first)"};
+                                  "a context stop at max_tokens (a worker stops at max_tokens first)",
+                                  "a receipt of another context than the worker's Ready names"};
     for (int k = 0; k < N_LIES + 2; k++) {
         uint32_t np = (uint32_t)sp->n_prompt + (k == 6 ? 5 : 0); /* the Result's usage says the same */
         uint32_t nt = k == 12 ? 0 : k == 13 ? nmax : 2;
@@ -1841,7 +1852,8 @@ static void test_lying_worker(void **state) {
         f = liar_expect_job(&c, s, id, what_receipt[k]);
         opg_frame_free(&f);
     }
-    CHECK(wait_log(c.p, "event=result_refused", 15, 5000), "the refused receipts were not logged");
+    CHECK(wait_log(c.p, "event=result_refused", 16, 5000), "the refused receipts were not logged");
+    CHECK(wait_log(c.p, "another context_size than the worker's Ready", 1, 5000), "the other context was not named");
     CHECK(wait_log(c.p, "signature does not verify", 1, 5000), "the broken signature was not named");
     CHECK(wait_log(c.p, "another prompt length", 1, 5000), "the billed prompt length was not named");
     CHECK(wait_log(c.p, "other sampling parameters", 1, 5000), "the other seed was not named");
@@ -1856,7 +1868,7 @@ static void test_lying_worker(void **state) {
     opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
     proc *w = worker_start(c.wep, 2, NULL);
     expect_result(cl, id, sp, 1, "after the lying worker");
-    CHECK(metric(&c, M_REQUEUED) == requeued + 17, "%g re-queues, expected 17", metric(&c, M_REQUEUED) - requeued);
+    CHECK(metric(&c, M_REQUEUED) == requeued + 18, "%g re-queues, expected 18", metric(&c, M_REQUEUED) - requeued);
     CHECK(metric(&c, M_DONE) == 1 && metric(&c, M_FAILED) == 0, "done/failed counters");
     zmq_close(s);
     opg_client_free(cl);
@@ -1965,9 +1977,12 @@ static void test_result_then_disconnect(void **state) {
             opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
         } else {
             ProtobufCBinaryData model = {32, g_model_id};
+            uint32_t ctx = LIAR_CONTEXT;
             Opg__V1__Ready r = OPG__V1__READY__INIT;
             r.n_models = 1;
             r.models = &model;
+            r.n_model_contexts = 1;
+            r.model_contexts = &ctx;
             r.backend = OPG__V1__BACKEND__BACKEND_CPU;
             opg_sock_send(s, NULL, T(READY), &r.base);
         }
@@ -2283,6 +2298,68 @@ static void test_curve(void **state) {
     opg_keypair_wipe(&stranger.kp);
 }
 
+/* ---- dispatch by context -------------------------------------------------------------------- */
+/* Two workers of the model, each naming its context in Ready: "small" is
+ * cheaper but one position short of job A's need (prompt + max_tokens - 1),
+ * "big" holds it. A goes to big although small is cheaper and free; B, which
+ * fits both, goes to small; once big is gone, A runs on small (no worker
+ * fits) and stops at small's full context with the reference's first tokens. */
+static void test_context_fit(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    const spec *a = NULL, *b = NULL;
+    for (int i = 0; i < 12; i++) {
+        const spec *s = &g_specs[i];
+        if (s->n_ref < s->max_tokens) continue; /* stops at eos: its length says nothing */
+        if (!a || s->n_prompt + s->max_tokens > a->n_prompt + a->max_tokens) a = s;
+    }
+    for (int i = 0; a && i < 12; i++)
+        if (g_specs[i].n_prompt + g_specs[i].max_tokens < a->n_prompt + a->max_tokens - 1) b = &g_specs[i];
+    CHECK(a && b, "no pair of specs of different needs (seed %" PRIu64 ")", g_seed);
+    uint32_t need_a = (uint32_t)(a->n_prompt + a->max_tokens - 1);
+    char small_ctx[16];
+    snprintf(small_ctx, sizeof small_ctx, "%u", need_a - 1);
+    coord c = {0};
+    coord_start(&c, "ctx");
+    const char *xs[] = {"--ctx", small_ctx, "--price", "1", NULL}, *xb[] = {"--price", "5", NULL};
+    proc *ws = worker_start(c.wep, 2, xs), *wb = worker_start(c.wep, 2, xb);
+    wait_worker_ready(&c, ws, 1);
+    wait_worker_ready(&c, wb, 1);
+    char line[96];
+    snprintf(line, sizeof line, "event=worker_ready worker=%s slots=2 models=1 ", ws->name);
+    CHECK(wait_log(c.p, line, 1, 1000), "worker %s's Ready not logged", ws->name);
+    snprintf(line, sizeof line, "ctx=%u ", need_a - 1);
+    CHECK(log_count(c.p, line) == 1, "the small worker's context %u is not in the coordinator's log", need_a - 1);
+    opg_client *cl = client_new(c.cep);
+    uint64_t id_a = submit_ok(cl, a);
+    expect_result(cl, id_a, a, 1, "needs the big context");
+    snprintf(line, sizeof line, "event=job_done job=%" PRIu64 " ", id_a);
+    CHECK(log_count(wb, line) == 1 && log_count(ws, line) == 0, "job %" PRIu64 " did not run on the big worker %s",
+          id_a, wb->name);
+    uint64_t id_b = submit_ok(cl, b);
+    expect_result(cl, id_b, b, 1, "fits both");
+    snprintf(line, sizeof line, "event=job_done job=%" PRIu64 " ", id_b);
+    CHECK(log_count(ws, line) == 1, "job %" PRIu64 " (fits both) did not run on the cheaper worker %s", id_b, ws->name);
+    stop_clean(wb);
+    snprintf(line, sizeof line, "event=worker_lost worker=%s ", wb->name);
+    CHECK(wait_log(c.p, line, 1, 10000), "the coordinator still counts worker %s", wb->name);
+    uint64_t id_a2 = submit_ok(cl, a);
+    opg_frame *f = NULL;
+    opg_status st = opg_client_result(cl, id_a2, 1, RESULT_MS, &f);
+    CHECK(st == OPG_OK, "job A on the small worker: %s (%s)", opg_strerror(st), opg_last_error());
+    const Opg__V1__Result *r = (const Opg__V1__Result *)f->msg;
+    int ok = r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_CONTEXT &&
+             r->n_output_tokens + a->n_prompt == (size_t)need_a && r->n_output_tokens < a->n_ref &&
+             !memcmp(r->output_tokens, a->ref, r->n_output_tokens * sizeof(uint32_t));
+    CHECK(ok, "job A on a context of %u: stop %d, %zu tokens (expected a context stop after %zu, the reference's first)",
+          need_a - 1, (int)r->stop_reason, r->n_output_tokens, need_a - a->n_prompt);
+    opg_frame_free(&f);
+    opg_client_free(cl);
+    stop_clean(ws);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
 /* ---- retention ---------------------------------------------------------------------------- */
 /* --retention-s 1: finished jobs leave the store a second after they
  * finished (a client then gets NOT_FOUND), the highest id stays so no id is
@@ -2414,6 +2491,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_malformed_to_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_curve, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_retention, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_context_fit, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
     };
     /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */

@@ -111,6 +111,7 @@ static Opg__V1__SamplingParams g_samp = OPG__V1__SAMPLING_PARAMS__INIT;
 static Opg__V1__TokenList g_tl = OPG__V1__TOKEN_LIST__INIT;
 static Opg__V1__Usage g_usage = OPG__V1__USAGE__INIT;
 static ProtobufCBinaryData g_models[2];
+static uint32_t g_contexts[2] = {8192, 4294967295u};
 
 static Opg__V1__Ready s_ready = OPG__V1__READY__INIT;
 static Opg__V1__Heartbeat s_hb = OPG__V1__HEARTBEAT__INIT;
@@ -126,6 +127,8 @@ static Opg__V1__StatusReply s_reply = OPG__V1__STATUS_REPLY__INIT;
 static Opg__V1__GetResult s_get = OPG__V1__GET_RESULT__INIT;
 static Opg__V1__Cancel s_cancel = OPG__V1__CANCEL__INIT;
 static Opg__V1__Stream s_stream = OPG__V1__STREAM__INIT;
+static Opg__V1__GetRequest s_getreq = OPG__V1__GET_REQUEST__INIT;
+static Opg__V1__JobRequest s_jobreq = OPG__V1__JOB_REQUEST__INIT;
 
 static void make_samples(void) {
     fill_ids();
@@ -148,6 +151,8 @@ static void make_samples(void) {
     s_ready.price_per_token = 1234567;
     s_ready.name = "gpu-node-7";
     s_ready.worker_key = bin(g_id_b, 32);
+    s_ready.n_model_contexts = 2;
+    s_ready.model_contexts = g_contexts;
 
     s_hb.seq = 42;
     s_hb.time_unix_ms = 1764072000123ull;
@@ -200,6 +205,9 @@ static void make_samples(void) {
     s_get.wait = 1;
     s_cancel.job_id = UINT64_MAX;
     s_stream.job_id = 4;
+    s_getreq.job_id = 5;
+    s_jobreq.job_id = 5;
+    s_jobreq.request = &s_submit;
 }
 
 static const struct {
@@ -210,7 +218,8 @@ static const struct {
     {T(TOKENS), &s_tokens.base},     {T(RESULT), &s_result.base},       {T(ERROR), &s_error.base},
     {T(DISCONNECT), &s_disc.base},   {T(SUBMIT_JOB), &s_submit.base},   {T(SUBMIT_ACK), &s_ack.base},
     {T(STATUS), &s_status.base},     {T(STATUS_REPLY), &s_reply.base},  {T(GET_RESULT), &s_get.base},
-    {T(CANCEL), &s_cancel.base},     {T(STREAM), &s_stream.base},
+    {T(CANCEL), &s_cancel.base},     {T(STREAM), &s_stream.base},       {T(GET_REQUEST), &s_getreq.base},
+    {T(JOB_REQUEST), &s_jobreq.base},
 };
 #define N_SAMPLES (sizeof samples / sizeof samples[0])
 
@@ -223,10 +232,10 @@ static int setup(void **state) {
 /* ---- round trips ----------------------------------------------------------------- */
 static void test_every_type_has_a_sample(void **state) {
     (void)state;
-    /* every known type (1..14) is covered; 0 and 15 are unknown */
+    /* every known type (1..16) is covered; 0 and 17 are unknown */
     assert_null(opg_frame_descriptor(OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_UNSPECIFIED));
-    assert_null(opg_frame_descriptor((opg_msg_type)15));
-    assert_int_equal(N_SAMPLES, 14);
+    assert_null(opg_frame_descriptor((opg_msg_type)17));
+    assert_int_equal(N_SAMPLES, 16);
     for (size_t i = 0; i < N_SAMPLES; i++) {
         assert_int_equal((int)samples[i].type, (int)i + 1);
         assert_ptr_equal(opg_frame_descriptor(samples[i].type), samples[i].msg->descriptor);
@@ -312,6 +321,8 @@ static void test_round_trip_fields(void **state) {
     tu_assert_bytes(rd->models[1].data, g_id_b, 32, "models[1]");
     assert_string_equal(rd->gpu_name, s_ready.gpu_name);
     assert_int_equal(rd->price_per_token, 1234567);
+    assert_int_equal(rd->n_model_contexts, 2);
+    assert_int_equal(rd->model_contexts[1], 4294967295u);
     opg_frame_free(&f);
     free(buf);
 }
@@ -391,8 +402,8 @@ static void test_wrong_version_and_type(void **state) {
     b = raw_frame(1, 0, &s_hb.base, &n);
     expect_fail(b, n, OPG_ERR_FORMAT, "unknown message type 0");
     free(b);
-    b = raw_frame(1, 15, &s_hb.base, &n);
-    expect_fail(b, n, OPG_ERR_FORMAT, "unknown message type 15");
+    b = raw_frame(1, 17, &s_hb.base, &n);
+    expect_fail(b, n, OPG_ERR_FORMAT, "unknown message type 17");
     free(b);
     b = raw_frame(1, -3, &s_hb.base, &n);
     expect_fail(b, n, OPG_ERR_FORMAT, "unknown message type -3");
@@ -591,6 +602,21 @@ static void test_field_checks(void **state) {
     long_name[sizeof long_name - 1] = 0;
     r = s_ready, r.name = long_name;
     bad_field(T(READY), &r, "Ready.name: 65 bytes");
+    r = s_ready, r.n_model_contexts = 1;
+    bad_field(T(READY), &r, "Ready.model_contexts: 1, expected one per model (2)");
+    uint32_t tiny_ctx[2] = {8192, 1};
+    r = s_ready, r.model_contexts = tiny_ctx;
+    bad_field(T(READY), &r, "Ready.model_contexts[1]: 1, at least 2");
+
+    Opg__V1__JobRequest jr = s_jobreq;
+    jr.request = NULL;
+    bad_field(T(JOB_REQUEST), &jr, "JobRequest.request: missing");
+    Opg__V1__SubmitJob bad_sj = s_submit;
+    bad_sj.max_tokens = 0;
+    jr = s_jobreq, jr.request = &bad_sj;
+    bad_field(T(JOB_REQUEST), &jr, "SubmitJob.max_tokens");
+    jr = s_jobreq, jr.job_id = 0;
+    bad_field(T(JOB_REQUEST), &jr, "JobRequest.job_id");
 
     Opg__V1__Result res = s_result;
     res.trace_root = bin(g_root, 8);

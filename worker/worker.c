@@ -73,15 +73,26 @@ static void send_msg(opg_worker *w, opg_msg_type type, const ProtobufCMessage *m
         LOG(OPG_LOG_WARN, "send_failed", "type=%s error=\"%s\"", opg_frame_type_name(type), opg_last_error());
 }
 
+/* The context a job of this model gets, as Ready and the receipts name it (a
+ * training context over 2^32 never fills: saturated). */
+static uint32_t model_context(const wmodel *wm) {
+    int64_t n = opg_sched_n_ctx(wm->sched);
+    return n > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
 static void send_ready(opg_worker *w) {
     Opg__V1__Ready r = OPG__V1__READY__INIT;
     ProtobufCBinaryData ids[w->cfg.n_models];
+    uint32_t ctx[w->cfg.n_models];
     for (int i = 0; i < w->cfg.n_models; i++) {
         ids[i].data = w->models[i].id;
         ids[i].len = 32;
+        ctx[i] = model_context(&w->models[i]);
     }
     r.n_models = (size_t)w->cfg.n_models;
     r.models = ids;
+    r.n_model_contexts = (size_t)w->cfg.n_models;
+    r.model_contexts = ctx;
     opg_backend *be = opg_model_backend(w->models[0].m);
     r.backend = strcmp(be->ops->name, "cuda") == 0 ? OPG__V1__BACKEND__BACKEND_CUDA : OPG__V1__BACKEND__BACKEND_CPU;
     r.gpu_name = (char *)opg_backend_device(be);
@@ -181,8 +192,7 @@ static void on_done(void *ctx, uint64_t tag, opg_gen_result *r) {
     rc.usage = &usage;
     rc.sampling = &j->sampling;
     rc.max_tokens = j->max_tokens;
-    int64_t n_ctx = opg_sched_n_ctx(wm->sched); /* a training context over 2^32 never fills: saturate */
-    rc.context_size = n_ctx > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)n_ctx;
+    rc.context_size = model_context(wm);
     uint8_t *signed_rc = NULL;
     size_t signed_len = 0;
     if (opg_receipt_sign(&rc, w->key.sign_sk, &signed_rc, &signed_len)) {
