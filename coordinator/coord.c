@@ -25,6 +25,7 @@
 
 #define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
 #define BATCH_MAX 4096 /* messages handled per transaction */
+#define DISPATCH_LOOKAHEAD 64 /* jobs of a queue left waiting (for a context, a price) before a pass gives up on it */
 #define MIN_CLIENT_RID 16 /* bytes of a client's routing id with CurveZMQ (handle_client) */
 #define PRUNE_EVERY_MS 100 /* retention: a prune step at most this often ... */
 #define PRUNE_ROWS 4096    /* ... looking at this many finished jobs (40k/s: more than the dispatch peak) */
@@ -221,6 +222,13 @@ static void job_free(job *j) {
     free(j);
 }
 
+/* Cache positions a job needs to run to max_tokens: the scheduler caches
+ * every token but the last and wants the prompt shorter than the context
+ * (runtime/scheduler.c), so prompt + max(max_tokens, 2) - 1. */
+static uint64_t job_need(uint64_t prompt_tokens, uint32_t max_tokens) {
+    return prompt_tokens + (max_tokens > 2 ? max_tokens : 2) - 1;
+}
+
 /* A job from its packed SubmitJob (already validated by the frame decoder or
  * when it was stored); dec is that message decoded, or NULL to unpack req
  * here (on_submit has it decoded already: one unpack less per job). */
@@ -242,9 +250,7 @@ static job *job_new(uint64_t id, const uint8_t *req, size_t len, const Opg__V1__
     j->req_len = len;
     memcpy(j->model, sj->model_id.data, 32);
     j->max_tokens = sj->max_tokens;
-    /* the scheduler caches every token but the last: prompt + max_tokens - 1 */
-    j->need = (sj->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS ? (uint64_t)sj->tokens->n_ids : 1) +
-              sj->max_tokens - 1;
+    j->need = job_need(sj->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS ? sj->tokens->n_ids : 1, sj->max_tokens);
     j->max_price = sj->max_price;
     if (owner) {
         j->has_owner = 1;
@@ -321,6 +327,7 @@ static void worker_remove(opg_coord *c, worker *w, const char *why) {
     char name[80];
     opg_log_q(name, sizeof name, w->name);
     LOG(OPG_LOG_WARN, "worker_lost", "worker=%s jobs=%u why=\"%s\"", name, w->n_jobs, why);
+    c->dispatch_dirty = 1; /* fewer contexts: a job waiting for this one's may now take a smaller one */
     while (w->n_jobs > 0) {
         uint64_t id = w->jobs[w->n_jobs - 1];
         job *j = NULL;
@@ -471,30 +478,43 @@ static int send_job(opg_coord *c, worker *w, job *j) {
 }
 
 /* The cheapest worker with the model and a free slot whose price fits. */
-/* The worker for j: one with its model, a free slot and a price within the
- * job's max_price; among them one whose context holds the whole job (its
- * prompt, when given as ids, and max_tokens), else the job waits for such
- * a worker if one is registered (busy now); only when none is, a worker
- * whose context fills first (the job then stops with "context"). Then the
- * cheapest, then the most free slots. NULL: none now. */
-static worker *pick_worker(opg_coord *c, const job *j) {
+/* Whether a (for job j, of context ctx_a) is a better choice than b (ctx_b):
+ * a context that holds the job; else the larger context; then the cheaper;
+ * then the more free slots. */
+static int better_worker(const job *j, const worker *a, uint32_t ctx_a, const worker *b, uint32_t ctx_b) {
+    int fa = ctx_a >= j->need, fb = ctx_b >= j->need;
+    if (fa != fb) return fa;
+    if (!fa && ctx_a != ctx_b) return ctx_a > ctx_b;
+    if (a->price != b->price) return a->price < b->price;
+    return a->slots - a->n_jobs > b->slots - b->n_jobs;
+}
+
+/* The worker for j now: one with its model, a free slot and a price within
+ * the job's max_price, whose context holds the whole job (prompt, when given
+ * as ids, and max_tokens; job_need). When such a worker is registered but
+ * busy, the job waits for it (NULL); only when none is registered does a
+ * smaller context take it, the largest first (the job then stops early with
+ * "context"). A draining worker (no slots) is no one to wait for. NULL and
+ * *no_slot = 1: no worker of the model has a free slot at all (nothing
+ * behind j in its queue can run either). */
+static worker *pick_worker(opg_coord *c, const job *j, int *no_slot) {
     worker *w, *best = NULL;
-    int best_fits = 0, any_fits = 0;
+    uint32_t best_ctx = 0;
+    int any_fits = 0;
+    *no_slot = 1;
     DL_FOREACH(c->workers, w) {
         uint32_t ctx = worker_context(w, j->model);
-        if (!ctx) continue;
+        if (!ctx || !w->slots) continue;
+        int free_slot = w->n_jobs < w->slots;
+        if (free_slot) *no_slot = 0;
         if (j->max_price && w->price && w->price > j->max_price / (j->max_tokens ? j->max_tokens : 1)) continue;
-        int fits = ctx >= j->need;
-        any_fits |= fits;
-        if (w->n_jobs >= w->slots) continue;
-        if (!best || fits > best_fits ||
-            (fits == best_fits && (w->price < best->price || (w->price == best->price &&
-                                                               w->slots - w->n_jobs > best->slots - best->n_jobs)))) {
+        any_fits |= ctx >= j->need;
+        if (free_slot && (!best || better_worker(j, w, ctx, best, best_ctx))) {
             best = w;
-            best_fits = fits;
+            best_ctx = ctx;
         }
     }
-    return best && (best_fits || !any_fits) ? best : NULL;
+    return best && (best_ctx >= j->need || !any_fits) ? best : NULL;
 }
 
 static void dispatch(opg_coord *c) {
@@ -503,16 +523,25 @@ static void dispatch(opg_coord *c) {
     int64_t now = opg_now_ms();
     mqueue *q, *tmp;
     HASH_ITER(hh, c->queues, q, tmp) {
-        while (q->head) {
-            job *j = q->head;
-            worker *w = pick_worker(c, j);
-            if (!w) break; /* nobody can take this model's next job now */
+        int waiting = 0; /* jobs left in the queue, ahead of the next one looked at */
+        for (job *j = q->head, *next; j && waiting < DISPATCH_LOOKAHEAD; j = next) {
+            next = j->next;
+            int no_slot = 0;
+            worker *w = pick_worker(c, j, &no_slot);
+            if (no_slot) break; /* nobody can take any of this model's jobs now */
+            if (!w) { /* it waits (for a context, a price): a later job may run */
+                waiting++;
+                continue;
+            }
             dequeue(c, j);
             if (send_job(c, w, j) != 0 || worker_add_job(w, j->id) != 0) {
                 /* the worker's queue is full or it vanished: it is dropped and
-                   its jobs, this one included, go back to the queue */
+                   its jobs, this one included, go back to the front of the
+                   queue; the scan starts over from there */
                 enqueue(c, j, 1);
                 worker_remove(c, w, "cannot send to it");
+                next = q->head;
+                waiting = 0;
                 continue;
             }
             j->state = OPG_JOB_RUNNING;
@@ -789,10 +818,22 @@ static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
         (unsigned long long)e->job_id, (int)e->code, msg);
     if (!j) return;
     /* transient trouble on that worker: another may succeed; anything else
-       (a prompt too long, an unknown model ...) fails the same everywhere */
+       (an unknown model ...) fails the same everywhere */
     if (e->code == OPG_ERR_NOMEM || e->code == OPG_ERR_IO || e->code == OPG_ERR_TIMEOUT) {
         requeue(c, j, "worker error");
         return;
+    }
+    /* a prompt that worker's context cannot hold (a text prompt: its length
+       was not known here): now known, it may fit another worker's */
+    if (e->code == OPG_ERR_LIMIT && e->prompt_tokens) {
+        j->need = job_need(e->prompt_tokens, j->max_tokens);
+        worker *o;
+        int fits_elsewhere = 0;
+        DL_FOREACH(c->workers, o) fits_elsewhere |= o->slots && worker_context(o, j->model) > e->prompt_tokens;
+        if (fits_elsewhere) {
+            requeue(c, j, "prompt longer than the worker's context");
+            return;
+        }
     }
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -1059,8 +1100,12 @@ static void on_cancel(opg_coord *c, const opg_peer *p, uint64_t id) {
         on_final_lookup(c, p, id, 0, 1); /* already final (or unknown): its state */
         return;
     }
-    if (j->final_state) {
-        add_sub(c, j, p, SUB_STATUS); /* finishing in this batch: answered after the commit */
+    /* answered after the commit; for a job submitted in this batch, in order
+       with the other answers about it (after its ack) */
+    int unacked = !j->state;
+    if (j->final_state) { /* finishing in this batch */
+        if (unacked) answer_later(c, p, j, ANSWER_STATUS);
+        else add_sub(c, j, p, SUB_STATUS);
         return;
     }
     worker *w = j->w;
@@ -1079,7 +1124,21 @@ static void on_cancel(opg_coord *c, const opg_peer *p, uint64_t id) {
         cm.job_id = id;
         opg_sock_send(c->wsock, &w->peer, T(CANCEL), &cm.base);
     }
-    add_sub(c, j, p, SUB_STATUS);
+    if (unacked) answer_later(c, p, j, ANSWER_STATUS);
+    else add_sub(c, j, p, SUB_STATUS);
+}
+
+/* The job a client request is about (0: a SubmitJob or anything else), for
+ * an Error that its client matches to the request. */
+static uint64_t request_job_id(const opg_frame *f) {
+    switch (f->type) {
+    case T(STATUS): return ((const Opg__V1__Status *)f->msg)->job_id;
+    case T(GET_RESULT): return ((const Opg__V1__GetResult *)f->msg)->job_id;
+    case T(STREAM): return ((const Opg__V1__Stream *)f->msg)->job_id;
+    case T(CANCEL): return ((const Opg__V1__Cancel *)f->msg)->job_id;
+    case T(GET_REQUEST): return ((const Opg__V1__GetRequest *)f->msg)->job_id;
+    default: return 0;
+    }
 }
 
 /* Handles one message from a client: 1, or 0 when none was waiting. */
@@ -1094,7 +1153,7 @@ static int handle_client(opg_coord *c) {
     if (c->cfg.key && p.rid_len < MIN_CLIENT_RID) {
         /* answers go to a routing id: one another client could guess (ZeroMQ's
            own are a counter) could be taken over once this connection is gone */
-        answer_error(c, &p, 0, OPG_ERR_DENIED,
+        answer_error(c, &p, request_job_id(f), OPG_ERR_DENIED,
                      "use a random routing id of at least 16 bytes on this endpoint (docs/protocol.md)");
         opg_frame_free(&f);
         return 1;

@@ -59,9 +59,14 @@ run stream3 "$opg" result 3 -C "$C" -m "$model" --stream
 expect stream3 0 "^job=3 tokens=4"
 [ "$(cat "$dir/stream3.out")" = "$(sed 1d "$dir/submit3.out")" ] \
     || fail "opg result --stream differs from opg submit: $(cat "$dir/stream3.out")"
-# without the job's model: token ids, and the same summary
-run ids1 "$opg" result 1 -C "$C" -m "$tiny/tiny-f32.gguf"
+# without the job's model: token ids, and the same summary (a model without a
+# tokenizer; another model's tokenizer, which would misread the ids)
+run ids0 "$opg" result 1 -C "$C" -m "$tiny/tiny-f32.gguf"
+expect ids0 0 "has no tokenizer: printing token ids"
+run ids1 "$opg" result 1 -C "$C" -m "$tiny/tiny-tok-over.gguf"
 expect ids1 0 "is not the job's model: printing token ids"
+run sids "$opg" result 1 -C "$C" -m "$tiny/tiny-tok-over.gguf" --stream
+expect sids 0 "the text above was read with .*tiny-tok-over.gguf's tokenizer, which is not the job's model"
 sed -n 1p "$dir/ids1.out" | grep -Eq '^[0-9]+( [0-9]+){3}$' || fail "ids expected: $(cat "$dir/ids1.out")"
 [ "$(sed -n 2p "$dir/ids1.out")" = "$(sed -n 2p "$dir/wait1.out")" ] || fail "summary differs without the model"
 run quiet1 "$opg" result 1 -C "$C" -q
@@ -129,4 +134,33 @@ run a-status "$opg" status 1 -C "$C2" --key "$dir/a.key" --server-key "$S"
 expect a-status 0 "^job=1 state=queued"
 run a-cancel "$opg" cancel 1 -C "$C2" --key "$dir/a.key" --server-key "$S"
 expect a-cancel 0 "^job=1 state=cancelled$"
+# Text prompts and contexts: the coordinator counts a text prompt as one
+# token, so the cheap worker with a 2-position context seems to hold a job of
+# max_tokens 2; it answers with the prompt's length and the job moves to the
+# worker whose context holds it. With that worker gone, it fails, and
+# `opg result` says why (a failed job is finished, not "not finished").
+wp3=$(free_port) cp3=$(free_port)
+C3="tcp://127.0.0.1:$cp3"
+"$build/coordinator/opg-coordinator" --db "$dir/jobs3.db" --workers "tcp://127.0.0.1:$wp3" --clients "$C3" \
+    --metrics off 2>"$dir/coordinator3.log" &
+pids+=($!)
+"$build/worker/opg-worker" -C "tcp://127.0.0.1:$wp3" -m "$model" --backend cpu --threads 1 --name small --ctx 2 \
+    --price 1 2>"$dir/small.log" &
+pids+=($!)
+"$build/worker/opg-worker" -C "tcp://127.0.0.1:$wp3" -m "$model" --backend cpu --threads 1 --name big --price 5 \
+    2>"$dir/big.log" &
+big=$!
+pids+=($big)
+for _ in $(seq 100); do [ "$(grep -c "event=worker_ready" "$dir/coordinator3.log")" -ge 2 ] && break; sleep 0.1; done
+run text "$opg" submit -C "$C3" -m "$model" -p abcabcabc -n 2 -q
+expect text 0 "stop=max_tokens"
+grep -q "prompt longer than the worker's context" "$dir/coordinator3.log" \
+    || fail "the job did not move from the small context: $(grep job_ "$dir/coordinator3.log")"
+kill -TERM "$big"
+for _ in $(seq 100); do grep -q "event=worker_lost worker=big" "$dir/coordinator3.log" && break; sleep 0.1; done
+run nofit "$opg" submit -C "$C3" -m "$model" -p abcabcabc -n 2 -q --no-wait
+expect nofit 0 "^job=2$"
+for _ in $(seq 100); do "$opg" status 2 -C "$C3" | grep -q "state=failed" && break; sleep 0.1; done
+run failed "$opg" result 2 -C "$C3"
+expect failed 1 "prompt too long"
 echo "ok: opg status/result/cancel by id (queued, cancelled, waited, streamed, = opg submit's result); each client sees only its own jobs"

@@ -36,6 +36,9 @@
  *      first one's jobs (queued, finished, and after a restart);
  *   test_context_fit: a job goes to a worker whose context holds it, even a
  *      dearer one; with none such, it stops at the context it got;
+ *   test_context_wait: a job waits for a busy worker whose context holds
+ *      it, without holding up the jobs behind it; max_tokens 1; a draining
+ *      worker is no one to wait for;
  *   test_retention: --retention-s deletes finished jobs from the store, never
  *      the highest id or an unfinished job;
  *   test_sigterm_drain: SIGTERM of a busy worker: its jobs finish DONE
@@ -1486,8 +1489,8 @@ static uint8_t *encode_id(opg_msg_type type, uint64_t id, size_t *n) {
 }
 
 /* A client pipelining on one socket (frames back to back: one coordinator
- * batch reads them): every answer comes in the order of the requests, and
- * those about a job submitted in the batch come after its ack (a well-formed
+ * batch reads them): the answers to SubmitJobs in their order, and those
+ * about a job submitted in the batch after its ack, in order (a well-formed
  * refusal, a malformed frame, a Status, a GetResult without wait);
  * --queue-max holds within a batch; and a Cancel naming a job submitted just
  * before it in the same batch (its id guessed, before the ack) cancels it
@@ -1551,6 +1554,17 @@ static void test_pipelined_client(void **state) {
     one_batch(&c, s, f2, 5, a2, 5, NULL, "status before the ack");
     free(st);
     free(gr);
+    free(cn);
+    free(rq);
+    /* a Cancel and then a GetRequest of it: answered in that order too */
+    next++;
+    cn = encode_id(T(CANCEL), next, &nc);
+    rq = encode_id(T(GET_REQUEST), next, &nq);
+    const raw_frame_t f2b[] = {OK, {cn, nc}, {rq, nq}};
+    const answer_t a2b[] = {{T(SUBMIT_ACK), -1, next},
+                            {T(STATUS_REPLY), OPG__V1__JOB_STATE__JOB_STATE_CANCELLED, next},
+                            {T(JOB_REQUEST), -1, next}};
+    one_batch(&c, s, f2b, 3, a2b, 3, NULL, "cancel, then get request, before the ack");
     free(cn);
     free(rq);
     /* a SubmitJob and, right behind it, a Cancel of the id it will get */
@@ -2360,6 +2374,106 @@ static void test_context_fit(void **state) {
     check_sanitizer_logs();
 }
 
+/* Waiting for a context, with a raw worker as the only big context (one
+ * slot; it holds job A without answering) beside real workers whose
+ * contexts are too short for A's kind ("small", and "tiny", the cheapest,
+ * as long as a prompt). A second job of A's need (A2) waits for big; B,
+ * queued behind it and fitting small, does not wait behind it. A job of
+ * max_tokens 1 needs its prompt + 1 positions: tiny, whose context is just
+ * the prompt, never gets it. When big starts draining (Ready with no free
+ * slot) nobody is left to wait for: A2 takes small, the largest context
+ * left, and stops at its full context with the reference's first tokens. */
+static void test_context_wait(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    const spec *a = NULL, *b = NULL, *t = NULL;
+    for (int i = 0; i < 12; i++) {
+        const spec *s = &g_specs[i];
+        if (s->n_ref == s->max_tokens && (!a || s->n_prompt + s->max_tokens > a->n_prompt + a->max_tokens)) a = s;
+    }
+    for (int i = 0; a && i < 12; i++) {
+        if (g_specs[i].n_prompt + g_specs[i].max_tokens < a->n_prompt + a->max_tokens - 1) b = &g_specs[i];
+        if (g_specs[i].n_prompt >= 2 && g_specs[i].n_prompt + 2 < a->n_prompt + a->max_tokens) t = &g_specs[i];
+    }
+    CHECK(a && b && t, "no specs of the needs this test wants (seed %" PRIu64 ")", g_seed);
+    uint32_t need_a = (uint32_t)(a->n_prompt + a->max_tokens - 1);
+    char small_ctx[16], tiny_ctx[16];
+    snprintf(small_ctx, sizeof small_ctx, "%u", need_a - 1);
+    snprintf(tiny_ctx, sizeof tiny_ctx, "%zu", t->n_prompt);
+    coord c = {0};
+    c.extra[c.n_extra++] = "--liveness"; /* the raw worker sends no heartbeats: 20 s */
+    c.extra[c.n_extra++] = "100";
+    c.extra[c.n_extra++] = "--heartbeat-ms";
+    c.extra[c.n_extra++] = "200";
+    coord_start(&c, "ctxwait");
+    opg_keypair kp;
+    CHECK(opg_keypair_generate(&kp) == OPG_OK, "keygen");
+    void *big = raw_worker(&c, "big", &kp);
+    /* the coordinator's heartbeats come every 200 ms here */
+    const char *xs[] = {"--ctx", small_ctx, "--price", "2", "--liveness", "20", NULL},
+               *xt[] = {"--ctx", tiny_ctx, "--price", "1", "--liveness", "20", NULL};
+    proc *ws = worker_start(c.wep, 2, xs), *wt = worker_start(c.wep, 2, xt);
+    wait_worker_ready(&c, ws, 1);
+    wait_worker_ready(&c, wt, 1);
+    opg_client *cl = client_new(c.cep);
+    uint64_t id_a = submit_ok(cl, a);
+    opg_frame *f = liar_expect_job(&c, big, id_a, "A to the only big context");
+    opg_frame_free(&f);
+    uint64_t id_a2 = submit_ok(cl, a);
+    uint64_t id_b = submit_ok(cl, b);
+    expect_result(cl, id_b, b, 1, "B behind a job waiting for a context");
+    expect_state(cl, id_a2, OPG__V1__JOB_STATE__JOB_STATE_QUEUED, "A2, waiting for the big context");
+    /* max_tokens 1 */
+    spec t1 = *t;
+    t1.max_tokens = 1;
+    uint64_t id_t = submit_ok(cl, &t1);
+    opg_status st = opg_client_result(cl, id_t, 1, RESULT_MS, &f);
+    CHECK(st == OPG_OK, "max_tokens 1: %s (%s)", opg_strerror(st), opg_last_error());
+    const Opg__V1__Result *r = (const Opg__V1__Result *)f->msg;
+    CHECK(r->n_output_tokens == 1 && r->output_tokens[0] == t->ref[0] &&
+              r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS,
+          "max_tokens 1: %zu tokens, stop %d", r->n_output_tokens, (int)r->stop_reason);
+    opg_frame_free(&f);
+    char line[96];
+    snprintf(line, sizeof line, "job=%" PRIu64 " ", id_t);
+    CHECK(log_count(wt, line) == 0 && log_count(c.p, "prompt longer than the worker's context") == 0,
+          "job %" PRIu64 " (prompt %zu, max_tokens 1) went to the worker whose context is %zu", id_t, t->n_prompt,
+          t->n_prompt);
+    /* big drains: A2 takes small */
+    ProtobufCBinaryData model = {32, g_model_id};
+    uint32_t ctx = LIAR_CONTEXT;
+    Opg__V1__Ready dr = OPG__V1__READY__INIT;
+    dr.n_models = 1;
+    dr.models = &model;
+    dr.n_model_contexts = 1;
+    dr.model_contexts = &ctx;
+    dr.backend = OPG__V1__BACKEND__BACKEND_CPU;
+    dr.free_slots = 0;
+    dr.name = "big";
+    dr.worker_key = (ProtobufCBinaryData){32, kp.sign_pk};
+    CHECK(opg_sock_send(big, NULL, T(READY), &dr.base) == OPG_OK, "drain Ready: %s", opg_last_error());
+    st = opg_client_result(cl, id_a2, 1, RESULT_MS, &f);
+    CHECK(st == OPG_OK, "A2 after big drains: %s (%s)", opg_strerror(st), opg_last_error());
+    r = (const Opg__V1__Result *)f->msg;
+    CHECK(r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_CONTEXT && r->n_output_tokens == a->max_tokens - 1 &&
+              !memcmp(r->output_tokens, a->ref, r->n_output_tokens * sizeof(uint32_t)),
+          "A2 on a context of %u: stop %d, %zu tokens", need_a - 1, (int)r->stop_reason, r->n_output_tokens);
+    opg_frame_free(&f);
+    Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+    d.reason = "gone";
+    opg_sock_send(big, NULL, T(DISCONNECT), &d.base); /* A, re-queued, runs on small too */
+    st = opg_client_result(cl, id_a, 1, RESULT_MS, &f);
+    CHECK(st == OPG_OK && ((const Opg__V1__Result *)f->msg)->n_output_tokens == a->max_tokens - 1,
+          "A after big left: %s (%s)", opg_strerror(st), opg_last_error());
+    opg_frame_free(&f);
+    zmq_close(big);
+    opg_client_free(cl);
+    stop_clean(ws);
+    stop_clean(wt);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
 /* ---- retention ---------------------------------------------------------------------------- */
 /* --retention-s 1: finished jobs leave the store a second after they
  * finished (a client then gets NOT_FOUND), the highest id stays so no id is
@@ -2492,6 +2606,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_curve, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_retention, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_context_fit, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_context_wait, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
     };
     /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */

@@ -113,29 +113,31 @@ int opg_cmd_cancel(int argc, char **argv) {
     return rc;
 }
 
-/* The tokenizer to print job's output with: the model file's, when it is the
- * model the receipt names (else the text would be another model's reading of
- * the ids). NULL prints ids; a note says why when a model was named. */
-static opg_tokenizer *tokenizer_for(const char *model, int explicit_model, const Opg__V1__Result *r) {
-    Opg__V1__Receipt *rc = NULL;
+/* The tokenizer of the GGUF file at path and the file's model id (SHA-256);
+ * NULL when it cannot be opened or has no tokenizer (said on stderr when the
+ * user named the file). */
+static opg_tokenizer *open_tokenizer(const char *path, int named, uint8_t id[32]) {
     opg_gguf *g = NULL;
     opg_tokenizer *tok = NULL;
-    uint8_t id[32];
-    if (opg_receipt_decode(r->receipt.data, r->receipt.len, &rc) != OPG_OK) {
-        if (explicit_model) fprintf(stderr, "opg result: the receipt does not decode: printing token ids\n");
-    } else if (opg_gguf_open(model, &g) != OPG_OK) {
-        if (explicit_model) fprintf(stderr, "opg result: %s: printing token ids\n", opg_last_error());
+    if (opg_gguf_open(path, &g) != OPG_OK) {
+        if (named) fprintf(stderr, "opg result: %s: printing token ids\n", opg_last_error());
     } else {
         opg_gguf_sha256(g, id);
-        if (memcmp(id, rc->model_id.data, 32) != 0) {
-            if (explicit_model) fprintf(stderr, "opg result: %s is not the job's model: printing token ids\n", model);
-        } else if (opg_tokenizer_from_gguf(g, &tok) != OPG_OK) {
+        if (opg_tokenizer_from_gguf(g, &tok) != OPG_OK) {
+            if (named) fprintf(stderr, "opg result: %s has no tokenizer: printing token ids\n", path);
             tok = NULL;
         }
     }
     opg_gguf_close(g);
-    opg_receipt_free(rc);
     return tok;
+}
+
+/* Whether id is the model the Result's receipt names. */
+static int is_jobs_model(const Opg__V1__Result *r, const uint8_t id[32]) {
+    Opg__V1__Receipt *rc = NULL;
+    int same = opg_receipt_decode(r->receipt.data, r->receipt.len, &rc) == OPG_OK && !memcmp(rc->model_id.data, id, 32);
+    opg_receipt_free(rc);
+    return same;
 }
 
 int opg_cmd_result(int argc, char **argv) {
@@ -169,30 +171,52 @@ int opg_cmd_result(int argc, char **argv) {
     if (save && (rc = opg_tool_check_save("result", save)) != 0) goto out;
     rc = 1;
     opg_status st;
+    const char *path = model ? model : OPG_DEFAULT_MODEL;
+    uint8_t file_id[32];
     opg_tool_stream so = {NULL, quiet};
-    if (stream) {
-        /* ids as they come: the model cannot be matched before the receipt */
-        if (model) {
-            opg_gguf *g = NULL;
-            if (opg_gguf_open(model, &g) == OPG_OK && opg_tokenizer_from_gguf(g, &tok) != OPG_OK) tok = NULL;
-            opg_gguf_close(g);
-            so.tok = tok;
+    if (!wait && !stream) { /* "not finished" is a state, not an error: ask first */
+        int state = 0;
+        uint32_t done = 0;
+        if ((st = opg_client_status(cl, id, (int)conn.timeout_ms, &state, &done))) {
+            job_error("result", st);
+            goto out;
         }
+        if (state == OPG__V1__JOB_STATE__JOB_STATE_QUEUED || state == OPG__V1__JOB_STATE__JOB_STATE_RUNNING) {
+            fprintf(stderr, "opg result: job %llu is not finished (%s, %u tokens so far; --wait waits for it)\n",
+                    (unsigned long long)id, state_name(state), done);
+            goto out;
+        }
+    }
+    if (stream) {
+        /* text as it comes, with the file's tokenizer: whether it is the job's
+           model is known only from the receipt, at the end */
+        if (!quiet) so.tok = tok = open_tokenizer(path, model != NULL, file_id);
         st = opg_client_stream(cl, id, opg_tool_print_tokens, &so, (int)conn.timeout_ms, &f);
         if (!st && !quiet) putchar('\n');
     } else {
         st = opg_client_result(cl, id, wait, (int)conn.timeout_ms, &f);
     }
+    if (st == OPG_ERR_TIMEOUT && (wait || stream)) {
+        fprintf(stderr, "opg result: job %llu: %s for %lld ms (--timeout-ms; opg status %llu shows its state)\n",
+                (unsigned long long)id, stream ? "no token and no result" : "not finished",
+                (long long)conn.timeout_ms, (unsigned long long)id);
+        goto out;
+    }
     if (st) {
-        if (st == OPG_ERR_STATE && !wait && !stream)
-            fprintf(stderr, "opg result: job %llu is not finished (opg result --wait waits for it)\n",
-                    (unsigned long long)id);
-        else job_error("result", st);
+        job_error("result", st);
         goto out;
     }
     const Opg__V1__Result *r = (const Opg__V1__Result *)f->msg;
+    if (stream && tok && !is_jobs_model(r, file_id))
+        fprintf(stderr, "opg result: the text above was read with %s's tokenizer, which is not the job's model: "
+                        "-m THE_JOBS_MODEL reads it right\n", path);
     if (!stream && !quiet) {
-        tok = tokenizer_for(model ? model : OPG_DEFAULT_MODEL, model != NULL, r);
+        tok = open_tokenizer(path, model != NULL, file_id);
+        if (tok && !is_jobs_model(r, file_id)) {
+            if (model) fprintf(stderr, "opg result: %s is not the job's model: printing token ids\n", model);
+            opg_tokenizer_free(tok);
+            tok = NULL;
+        }
         so.tok = tok;
         opg_tool_print_tokens(&so, 0, r->output_tokens, r->n_output_tokens);
         putchar('\n');

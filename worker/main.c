@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
         {"backend", 'b', OPG_OPT_STR, &backend, 0, 0, "NAME", "auto, cpu, cuda or cuda:N"},
         {"threads", 't', OPG_OPT_INT, &threads, 0, 1024, "N", "CPU threads (0: all cores)"},
         {"slots", 's', OPG_OPT_INT, &slots, 1, 4096, "N", "jobs run at once (one batch)"},
-        {"ctx", 0, OPG_OPT_INT, &n_ctx, 0, 1 << 24, "N", "context per job (0: the model's)"},
+        {"ctx", 0, OPG_OPT_INT, &n_ctx, 0, 1 << 24, "N", "cache positions per job, 0 or >= 2 (0: the model's training context)"},
         {"price", 0, OPG_OPT_INT, &price, 0, INT64_MAX, "N", "price per token, in the ledger's smallest unit"},
         {"name", 'n', OPG_OPT_STR, &name, 0, 0, "NAME", "label in the coordinator's logs (default: host name)"},
         {"heartbeat-ms", 0, OPG_OPT_INT, &heartbeat, 10, 600000, "MS", "heartbeat period"},
@@ -73,6 +73,10 @@ int main(int argc, char **argv) {
     int level = opg_log_level_parse(log_level);
     if (level < 0) {
         fprintf(stderr, "opg-worker: --log-level must be debug, info, warn or error, got '%s'\n", log_level);
+        return 2;
+    }
+    if (n_ctx == 1) { /* a prompt token and one to generate need 2 */
+        fprintf(stderr, "opg-worker: --ctx must be 0 (the model's training context) or at least 2\n");
         return 2;
     }
     if (models.n < 1) {

@@ -283,6 +283,23 @@ static void on_job(opg_worker *w, const Opg__V1__Job *m) {
         q.n_stop = wm->n_stop;
         st = opg_sched_add(wm->sched, &q, m->job_id);
     }
+    if (st == OPG_ERR_LIMIT && n >= opg_sched_n_ctx(wm->sched)) {
+        /* the prompt does not fit this worker's context: the coordinator
+           learns its length and may find a worker whose context holds it */
+        Opg__V1__Error e = OPG__V1__ERROR__INIT;
+        char msg[OPG_PROTO_MAX_SHORT_STRING + 1];
+        snprintf(msg, sizeof msg, "%s", opg_last_error());
+        e.job_id = m->job_id;
+        e.code = st;
+        e.message = msg;
+        e.prompt_tokens = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+        send_msg(w, T(ERROR), &e.base);
+        metric_add(w, w->m_failed, 1);
+        if (j) free(j->prompt);
+        free(j);
+        free(ids);
+        return;
+    }
     if (st) {
         send_error(w, m->job_id, st, opg_last_error());
         metric_add(w, w->m_failed, 1);
