@@ -50,7 +50,10 @@ typedef struct job {
     uint8_t *req;              /* packed SubmitJob */
     size_t req_len;
     uint32_t max_tokens;
-    uint64_t need;             /* cache positions it needs to run to max_tokens (text prompts: 1 prompt token) */
+    uint64_t need;             /* cache positions it needs to run to max_tokens (job_need) */
+    uint64_t prompt_len;       /* its prompt in tokens; for a text prompt 0 until a worker says (Error.prompt_tokens) */
+    int text_prompt;
+    int parked;                /* in its queue's parked list: no registered worker can take it */
     uint64_t max_price;
     int has_owner;             /* 0: stored before owners existed, any client may see it */
     char owner[OPG_JOBSTORE_MAX_OWNER + 1]; /* the submitting client's User-Id ("" without CURVE) */
@@ -72,7 +75,8 @@ typedef struct job {
 typedef struct mqueue {
     uint8_t model[32];
     job *head;
-    int64_t n;
+    job *parked;               /* jobs no registered worker can take (its price, ...): back at the next Ready */
+    int64_t n;                 /* both lists */
     UT_hash_handle hh;
 } mqueue;
 
@@ -206,7 +210,9 @@ static int enqueue(opg_coord *c, job *j, int front) {
 static void dequeue(opg_coord *c, job *j) {
     mqueue *q = queue_of(c, j->model, 0);
     if (!q || j->state != OPG_JOB_QUEUED) return;
-    DL_DELETE(q->head, j);
+    if (j->parked) DL_DELETE(q->parked, j);
+    else DL_DELETE(q->head, j);
+    j->parked = 0;
     j->prev = j->next = NULL;
     q->n--;
     c->n_queued--;
@@ -250,7 +256,9 @@ static job *job_new(uint64_t id, const uint8_t *req, size_t len, const Opg__V1__
     j->req_len = len;
     memcpy(j->model, sj->model_id.data, 32);
     j->max_tokens = sj->max_tokens;
-    j->need = job_need(sj->prompt_case == OPG__V1__SUBMIT_JOB__PROMPT_TOKENS ? sj->tokens->n_ids : 1, sj->max_tokens);
+    j->text_prompt = sj->prompt_case != OPG__V1__SUBMIT_JOB__PROMPT_TOKENS;
+    j->prompt_len = j->text_prompt ? 0 : sj->tokens->n_ids;
+    j->need = job_need(j->text_prompt ? 1 : j->prompt_len, sj->max_tokens);
     j->max_price = sj->max_price;
     if (owner) {
         j->has_owner = 1;
@@ -299,12 +307,14 @@ static void finish_job(opg_coord *c, job *j, int state, uint8_t *frame, size_t l
 
 /* A running job goes back to the queue (its worker is lost or failed
  * transiently), or fails once it has lost max_attempts workers. */
-static void requeue(opg_coord *c, job *j, const char *why) {
+/* Back to the front of its queue (count_attempt: it counts against
+ * --max-attempts, as a worker lost while running it). */
+static void requeue_as(opg_coord *c, job *j, const char *why, int count_attempt) {
     if (j->w) worker_drop_job(j->w, j->id);
     j->w = NULL;
     if (j->state == OPG_JOB_RUNNING) c->n_running--;
     j->state = 0; /* in no queue, not running */
-    j->attempts++;
+    j->attempts += count_attempt != 0;
     if (j->attempts >= c->cfg.max_attempts) {
         char msg[256];
         snprintf(msg, sizeof msg, "job %llu failed: %d workers lost while running it (last: %s)",
@@ -322,6 +332,8 @@ static void requeue(opg_coord *c, job *j, const char *why) {
     LOG(OPG_LOG_WARN, "job_requeued", "job=%llu attempt=%d why=\"%s\"", (unsigned long long)j->id, j->attempts, why);
     enqueue(c, j, 1);
 }
+
+static void requeue(opg_coord *c, job *j, const char *why) { requeue_as(c, j, why, 1); }
 
 static void worker_remove(opg_coord *c, worker *w, const char *why) {
     char name[80];
@@ -477,7 +489,6 @@ static int send_job(opg_coord *c, worker *w, job *j) {
     return st == OPG_OK ? 0 : -1;
 }
 
-/* The cheapest worker with the model and a free slot whose price fits. */
 /* Whether a (for job j, of context ctx_a) is a better choice than b (ctx_b):
  * a context that holds the job; else the larger context; then the cheaper;
  * then the more free slots. */
@@ -489,32 +500,49 @@ static int better_worker(const job *j, const worker *a, uint32_t ctx_a, const wo
     return a->slots - a->n_jobs > b->slots - b->n_jobs;
 }
 
-/* The worker for j now: one with its model, a free slot and a price within
- * the job's max_price, whose context holds the whole job (prompt, when given
- * as ids, and max_tokens; job_need). When such a worker is registered but
- * busy, the job waits for it (NULL); only when none is registered does a
- * smaller context take it, the largest first (the job then stops early with
- * "context"). A draining worker (no slots) is no one to wait for. NULL and
- * *no_slot = 1: no worker of the model has a free slot at all (nothing
- * behind j in its queue can run either). */
-static worker *pick_worker(opg_coord *c, const job *j, int *no_slot) {
+/* Whether w may run j at all: it serves j's model (*ctx: its context), is
+ * not draining and its price is within the job's max_price. */
+static int can_take(const worker *w, const job *j, uint32_t *ctx) {
+    *ctx = worker_context(w, j->model);
+    if (!*ctx || !w->slots) return 0;
+    return !(j->max_price && w->price && w->price > j->max_price / (j->max_tokens ? j->max_tokens : 1));
+}
+
+/* Why pick_worker found no worker for j. */
+enum { PICK_OK, PICK_NO_SLOT, PICK_WAIT, PICK_NO_TAKER };
+
+/* The worker for j now, among those that can take it (can_take) with a free
+ * slot: one whose context holds the whole job (job_need). When such a worker
+ * is registered but busy, the job waits for it (PICK_WAIT); only when none is
+ * registered does a smaller context take it, the largest first (the job then
+ * stops early with "context") but never one that cannot hold its prompt
+ * while another can. *why: PICK_OK; PICK_NO_SLOT when no worker of the model
+ * has a free slot at all (nothing behind j can run either); PICK_NO_TAKER
+ * when no registered worker can take it (a price, the model) and none will
+ * until another Ready. */
+static worker *pick_worker(opg_coord *c, const job *j, int *why) {
     worker *w, *best = NULL;
-    uint32_t best_ctx = 0;
-    int any_fits = 0;
-    *no_slot = 1;
-    DL_FOREACH(c->workers, w) {
-        uint32_t ctx = worker_context(w, j->model);
-        if (!ctx || !w->slots) continue;
-        int free_slot = w->n_jobs < w->slots;
-        if (free_slot) *no_slot = 0;
-        if (j->max_price && w->price && w->price > j->max_price / (j->max_tokens ? j->max_tokens : 1)) continue;
+    uint32_t best_ctx = 0, ctx;
+    int any_fits = 0, any_taker = 0, any_holds_prompt = 0, any_slot = 0;
+    DL_FOREACH(c->workers, w) { /* is there anyone to wait for? */
+        if (worker_context(w, j->model) && w->slots && w->n_jobs < w->slots) any_slot = 1;
+        if (!can_take(w, j, &ctx)) continue;
+        any_taker = 1;
         any_fits |= ctx >= j->need;
-        if (free_slot && (!best || better_worker(j, w, ctx, best, best_ctx))) {
+        any_holds_prompt |= ctx > j->prompt_len;
+    }
+    DL_FOREACH(c->workers, w) {
+        if (!can_take(w, j, &ctx) || w->n_jobs >= w->slots) continue;
+        if (any_holds_prompt && ctx <= j->prompt_len) continue; /* it would refuse the prompt */
+        if (!best || better_worker(j, w, ctx, best, best_ctx)) {
             best = w;
             best_ctx = ctx;
         }
     }
-    return best && (best_ctx >= j->need || !any_fits) ? best : NULL;
+    *why = PICK_OK;
+    if (best && (best_ctx >= j->need || !any_fits)) return best;
+    *why = !any_slot ? PICK_NO_SLOT : !any_taker ? PICK_NO_TAKER : PICK_WAIT;
+    return NULL;
 }
 
 static void dispatch(opg_coord *c) {
@@ -526,10 +554,16 @@ static void dispatch(opg_coord *c) {
         int waiting = 0; /* jobs left in the queue, ahead of the next one looked at */
         for (job *j = q->head, *next; j && waiting < DISPATCH_LOOKAHEAD; j = next) {
             next = j->next;
-            int no_slot = 0;
-            worker *w = pick_worker(c, j, &no_slot);
-            if (no_slot) break; /* nobody can take any of this model's jobs now */
-            if (!w) { /* it waits (for a context, a price): a later job may run */
+            int why = 0;
+            worker *w = pick_worker(c, j, &why);
+            if (why == PICK_NO_SLOT) break; /* nobody can take any of this model's jobs now */
+            if (why == PICK_NO_TAKER) { /* out of the way until a worker's Ready changes that */
+                DL_DELETE(q->head, j);
+                DL_APPEND(q->parked, j);
+                j->parked = 1;
+                continue;
+            }
+            if (!w) { /* it waits for a worker whose context holds it: a later job may run */
                 waiting++;
                 continue;
             }
@@ -551,7 +585,7 @@ static void dispatch(opg_coord *c) {
             c->n_running++;
             metric_observe(c, c->m_wait, (double)(now - j->t_submit) / 1000.0);
         }
-        if (!q->head) { /* a queue per model id ever asked for would grow without bound */
+        if (!q->head && !q->parked) { /* a queue per model id ever asked for would grow without bound */
             HASH_DEL(c->queues, q);
             free(q);
         }
@@ -602,6 +636,14 @@ static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     w->models = models;
     w->contexts = contexts;
     w->n_models = r->n_models;
+    for (size_t i = 0; i < w->n_models; i++) { /* a new or changed worker: parked jobs may run now */
+        mqueue *q = queue_of(c, w->models[i], 0);
+        if (!q || !q->parked) continue;
+        for (job *j = q->parked; j; j = j->next) j->parked = 0;
+        DL_CONCAT(q->parked, q->head); /* they came first */
+        q->head = q->parked;
+        q->parked = NULL;
+    }
     w->backend = r->backend;
     w->slots = r->free_slots;
     w->price = r->price_per_token;
@@ -826,12 +868,25 @@ static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
     /* a prompt that worker's context cannot hold (a text prompt: its length
        was not known here): now known, it may fit another worker's */
     if (e->code == OPG_ERR_LIMIT && e->prompt_tokens) {
-        j->need = job_need(e->prompt_tokens, j->max_tokens);
+        /* believed only for a text prompt (ids are counted here, and never
+           sent to a context that cannot hold them while another can) and
+           when the worker's own context cannot hold it: then the worker is
+           passed over from now on (pick_worker), so the job cannot come back
+           to it, and the re-queue costs no attempt */
+        if (!j->text_prompt || worker_context(w, j->model) > e->prompt_tokens) {
+            requeue(c, j, "a worker refused a prompt its context holds");
+            return;
+        }
+        if (j->text_prompt && e->prompt_tokens > j->prompt_len) { /* ids: known here, a worker cannot change them */
+            j->prompt_len = e->prompt_tokens;
+            j->need = job_need(j->prompt_len, j->max_tokens);
+        }
         worker *o;
-        int fits_elsewhere = 0;
-        DL_FOREACH(c->workers, o) fits_elsewhere |= o->slots && worker_context(o, j->model) > e->prompt_tokens;
-        if (fits_elsewhere) {
-            requeue(c, j, "prompt longer than the worker's context");
+        uint32_t ctx;
+        int held_elsewhere = 0;
+        DL_FOREACH(c->workers, o) held_elsewhere |= can_take(o, j, &ctx) && ctx > j->prompt_len;
+        if (held_elsewhere) { /* not the worker's fault: no attempt counted */
+            requeue_as(c, j, "prompt longer than the worker's context", 0);
             return;
         }
     }
@@ -1082,7 +1137,7 @@ static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
         send_tokens(c, p, j->id, j->toks, 0, j->n_toks);
         s->sent = j->n_toks;
     }
-    LL_PREPEND(j->subs, s);
+    LL_APPEND(j->subs, s); /* delivered in the order asked */
 }
 
 static void on_cancel(opg_coord *c, const opg_peer *p, uint64_t id) {

@@ -163,4 +163,46 @@ expect nofit 0 "^job=2$"
 for _ in $(seq 100); do "$opg" status 2 -C "$C3" | grep -q "state=failed" && break; sleep 0.1; done
 run failed "$opg" result 2 -C "$C3"
 expect failed 1 "prompt too long"
+# A busy worker whose context holds the prompt is waited for: the job does
+# not bounce off the free one that cannot hold it (the coordinator learns the
+# length once). Jobs no registered worker will take (their max_price) step
+# aside for the jobs behind them, and run once a worker that takes them
+# registers.
+wp4=$(free_port) cp4=$(free_port)
+C4="tcp://127.0.0.1:$cp4"
+"$build/coordinator/opg-coordinator" --db "$dir/jobs4.db" --workers "tcp://127.0.0.1:$wp4" --clients "$C4" \
+    --metrics off --liveness 20 2>"$dir/coordinator4.log" &
+pids+=($!)
+"$build/worker/opg-worker" -C "tcp://127.0.0.1:$wp4" -m "$model" --backend cpu --threads 1 --name small4 --ctx 2 \
+    --price 1 --liveness 20 2>"$dir/small4.log" &
+pids+=($!)
+"$build/worker/opg-worker" -C "tcp://127.0.0.1:$wp4" -m "$model" --backend cpu --threads 1 --name big4 --ctx 64 \
+    --slots 1 --price 5 --liveness 20 2>"$dir/big4.log" &
+big4=$!
+pids+=($big4)
+for _ in $(seq 100); do [ "$(grep -c "event=worker_ready" "$dir/coordinator4.log")" -ge 2 ] && break; sleep 0.1; done
+kill -STOP "$big4"
+run hold "$opg" submit -C "$C4" -m "$model" -p abcabcabc -n 4 --no-wait # big4's one slot, frozen
+expect hold 0 "^job=1$"
+run long "$opg" submit -C "$C4" -m "$model" -p abcabcabc -n 100 --no-wait # no context holds 9 + 99
+expect long 0 "^job=2$"
+for _ in $(seq 50); do grep -q "job=2 .*prompt longer than the worker's context" "$dir/coordinator4.log" && break; sleep 0.1; done
+sleep 0.3
+kill -CONT "$big4"
+run long2 "$opg" result 2 -C "$C4" --wait -q
+expect long2 0 "^job=2 tokens=56 stop=context"
+[ "$(grep -c "job=2 .*prompt longer than the worker's context" "$dir/coordinator4.log")" -eq 1 ] \
+    || fail "job 2 bounced: $(grep "job=2" "$dir/coordinator4.log")"
+for i in $(seq 65); do
+    "$opg" submit -C "$C4" -m "$model" -p abc -n 2 --max-price 1 --no-wait >/dev/null 2>&1 || fail "submit $i"
+done
+run after "$opg" submit -C "$C4" -m "$model" -p abc -n 2 -q --timeout-ms 10000
+expect after 0 "stop=max_tokens"
+"$build/worker/opg-worker" -C "tcp://127.0.0.1:$wp4" -m "$model" --backend cpu --threads 1 --name free4 \
+    --liveness 20 2>"$dir/free4.log" &
+pids+=($!)
+run parked "$opg" result 3 -C "$C4" --wait -q --timeout-ms 20000
+expect parked 0 "^job=3 tokens=2"
+run parked2 "$opg" result 67 -C "$C4" --wait -q --timeout-ms 20000
+expect parked2 0 "^job=67 tokens=2"
 echo "ok: opg status/result/cancel by id (queued, cancelled, waited, streamed, = opg submit's result); each client sees only its own jobs"
