@@ -868,12 +868,11 @@ static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
     /* a prompt that worker's context cannot hold (a text prompt: its length
        was not known here): now known, it may fit another worker's */
     if (e->code == OPG_ERR_LIMIT && e->prompt_tokens) {
-        /* believed only for a text prompt (ids are counted here, and never
-           sent to a context that cannot hold them while another can) and
-           when the worker's own context cannot hold it: then the worker is
-           passed over from now on (pick_worker), so the job cannot come back
-           to it, and the re-queue costs no attempt */
-        if (!j->text_prompt || worker_context(w, j->model) > e->prompt_tokens) {
+        /* believed only when the worker's own context cannot hold that
+           length and, for ids (counted here), when it is their number: then
+           the worker is passed over from now on (pick_worker), so the job
+           cannot come back to it, and a re-queue costs no attempt */
+        if (worker_context(w, j->model) > e->prompt_tokens || (!j->text_prompt && e->prompt_tokens != j->prompt_len)) {
             requeue(c, j, "a worker refused a prompt its context holds");
             return;
         }
