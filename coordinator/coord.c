@@ -27,6 +27,7 @@
 #define BATCH_MAX 4096 /* messages handled per transaction */
 #define DISPATCH_LOOKAHEAD 64 /* jobs of a queue left waiting (for a context, a price) before a pass gives up on it */
 #define MIN_CLIENT_RID 16 /* bytes of a client's routing id with CurveZMQ (handle_client) */
+#define MAX_SUBS_PER_JOB 1024 /* requests waiting on one job (Stream, GetResult with wait) */
 #define PRUNE_EVERY_MS 100 /* retention: a prune step at most this often ... */
 #define PRUNE_ROWS 4096    /* ... looking at this many finished jobs (40k/s: more than the dispatch peak) */
 
@@ -37,7 +38,7 @@ typedef struct sub {
     int stream;        /* SUB_STREAM: tokens then the final frame; SUB_RESULT: the final
                           frame (GetResult with wait); SUB_STATUS: a StatusReply (Cancel) */
     uint32_t sent;     /* tokens already sent to a stream */
-    struct sub *next;
+    struct sub *prev, *next; /* utlist DL: appended in O(1) */
 } sub;
 
 struct worker;
@@ -54,6 +55,7 @@ typedef struct job {
     uint64_t prompt_len;       /* its prompt in tokens; for a text prompt 0 until a worker says (Error.prompt_tokens) */
     int text_prompt;
     int parked;                /* in its queue's parked list: no registered worker can take it */
+    uint32_t sent_ctx;         /* the context its worker named when the job was sent to it */
     uint64_t max_price;
     int has_owner;             /* 0: stored before owners existed, any client may see it */
     char owner[OPG_JOBSTORE_MAX_OWNER + 1]; /* the submitting client's User-Id ("" without CURVE) */
@@ -67,6 +69,7 @@ typedef struct job {
     uint8_t *final_frame;      /* Result or Error frame, once final */
     size_t final_len;
     sub *subs;
+    int n_subs;
     struct job *prev, *next;   /* model queue (utlist) */
     struct job *fin_next;      /* finished-in-this-batch list */
     UT_hash_handle hh;
@@ -207,6 +210,21 @@ static int enqueue(opg_coord *c, job *j, int front) {
     return 0;
 }
 
+/* Puts a queue's parked jobs back among the others, by job id (both lists
+ * are in id order but for jobs re-queued at the front, which are older
+ * than those behind them anyway). */
+static void unpark(mqueue *q) {
+    job *merged = NULL;
+    while (q->head || q->parked) {
+        job **from = !q->parked || (q->head && q->head->id < q->parked->id) ? &q->head : &q->parked;
+        job *j = *from;
+        DL_DELETE(*from, j);
+        j->parked = 0;
+        DL_APPEND(merged, j);
+    }
+    q->head = merged;
+}
+
 static void dequeue(opg_coord *c, job *j) {
     mqueue *q = queue_of(c, j->model, 0);
     if (!q || j->state != OPG_JOB_QUEUED) return;
@@ -221,7 +239,7 @@ static void dequeue(opg_coord *c, job *j) {
 static void job_free(job *j) {
     if (!j) return;
     sub *s, *t;
-    LL_FOREACH_SAFE(j->subs, s, t) free(s);
+    DL_FOREACH_SAFE(j->subs, s, t) free(s);
     free(j->req);
     free(j->toks);
     free(j->final_frame);
@@ -580,6 +598,7 @@ static void dispatch(opg_coord *c) {
             }
             j->state = OPG_JOB_RUNNING;
             j->w = w;
+            j->sent_ctx = worker_context(w, j->model);
             j->t_dispatch = now;
             OPG_LT(j->id, OPG_LT_C_JOB, 0);
             c->n_running++;
@@ -638,11 +657,7 @@ static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     w->n_models = r->n_models;
     for (size_t i = 0; i < w->n_models; i++) { /* a new or changed worker: parked jobs may run now */
         mqueue *q = queue_of(c, w->models[i], 0);
-        if (!q || !q->parked) continue;
-        for (job *j = q->parked; j; j = j->next) j->parked = 0;
-        DL_CONCAT(q->parked, q->head); /* they came first */
-        q->head = q->parked;
-        q->parked = NULL;
+        if (q && q->parked) unpark(q);
     }
     w->backend = r->backend;
     w->slots = r->free_slots;
@@ -683,12 +698,13 @@ static void on_tokens(opg_coord *c, worker *w, const Opg__V1__Tokens *t) {
     memcpy(j->toks + from, t->token_ids + (from - t->index), (end - from) * sizeof(uint32_t));
     j->n_toks = end;
     sub *s, *tmp;
-    LL_FOREACH_SAFE(j->subs, s, tmp) {
+    DL_FOREACH_SAFE(j->subs, s, tmp) {
         if (s->stream != SUB_STREAM) continue;
         if (send_tokens(c, &s->peer, j->id, j->toks, s->sent, end) == OPG_ERR_NOT_FOUND) {
             /* its connection is gone: whoever connects next with the same
                routing id (another client, maybe) must not get the rest */
-            LL_DELETE(j->subs, s);
+            DL_DELETE(j->subs, s);
+            j->n_subs--;
             free(s);
             continue;
         }
@@ -868,11 +884,12 @@ static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
     /* a prompt that worker's context cannot hold (a text prompt: its length
        was not known here): now known, it may fit another worker's */
     if (e->code == OPG_ERR_LIMIT && e->prompt_tokens) {
-        /* believed only when the worker's own context cannot hold that
-           length and, for ids (counted here), when it is their number: then
-           the worker is passed over from now on (pick_worker), so the job
-           cannot come back to it, and a re-queue costs no attempt */
-        if (worker_context(w, j->model) > e->prompt_tokens || (!j->text_prompt && e->prompt_tokens != j->prompt_len)) {
+        /* believed only when the context the worker named when it got the
+           job cannot hold that length and, for ids (counted here), when it
+           is their number: then the worker is passed over from now on
+           (pick_worker), so the job cannot come back to it, and a re-queue
+           costs no attempt */
+        if (j->sent_ctx > e->prompt_tokens || (!j->text_prompt && e->prompt_tokens != j->prompt_len)) {
             requeue(c, j, "a worker refused a prompt its context holds");
             return;
         }
@@ -1125,6 +1142,15 @@ static void on_request_lookup(opg_coord *c, const opg_peer *p, uint64_t id) {
 }
 
 static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
+    /* each costs memory and a send when the job ends; a Cancel's answer only
+       waits for this batch's commit, so it is always taken */
+    if (stream != SUB_STATUS && j->n_subs >= MAX_SUBS_PER_JOB) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "job %llu: %d requests already wait on it", (unsigned long long)j->id,
+                 MAX_SUBS_PER_JOB);
+        opg_sock_send_error(c->csock, p, j->id, OPG_ERR_LIMIT, msg);
+        return;
+    }
     sub *s = calloc(1, sizeof *s);
     if (!s) {
         opg_sock_send_error(c->csock, p, j->id, OPG_ERR_NOMEM, "coordinator out of memory");
@@ -1136,7 +1162,8 @@ static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
         send_tokens(c, p, j->id, j->toks, 0, j->n_toks);
         s->sent = j->n_toks;
     }
-    LL_APPEND(j->subs, s); /* delivered in the order asked */
+    DL_APPEND(j->subs, s); /* delivered in the order asked */
+    j->n_subs++;
 }
 
 static void on_cancel(opg_coord *c, const opg_peer *p, uint64_t id) {
@@ -1454,7 +1481,7 @@ static void register_metrics(opg_coord *c) {
     c->m_done = opg_metrics_counter(m, "opg_jobs_finished_total", "state=\"done\"", "Jobs finished, by final state.");
     c->m_failed = opg_metrics_counter(m, "opg_jobs_finished_total", "state=\"failed\"", "Jobs finished, by final state.");
     c->m_cancelled = opg_metrics_counter(m, "opg_jobs_finished_total", "state=\"cancelled\"", "Jobs finished, by final state.");
-    c->m_requeued = opg_metrics_counter(m, "opg_jobs_requeued_total", NULL, "Jobs put back in the queue after losing their worker.");
+    c->m_requeued = opg_metrics_counter(m, "opg_jobs_requeued_total", NULL, "Jobs put back in the queue: a worker lost, a transient worker error or refused Result, a context too small.");
     c->m_tokens = opg_metrics_counter(m, "opg_tokens_generated_total", NULL, "Output tokens of finished jobs.");
     c->m_rejected = opg_metrics_counter(m, "opg_frames_rejected_total", NULL, "Malformed, oversized or wrong-version frames.");
     c->m_dropped = opg_metrics_counter(m, "opg_client_messages_dropped_total", NULL, "Messages to clients dropped because their queue was full.");

@@ -39,6 +39,8 @@
  *   test_context_wait: a job waits for a busy worker whose context holds
  *      it, without holding up the jobs behind it; max_tokens 1; a draining
  *      worker is no one to wait for;
+ *   test_context_liar: a worker refusing prompts its context holds cannot
+ *      keep a job going round without attempts;
  *   test_retention: --retention-s deletes finished jobs from the store, never
  *      the highest id or an unfinished job;
  *   test_sigterm_drain: SIGTERM of a busy worker: its jobs finish DONE
@@ -1394,10 +1396,9 @@ static void test_bad_jobs(void **state) {
  * NULL); with a key it waits until the coordinator has registered it. */
 #define LIAR_CONTEXT 4096 /* the context a raw worker's Ready and receipts name */
 
-static void *raw_worker(coord *c, const char *name, const opg_keypair *kp) {
-    void *s = raw_dealer(c->wep);
+/* A Ready of a raw worker of the test model: one slot, this context and price. */
+static void raw_ready(void *s, const char *name, const opg_keypair *kp, uint32_t ctx, uint64_t price) {
     ProtobufCBinaryData model = {32, g_model_id};
-    uint32_t ctx = LIAR_CONTEXT;
     Opg__V1__Ready r = OPG__V1__READY__INIT;
     r.n_models = 1;
     r.models = &model;
@@ -1405,13 +1406,23 @@ static void *raw_worker(coord *c, const char *name, const opg_keypair *kp) {
     r.model_contexts = &ctx;
     r.backend = OPG__V1__BACKEND__BACKEND_CPU;
     r.free_slots = 1;
+    r.price_per_token = price;
     r.name = (char *)name;
     if (kp) r.worker_key = (ProtobufCBinaryData){32, (uint8_t *)kp->sign_pk};
     CHECK(opg_sock_send(s, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
+}
+
+static void *raw_worker_as(coord *c, const char *name, const opg_keypair *kp, uint32_t ctx, uint64_t price) {
+    void *s = raw_dealer(c->wep);
+    raw_ready(s, name, kp, ctx, price);
     char needle[96];
     snprintf(needle, sizeof needle, "event=worker_ready worker=%s ", name);
     if (kp) CHECK(wait_log(c->p, needle, 1, 10000), "the raw worker %s was not registered", name);
     return s;
+}
+
+static void *raw_worker(coord *c, const char *name, const opg_keypair *kp) {
+    return raw_worker_as(c, name, kp, LIAR_CONTEXT, 0);
 }
 
 /* The next answer on a raw client socket that is not a Heartbeat: its type,
@@ -1502,8 +1513,13 @@ static void test_pipelined_client(void **state) {
     coord c = {0};
     c.extra[c.n_extra++] = "--queue-max";
     c.extra[c.n_extra++] = "3";
+    c.extra[c.n_extra++] = "--client-hwm"; /* 1025 answers at once below */
+    c.extra[c.n_extra++] = "4000";
     coord_start(&c, "pipe");
-    void *s = raw_dealer(c.cep);
+    void *s = raw_socket(ZMQ_DEALER);
+    int unlimited = 0;
+    zmq_setsockopt(s, ZMQ_RCVHWM, &unlimited, sizeof unlimited);
+    CHECK(zmq_connect(s, c.cep) == 0, "connect %s: %s", c.cep, zmq_strerror(zmq_errno()));
     const spec *sp = &g_specs[5];
     Opg__V1__SubmitJob sj;
     Opg__V1__TokenList tl;
@@ -1604,6 +1620,32 @@ static void test_pipelined_client(void **state) {
     }
     sleep_ms(100);
     CHECK(metric(&c, "opg_model_queues") == 0, "%g model queues left, expected 0", metric(&c, "opg_model_queues"));
+    /* at most 1024 requests wait on one job: the 1025th is refused at once;
+       the others get the job's final frame */
+    uint64_t wid = 0;
+    one_batch(&c, s, &OK, 1, &ACK, 1, &wid, "a job to wait on");
+    Opg__V1__GetResult gw = OPG__V1__GET_RESULT__INIT;
+    gw.job_id = wid;
+    gw.wait = 1;
+    size_t ng2;
+    uint8_t *g2 = encode(T(GET_RESULT), &gw.base, &ng2);
+    for (int i = 0; i < 1025; i++) raw_send(s, g2, ng2, NULL, 0);
+    free(g2);
+    uint64_t aid = 0;
+    int code = 0, type = next_answer(s, &aid, &code, "the 1025th wait");
+    CHECK(type == T(ERROR) && code == OPG_ERR_LIMIT, "the 1025th wait on a job: %s (code %d)",
+          opg_frame_type_name(type), code);
+    cn = encode_id(T(CANCEL), wid, &nc);
+    raw_send(s, cn, nc, NULL, 0);
+    free(cn);
+    int finals = 0, replies = 0;
+    for (int i = 0; i < 1025; i++) {
+        type = next_answer(s, &aid, &code, "the waits' answers");
+        finals += type == T(ERROR) && code == OPG_ERR_DENIED; /* "job N was cancelled" */
+        replies += type == T(STATUS_REPLY);
+    }
+    CHECK(finals == 1024 && replies == 1, "%d final frames and %d StatusReply for 1024 waits and a Cancel", finals,
+          replies);
     free(ok);
     free(bad);
     free(mal);
@@ -2474,6 +2516,62 @@ static void test_context_wait(void **state) {
     check_sanitizer_logs();
 }
 
+/* A worker that refuses a prompt its context holds, flipping the context its
+ * Ready names around each refusal (8 when it says "prompt of 8 tokens",
+ * 11 otherwise), cannot keep the job going round without attempts: the
+ * refusal is judged against the context it named when it got the job, so
+ * each costs one and the job fails after --max-attempts. */
+static void test_context_liar(void **state) {
+    (void)state;
+    coord c = {0};
+    c.extra[c.n_extra++] = "--max-attempts";
+    c.extra[c.n_extra++] = "3";
+    c.extra[c.n_extra++] = "--liveness"; /* raw workers send no heartbeats: 20 s */
+    c.extra[c.n_extra++] = "100";
+    c.extra[c.n_extra++] = "--heartbeat-ms";
+    c.extra[c.n_extra++] = "200";
+    coord_start(&c, "ctxliar");
+    opg_keypair kb, kl;
+    CHECK(opg_keypair_generate(&kb) == OPG_OK && opg_keypair_generate(&kl) == OPG_OK, "keygen");
+    void *big = raw_worker_as(&c, "big", &kb, 1000, 5);
+    opg_client *cl = client_new(c.cep);
+    spec filler = g_specs[0];
+    filler.max_tokens = 40; /* needs more than the liar's 11: big takes it and holds it */
+    uint64_t id_f = submit_ok(cl, &filler);
+    opg_frame *f = liar_expect_job(&c, big, id_f, "the filler to big");
+    opg_frame_free(&f);
+    void *liar = raw_worker_as(&c, "liar", &kl, 11, 0);
+    spec ten = g_specs[0];
+    ten.n_prompt = 8; /* 8 ids + max(1, 2) - 1 = 9 positions: the liar's 11 hold it */
+    for (int i = 0; i < 8; i++) ten.prompt[i] = (uint32_t)(1 + i);
+    ten.max_tokens = 1;
+    uint64_t id = submit_ok(cl, &ten);
+    int jobs = 0;
+    for (int k = 0; k < 50; k++) {
+        f = raw_recv(liar, 1500);
+        if (!f) break;
+        if (f->type == T(JOB) && ((Opg__V1__Job *)f->msg)->job_id == id) {
+            jobs++;
+            raw_ready(liar, "liar", &kl, 8, 0);
+            Opg__V1__Error e = OPG__V1__ERROR__INIT;
+            e.job_id = id;
+            e.code = OPG_ERR_LIMIT;
+            e.message = "prompt too long";
+            e.prompt_tokens = 8;
+            opg_sock_send(liar, NULL, T(ERROR), &e.base);
+            raw_ready(liar, "liar", &kl, 11, 0);
+        }
+        opg_frame_free(&f);
+    }
+    expect_state(cl, id, OPG__V1__JOB_STATE__JOB_STATE_FAILED, "the job the liar refused");
+    CHECK(jobs == 3, "the liar got the job %d times, expected 3 (--max-attempts)", jobs);
+    zmq_close(liar);
+    zmq_close(big);
+    opg_client_free(cl);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
 /* ---- retention ---------------------------------------------------------------------------- */
 /* --retention-s 1: finished jobs leave the store a second after they
  * finished (a client then gets NOT_FOUND), the highest id stays so no id is
@@ -2607,6 +2705,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_retention, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_context_fit, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_context_wait, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_context_liar, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
     };
     /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */
