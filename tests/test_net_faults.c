@@ -1396,8 +1396,9 @@ static void test_bad_jobs(void **state) {
  * NULL); with a key it waits until the coordinator has registered it. */
 #define LIAR_CONTEXT 4096 /* the context a raw worker's Ready and receipts name */
 
-/* A Ready of a raw worker of the test model: one slot, this context and price. */
-static void raw_ready(void *s, const char *name, const opg_keypair *kp, uint32_t ctx, uint64_t price) {
+/* A Ready of a raw worker of the test model: this context, price and free slots. */
+static void raw_ready_slots(void *s, const char *name, const opg_keypair *kp, uint32_t ctx, uint64_t price,
+                            uint32_t slots) {
     ProtobufCBinaryData model = {32, g_model_id};
     Opg__V1__Ready r = OPG__V1__READY__INIT;
     r.n_models = 1;
@@ -1405,11 +1406,15 @@ static void raw_ready(void *s, const char *name, const opg_keypair *kp, uint32_t
     r.n_model_contexts = 1;
     r.model_contexts = &ctx;
     r.backend = OPG__V1__BACKEND__BACKEND_CPU;
-    r.free_slots = 1;
+    r.free_slots = slots;
     r.price_per_token = price;
     r.name = (char *)name;
     if (kp) r.worker_key = (ProtobufCBinaryData){32, (uint8_t *)kp->sign_pk};
     CHECK(opg_sock_send(s, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
+}
+
+static void raw_ready(void *s, const char *name, const opg_keypair *kp, uint32_t ctx, uint64_t price) {
+    raw_ready_slots(s, name, kp, ctx, price, 1);
 }
 
 static void *raw_worker_as(coord *c, const char *name, const opg_keypair *kp, uint32_t ctx, uint64_t price) {
@@ -2482,18 +2487,7 @@ static void test_context_wait(void **state) {
           "job %" PRIu64 " (prompt %zu, max_tokens 1) went to the worker whose context is %zu", id_t, t->n_prompt,
           t->n_prompt);
     /* big drains: A2 takes small */
-    ProtobufCBinaryData model = {32, g_model_id};
-    uint32_t ctx = LIAR_CONTEXT;
-    Opg__V1__Ready dr = OPG__V1__READY__INIT;
-    dr.n_models = 1;
-    dr.models = &model;
-    dr.n_model_contexts = 1;
-    dr.model_contexts = &ctx;
-    dr.backend = OPG__V1__BACKEND__BACKEND_CPU;
-    dr.free_slots = 0;
-    dr.name = "big";
-    dr.worker_key = (ProtobufCBinaryData){32, kp.sign_pk};
-    CHECK(opg_sock_send(big, NULL, T(READY), &dr.base) == OPG_OK, "drain Ready: %s", opg_last_error());
+    raw_ready_slots(big, "big", &kp, LIAR_CONTEXT, 0, 0);
     st = opg_client_result(cl, id_a2, 1, RESULT_MS, &f);
     CHECK(st == OPG_OK, "A2 after big drains: %s (%s)", opg_strerror(st), opg_last_error());
     r = (const Opg__V1__Result *)f->msg;
