@@ -1103,18 +1103,22 @@ static void on_submit(opg_coord *c, const opg_peer *p, const Opg__V1__SubmitJob 
 }
 
 /* Status, GetResult or Stream of a job no longer in memory: from the store. */
-static void on_final_lookup(opg_coord *c, const opg_peer *p, uint64_t id, int stream, int status_only) {
-    opg_job_row row;
-    opg_status st = opg_jobstore_get(c->store, id, &row);
-    if (st == OPG_OK && !owner_is(row.has_owner, row.owner, p)) {
-        opg_job_row_clear(&row);
+/* Job id from the store into *row when p may see it; else answers p (as
+ * for an unknown id when it is another client's) and returns nonzero. */
+static int stored_job(opg_coord *c, const opg_peer *p, uint64_t id, opg_job_row *row) {
+    opg_status st = opg_jobstore_get(c->store, id, row);
+    if (st == OPG_OK && !owner_is(row->has_owner, row->owner, p)) {
+        opg_job_row_clear(row);
         st = OPG_ERR_NOT_FOUND;
     }
-    if (st) {
-        if (st == OPG_ERR_NOT_FOUND) answer_not_found(c, p, id);
-        else opg_sock_send_error(c->csock, p, id, st, opg_last_error());
-        return;
-    }
+    if (st == OPG_ERR_NOT_FOUND) answer_not_found(c, p, id);
+    else if (st) opg_sock_send_error(c->csock, p, id, st, opg_last_error());
+    return st != OPG_OK;
+}
+
+static void on_final_lookup(opg_coord *c, const opg_peer *p, uint64_t id, int stream, int status_only) {
+    opg_job_row row;
+    if (stored_job(c, p, id, &row)) return;
     opg_frame *f = NULL;
     const Opg__V1__Result *r = NULL;
     if (row.state == OPG_JOB_DONE && row.result && opg_frame_decode(row.result, row.result_len, &f) == OPG_OK &&
@@ -1133,11 +1137,8 @@ static void on_final_lookup(opg_coord *c, const opg_peer *p, uint64_t id, int st
 /* GetRequest of a job no longer in memory: from the store. */
 static void on_request_lookup(opg_coord *c, const opg_peer *p, uint64_t id) {
     opg_job_row row;
-    opg_status st = opg_jobstore_get(c->store, id, &row);
-    if (st == OPG_OK && !owner_is(row.has_owner, row.owner, p)) st = OPG_ERR_NOT_FOUND;
-    if (st == OPG_ERR_NOT_FOUND) answer_not_found(c, p, id);
-    else if (st) opg_sock_send_error(c->csock, p, id, st, opg_last_error());
-    else send_job_request(c, p, id, row.request, row.request_len);
+    if (stored_job(c, p, id, &row)) return;
+    send_job_request(c, p, id, row.request, row.request_len);
     opg_job_row_clear(&row);
 }
 

@@ -106,6 +106,8 @@ run sk "$opg" status 1 -C "$C" --server-key x
 expect sk 2 "needs --key"
 run far "$opg" status 1 -C tcp://192.0.2.1:5556
 expect far 1 "CurveZMQ is required"
+run ctx1 "$build/worker/opg-worker" -C "tcp://127.0.0.1:$wp" -m "$model" --ctx 1
+expect ctx1 2 "--ctx must be 0"
 
 # CurveZMQ: two admitted clients, each sees only its own jobs
 for k in coord a b; do
