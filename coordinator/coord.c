@@ -80,6 +80,10 @@ typedef struct mqueue {
     job *head;
     job *parked;               /* jobs no registered worker can take (its price, ...): back at the next Ready */
     int64_t n;                 /* both lists */
+    /* a dispatch pass's place in this queue (dispatch_pass) */
+    job *cur;                  /* the next job it looks at; NULL: done with this queue */
+    int waiting;               /* jobs it left waiting, ahead of cur */
+    struct mqueue *active_next;
     UT_hash_handle hh;
 } mqueue;
 
@@ -563,47 +567,72 @@ static worker *pick_worker(opg_coord *c, const job *j, int *why) {
     return NULL;
 }
 
+/* Sends j to w; 0 when it went. A worker that cannot be sent to (its queue
+ * is full or it vanished) is dropped, its jobs and j go back to the front of
+ * their queues (-1). */
+static int dispatch_to(opg_coord *c, worker *w, job *j, int64_t now) {
+    dequeue(c, j);
+    if (send_job(c, w, j) != 0 || worker_add_job(w, j->id) != 0) {
+        enqueue(c, j, 1);
+        worker_remove(c, w, "cannot send to it");
+        return -1;
+    }
+    j->state = OPG_JOB_RUNNING;
+    j->w = w;
+    j->sent_ctx = worker_context(w, j->model);
+    j->t_dispatch = now;
+    OPG_LT(j->id, OPG_LT_C_JOB, 0);
+    c->n_running++;
+    metric_observe(c, c->m_wait, (double)(now - j->t_submit) / 1000.0);
+    return 0;
+}
+
+/* One pass over the queued jobs of every model, oldest job (lowest id)
+ * first across models, so one model's backlog cannot take the free slots
+ * of workers serving several models ahead of another model's older jobs.
+ * Within a model a job that must wait (pick_worker) does not hold up the
+ * jobs behind it, up to DISPATCH_LOOKAHEAD of them; a model none of whose
+ * workers has a free slot is done for the pass. Returns -1 when a worker was
+ * dropped (jobs went back to queue fronts): the caller passes again. */
+static int dispatch_pass(opg_coord *c, int64_t now) {
+    mqueue *q, *tmp, *active = NULL;
+    HASH_ITER(hh, c->queues, q, tmp) {
+        q->cur = q->head;
+        q->waiting = 0;
+        if (q->cur) LL_PREPEND2(active, q, active_next);
+    }
+    for (;;) {
+        mqueue *oldest = NULL;
+        LL_FOREACH2(active, q, active_next)
+            if (q->cur && (!oldest || q->cur->id < oldest->cur->id)) oldest = q;
+        if (!oldest) return 0;
+        q = oldest;
+        job *j = q->cur;
+        q->cur = j->next;
+        int why = 0;
+        worker *w = pick_worker(c, j, &why);
+        if (why == PICK_NO_SLOT) { /* nobody can take any of this model's jobs now */
+            q->cur = NULL;
+        } else if (why == PICK_NO_TAKER) { /* out of the way until a worker's Ready changes that */
+            DL_DELETE(q->head, j);
+            DL_APPEND(q->parked, j);
+            j->parked = 1;
+        } else if (!w) { /* it waits for a worker whose context holds it: a later job may run */
+            if (++q->waiting >= DISPATCH_LOOKAHEAD) q->cur = NULL;
+        } else if (dispatch_to(c, w, j, now) != 0) {
+            return -1;
+        }
+    }
+}
+
 static void dispatch(opg_coord *c) {
     if (!c->dispatch_dirty) return;
-    c->dispatch_dirty = 0;
     int64_t now = opg_now_ms();
+    do { /* each further pass follows a dropped worker: there are finitely many */
+        c->dispatch_dirty = 0;
+    } while (dispatch_pass(c, now) != 0);
     mqueue *q, *tmp;
     HASH_ITER(hh, c->queues, q, tmp) {
-        int waiting = 0; /* jobs left in the queue, ahead of the next one looked at */
-        for (job *j = q->head, *next; j && waiting < DISPATCH_LOOKAHEAD; j = next) {
-            next = j->next;
-            int why = 0;
-            worker *w = pick_worker(c, j, &why);
-            if (why == PICK_NO_SLOT) break; /* nobody can take any of this model's jobs now */
-            if (why == PICK_NO_TAKER) { /* out of the way until a worker's Ready changes that */
-                DL_DELETE(q->head, j);
-                DL_APPEND(q->parked, j);
-                j->parked = 1;
-                continue;
-            }
-            if (!w) { /* it waits for a worker whose context holds it: a later job may run */
-                waiting++;
-                continue;
-            }
-            dequeue(c, j);
-            if (send_job(c, w, j) != 0 || worker_add_job(w, j->id) != 0) {
-                /* the worker's queue is full or it vanished: it is dropped and
-                   its jobs, this one included, go back to the front of the
-                   queue; the scan starts over from there */
-                enqueue(c, j, 1);
-                worker_remove(c, w, "cannot send to it");
-                next = q->head;
-                waiting = 0;
-                continue;
-            }
-            j->state = OPG_JOB_RUNNING;
-            j->w = w;
-            j->sent_ctx = worker_context(w, j->model);
-            j->t_dispatch = now;
-            OPG_LT(j->id, OPG_LT_C_JOB, 0);
-            c->n_running++;
-            metric_observe(c, c->m_wait, (double)(now - j->t_submit) / 1000.0);
-        }
         if (!q->head && !q->parked) { /* a queue per model id ever asked for would grow without bound */
             HASH_DEL(c->queues, q);
             free(q);

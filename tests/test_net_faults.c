@@ -41,6 +41,8 @@
  *      worker is no one to wait for;
  *   test_context_liar: a worker refusing prompts its context holds cannot
  *      keep a job going round without attempts;
+ *   test_models_fifo: jobs of two models sharing a worker's slot go oldest
+ *      first, whatever their model;
  *   test_retention: --retention-s deletes finished jobs from the store, never
  *      the highest id or an unfinished job;
  *   test_sigterm_drain: SIGTERM of a busy worker: its jobs finish DONE
@@ -2566,6 +2568,65 @@ static void test_context_liar(void **state) {
     check_sanitizer_logs();
 }
 
+/* ---- models sharing a worker ---------------------------------------------------------- */
+/* Jobs of two models, queued before a one-slot worker serving both
+ * registers, go to it oldest first whatever their model (A1 B1 A2 A3): one
+ * model's backlog does not take the slot ahead of another model's older
+ * job. The raw worker fails each job (a non-transient Error) to free its
+ * slot. */
+static void test_models_fifo(void **state) {
+    (void)state;
+    coord c = {0};
+    coord_start(&c, "fifo");
+    opg_keypair kp;
+    CHECK(opg_keypair_generate(&kp) == OPG_OK, "keygen");
+    opg_client *cl = client_new(c.cep);
+    uint8_t model_b[32];
+    memset(model_b, 0xb5, sizeof model_b);
+    static const int of_b[4] = {0, 1, 0, 0};
+    uint64_t ids[4];
+    for (int i = 0; i < 4; i++) {
+        Opg__V1__SubmitJob sj;
+        Opg__V1__TokenList tl;
+        Opg__V1__SamplingParams sp;
+        spec_job(&g_specs[i], &sj, &tl, &sp);
+        if (of_b[i]) sj.model_id.data = model_b;
+        opg_status st = opg_client_submit(cl, &sj, 10000, &ids[i]);
+        CHECK(st == OPG_OK, "submit job %d: %s (%s)", i, opg_strerror(st), opg_last_error());
+    }
+    void *w = raw_dealer(c.wep);
+    ProtobufCBinaryData models[2] = {{32, g_model_id}, {32, model_b}};
+    uint32_t contexts[2] = {LIAR_CONTEXT, LIAR_CONTEXT};
+    Opg__V1__Ready r = OPG__V1__READY__INIT;
+    r.n_models = r.n_model_contexts = 2;
+    r.models = models;
+    r.model_contexts = contexts;
+    r.backend = OPG__V1__BACKEND__BACKEND_CPU;
+    r.free_slots = 1;
+    r.name = "both";
+    r.worker_key = (ProtobufCBinaryData){32, (uint8_t *)kp.sign_pk};
+    CHECK(opg_sock_send(w, NULL, T(READY), &r.base) == OPG_OK, "send Ready: %s", opg_last_error());
+    for (int i = 0; i < 4; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "the %d. job to the worker of both models", i + 1);
+        opg_frame *f = liar_expect_job(&c, w, 0, what);
+        uint64_t got = ((Opg__V1__Job *)f->msg)->job_id;
+        opg_frame_free(&f);
+        CHECK(got == ids[i], "%s is job %" PRIu64 " (model %c), expected job %" PRIu64 " (model %c): oldest first", what,
+              got, got == ids[1] ? 'B' : 'A', ids[i], of_b[i] ? 'B' : 'A');
+        Opg__V1__Error e = OPG__V1__ERROR__INIT;
+        e.job_id = got;
+        e.code = OPG_ERR_ARG;
+        e.message = "refused by the test";
+        CHECK(opg_sock_send(w, NULL, T(ERROR), &e.base) == OPG_OK, "send Error: %s", opg_last_error());
+    }
+    for (int i = 0; i < 4; i++) expect_state(cl, ids[i], OPG__V1__JOB_STATE__JOB_STATE_FAILED, "a job the worker failed");
+    zmq_close(w);
+    opg_client_free(cl);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
 /* ---- retention ---------------------------------------------------------------------------- */
 /* --retention-s 1: finished jobs leave the store a second after they
  * finished (a client then gets NOT_FOUND), the highest id stays so no id is
@@ -2700,6 +2761,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_context_fit, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_context_wait, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_context_liar, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_models_fifo, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
     };
     /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */
