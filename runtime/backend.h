@@ -23,7 +23,10 @@ typedef struct opg_backend opg_backend;
 typedef struct opg_buf opg_buf;
 
 /* A view into a buffer: base + byte offset. Ops take views so the model can
- * address rows of a batch or a cache slot without copies. */
+ * address rows of a batch or a cache slot without copies. A view of f32
+ * values (activations, f32 weights) must be at a multiple of 4 bytes, one of
+ * other weights at a multiple of 2 (the cuda backend refuses others with
+ * OPG_ERR_ARG; upload, download and copy take any offset). */
 typedef struct {
     opg_buf *buf;
     size_t off;

@@ -109,6 +109,31 @@ static void complete_pending(const char *at) {
     g_n_pending = 0;
 }
 
+/* cudaMemcpy from pageable host memory to the device returns once the bytes
+ * are staged; the DMA is ordered on the legacy stream only, which a stream
+ * made cudaStreamNonBlocking (all of opg's) does not wait for, so a kernel
+ * launched on one right after may still read the old bytes. Such copies land
+ * here at the next device-wide or legacy-stream synchronization (device
+ * memory keeps its garbage until then). */
+static mock_pending g_legacy[64];
+static int g_n_legacy;
+
+static void complete_legacy(void) {
+    for (int i = 0; i < g_n_legacy; i++) {
+        memcpy(g_legacy[i].host, g_legacy[i].snap, g_legacy[i].bytes);
+        free(g_legacy[i].snap);
+    }
+    g_n_legacy = 0;
+}
+
+static void queue_legacy(void *dev, const void *src, size_t bytes) {
+    if (g_n_legacy == 64) complete_legacy();
+    void *snap = malloc(bytes ? bytes : 1);
+    if (!snap) mock_die("out of host memory");
+    memcpy(snap, src, bytes);
+    g_legacy[g_n_legacy++] = (mock_pending){0, dev, snap, bytes};
+}
+
 static void queue(int d2h, void *host, const void *src, size_t bytes) {
     if (g_n_pending == 64) complete_pending("queue full"); /* a real stream would block too */
     void *snap = malloc(bytes ? bytes : 1);
@@ -201,6 +226,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
 static cudaError_t mock_free(void *p);
 cudaError_t cudaFree(void *p) {
     complete_pending("cudaFree"); /* cudaFree synchronizes the device */
+    complete_legacy();
     return mock_free(p);
 }
 
@@ -209,6 +235,9 @@ static cudaError_t mock_free(void *dp) {
     void *p = real(dp);
     for (size_t i = 0; i < g_n_allocs; i++)
         if (g_allocs[i].p == p) {
+            for (int k = 0; k < g_n_legacy; k++)
+                if ((char *)g_legacy[k].host >= (char *)p && (char *)g_legacy[k].host < (char *)p + g_allocs[i].bytes)
+                    mock_die("stream-ordered free of %p while a cudaMemcpy into it may be in flight", dp);
             g_held -= g_allocs[i].bytes;
             free(p);
             g_allocs[i] = g_allocs[--g_n_allocs];
@@ -223,13 +252,18 @@ static cudaError_t mock_free(void *dp) {
     return cudaErrorInvalidValue;
 }
 
+/* OPG_MOCK_NO_POOLS=1: the device has no memory pools. */
+static int mock_no_pools(void) {
+    const char *no_pools = getenv("OPG_MOCK_NO_POOLS");
+    return no_pools && *no_pools == '1';
+}
+
 /* A memory pool: allocations as cudaMalloc's, frees as cudaFree's (the mock
  * runs everything at once, so stream order is program order). */
 static char g_pool_tag;
 cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr attr, int d) {
     if (d != 0) return cudaErrorInvalidDevice;
-    const char *no_pools = getenv("OPG_MOCK_NO_POOLS");
-    *v = attr == cudaDevAttrMemoryPoolsSupported && !(no_pools && *no_pools == '1') ? 1 : 0;
+    *v = attr == cudaDevAttrMemoryPoolsSupported && !mock_no_pools() ? 1 : 0;
     return cudaSuccess;
 }
 cudaError_t cudaMemPoolCreate(cudaMemPool_t *pool, const struct cudaMemPoolProps *props) {
@@ -327,6 +361,13 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
     if (g_fault) return cudaErrorIllegalAddress;
+    complete_legacy(); /* what the legacy stream ran before it */
+    if (kind == cudaMemcpyHostToDevice && bytes && pinned_of(src, bytes) < 0) {
+        void *d = need(dst, bytes, "cudaMemcpy destination");
+        if (find(real(src), 1)) mock_die("H2D copy from device memory");
+        queue_legacy(d, src, bytes);
+        return cudaSuccess;
+    }
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, (cudaStream_t)(void *)&g_stream_tag);
     complete_pending("cudaMemcpy"); /* synchronous */
     return e;
@@ -334,6 +375,7 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpy
 
 cudaError_t cudaMallocAsync(void **p, size_t bytes, cudaStream_t s) {
     (void)s;
+    if (mock_no_pools()) return cudaErrorNotSupported; /* a device without memory pools */
     return cudaMalloc(p, bytes);
 }
 
@@ -345,11 +387,13 @@ cudaError_t cudaGetDevice(int *d) {
 cudaError_t cudaDeviceSynchronize(void) {
     if (g_fault) return cudaErrorIllegalAddress;
     complete_pending("cudaDeviceSynchronize");
+    complete_legacy();
     return cudaSuccess;
 }
 
 cudaError_t cudaMemset(void *p, int v, size_t bytes) {
     if (g_fault) return cudaErrorIllegalAddress;
+    complete_legacy(); /* legacy-stream order */
     memset(need(p, bytes, "cudaMemset"), v, bytes);
     return cudaSuccess;
 }

@@ -69,9 +69,13 @@ static void *dev_alloc(size_t bytes) {
     CK(cudaMalloc(&p, bytes ? bytes : 4));
     return p;
 }
+/* cudaMemcpy from pageable memory returns before its DMA is done, ordered on
+ * the legacy stream only, which g_stream (non-blocking) does not wait for:
+ * the device synchronization makes the bytes there before any launch. */
 static void *dev_from(const void *host, size_t bytes) {
     void *p = dev_alloc(bytes);
     if (bytes) CK(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
+    CK(cudaDeviceSynchronize());
     return p;
 }
 static void to_host(void *host, const void *dev, size_t bytes) {
@@ -355,6 +359,7 @@ static void test_rope(void **state) {
         {7, 4, 128, 128, 500000.0},   {3, 2, 80, 80, 10000.0},   {2, 5, 96, 32, 10000.0},
         {11, 2, 128, 64, 1000000.0},  {1, 32, 128, 128, 500000.0},
         {big(257, 33), 15, 64, 64, 10000.0},
+        {3, 2, 512, 384, 10000.0},    {2, 3, 512, 512, 1000000.0}, /* over 128 rotated pairs a thread */
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int64_t T = cases[ci].n_tok;
@@ -704,6 +709,9 @@ static void test_attention(void **state) {
         {1, big(4095, 700), 9, 3, 64},               {big(300, 40), 0, 9, 3, 64},
         {1, big(8191, 900), 32, 8, 128},             {big(64, 9), big(4000, 300), 4, 2, 64},
         {1, 1100, 2, 1, 32},  {3, 2040, 4, 2, 16}, /* split, also with quick shapes */
+        /* >= 512 (query, head) pairs over > 1024 positions: a long prefill,
+           its segments merged inside each block */
+        {16, 1100, 32, 8, 64}, {4, big(2100, 1030), 128, 8, 128}, {8, big(3000, 1100), 64, 64, 256},
     };
     assert_true(opg_cuda_attention_scratch_bytes(1, 1100, 2, 32) > 0);
     assert_int_equal(opg_cuda_attention_scratch_bytes(1, 1000, 2, 32), 0);
@@ -735,6 +743,7 @@ static void test_fingerprint(void **state) {
         uint64_t guard[2] = {0x1122334455667788ull, 0x99aabbccddeeff00ull};
         uint64_t *dout = dev_alloc((size_t)n * 8 + 16);
         CK(cudaMemcpy(dout + n, guard, 16, cudaMemcpyHostToDevice));
+        CK(cudaDeviceSynchronize()); /* as in dev_from */
         LAUNCH(opg_cuda_fingerprint(g_stream, dout, dx, n, len, stride));
         to_host(got, dout, (size_t)n * 8 + 16);
         char what[96];

@@ -107,6 +107,27 @@ static void test_backend_memory(void **state) {
     EXPECT_FAIL(o->matmul(g_cuda, opg_view_of(b, 0), opg_view_of(a, 0), opg_view_of(b, 0), OPG_F32,
                           opg_view_of(NULL, 0), 1, 2, 1000),
                 OPG_ERR_ARG, "outside");
+    /* misaligned views: a GPU faults on an f32 load at an odd offset (and the
+       fault ends the context), so they are refused before any launch */
+    EXPECT_FAIL(o->add(g_cuda, opg_view_of(b, 2), opg_view_of(b, 0), opg_view_of(b, 64), 16), OPG_ERR_ARG,
+                "y at offset 2 is not 4-byte aligned");
+    EXPECT_FAIL(o->rmsnorm(g_cuda, opg_view_of(b, 0), opg_view_of(b, 6), opg_view_of(b, 512), 1, 16, 1e-5f),
+                OPG_ERR_ARG, "x at offset 6 is not 4-byte aligned");
+    EXPECT_FAIL(o->matmul(g_cuda, opg_view_of(b, 0), opg_view_of(b, 64), opg_view_of(a, 1), OPG_F16,
+                          opg_view_of(NULL, 0), 1, 2, 16),
+                OPG_ERR_ARG, "weights at offset 1 is not 2-byte aligned");
+    EXPECT_FAIL(o->matmul(g_cuda, opg_view_of(b, 0), opg_view_of(b, 64), opg_view_of(a, 2), OPG_F32,
+                          opg_view_of(NULL, 0), 1, 2, 16),
+                OPG_ERR_ARG, "weights at offset 2 is not 4-byte aligned");
+    EXPECT_FAIL(o->embed(g_cuda, opg_view_of(b, 0), opg_view_of(a, 3), OPG_Q8_0, 32, 4, (const int32_t[1]){1}, 1),
+                OPG_ERR_ARG, "table at offset 3 is not 2-byte aligned");
+    uint64_t fp1;
+    EXPECT_FAIL(o->fingerprint(g_cuda, &fp1, opg_view_of(b, 1), 1, 16, 16), OPG_ERR_ARG,
+                "rows at offset 1 is not 4-byte aligned");
+    opg_sample_params greedy = {0};
+    int64_t tok1;
+    EXPECT_FAIL(o->sample(g_cuda, &tok1, opg_view_of(b, 2), 16, &greedy, 0), OPG_ERR_ARG,
+                "logits at offset 2 is not 4-byte aligned");
     /* out of device memory: a clear error, and the backend goes on */
     opg_buf *huge = (opg_buf *)1;
     EXPECT_FAIL(o->alloc(g_cuda, (size_t)1 << 60, &huge), OPG_ERR_NOMEM,

@@ -336,7 +336,12 @@ extern "C" int opg_cuda_argmax(opg_cuda_stream s, int64_t *host_out, const float
     if (n < 0) return opg_cuda__fail(OPG_CUDA_ERR_ARG, "argmax: n=%lld", (long long)n);
     cudaStream_t st = (cudaStream_t)s;
     int64_t *d_out = NULL;
-    OPG_CUDA_CHECK(cudaMallocAsync((void **)&d_out, sizeof *d_out, st));
+    /* from the device's pool; where there are no pools, cudaMalloc */
+    const bool pooled = cudaMallocAsync((void **)&d_out, sizeof *d_out, st) == cudaSuccess;
+    if (!pooled) {
+        (void)cudaGetLastError();
+        OPG_CUDA_CHECK(cudaMalloc((void **)&d_out, sizeof *d_out));
+    }
     argmax_kernel<<<1, EW_THREADS, 0, st>>>(d_out, x, n);
     /* The slot is freed on every path; the first error is the one reported. */
     cudaError_t e = cudaGetLastError();
@@ -345,9 +350,11 @@ extern "C" int opg_cuda_argmax(opg_cuda_stream s, int64_t *host_out, const float
         e = cudaMemcpyAsync(host_out, d_out, sizeof *d_out, cudaMemcpyDeviceToHost, st);
         what = "cudaMemcpyAsync(host_out)";
     }
-    cudaError_t ef = cudaFreeAsync(d_out, st);
+    cudaError_t ef = pooled ? cudaFreeAsync(d_out, st) : cudaSuccess;
     if (e == cudaSuccess && ef != cudaSuccess) e = ef, what = "cudaFreeAsync";
     if (e == cudaSuccess) e = cudaStreamSynchronize(st), what = "cudaStreamSynchronize";
+    ef = pooled ? cudaSuccess : cudaFree(d_out); /* after the copy: cudaFree waits for the device */
+    if (e == cudaSuccess && ef != cudaSuccess) e = ef, what = "cudaFree";
     if (e != cudaSuccess)
         return opg_cuda__fail(OPG_CUDA_ERR_LAUNCH, "argmax: %s failed at %s:%d: %s", what,
                               __FILE__, __LINE__, cudaGetErrorString(e));

@@ -25,6 +25,7 @@
  *    outputs in block order, exactly as qmatmul does.
  * Which kernel runs depends on M and the build's PTX target, never on data;
  * both give the same bits (integers are exact; the f32 steps are the same). */
+#include <atomic>
 #include <mma.h>
 
 #include "common.cuh"
@@ -248,15 +249,18 @@ void launch_q(cudaStream_t s, float *y, const opg_block_q8a *xq, const void *w, 
 /* Whether qmatmul_tc<T> as loaded on device dev has its tensor-core body:
  * the PTX target it was built from (the build's architectures, JIT included)
  * decides, not the device; below sm_72 the body is __trap(). Cached per
- * device (a benign race: every thread computes the same answer). */
+ * device; backends on several host threads may ask at once (every one
+ * computes the same answer). */
 template <int T>
 bool tc_usable(int dev) {
-    static signed char known[64]; /* 0 unknown, 1 yes, -1 no */
-    if (dev >= 0 && dev < 64 && known[dev]) return known[dev] > 0;
+    static std::atomic<signed char> known[64]; /* 0 unknown, 1 yes, -1 no */
+    const bool cached = dev >= 0 && dev < 64;
+    const signed char k = cached ? known[dev].load(std::memory_order_relaxed) : 0;
+    if (k) return k > 0;
     cudaFuncAttributes a;
     bool ok = cudaFuncGetAttributes(&a, qmatmul_tc<T>) == cudaSuccess && a.ptxVersion >= 72;
     (void)cudaGetLastError();
-    if (dev >= 0 && dev < 64) known[dev] = ok ? 1 : -1;
+    if (cached) known[dev].store(ok ? 1 : -1, std::memory_order_relaxed);
     return ok;
 }
 

@@ -225,9 +225,12 @@ static opg_status stage(cuda_backend *c, staged *s, const void *host, size_t byt
 
 /* ---- views ---------------------------------------------------------------------- */
 
-/* v must address `bytes` bytes inside its buffer. A device access outside
- * would corrupt memory silently, so every op checks its views. */
-static opg_status need(opg_view v, int64_t bytes, const char *op, const char *what) {
+/* v must address `bytes` bytes inside its buffer, at an offset that is a
+ * multiple of align. A device access outside would corrupt memory silently,
+ * and a misaligned one (an f32 load at an odd offset) is a sticky fault that
+ * ends every later op of the context, so every op checks its views. Buffers
+ * start 256-byte aligned: the offset decides. */
+static opg_status need(opg_view v, int64_t bytes, size_t align, const char *op, const char *what) {
     if (!v.buf && bytes == 0) return OPG_OK;
     if (!v.buf) return opg__fail(OPG_ERR_ARG, "cuda backend: %s: no %s buffer", op, what);
     if (bytes < 0 || v.off > v.buf->bytes || (uint64_t)bytes > v.buf->bytes - v.off)
@@ -235,8 +238,15 @@ static opg_status need(opg_view v, int64_t bytes, const char *op, const char *wh
                          "cuda backend: %s: %s of %lld bytes at offset %zu is outside its "
                          "buffer of %zu bytes",
                          op, what, (long long)bytes, v.off, v.buf->bytes);
+    if (v.off % align)
+        return opg__fail(OPG_ERR_ARG, "cuda backend: %s: %s at offset %zu is not %zu-byte aligned", op, what, v.off,
+                         align);
     return OPG_OK;
 }
+
+/* The alignment the kernels' loads need: f32 values 4 bytes; f16/bf16 and
+ * the quantized blocks, read in 16-bit halves, 2. */
+static size_t weight_align(opg_dtype t) { return t == OPG_F32 ? 4 : 2; }
 
 /* Bytes of n f32 values; -1 for a negative or absurd n (refused by need). */
 static int64_t f32s(int64_t n) { return n < 0 || n > (INT64_MAX / 8) ? -1 : n * 4; }
@@ -246,11 +256,13 @@ static int64_t prod(int64_t a, int64_t b) {
     return a * b;
 }
 
-#define NEED(v, bytes, what)                                     \
+#define NEED_ALIGNED(v, bytes, align, what)                      \
     do {                                                         \
-        opg_status need_st_ = need(v, bytes, op, what);          \
+        opg_status need_st_ = need(v, bytes, align, op, what);   \
         if (need_st_) return need_st_;                           \
     } while (0)
+#define NEED(v, bytes, what) NEED_ALIGNED(v, bytes, 1, what)     /* bytes */
+#define NEED_F32(v, bytes, what) NEED_ALIGNED(v, bytes, 4, what) /* f32 values */
 #define TRY(expr)                                                \
     do {                                                         \
         opg_status try_st_ = (expr);                             \
@@ -380,10 +392,10 @@ static opg_status cuda_matmul(opg_backend *be, opg_view y, opg_view x, opg_view 
     if (M < 0 || N < 0 || K < 0 || (K > 0 && row == 0))
         return opg__fail(OPG_ERR_ARG, "matmul: unsupported weight type %s or shape %lldx%lldx%lld",
                          opg_dtype_name(wt), (long long)M, (long long)N, (long long)K);
-    NEED(y, f32s(prod(M, N)), "y");
-    NEED(x, f32s(prod(M, K)), "x");
-    NEED(w, prod(N, (int64_t)row), "weights");
-    if (bias.buf) NEED(bias, f32s(N), "bias");
+    NEED_F32(y, f32s(prod(M, N)), "y");
+    NEED_F32(x, f32s(prod(M, K)), "x");
+    NEED_ALIGNED(w, prod(N, (int64_t)row), weight_align(wt), "weights");
+    if (bias.buf) NEED_F32(bias, f32s(N), "bias");
     if (M == 0 || N == 0) return OPG_OK;
     TRY(enter(c));
     void *scratch = NULL;
@@ -400,9 +412,9 @@ static opg_status cuda_rmsnorm(opg_backend *be, opg_view y, opg_view x, opg_view
                                int64_t D, float eps) {
     cuda_backend *c = cb(be);
     const char *op = "rmsnorm";
-    NEED(y, f32s(prod(M, D)), "y");
-    NEED(x, f32s(prod(M, D)), "x");
-    NEED(w, f32s(D), "weight");
+    NEED_F32(y, f32s(prod(M, D)), "y");
+    NEED_F32(x, f32s(prod(M, D)), "x");
+    NEED_F32(w, f32s(D), "weight");
     if (M == 0 || D == 0) return OPG_OK;
     TRY(enter(c));
     return launched(opg_cuda_rmsnorm(c->stream, ptr(y), ptr(x), ptr(w), M, D, eps), op);
@@ -413,7 +425,7 @@ static opg_status cuda_rope(opg_backend *be, opg_view x, int64_t n_tok, const in
                             opg_rope_mode mode) {
     cuda_backend *c = cb(be);
     const char *op = "rope";
-    NEED(x, f32s(prod(n_tok, prod(n_heads, head_dim))), "x");
+    NEED_F32(x, f32s(prod(n_tok, prod(n_heads, head_dim))), "x");
     /* rope.h: an n_dims that is odd, <= 0 or > head_dim leaves x unchanged */
     if (n_tok == 0 || n_heads <= 0 || n_dims <= 0 || n_dims % 2 || n_dims > head_dim)
         return OPG_OK;
@@ -433,11 +445,11 @@ static opg_status cuda_attention(opg_backend *be, opg_view out, opg_view q, opg_
     const char *op = "attention";
     if (n_q <= 0) return OPG_OK; /* attention.h: a no-op */
     int64_t qrow = prod(n_head, head_dim), kvrow = prod(n_kv, head_dim);
-    NEED(out, f32s(prod(n_q, qrow)), "out");
-    NEED(q, f32s(prod(n_q, qrow)), "q");
+    NEED_F32(out, f32s(prod(n_q, qrow)), "out");
+    NEED_F32(q, f32s(prod(n_q, qrow)), "q");
     if (pos0 >= 0) {
-        NEED(k, f32s(prod(pos0 + n_q, kvrow)), "k cache");
-        NEED(v, f32s(prod(pos0 + n_q, kvrow)), "v cache");
+        NEED_F32(k, f32s(prod(pos0 + n_q, kvrow)), "k cache");
+        NEED_F32(v, f32s(prod(pos0 + n_q, kvrow)), "v cache");
     }
     TRY(enter(c));
     /* a long context split across blocks keeps its segment states here */
@@ -452,9 +464,9 @@ static opg_status cuda_swiglu(opg_backend *be, opg_view out, opg_view gate, opg_
                               int64_t n) {
     cuda_backend *c = cb(be);
     const char *op = "swiglu";
-    NEED(out, f32s(n), "out");
-    NEED(gate, f32s(n), "gate");
-    NEED(up, f32s(n), "up");
+    NEED_F32(out, f32s(n), "out");
+    NEED_F32(gate, f32s(n), "gate");
+    NEED_F32(up, f32s(n), "up");
     if (n == 0) return OPG_OK;
     TRY(enter(c));
     return launched(opg_cuda_swiglu(c->stream, ptr(out), ptr(gate), ptr(up), n), op);
@@ -463,9 +475,9 @@ static opg_status cuda_swiglu(opg_backend *be, opg_view out, opg_view gate, opg_
 static opg_status cuda_add(opg_backend *be, opg_view y, opg_view a, opg_view b, int64_t n) {
     cuda_backend *c = cb(be);
     const char *op = "add";
-    NEED(y, f32s(n), "y");
-    NEED(a, f32s(n), "a");
-    NEED(b, f32s(n), "b");
+    NEED_F32(y, f32s(n), "y");
+    NEED_F32(a, f32s(n), "a");
+    NEED_F32(b, f32s(n), "b");
     if (n == 0) return OPG_OK;
     TRY(enter(c));
     return launched(opg_cuda_add(c->stream, ptr(y), ptr(a), ptr(b), n), op);
@@ -484,8 +496,8 @@ static opg_status cuda_embed(opg_backend *be, opg_view out, opg_view table, opg_
         if (tokens[i] < 0 || tokens[i] >= n_vocab)
             return opg__fail(OPG_ERR_ARG, "embedding: token id outside [0, %lld) or bad table type",
                              (long long)n_vocab);
-    NEED(out, f32s(prod(n, dim)), "out");
-    NEED(table, prod(n_vocab, (int64_t)row), "table");
+    NEED_F32(out, f32s(prod(n, dim)), "out");
+    NEED_ALIGNED(table, prod(n_vocab, (int64_t)row), weight_align(t), "table");
     if (n == 0) return OPG_OK;
     TRY(enter(c));
     const void *dtok;
@@ -525,7 +537,7 @@ static opg_status cuda_fingerprint(opg_backend *be, uint64_t *out, opg_view x, i
         return opg__fail(OPG_ERR_ARG, "cuda backend: fingerprint: len %lld, stride %lld",
                          (long long)len, (long long)stride);
     int64_t span = prod(n - 1, stride);
-    NEED(x, f32s(span < 0 ? -1 : span + len), "rows");
+    NEED_F32(x, f32s(span < 0 ? -1 : span + len), "rows");
     TRY(enter(c));
     size_t fp_bytes = (size_t)n * sizeof *out;
     TRY(grow(c, &c->fp, &c->fp_cap, fp_bytes));
@@ -543,7 +555,7 @@ static opg_status cuda_sample(opg_backend *be, int64_t *token, opg_view logits, 
     const char *op = "sample";
     *token = -1;
     if (n <= 0) return OPG_OK;
-    NEED(logits, f32s(n), "logits");
+    NEED_F32(logits, f32s(n), "logits");
     TRY(enter(c));
     /* greedy sampling (argmax) needs no sort scratch */
     const int greedy = !(p->temperature > 0.0f) || p->top_k == 1;

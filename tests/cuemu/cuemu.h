@@ -113,6 +113,13 @@ template <typename P> void check_arg(const char *kernel, int i, const P &p) {
     if constexpr (std::is_pointer<P>::value) {
         if (p && !cuemu_device_ptr_ok((const void *)p))
             die("kernel %s: argument %d (%p) is not device memory", kernel, i, (const void *)p);
+        /* a T* a GPU loads from must be aligned to T (else a misaligned-address
+           fault); x86 would load it anyway */
+        using T = typename std::remove_cv<typename std::remove_pointer<P>::type>::type;
+        if constexpr (!std::is_void<T>::value && !std::is_function<T>::value)
+            if ((uintptr_t)p % alignof(T))
+                die("kernel %s: argument %d (%p) is not aligned to its type (%zu bytes)", kernel, i,
+                    (const void *)p, alignof(T));
     }
 }
 

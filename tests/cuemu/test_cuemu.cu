@@ -192,6 +192,7 @@ static void run_host_pointer() {
     static int host[4];
     k_nothing<<<1, 32>>>(host);
 }
+static void run_misaligned_pointer() { k_nothing<<<1, 32>>>((int *)((char *)dev_alloc<int>(4) + 2)); }
 static void run_too_many_threads() { k_nothing<<<1, 2048>>>(dev_alloc<int>(1)); }
 static void run_over_launch_bounds() { k_bounded<<<1, 96>>>(dev_alloc<int>(96)); }
 static void run_wmma_misaligned() {
@@ -257,6 +258,7 @@ int main() {
     expect_death("partial mask", run_partial_mask, "only full-warp masks");
     expect_death("shuffle naming a returned lane", run_shuffle_returned, "have returned");
     expect_death("host pointer", run_host_pointer, "is not device memory");
+    expect_death("misaligned int *", run_misaligned_pointer, "is not aligned to its type (4 bytes)");
     expect_death("2048 threads", run_too_many_threads, "outside CUDA's limits");
     expect_death("over the launch bounds", run_over_launch_bounds, "96 threads per block, over its");
     int *kb = dev_alloc<int>(64);
