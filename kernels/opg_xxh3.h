@@ -76,6 +76,18 @@ OPG_HD uint64_t opg_xxh3__read64(const uint8_t *p) {
     return (uint64_t)opg_xxh3__read32(p) | ((uint64_t)opg_xxh3__read32(p + 4) << 32);
 }
 
+/* A word of the input: its 4 bytes at p; with canon (rows of f32 values,
+ * whose every read falls on a value: all reads are at multiples of 4 bytes
+ * when the length is one) a NaN of any sign and payload reads as 0x7fc00000. */
+OPG_HD uint32_t opg_xxh3__in32(const uint8_t *p, int canon) {
+    uint32_t w = opg_xxh3__read32(p);
+    return canon && (w & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u : w;
+}
+
+OPG_HD uint64_t opg_xxh3__in64(const uint8_t *p, int canon) {
+    return (uint64_t)opg_xxh3__in32(p, canon) | ((uint64_t)opg_xxh3__in32(p + 4, canon) << 32);
+}
+
 OPG_HD uint32_t opg_xxh3__swap32(uint32_t x) {
     return ((x << 24) & 0xff000000u) | ((x << 8) & 0x00ff0000u) | ((x >> 8) & 0x0000ff00u) |
            ((x >> 24) & 0x000000ffu);
@@ -137,62 +149,62 @@ OPG_HD uint64_t opg_xxh3__len_1to3(const uint8_t *in, size_t len, const uint8_t 
     return opg_xxh3__xxh64_avalanche((uint64_t)combined ^ bitflip);
 }
 
-OPG_HD uint64_t opg_xxh3__len_4to8(const uint8_t *in, size_t len, const uint8_t *sec) {
-    uint32_t in1 = opg_xxh3__read32(in), in2 = opg_xxh3__read32(in + len - 4);
+OPG_HD uint64_t opg_xxh3__len_4to8(const uint8_t *in, size_t len, const uint8_t *sec, int canon) {
+    uint32_t in1 = opg_xxh3__in32(in, canon), in2 = opg_xxh3__in32(in + len - 4, canon);
     uint64_t bitflip = opg_xxh3__read64(sec + 8) ^ opg_xxh3__read64(sec + 16);
     uint64_t in64 = (uint64_t)in2 + ((uint64_t)in1 << 32);
     return opg_xxh3__rrmxmx(in64 ^ bitflip, (uint64_t)len);
 }
 
-OPG_HD uint64_t opg_xxh3__len_9to16(const uint8_t *in, size_t len, const uint8_t *sec) {
+OPG_HD uint64_t opg_xxh3__len_9to16(const uint8_t *in, size_t len, const uint8_t *sec, int canon) {
     uint64_t bitflip1 = opg_xxh3__read64(sec + 24) ^ opg_xxh3__read64(sec + 32);
     uint64_t bitflip2 = opg_xxh3__read64(sec + 40) ^ opg_xxh3__read64(sec + 48);
-    uint64_t in_lo = opg_xxh3__read64(in) ^ bitflip1;
-    uint64_t in_hi = opg_xxh3__read64(in + len - 8) ^ bitflip2;
+    uint64_t in_lo = opg_xxh3__in64(in, canon) ^ bitflip1;
+    uint64_t in_hi = opg_xxh3__in64(in + len - 8, canon) ^ bitflip2;
     uint64_t acc = (uint64_t)len + opg_xxh3__swap64(in_lo) + in_hi +
                    opg_xxh3__mul128_fold64(in_lo, in_hi);
     return opg_xxh3__avalanche(acc);
 }
 
-OPG_HD uint64_t opg_xxh3__mix16(const uint8_t *in, const uint8_t *sec) {
-    return opg_xxh3__mul128_fold64(opg_xxh3__read64(in) ^ opg_xxh3__read64(sec),
-                                   opg_xxh3__read64(in + 8) ^ opg_xxh3__read64(sec + 8));
+OPG_HD uint64_t opg_xxh3__mix16(const uint8_t *in, const uint8_t *sec, int canon) {
+    return opg_xxh3__mul128_fold64(opg_xxh3__in64(in, canon) ^ opg_xxh3__read64(sec),
+                                   opg_xxh3__in64(in + 8, canon) ^ opg_xxh3__read64(sec + 8));
 }
 
-OPG_HD uint64_t opg_xxh3__len_17to128(const uint8_t *in, size_t len, const uint8_t *sec) {
+OPG_HD uint64_t opg_xxh3__len_17to128(const uint8_t *in, size_t len, const uint8_t *sec, int canon) {
     uint64_t acc = (uint64_t)len * OPG_XXH_P64_1;
     if (len > 32) {
         if (len > 64) {
             if (len > 96) {
-                acc += opg_xxh3__mix16(in + 48, sec + 96);
-                acc += opg_xxh3__mix16(in + len - 64, sec + 112);
+                acc += opg_xxh3__mix16(in + 48, sec + 96, canon);
+                acc += opg_xxh3__mix16(in + len - 64, sec + 112, canon);
             }
-            acc += opg_xxh3__mix16(in + 32, sec + 64);
-            acc += opg_xxh3__mix16(in + len - 48, sec + 80);
+            acc += opg_xxh3__mix16(in + 32, sec + 64, canon);
+            acc += opg_xxh3__mix16(in + len - 48, sec + 80, canon);
         }
-        acc += opg_xxh3__mix16(in + 16, sec + 32);
-        acc += opg_xxh3__mix16(in + len - 32, sec + 48);
+        acc += opg_xxh3__mix16(in + 16, sec + 32, canon);
+        acc += opg_xxh3__mix16(in + len - 32, sec + 48, canon);
     }
-    acc += opg_xxh3__mix16(in + 0, sec + 0);
-    acc += opg_xxh3__mix16(in + len - 16, sec + 16);
+    acc += opg_xxh3__mix16(in + 0, sec + 0, canon);
+    acc += opg_xxh3__mix16(in + len - 16, sec + 16, canon);
     return opg_xxh3__avalanche(acc);
 }
 
-OPG_HD uint64_t opg_xxh3__len_129to240(const uint8_t *in, size_t len, const uint8_t *sec) {
+OPG_HD uint64_t opg_xxh3__len_129to240(const uint8_t *in, size_t len, const uint8_t *sec, int canon) {
     uint64_t acc = (uint64_t)len * OPG_XXH_P64_1;
     int rounds = (int)len / 16;
-    for (int i = 0; i < 8; i++) acc += opg_xxh3__mix16(in + 16 * i, sec + 16 * i);
+    for (int i = 0; i < 8; i++) acc += opg_xxh3__mix16(in + 16 * i, sec + 16 * i, canon);
     acc = opg_xxh3__avalanche(acc);
-    for (int i = 8; i < rounds; i++) acc += opg_xxh3__mix16(in + 16 * i, sec + 16 * (i - 8) + 3);
-    acc += opg_xxh3__mix16(in + len - 16, sec + OPG_XXH3_SECRET_MIN - 17);
+    for (int i = 8; i < rounds; i++) acc += opg_xxh3__mix16(in + 16 * i, sec + 16 * (i - 8) + 3, canon);
+    acc += opg_xxh3__mix16(in + len - 16, sec + OPG_XXH3_SECRET_MIN - 17, canon);
     return opg_xxh3__avalanche(acc);
 }
 
 /* ---- long inputs: 64-byte stripes into 8 accumulators ---------------------- */
 
-OPG_HD void opg_xxh3__accumulate_512(uint64_t acc[8], const uint8_t *in, const uint8_t *sec) {
+OPG_HD void opg_xxh3__accumulate_512(uint64_t acc[8], const uint8_t *in, const uint8_t *sec, int canon) {
     for (int i = 0; i < 8; i++) {
-        uint64_t data_val = opg_xxh3__read64(in + 8 * i);
+        uint64_t data_val = opg_xxh3__in64(in + 8 * i, canon);
         uint64_t data_key = data_val ^ opg_xxh3__read64(sec + 8 * i);
         acc[i ^ 1] += data_val; /* swap adjacent lanes */
         acc[i] += (data_key & 0xFFFFFFFFu) * (data_key >> 32);
@@ -208,7 +220,7 @@ OPG_HD void opg_xxh3__scramble(uint64_t acc[8], const uint8_t *sec) {
     }
 }
 
-OPG_HD uint64_t opg_xxh3__hash_long(const uint8_t *in, size_t len, const uint8_t *sec) {
+OPG_HD uint64_t opg_xxh3__hash_long(const uint8_t *in, size_t len, const uint8_t *sec, int canon) {
     uint64_t acc[8] = {OPG_XXH_P32_3, OPG_XXH_P64_1, OPG_XXH_P64_2, OPG_XXH_P64_3,
                        OPG_XXH_P64_4, OPG_XXH_P32_2, OPG_XXH_P64_5, OPG_XXH_P32_1};
     const size_t stripes_per_block =
@@ -218,16 +230,16 @@ OPG_HD uint64_t opg_xxh3__hash_long(const uint8_t *in, size_t len, const uint8_t
     for (size_t b = 0; b < nb_blocks; b++) {
         for (size_t s = 0; s < stripes_per_block; s++)
             opg_xxh3__accumulate_512(acc, in + b * block_len + s * OPG_XXH3_STRIPE_LEN,
-                                     sec + s * OPG_XXH3_CONSUME_RATE);
+                                     sec + s * OPG_XXH3_CONSUME_RATE, canon);
         opg_xxh3__scramble(acc, sec + OPG_XXH3_SECRET_SIZE - OPG_XXH3_STRIPE_LEN);
     }
     /* last partial block, then the last stripe (which may overlap it) */
     size_t nb_stripes = ((len - 1) - block_len * nb_blocks) / OPG_XXH3_STRIPE_LEN;
     for (size_t s = 0; s < nb_stripes; s++)
         opg_xxh3__accumulate_512(acc, in + nb_blocks * block_len + s * OPG_XXH3_STRIPE_LEN,
-                                 sec + s * OPG_XXH3_CONSUME_RATE);
+                                 sec + s * OPG_XXH3_CONSUME_RATE, canon);
     opg_xxh3__accumulate_512(acc, in + len - OPG_XXH3_STRIPE_LEN,
-                             sec + OPG_XXH3_SECRET_SIZE - OPG_XXH3_STRIPE_LEN - 7);
+                             sec + OPG_XXH3_SECRET_SIZE - OPG_XXH3_STRIPE_LEN - 7, canon);
     /* merge the accumulators */
     const uint8_t *ms = sec + 11;
     uint64_t r = (uint64_t)len * OPG_XXH_P64_1;
@@ -237,21 +249,27 @@ OPG_HD uint64_t opg_xxh3__hash_long(const uint8_t *in, size_t len, const uint8_t
     return opg_xxh3__avalanche(r);
 }
 
-/* ---- entry point ---------------------------------------------------------- */
+/* ---- entry points --------------------------------------------------------- */
 
-/* XXH3_64bits(data, len): seed 0, default secret. data may be NULL when len is 0. */
-OPG_HD uint64_t opg_xxh3_64(const void *data, size_t len) {
-    const uint8_t *in = (const uint8_t *)data;
+OPG_HD uint64_t opg_xxh3__64(const uint8_t *in, size_t len, int canon) {
     const uint8_t *sec = OPG_XXH3__SECRET;
     if (len <= 16) {
-        if (len > 8) return opg_xxh3__len_9to16(in, len, sec);
-        if (len >= 4) return opg_xxh3__len_4to8(in, len, sec);
-        if (len > 0) return opg_xxh3__len_1to3(in, len, sec);
+        if (len > 8) return opg_xxh3__len_9to16(in, len, sec, canon);
+        if (len >= 4) return opg_xxh3__len_4to8(in, len, sec, canon);
+        if (len > 0) return opg_xxh3__len_1to3(in, len, sec); /* never canon: not a whole value */
         return opg_xxh3__xxh64_avalanche(opg_xxh3__read64(sec + 56) ^ opg_xxh3__read64(sec + 64));
     }
-    if (len <= 128) return opg_xxh3__len_17to128(in, len, sec);
-    if (len <= OPG_XXH3_MIDSIZE_MAX) return opg_xxh3__len_129to240(in, len, sec);
-    return opg_xxh3__hash_long(in, len, sec);
+    if (len <= 128) return opg_xxh3__len_17to128(in, len, sec, canon);
+    if (len <= OPG_XXH3_MIDSIZE_MAX) return opg_xxh3__len_129to240(in, len, sec, canon);
+    return opg_xxh3__hash_long(in, len, sec, canon);
 }
+
+/* XXH3_64bits(data, len): seed 0, default secret. data may be NULL when len is 0. */
+OPG_HD uint64_t opg_xxh3_64(const void *data, size_t len) { return opg_xxh3__64((const uint8_t *)data, len, 0); }
+
+/* XXH3_64bits of the n f32 values' little-endian bytes with every NaN's
+ * bytes those of 0x7fc00000 (the trace's canonical NaN, docs/determinism.md
+ * section 12), without copying them. x may be NULL when n is 0. */
+OPG_HD uint64_t opg_xxh3_64_f32(const float *x, size_t n) { return opg_xxh3__64((const uint8_t *)x, n * 4, 1); }
 
 #endif /* OPG_XXH3_H */

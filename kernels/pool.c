@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "fpenv.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define CPU_RELAX() _mm_pause()
@@ -84,6 +87,8 @@ static void run_tasks(opg_pool *p) {
 static void *worker_main(void *arg) {
     opg_pool *p = arg;
     uint64_t seen = 0;
+    opg_fpenv inherited; /* the creating thread's, maybe FTZ/DAZ: never restored */
+    opg_fpenv_enter(&inherited);
     for (;;) {
         if (!spin_until(new_run, p, seen)) {
             pthread_mutex_lock(&p->mu);
@@ -149,12 +154,20 @@ void opg_pool_free(opg_pool *p) {
 
 int opg_pool_threads(const opg_pool *p) { return p ? p->n_threads : 1; }
 
+static void run_on_pool(opg_pool *p, opg_task_fn fn, void *ctx, int64_t n_tasks);
+
 void opg_pool_run(opg_pool *p, opg_task_fn fn, void *ctx, int64_t n_tasks) {
     if (n_tasks <= 0) return;
-    if (!p || p->n_threads == 1 || n_tasks == 1) {
+    opg_fpenv caller; /* the tasks this thread runs too get the contract's */
+    opg_fpenv_enter(&caller);
+    if (!p || p->n_threads == 1 || n_tasks == 1)
         for (int64_t t = 0; t < n_tasks; t++) fn(ctx, t);
-        return;
-    }
+    else
+        run_on_pool(p, fn, ctx, n_tasks);
+    opg_fpenv_leave(&caller);
+}
+
+static void run_on_pool(opg_pool *p, opg_task_fn fn, void *ctx, int64_t n_tasks) {
     /* every worker left the previous run (its caller waited for active == 0),
      * so the run's fields are free to set before the generation publishes them */
     p->fn = fn;

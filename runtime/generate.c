@@ -2,11 +2,12 @@
 #include "generate.h"
 
 #include <stdio.h>
-#include "scheduler.h"
-
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "fpenv.h"
+#include "scheduler.h"
 
 void opg_gen_result_clear(opg_gen_result *r) {
     if (!r) return;
@@ -63,7 +64,7 @@ opg_status opg_generate(opg_model *m, const opg_gen_request *reqs, int n_reqs,
     return st;
 }
 
-opg_status opg_replay(opg_model *m, const int32_t *prompt, int64_t n_prompt,
+static opg_status replay(opg_model *m, const int32_t *prompt, int64_t n_prompt,
                       const int32_t *output, int64_t n_output,
                       const opg_sample_params *sampling, int64_t step_tokens,
                       opg_trace **trace_out, int64_t *first_bad) {
@@ -116,5 +117,17 @@ out:
     free(picked);
     free(lfp);
     free(gfp);
+    return st;
+}
+
+/* Under the contract's floating-point environment (fpenv.h): it samples. */
+opg_status opg_replay(opg_model *m, const int32_t *prompt, int64_t n_prompt,
+                      const int32_t *output, int64_t n_output,
+                      const opg_sample_params *sampling, int64_t step_tokens,
+                      opg_trace **trace_out, int64_t *first_bad) {
+    opg_fpenv saved;
+    opg_fpenv_enter(&saved);
+    opg_status st = replay(m, prompt, n_prompt, output, n_output, sampling, step_tokens, trace_out, first_bad);
+    opg_fpenv_leave(&saved);
     return st;
 }

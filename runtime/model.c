@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fpenv.h"
 #include "trace.h"
 
 typedef struct {
@@ -371,7 +372,7 @@ static ws_layout layout(const opg_hparams *hp, int64_t M, int64_t R) {
     return L;
 }
 
-opg_status opg_model_forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
+static opg_status forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
     const opg_hparams *hp = &m->hp;
     const opg_backend_ops *be = m->be->ops;
     opg_backend *b = m->be;
@@ -516,5 +517,14 @@ done:
     free(tokens);
     free(pos);
     free(fp);
+    return st;
+}
+
+/* Under the contract's floating-point environment (fpenv.h), the caller's back after. */
+opg_status opg_model_forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
+    opg_fpenv saved;
+    opg_fpenv_enter(&saved);
+    opg_status st = forward(m, seqs, n_seqs);
+    opg_fpenv_leave(&saved);
     return st;
 }

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "fpenv.h"
+
 typedef struct {
     uint64_t tag;
     opg_gen_request req;   /* prompt and stop arrays owned */
@@ -253,7 +255,7 @@ static opg_status push_token(seq *q, int32_t t) {
     return OPG_OK;
 }
 
-opg_status opg_sched_step(opg_sched *s) {
+static opg_status sched_step(opg_sched *s) {
     /* max_tokens 0: finished before any forward */
     for (int i = 0; i < s->n; i++)
         if (!s->seqs[i]->done && s->seqs[i]->req.max_tokens == 0) {
@@ -337,4 +339,13 @@ opg_status opg_sched_step(opg_sched *s) {
     }
     reap(s);
     return OPG_OK;
+}
+
+/* Under the contract's floating-point environment (fpenv.h): it samples. */
+opg_status opg_sched_step(opg_sched *s) {
+    opg_fpenv saved;
+    opg_fpenv_enter(&saved);
+    opg_status st = sched_step(s);
+    opg_fpenv_leave(&saved);
+    return st;
 }

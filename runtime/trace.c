@@ -20,6 +20,25 @@ struct opg_trace {
 static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
 static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
 
+/* XXH3 of a leaf of len floats, every NaN hashed as 0x7fc00000: which NaN
+ * an operation returns (sign, payload) IEEE 754 leaves open, and the C
+ * reference, AVX2 and CUDA paths differ in it. A leaf without NaN (the
+ * rule) is hashed in place. */
+static uint64_t fp_leaf(const float *x, int64_t len) {
+    int64_t i = 0;
+    uint32_t w;
+    for (; i < len; i++) {
+        memcpy(&w, x + i, 4);
+        if ((w & 0x7fffffffu) > 0x7f800000u) break;
+    }
+    if (i == len) return XXH3_64bits(x, (size_t)len * 4);
+    uint32_t canon[OPG_TRACE_LEAF_FLOATS];
+    memcpy(canon, x, (size_t)len * 4);
+    for (; i < len; i++)
+        if ((canon[i] & 0x7fffffffu) > 0x7f800000u) canon[i] = 0x7fc00000u;
+    return XXH3_64bits(canon, (size_t)len * 4);
+}
+
 uint64_t opg_trace_fingerprint(const float *x, int64_t n) {
     /* Leaves let a GPU hash a long row in parallel with the same result. */
     if (n <= 0) return XXH3_64bits("", 0);
@@ -31,7 +50,7 @@ uint64_t opg_trace_fingerprint(const float *x, int64_t n) {
         int64_t len = n - i * OPG_TRACE_LEAF_FLOATS;
         if (len > OPG_TRACE_LEAF_FLOATS) len = OPG_TRACE_LEAF_FLOATS;
         /* f32 in memory is little-endian on every platform opg runs on. */
-        put_u64(leaves + 8 * i, XXH3_64bits(x + i * OPG_TRACE_LEAF_FLOATS, (size_t)len * 4));
+        put_u64(leaves + 8 * i, fp_leaf(x + i * OPG_TRACE_LEAF_FLOATS, len));
     }
     uint64_t fp = XXH3_64bits(leaves, (size_t)n_leaves * 8);
     if (leaves != leaves_small) free(leaves);

@@ -14,6 +14,10 @@
  * definition (ctest runs the gen_tiny_models fixture first). */
 #include "testutil.h"
 
+#include <math.h>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -685,6 +689,7 @@ static uint64_t my_fingerprint(const float *x, int64_t n) {
         for (int64_t j = 0; j < len; j++) {
             uint32_t u;
             memcpy(&u, &x[1024 * i + j], 4);
+            if (isnan(x[1024 * i + j])) u = 0x7fc00000u; /* the one NaN of the trace */
             le32(bytes + 4 * j, u);
         }
         le64(h + 8 * i, XXH3_64bits(bytes, (size_t)len * 4));
@@ -721,6 +726,20 @@ static void test_fingerprint(void **state) {
     x[2400] = -0.0f;
     assert_true(opg_trace_fingerprint(x, 2500) != z);
     assert_true(before != z || before != opg_trace_fingerprint(x, 2500));
+    /* every NaN is the same NaN: sign and payload are not hashed (which NaN
+       an operation returns differs between the paths), but NaN is not a value */
+    const uint32_t nans[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xffffffffu, 0x7fa5a5a5u};
+    uint64_t fp_nan[5];
+    for (int i = 0; i < 5; i++) {
+        memcpy(&x[3], &nans[i], 4);
+        memcpy(&x[1500], &nans[4 - i], 4);
+        memcpy(&x[65999], &nans[i], 4);
+        fp_nan[i] = opg_trace_fingerprint(x, 66000);
+        assert_true(fp_nan[i] == my_fingerprint(x, 66000));
+        assert_true(fp_nan[i] == fp_nan[0]);
+    }
+    x[1500] = INFINITY;
+    assert_true(opg_trace_fingerprint(x, 66000) != fp_nan[0]);
     free(x);
     char hex[9];
     const uint8_t bytes[4] = {0x00, 0x0f, 0xa5, 0xff};
@@ -750,6 +769,55 @@ static void sl_done(void *ctx, uint64_t tag, opg_gen_result *r) {
     assert_int_equal(l->done[tag], 0);
     l->done[tag] = 1;
     l->res[tag] = *r;
+}
+
+/* A caller whose floating-point environment breaks the contract (a library
+ * built with -ffast-math sets flush-to-zero and denormals-are-zero; here
+ * also rounding toward zero, which changes nearly every result) gets the
+ * same jobs: opg runs its work, on its pool's threads too (created under
+ * that environment, so they inherit it), under the contract's, and gives
+ * the caller its own back. */
+static void test_fp_environment(void **state) {
+    (void)state;
+#if defined(__x86_64__)
+    loaded L = load("q4_1", 1);
+    const int64_t V = opg_model_hparams(L.m)->n_vocab;
+    request_set rs;
+    make_requests(&rs, V, &SAMPLED);
+    opg_gen_result base[N_REQ];
+    gen_ok(L.m, rs.req, N_REQ, base, NULL);
+    unload(&L);
+    const unsigned int normal = _mm_getcsr(), bad = (normal & ~0x6000u) | 0x8000u | 0x0040u | 0x6000u;
+    _mm_setcsr(bad);
+    L = load("q4_1", 2); /* its pool's threads start with FTZ, DAZ and round toward zero */
+    opg_gen_result all[N_REQ];
+    gen_ok(L.m, rs.req, N_REQ, all, NULL);
+    unsigned int after = _mm_getcsr();
+    opg_trace *tr = NULL;
+    int64_t bad_at = 0;
+    opg_status st = opg_replay(L.m, rs.req[TARGET].prompt, rs.req[TARGET].n_prompt, all[TARGET].tokens,
+                               all[TARGET].n_tokens, &rs.req[TARGET].sampling, 7, &tr, &bad_at);
+    unsigned int after_replay = _mm_getcsr();
+    _mm_setcsr(normal);
+    assert_int_equal(st, OPG_OK);
+    assert_int_equal(bad_at, -1);
+    assert_true(after == bad && after_replay == bad); /* the caller's, given back */
+    uint8_t want[32], got[32];
+    root_of(base[TARGET].trace, want);
+    root_of(tr, got);
+    tu_assert_bytes(want, got, 32, "replay under FTZ/DAZ/round-toward-zero");
+    opg_trace_free(tr);
+    for (int i = 0; i < N_REQ; i++) {
+        char what[96];
+        snprintf(what, sizeof what, "request %d under FTZ/DAZ/round-toward-zero", i);
+        assert_same_result(&base[i], &all[i], what);
+    }
+    results_clear(base, N_REQ);
+    results_clear(all, N_REQ);
+    unload(&L);
+#else
+    skip();
+#endif
 }
 
 static void test_sched_join_and_cancel(void **state) {
@@ -838,6 +906,7 @@ int main(void) {
         cmocka_unit_test(test_stops_and_limits),
         cmocka_unit_test(test_generate_invariance),
         cmocka_unit_test(test_sched_join_and_cancel),
+        cmocka_unit_test(test_fp_environment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -736,6 +736,11 @@ static void test_fingerprint(void **state) {
         int64_t n = cases[ci][0], len = cases[ci][1], stride = cases[ci][2];
         size_t tot = (size_t)((n - 1) * stride + len);
         float *x = rand_floats(&r, tot, 1);
+        if (ci % 2) /* NaNs of any sign and payload: each hashed as 0x7fc00000 */
+            for (size_t i = ci % 7; i < tot; i += 97) {
+                uint32_t w = (uint32_t)tu_u64(&r) | 0x7f800001u;
+                memcpy(x + i, &w, 4);
+            }
         uint64_t *want = tu_alloc((size_t)n * 8), *got = tu_alloc((size_t)n * 8 + 16);
         for (int64_t i = 0; i < n; i++) want[i] = opg_trace_fingerprint(x + i * stride, len);
         float *dx = dev_from(x, tot * 4);

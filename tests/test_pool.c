@@ -100,11 +100,67 @@ static void test_sleeping_caller(void **state) {
     opg_pool_free(NULL);
 }
 
+#if defined(__x86_64__)
+#include <pthread.h>
+#include <xmmintrin.h>
+
+/* Each task: the MXCSR bits the contract fixes (FTZ, rounding, DAZ) as the
+ * task sees them, and which thread ran it; it waits so both threads take some. */
+typedef struct {
+    unsigned int csr[64];
+    pthread_t who[64];
+} fp_ctx;
+
+static void fp_task(void *arg, int64_t t) {
+    fp_ctx *c = arg;
+    c->csr[t] = _mm_getcsr() & 0xE040u;
+    c->who[t] = pthread_self();
+    sleep_us(200);
+}
+
+/* A pool created by a thread whose environment breaks the contract (FTZ,
+ * DAZ, round toward zero: what a -ffast-math library sets) runs every task
+ * under the contract's, on its workers (which inherited the creator's) and
+ * on the caller, and gives the caller its own back. */
+static void test_fp_environment(void **state) {
+    (void)state;
+    const unsigned int normal = _mm_getcsr(), bad = normal | 0xE040u;
+    _mm_setcsr(bad);
+    opg_pool *p = opg_pool_new(2);
+    static fp_ctx c;
+    int workers = 0;
+    for (int round = 0; round < 20 && !workers; round++) {
+        memset(&c, 0xff, sizeof c.csr);
+        opg_pool_run(p, fp_task, &c, 64);
+        for (int t = 0; t < 64; t++) workers += !pthread_equal(c.who[t], pthread_self());
+        for (int t = 0; t < 64; t++)
+            if (c.csr[t] != 0) {
+                _mm_setcsr(normal);
+                fail_msg("task %d ran with MXCSR bits %#x (%s)", t, c.csr[t],
+                         pthread_equal(c.who[t], pthread_self()) ? "the caller" : "a worker");
+            }
+    }
+    opg_pool_run(NULL, fp_task, &c, 3);
+    unsigned int after = _mm_getcsr();
+    _mm_setcsr(normal);
+    opg_pool_free(p);
+    assert_true(workers > 0); /* the worker took tasks: its environment was tested */
+    for (int t = 0; t < 3; t++) assert_int_equal(c.csr[t], 0);
+    assert_int_equal(after, bad);
+}
+#else
+static void test_fp_environment(void **state) {
+    (void)state;
+    skip();
+}
+#endif
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_back_to_back),
         cmocka_unit_test(test_sleeping_workers),
         cmocka_unit_test(test_sleeping_caller),
+        cmocka_unit_test(test_fp_environment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

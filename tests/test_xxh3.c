@@ -2,7 +2,8 @@
  * against libxxhash's XXH3_64bits, on the CPU: every length 0..5000, random
  * lengths up to 100k, every alignment, the boundaries of each size class,
  * and the trace fingerprint of docs/determinism.md section 12 rebuilt from
- * opg_xxh3_64 equal to opg_trace_fingerprint. */
+ * opg_xxh3_64_f32 (every NaN read as 0x7fc00000) equal to
+ * opg_trace_fingerprint, also over NaNs of any sign and payload. */
 #include "testutil.h"
 
 #include <inttypes.h>
@@ -100,16 +101,80 @@ static void test_patterns(void **state) {
     tu_free(b);
 }
 
-/* docs/determinism.md section 12, written with opg_xxh3_64 the way the GPU
- * kernel computes it: leaf hashes of 1024 floats, then the hash of their
- * little-endian bytes. */
+/* n random f32 words: finite values, and about 1 in 8 a NaN of random sign
+ * and payload (quiet or signalling), 1 in 16 an infinity. */
+static float *nan_floats(tu_rng *r, size_t n) {
+    float *x = tu_alloc(n * 4 + 4);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t u = tu_u64(r);
+        uint32_t w = (uint32_t)(u >> 32);
+        switch (u & 15) {
+        case 0: case 1: w = (w & 0x807fffffu) | 0x7f800000u; if (!(w & 0x7fffffu)) w |= 1; break; /* NaN */
+        case 2: w = (w & 0x80000000u) | 0x7f800000u; break;                                   /* +-inf */
+        default: break;
+        }
+        memcpy(x + i, &w, 4);
+    }
+    return x;
+}
+
+/* opg_xxh3_64_f32 = XXH3_64bits of the values with every NaN made
+ * 0x7fc00000, on every length 0..1100 values and long ones; = opg_xxh3_64
+ * where there is no NaN. */
+static void test_f32_canonical_nan(void **state) {
+    (void)state;
+    tu_rng r = {5};
+    enum { MAXN = 26000 };
+    float *x = nan_floats(&r, MAXN);
+    uint32_t *canon = tu_alloc(MAXN * 4);
+    for (size_t i = 0; i < MAXN; i++) {
+        memcpy(canon + i, x + i, 4);
+        if ((canon[i] & 0x7fffffffu) > 0x7f800000u) canon[i] = 0x7fc00000u;
+    }
+    static const size_t longer[] = {1023, 1024, 1025, 4096, 25000, MAXN};
+    for (size_t k = 0; k <= 1100 + sizeof longer / sizeof longer[0]; k++) {
+        size_t n = k <= 1100 ? k : longer[k - 1101];
+        for (size_t off = 0; off < 2 && off + n <= MAXN; off++) {
+            uint64_t want = XXH3_64bits(canon + off, n * 4), got = opg_xxh3_64_f32(x + off, n);
+            if (got != want) {
+                print_error("%zu values at %zu: opg_xxh3_64_f32 = %016" PRIx64 ", XXH3 of the canonical = %016" PRIx64
+                            "\n",
+                            n, off, got, want);
+                fail();
+            }
+        }
+    }
+    /* one NaN changes nothing but its own value: any payload, either sign */
+    assert_true(opg_xxh3_64_f32((const float *)canon, 300) == XXH3_64bits(canon, 1200));
+    tu_rng rf = {6};
+    float *f = tu_alloc(300 * 4);
+    for (int i = 0; i < 300; i++) f[i] = tu_uniform(&rf, -1.0f, 1.0f);
+    assert_true(opg_xxh3_64_f32(f, 300) == opg_xxh3_64(f, 1200));
+    const uint32_t nans[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xffffffffu, 0x7fc0dead};
+    uint64_t h0 = 0;
+    for (size_t i = 0; i < sizeof nans / sizeof nans[0]; i++) {
+        memcpy(f + 137, &nans[i], 4);
+        uint64_t h = opg_xxh3_64_f32(f, 300);
+        if (i == 0) h0 = h;
+        assert_true(h == h0);
+    }
+    f[137] = 1.0f;
+    assert_true(opg_xxh3_64_f32(f, 300) != h0);
+    tu_free(f);
+    tu_free(canon);
+    tu_free(x);
+}
+
+/* docs/determinism.md section 12, written with opg_xxh3_64_f32 the way the
+ * GPU kernel computes it: leaf hashes of 1024 floats (NaN as 0x7fc00000),
+ * then the hash of their little-endian bytes. */
 static uint64_t fingerprint_xxh3(const float *x, int64_t n) {
     if (n <= 0) return opg_xxh3_64(NULL, 0);
     int64_t n_leaves = (n + 1023) / 1024;
     uint8_t *leaves = tu_alloc((size_t)n_leaves * 8);
     for (int64_t i = 0; i < n_leaves; i++) {
         int64_t len = n - i * 1024 < 1024 ? n - i * 1024 : 1024;
-        uint64_t h = opg_xxh3_64(x + i * 1024, (size_t)len * 4);
+        uint64_t h = opg_xxh3_64_f32(x + i * 1024, (size_t)len);
         for (int k = 0; k < 8; k++) leaves[8 * i + k] = (uint8_t)(h >> (8 * k));
     }
     uint64_t fp = opg_xxh3_64(leaves, (size_t)n_leaves * 8);
@@ -117,13 +182,8 @@ static uint64_t fingerprint_xxh3(const float *x, int64_t n) {
     return fp;
 }
 
-static void test_fingerprint(void **state) {
-    (void)state;
-    assert_int_equal(OPG_TRACE_LEAF_FLOATS, 1024);
-    tu_rng r = {4};
+static void check_fingerprints(const float *x) {
     const int64_t ns[] = {0, 1, 2, 255, 1023, 1024, 1025, 2048, 4097, 49152, 65536, 70001, 152064};
-    float *x = tu_alloc(152064 * sizeof(float));
-    tu_fill_wild(&r, x, 152064);
     for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
         uint64_t want = opg_trace_fingerprint(x, ns[i]);
         uint64_t got = fingerprint_xxh3(x, ns[i]);
@@ -133,6 +193,18 @@ static void test_fingerprint(void **state) {
             fail();
         }
     }
+}
+
+static void test_fingerprint(void **state) {
+    (void)state;
+    assert_int_equal(OPG_TRACE_LEAF_FLOATS, 1024);
+    tu_rng r = {4};
+    float *x = tu_alloc(152064 * sizeof(float));
+    tu_fill_wild(&r, x, 152064);
+    check_fingerprints(x);
+    tu_free(x);
+    x = nan_floats(&r, 152064); /* NaNs of any sign and payload, infinities */
+    check_fingerprints(x);
     tu_free(x);
 }
 
@@ -143,6 +215,7 @@ int main(void) {
         cmocka_unit_test(test_alignments),
         cmocka_unit_test(test_random_lengths),
         cmocka_unit_test(test_patterns),
+        cmocka_unit_test(test_f32_canonical_nan),
         cmocka_unit_test(test_fingerprint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /* fingerprint.cu: the trace fingerprint of docs/determinism.md section 12 on
  * the GPU, equal to runtime/trace.c's opg_trace_fingerprint: XXH3-64 of each
- * leaf of 1024 floats (the last may be shorter), then XXH3-64 of the leaf
+ * leaf of 1024 floats (the last may be shorter; every NaN hashed as
+ * 0x7fc00000, read so, not copied), then XXH3-64 of the leaf
  * hashes as little-endian bytes. The hash is opg_xxh3.h, the same source the
  * host test (tests/test_xxh3.c) checks against libxxhash.
  *
@@ -27,7 +28,7 @@ fingerprint_kernel(uint64_t *out, const float *x, int64_t len, int64_t stride) {
     for (int64_t i = threadIdx.x; i < n_leaves; i += FP_THREADS) {
         int64_t n = len - i * FP_LEAF_FLOATS;
         if (n > FP_LEAF_FLOATS) n = FP_LEAF_FLOATS;
-        uint64_t h = opg_xxh3_64(row + i * FP_LEAF_FLOATS, (size_t)n * 4);
+        uint64_t h = opg_xxh3_64_f32(row + i * FP_LEAF_FLOATS, (size_t)n); /* NaN as 0x7fc00000 */
         for (int b = 0; b < 8; b++) leaves[8 * i + b] = (uint8_t)(h >> (8 * b));
     }
     __syncthreads();
