@@ -20,6 +20,8 @@ typedef enum {
     OPG_STOP_EOG = 1,        /* a stop token was generated (it is part of the output) */
     OPG_STOP_MAX_TOKENS = 2,
     OPG_STOP_CONTEXT = 3,    /* the context filled up */
+    OPG_STOP_NAN = 4,        /* the next logits were all NaN (the model overflowed): no token to
+                                sample; the tokens before it are kept. Every backend stops there. */
 } opg_stop_reason;
 
 /* Called for every generated token, in order per sequence. Return non-zero

@@ -311,22 +311,25 @@ static opg_status sched_step(opg_sched *s) {
         s->stats.decode_seconds += dt;
         s->stats.decode_tokens += rows;
     }
-    /* Sample every sequence first, so an error delivers nothing of this step. */
+    /* A sequence whose logits are all NaN has no token to sample: it alone
+     * ends (OPG_STOP_NAN; whether a value is NaN is the same on every
+     * backend, so every worker ends it there), the others go on. */
     for (int j = 0; j < nb; j++) {
         seq *q = s->seqs[s->idx[j]];
         const opg_batch_seq *b = &s->batch[j];
         if (b->tokens != &q->last) q->fed += b->n;
         if (b->out_from >= b->n) continue;
-        int64_t t = q->sampled;
-        if (t < 0)
-            return opg__fail(OPG_ERR_STATE, "generate: logits are all NaN at position %lld",
-                             (long long)(opg_kv_len(q->kv) - 1));
-        q->last = (int32_t)t;
+        if (q->sampled < 0) {
+            q->done = 1;
+            q->res.stop = OPG_STOP_NAN;
+            continue;
+        }
+        q->last = (int32_t)q->sampled;
     }
     for (int j = 0; j < nb; j++) {
         seq *q = s->seqs[s->idx[j]];
         const opg_batch_seq *b = &s->batch[j];
-        if (b->out_from >= b->n) continue;
+        if (b->out_from >= b->n || q->res.stop == OPG_STOP_NAN) continue;
         int32_t t = q->last;
         int64_t pos = opg_kv_len(q->kv) - 1;
         if ((st = push_token(q, t))) return st;

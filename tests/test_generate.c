@@ -22,12 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "backend.h"
 #include "contract.h"
 #include "cpu.h"
 #include "generate.h"
+#include "gguf.h"
 #include "model.h"
 #include "scheduler.h"
 #include "trace.h"
@@ -771,6 +773,72 @@ static void sl_done(void *ctx, uint64_t tag, opg_gen_result *r) {
     l->res[tag] = *r;
 }
 
+/* tiny-f32 with token 5's embedding row set to +inf, written to a temp
+ * file (path returned, caller removes it): a sequence that feeds token 5
+ * gets all-NaN hidden states and logits from there on. */
+static char *inf_embedding_model(void) {
+    FILE *f = fopen(tiny_path("f32"), "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n);
+    assert_true(b && fread(b, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    opg_gguf *g = NULL;
+    assert_int_equal(opg_gguf_open_memory(b, (size_t)n, &g), OPG_OK);
+    opg_gguf_tensor t;
+    assert_int_equal(opg_gguf_tensor_info(g, opg_gguf_find_tensor(g, "token_embd.weight"), &t), OPG_OK);
+    assert_int_equal(t.type, OPG_F32);
+    float *row = (float *)(b + opg_gguf_data_offset(g) + t.offset) + 5 * t.ne[0];
+    for (int64_t i = 0; i < t.ne[0]; i++) row[i] = INFINITY;
+    opg_gguf_close(g);
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/opg_nan_model_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_true(write(fd, b, (size_t)n) == n);
+    close(fd);
+    free(b);
+    return path;
+}
+
+/* A sequence whose logits turn all NaN ends alone (OPG_STOP_NAN, the
+ * tokens before kept): the others of its batch get exactly what they get
+ * alone. */
+static void test_nan_sequence(void **state) {
+    (void)state;
+    char *path = inf_embedding_model();
+    opg_backend *be = NULL;
+    opg_model *m = NULL;
+    assert_int_equal(opg_backend_cpu_new(2, &be), OPG_OK);
+    assert_int_equal(opg_model_load(path, be, NULL, NULL, &m), OPG_OK);
+    const int32_t clean[] = {1, 2, 3, 4}, poisoned[] = {1, 2, 5, 3};
+    opg_gen_request q[2] = {
+        {clean, 4, 12, GREEDY, NULL, 0},
+        {poisoned, 4, 12, SAMPLED, NULL, 0},
+    };
+    opg_gen_result alone, both[2];
+    gen_ok(m, &q[0], 1, &alone, NULL);
+    assert_true(alone.stop != OPG_STOP_NAN); /* the clean job never feeds token 5 */
+    gen_ok(m, q, 2, both, NULL);
+    assert_same_result(&alone, &both[0], "the clean job batched with one turning NaN");
+    assert_int_equal(both[1].stop, OPG_STOP_NAN);
+    assert_int_equal(both[1].n_tokens, 0);
+    /* alone, a one-token prompt of it: no token at all */
+    opg_gen_result nan1;
+    const int32_t feeds5[] = {5};
+    opg_gen_request q1 = {feeds5, 1, 3, GREEDY, NULL, 0};
+    gen_ok(m, &q1, 1, &nan1, NULL);
+    assert_int_equal(nan1.stop, OPG_STOP_NAN);
+    opg_gen_result_clear(&nan1);
+    opg_gen_result_clear(&alone);
+    results_clear(both, 2);
+    opg_model_free(m);
+    opg_backend_free(be);
+    unlink(path);
+}
+
 /* A caller whose floating-point environment breaks the contract (a library
  * built with -ffast-math sets flush-to-zero and denormals-are-zero; here
  * also rounding toward zero, which changes nearly every result) gets the
@@ -907,6 +975,7 @@ int main(void) {
         cmocka_unit_test(test_generate_invariance),
         cmocka_unit_test(test_sched_join_and_cancel),
         cmocka_unit_test(test_fp_environment),
+        cmocka_unit_test(test_nan_sequence),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

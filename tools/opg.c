@@ -291,7 +291,8 @@ static int cmd_run(int argc, char **argv) {
     opg_model_id(m, id);
     opg_trace_root(res[0].trace, root);
     opg_hex(hex, root, 32);
-    static const char *reasons[] = {"callback", "end of generation", "max tokens", "context full"};
+    static const char *reasons[] = {"callback", "end of generation", "max tokens", "context full",
+                                    "the logits were all NaN"};
     fprintf(stderr, "\n--- opg run\n");
     fprintf(stderr, "prompt tokens   %lld\n", (long long)reqs[0].n_prompt);
     fprintf(stderr, "output tokens   %lld (stopped: %s)\n", (long long)res[0].n_tokens, reasons[res[0].stop]);
@@ -311,7 +312,12 @@ static int cmd_run(int argc, char **argv) {
     /* machine-readable line for scripts */
     printf("trace_root=%s\n", hex);
     rc = 0;
-    if (verify) {
+    if (res[0].stop == OPG_STOP_NAN) {
+        fprintf(stderr, "opg run: the logits are all NaN at position %lld: the model overflows on this input, "
+                        "no further token can be sampled\n",
+                (long long)(reqs[0].n_prompt - 1 + res[0].n_tokens));
+        rc = 1;
+    } else if (verify) {
         opg_trace *rt = NULL;
         int64_t bad = -1;
         if ((st = opg_replay(m, reqs[0].prompt, reqs[0].n_prompt, res[0].tokens, res[0].n_tokens,

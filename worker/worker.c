@@ -166,6 +166,16 @@ static void on_done(void *ctx, uint64_t tag, opg_gen_result *r) {
         return;
     }
     OPG_LT(j->id, OPG_LT_W_DONE, 0);
+    if (r->stop == OPG_STOP_NAN) { /* the job's own failure: the same on every worker */
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "the logits are all NaN at position %lld (after %lld output tokens): the model overflows "
+                 "on this input, no token can be sampled",
+                 (long long)(j->n_prompt - 1 + r->n_tokens), (long long)r->n_tokens);
+        send_error(w, j->id, OPG_ERR_STATE, msg);
+        metric_add(w, w->m_failed, 1);
+        goto done;
+    }
     wmodel *wm = &w->models[j->model];
     uint32_t *out = malloc((size_t)(r->n_tokens ? r->n_tokens : 1) * sizeof *out);
     if (!out) {
