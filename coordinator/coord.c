@@ -100,6 +100,7 @@ typedef struct worker {
     uint64_t *jobs;            /* ids of the jobs it runs */
     uint32_t n_jobs, cap_jobs;
     int64_t last_seen;
+    uint32_t hb_ms;            /* its Heartbeat.interval_ms; 0: not said */
     struct worker *prev, *next;
 } worker;
 
@@ -643,6 +644,8 @@ static void dispatch(opg_coord *c) {
 /* ---- worker messages ----------------------------------------------------------------- */
 static void settle_results(opg_coord *c);
 
+static void send_heartbeat(opg_coord *c, const worker *w);
+
 static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     worker *w = worker_find(c, p);
     if (r->worker_key.len != 32) {
@@ -695,6 +698,7 @@ static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     snprintf(w->name, sizeof w->name, "%s", r->name && r->name[0] ? r->name : "-");
     w->last_seen = opg_now_ms();
     c->dispatch_dirty = 1;
+    if (is_new) send_heartbeat(c, w); /* our period, before the worker's window for us runs out */
     char name[80], key[80], mh[17] = "-";
     if (w->n_models) hex8(mh, w->models[0]);
     LOG(OPG_LOG_INFO, is_new ? "worker_ready" : "worker_update",
@@ -969,7 +973,12 @@ static int handle_worker(opg_coord *c) {
     if (w) w->last_seen = opg_now_ms();
     switch (f->type) {
     case T(READY): on_ready(c, &p, (Opg__V1__Ready *)f->msg); break;
-    case T(HEARTBEAT): break;
+    case T(HEARTBEAT):
+        if (w) {
+            uint32_t ms = ((const Opg__V1__Heartbeat *)f->msg)->interval_ms;
+            w->hb_ms = ms < OPG_PROTO_MAX_HEARTBEAT_MS ? ms : OPG_PROTO_MAX_HEARTBEAT_MS;
+        }
+        break;
     case T(TOKENS): if (w) on_tokens(c, w, (Opg__V1__Tokens *)f->msg); break;
     case T(RESULT): if (w) on_result(c, w, (Opg__V1__Result *)f->msg); break;
     case T(ERROR): if (w) on_worker_error(c, w, (Opg__V1__Error *)f->msg); break;
@@ -1383,21 +1392,28 @@ static opg_status stop_on_store_error(opg_coord *c) {
 }
 
 /* ---- heartbeats ----------------------------------------------------------------------- */
-static void heartbeat(opg_coord *c, int64_t now) {
-    if (now < c->next_hb) return;
-    c->next_hb = now + c->cfg.heartbeat_ms;
-    int64_t dead_after = (int64_t)c->cfg.heartbeat_ms * c->cfg.liveness;
+static void send_heartbeat(opg_coord *c, const worker *w) {
     Opg__V1__Heartbeat hb = OPG__V1__HEARTBEAT__INIT;
     hb.seq = ++c->hb_seq;
     hb.time_unix_ms = (uint64_t)opg_wall_ms();
+    hb.interval_ms = (uint32_t)c->cfg.heartbeat_ms;
+    opg_sock_send(c->wsock, &w->peer, T(HEARTBEAT), &hb.base);
+}
+
+static void heartbeat(opg_coord *c, int64_t now) {
+    if (now < c->next_hb) return;
+    c->next_hb = now + c->cfg.heartbeat_ms;
     worker *w, *t;
     DL_FOREACH_SAFE(c->workers, w, t) {
-        if (now - w->last_seen > dead_after) {
+        /* liveness x the longer of the two periods: a worker beating every
+           5 s is not lost to a coordinator beating every second */
+        int64_t period = w->hb_ms > (uint32_t)c->cfg.heartbeat_ms ? (int64_t)w->hb_ms : c->cfg.heartbeat_ms;
+        if (now - w->last_seen > period * c->cfg.liveness) {
             worker_remove(c, w, "heartbeat timeout");
             c->dispatch_dirty = 1;
             continue;
         }
-        opg_sock_send(c->wsock, &w->peer, T(HEARTBEAT), &hb.base);
+        send_heartbeat(c, w);
     }
 }
 

@@ -106,7 +106,7 @@ static opg_status check_prompt(int is_text, int is_tokens, const char *text, con
                                const char *msg) {
     if (is_text) {
         if (!text || !text[0]) return FAIL("%s.text: empty prompt", msg);
-        return OPG_OK;
+        return check_str_max(text, OPG_PROTO_MAX_PROMPT_TEXT, msg, "text");
     }
     if (is_tokens) {
         size_t n = tokens ? tokens->n_ids : 0;

@@ -38,6 +38,10 @@
 #define OPG_PROTO_ID_BYTES 32u            /* model ids, trace roots (SHA-256) */
 #define OPG_PROTO_MAX_NEW_TOKENS 65536u   /* max_tokens of Job, SubmitJob */
 #define OPG_PROTO_MAX_PROMPT_TOKENS (1u << 20)
+#define OPG_PROTO_MAX_HEARTBEAT_MS 600000u  /* Heartbeat.interval_ms counted at most (--heartbeat-ms' range) */
+#define OPG_PROTO_MAX_PROMPT_TEXT (1u << 20) /* bytes of a text prompt: a worker tokenizes it between
+                                                steps (about a second for 1 MiB on one core), and no
+                                                context holds more */
 #define OPG_PROTO_MAX_MODELS 1024u        /* Ready.models */
 #define OPG_PROTO_MAX_CLIENT_ID 64u
 #define OPG_PROTO_MAX_SIGNATURE 128u

@@ -30,6 +30,8 @@ struct opg_model {
     int n_owned, cap_owned;
     opg_buf *ws;        /* activation workspace, grown on demand */
     size_t ws_bytes;
+    void (*poll)(void *ctx); /* opg_model_set_poll */
+    void *poll_ctx;
 };
 
 struct opg_kv {
@@ -476,6 +478,7 @@ static opg_status forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
             }
             r0 += q->n;
         }
+        if (m->poll) m->poll(m->poll_ctx);
     }
     if (R > 0) {
         /* gather the output rows, final norm, logits */
@@ -518,6 +521,11 @@ done:
     free(pos);
     free(fp);
     return st;
+}
+
+void opg_model_set_poll(opg_model *m, void (*fn)(void *ctx), void *ctx) {
+    m->poll = fn;
+    m->poll_ctx = ctx;
 }
 
 /* Under the contract's floating-point environment (fpenv.h), the caller's back after. */

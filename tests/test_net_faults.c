@@ -43,6 +43,10 @@
  *      keep a job going round without attempts;
  *   test_models_fifo: jobs of two models sharing a worker's slot go oldest
  *      first, whatever their model;
+ *   test_long_step: a step longer than the liveness window (the real model,
+ *      a 700-token prompt) does not lose the worker;
+ *   test_heartbeat_periods: workers with other --heartbeat-ms than the
+ *      coordinator's (10 ms with liveness 2, 400 ms) keep their links;
  *   test_retention: --retention-s deletes finished jobs from the store, never
  *      the highest id or an unfinished job;
  *   test_sigterm_drain: SIGTERM of a busy worker: its jobs finish DONE
@@ -2568,6 +2572,98 @@ static void test_context_liar(void **state) {
     check_sanitizer_logs();
 }
 
+/* ---- long steps ---------------------------------------------------------------------------- */
+/* A step longer than the liveness window does not lose the worker: it reads
+ * the coordinator's heartbeats and sends its own between the layers of a
+ * forward pass. Here: the real model on one thread (a 256-row prefill
+ * chunk takes about a second on these machines), heartbeats every 50 ms
+ * and a window of 3 on both sides (150 ms). Before, the worker was dropped
+ * mid-prefill again and again and the job failed as "workers lost".
+ * Skipped (visibly) without the real model. */
+static void test_long_step(void **state) {
+    (void)state;
+    opg_gguf *g = NULL;
+    if (access(OPG_REAL_MODEL, R_OK) != 0 || opg_gguf_open(OPG_REAL_MODEL, &g) != OPG_OK) {
+        fprintf(stderr, "test_long_step: skipped: no %s (scripts/fetch-model.sh)\n", OPG_REAL_MODEL);
+        skip();
+    }
+    uint8_t model_id[32];
+    opg_gguf_sha256(g, model_id);
+    opg_gguf_close(g);
+    coord c = {0};
+    coord_start(&c, "longstep");
+    const char *xs[] = {"-m", OPG_REAL_MODEL, NULL};
+    proc *w = worker_start(c.wep, 2, xs);
+    wait_worker_ready(&c, w, 1);
+    opg_client *cl = client_new(c.cep);
+    uint32_t prompt[700];
+    for (int i = 0; i < 700; i++) prompt[i] = (uint32_t)(100 + (i * 37) % 20000);
+    Opg__V1__TokenList tl = OPG__V1__TOKEN_LIST__INIT;
+    tl.n_ids = 700;
+    tl.ids = prompt;
+    Opg__V1__SamplingParams sp = OPG__V1__SAMPLING_PARAMS__INIT;
+    Opg__V1__SubmitJob sj = OPG__V1__SUBMIT_JOB__INIT;
+    sj.model_id = (ProtobufCBinaryData){32, model_id};
+    sj.prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TOKENS;
+    sj.tokens = &tl;
+    sj.sampling = &sp;
+    sj.max_tokens = 2;
+    sj.contract_version = OPG_CONTRACT_VERSION;
+    uint64_t id = 0;
+    opg_status st = opg_client_submit(cl, &sj, 10000, &id);
+    CHECK(st == OPG_OK, "submit: %s (%s)", opg_strerror(st), opg_last_error());
+    int64_t t0 = opg_now_ms();
+    opg_frame *f = NULL;
+    st = opg_client_result(cl, id, 1, 120000, &f);
+    int64_t ms = opg_now_ms() - t0;
+    CHECK(st == OPG_OK && f->type == T(RESULT), "the 700-token job: %s (%s)", opg_strerror(st), opg_last_error());
+    CHECK(((const Opg__V1__Result *)f->msg)->n_output_tokens == 2, "the 700-token job: %zu tokens",
+          ((const Opg__V1__Result *)f->msg)->n_output_tokens);
+    opg_frame_free(&f);
+    fprintf(stderr, "test_long_step: 700-token prefill + 2 tokens in %lld ms, window 150 ms\n", (long long)ms);
+    CHECK(log_count(c.p, "event=worker_lost") == 0 && log_count(w, "event=link_lost") == 0,
+          "the worker was lost during its long steps (coordinator: %d, worker: %d)", log_count(c.p, "event=worker_lost"),
+          log_count(w, "event=link_lost"));
+    CHECK(ms > 300, "the job took %lld ms: not longer than the window, the test shows nothing", (long long)ms);
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
+/* ---- heartbeat periods ------------------------------------------------------------------- */
+/* Ends with other --heartbeat-ms agree on liveness (each waits liveness x
+ * the longer period, Heartbeat.interval_ms): a worker beating every 10 ms
+ * with a window of 20 ms stays with a coordinator beating every 50 ms, and
+ * one beating every 400 ms stays with it though 400 ms is over the
+ * coordinator's own window (150 ms). Before, the first reconnected every few
+ * ms and the second was dropped every 150 ms, their jobs failing as
+ * "workers lost". */
+static void test_heartbeat_periods(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    coord_start(&c, "hbperiods");
+    const char *fast[] = {"--heartbeat-ms", "10", "--liveness", "2", NULL}, *slow[] = {"--heartbeat-ms", "400", NULL};
+    proc *wf = worker_start(c.wep, 2, fast), *ws = worker_start(c.wep, 2, slow);
+    wait_worker_ready(&c, wf, 1);
+    wait_worker_ready(&c, ws, 1);
+    opg_client *cl = client_new(c.cep);
+    uint64_t ids[8];
+    for (int i = 0; i < 8; i++) ids[i] = submit_ok(cl, &g_specs[i]);
+    for (int i = 0; i < 8; i++) expect_result(cl, ids[i], &g_specs[i], 1, "a job on workers of other periods");
+    sleep_ms(1500); /* several of the slow worker's periods, 150 of the fast one's */
+    CHECK(log_count(c.p, "event=worker_lost") == 0 && log_count(wf, "event=link_lost") == 0 &&
+              log_count(ws, "event=link_lost") == 0,
+          "links lost: coordinator dropped %d, fast worker reconnected %d, slow %d times", log_count(c.p, "event=worker_lost"),
+          log_count(wf, "event=link_lost"), log_count(ws, "event=link_lost"));
+    opg_client_free(cl);
+    stop_clean(wf);
+    stop_clean(ws);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
 /* ---- models sharing a worker ---------------------------------------------------------- */
 /* Jobs of two models, queued before a one-slot worker serving both
  * registers, go to it oldest first whatever their model (A1 B1 A2 A3): one
@@ -2762,6 +2858,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_context_wait, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_context_liar, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_models_fifo, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_long_step, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_heartbeat_periods, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
     };
     /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */

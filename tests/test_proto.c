@@ -586,6 +586,19 @@ static void test_field_checks(void **state) {
     bad_field(T(SUBMIT_JOB), &s, "client_signature");
     s = s_submit, s.max_tokens = 0;
     bad_field(T(SUBMIT_JOB), &s, "SubmitJob.max_tokens");
+    /* a text prompt over 1 MiB (a worker tokenizes it between steps) */
+    char *huge = malloc(OPG_PROTO_MAX_PROMPT_TEXT + 2);
+    assert_non_null(huge);
+    memset(huge, 'a', OPG_PROTO_MAX_PROMPT_TEXT + 1);
+    huge[OPG_PROTO_MAX_PROMPT_TEXT + 1] = 0;
+    s = s_submit, s.prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TEXT, s.text = huge;
+    bad_field(T(SUBMIT_JOB), &s, "SubmitJob.text: 1048577 bytes, at most 1048576 allowed");
+    huge[OPG_PROTO_MAX_PROMPT_TEXT] = 0;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(opg_frame_encode(T(SUBMIT_JOB), &s.base, &buf, &len), OPG_OK); /* 1 MiB: fine */
+    free(buf);
+    free(huge);
 
     Opg__V1__Ready r = s_ready;
     r.backend = OPG__V1__BACKEND__BACKEND_UNSPECIFIED;

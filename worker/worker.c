@@ -20,6 +20,7 @@
 #include "trace.h"
 
 #define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
+#define MAX_DEFERRED 1024 /* messages read during one step; more wait in the socket */
 
 typedef struct {
     opg_model *m;
@@ -54,6 +55,9 @@ struct opg_worker {
     int draining;
     int64_t last_heard, next_hb;
     uint64_t hb_seq;
+    uint32_t peer_hb_ms;       /* the coordinator's Heartbeat.interval_ms on this link; 0: not known */
+    opg_frame *deferred[MAX_DEFERRED]; /* read during a step (poll_link), handled after it */
+    int n_deferred;
     int backoff_ms;
     char name[OPG_PROTO_MAX_NAME + 1];
     int m_done, m_failed, m_cancelled, m_tokens, m_running, m_reconnects, m_step;
@@ -344,6 +348,11 @@ static void on_cancel(opg_worker *w, uint64_t id) {
     opg_sched_cancel(w->models[j->model].sched, id); /* on_done frees it */
 }
 
+static void drop_deferred(opg_worker *w) {
+    for (int i = 0; i < w->n_deferred; i++) opg_frame_free(&w->deferred[i]);
+    w->n_deferred = 0;
+}
+
 /* Drops every job (the coordinator re-queues them). */
 static void drop_all(opg_worker *w) {
     wjob *j, *t;
@@ -354,6 +363,8 @@ static void drop_all(opg_worker *w) {
 }
 
 /* ---- the link ---------------------------------------------------------------------- */
+static void send_heartbeat(opg_worker *w, int64_t now);
+
 static opg_status connect_link(opg_worker *w) {
     w->sock = zmq_socket(w->zctx, ZMQ_DEALER);
     if (!w->sock) return opg__fail(OPG_ERR_IO, "socket: %s", zmq_strerror(zmq_errno()));
@@ -363,8 +374,9 @@ static opg_status connect_link(opg_worker *w) {
     if (zmq_connect(w->sock, w->cfg.coordinator) != 0)
         return opg__fail(OPG_ERR_IO, "cannot connect to %s: %s", w->cfg.coordinator, zmq_strerror(zmq_errno()));
     w->last_heard = opg_now_ms();
-    w->next_hb = w->last_heard + w->cfg.heartbeat_ms;
+    w->peer_hb_ms = 0;
     send_ready(w);
+    send_heartbeat(w, w->last_heard); /* our period, before the coordinator's window for us runs out */
     LOG(OPG_LOG_INFO, "connecting", "coordinator=%s slots=%d", w->cfg.coordinator, w->cfg.slots);
     return OPG_OK;
 }
@@ -387,6 +399,14 @@ static void nap(int ms, volatile sig_atomic_t *stop) {
 static opg_status reconnect(opg_worker *w, const char *why, volatile sig_atomic_t *stop) {
     LOG(OPG_LOG_WARN, "link_lost", "why=\"%s\" jobs_dropped=%d retry_ms=%d", why, w->n_jobs, w->backoff_ms);
     drop_all(w);
+    drop_deferred(w);
+    if (w->sock) { /* a coordinator that still hears us re-queues the jobs now, not a liveness window later */
+        Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+        d.reason = (char *)why;
+        send_msg(w, T(DISCONNECT), &d.base);
+        int linger = 100;
+        zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+    }
     close_link(w);
     metric_add(w, w->m_reconnects, 1);
     nap(w->backoff_ms, stop);
@@ -394,38 +414,106 @@ static opg_status reconnect(opg_worker *w, const char *why, volatile sig_atomic_
     return connect_link(w);
 }
 
-/* Reads every waiting message. Returns 1 when the link must be reset. */
-static int read_link(opg_worker *w) {
+static void send_heartbeat(opg_worker *w, int64_t now) {
+    Opg__V1__Heartbeat hb = OPG__V1__HEARTBEAT__INIT;
+    hb.seq = ++w->hb_seq;
+    hb.time_unix_ms = (uint64_t)opg_wall_ms();
+    hb.interval_ms = (uint32_t)w->cfg.heartbeat_ms;
+    send_msg(w, T(HEARTBEAT), &hb.base);
+    w->next_hb = now + w->cfg.heartbeat_ms;
+}
+
+/* The next message from the coordinator: NULL when none is waiting. Any
+ * message is a sign of life. */
+static opg_frame *recv_link(opg_worker *w) {
     for (;;) {
         opg_frame *f = NULL;
         opg_status st = opg_sock_recv(w->sock, 0, NULL, &f);
-        if (st == OPG_ERR_TIMEOUT) return 0;
+        if (st == OPG_ERR_TIMEOUT) return NULL;
         if (st) {
             LOG(OPG_LOG_WARN, "frame_rejected", "code=%d error=\"%s\"", st, opg_last_error());
             continue;
         }
         w->last_heard = opg_now_ms();
         w->backoff_ms = w->cfg.reconnect_ms; /* the link works */
-        int reset = 0;
-        switch (f->type) {
-        case T(JOB):
-            OPG_LT(((Opg__V1__Job *)f->msg)->job_id, OPG_LT_W_JOB, 0);
-            on_job(w, (Opg__V1__Job *)f->msg);
-            break;
-        case T(CANCEL): on_cancel(w, ((Opg__V1__Cancel *)f->msg)->job_id); break;
-        case T(HEARTBEAT): break;
-        case T(DISCONNECT): reset = 1; break;
-        case T(ERROR): {
-            char msg[600];
-            LOG(OPG_LOG_WARN, "coordinator_error", "message=%s",
-                opg_log_q(msg, sizeof msg, ((Opg__V1__Error *)f->msg)->message));
-            break;
+        return f;
+    }
+}
+
+static void note_heartbeat(opg_worker *w, const Opg__V1__Heartbeat *hb) {
+    w->peer_hb_ms = hb->interval_ms < OPG_PROTO_MAX_HEARTBEAT_MS ? hb->interval_ms : OPG_PROTO_MAX_HEARTBEAT_MS;
+}
+
+/* How long the coordinator may be silent: liveness x the longer of the two
+ * heartbeat periods (a coordinator beating every second is not lost to a
+ * worker beating every 200 ms). */
+static int64_t silence_allowed(const opg_worker *w) {
+    int64_t period = w->peer_hb_ms > (uint32_t)w->cfg.heartbeat_ms ? (int64_t)w->peer_hb_ms : w->cfg.heartbeat_ms;
+    return period * w->cfg.liveness;
+}
+
+/* Called after each layer of a forward pass (opg_model_set_poll): a step
+ * can take seconds (a long prefill, a big model on a CPU), and a worker
+ * silent for the liveness window is dropped with all its jobs. So the
+ * coordinator's messages are read (its heartbeats count) and ours are sent
+ * when due; any other message waits for the step's end, since handling it
+ * would change the scheduler the step is running. */
+static void poll_link(void *ctx) {
+    opg_worker *w = ctx;
+    if (!w->sock) return;
+    opg_frame *f;
+    while (w->n_deferred < MAX_DEFERRED && (f = recv_link(w))) {
+        if (f->type == T(HEARTBEAT)) {
+            note_heartbeat(w, (const Opg__V1__Heartbeat *)f->msg);
+            opg_frame_free(&f);
+        } else {
+            w->deferred[w->n_deferred++] = f;
         }
-        default: LOG(OPG_LOG_WARN, "unexpected_message", "type=%s", opg_frame_type_name(f->type)); break;
+    }
+    int64_t now = opg_now_ms();
+    if (now >= w->next_hb) send_heartbeat(w, now);
+}
+
+/* Handles one message of the coordinator. Returns 1 when the link must be reset. */
+static int handle_frame(opg_worker *w, const opg_frame *f) {
+    switch (f->type) {
+    case T(JOB):
+        OPG_LT(((Opg__V1__Job *)f->msg)->job_id, OPG_LT_W_JOB, 0);
+        on_job(w, (Opg__V1__Job *)f->msg);
+        return 0;
+    case T(CANCEL): on_cancel(w, ((Opg__V1__Cancel *)f->msg)->job_id); return 0;
+    case T(HEARTBEAT): note_heartbeat(w, (const Opg__V1__Heartbeat *)f->msg); return 0;
+    case T(DISCONNECT): return 1;
+    case T(ERROR): {
+        char msg[600];
+        LOG(OPG_LOG_WARN, "coordinator_error", "message=%s",
+            opg_log_q(msg, sizeof msg, ((Opg__V1__Error *)f->msg)->message));
+        return 0;
+    }
+    default: LOG(OPG_LOG_WARN, "unexpected_message", "type=%s", opg_frame_type_name(f->type)); return 0;
+    }
+}
+
+/* Handles the messages read during the last step, then every waiting one.
+ * Returns 1 when the link must be reset. */
+static int read_link(opg_worker *w) {
+    for (int i = 0; i < w->n_deferred; i++) {
+        int reset = handle_frame(w, w->deferred[i]);
+        opg_frame_free(&w->deferred[i]);
+        if (reset) { /* the rest came on a link now given up */
+            for (int k = i + 1; k < w->n_deferred; k++) opg_frame_free(&w->deferred[k]);
+            w->n_deferred = 0;
+            return 1;
         }
+    }
+    w->n_deferred = 0;
+    opg_frame *f;
+    while ((f = recv_link(w))) {
+        int reset = handle_frame(w, f);
         opg_frame_free(&f);
         if (reset) return 1;
     }
+    return 0;
 }
 
 opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
@@ -444,7 +532,7 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
             send_msg(w, T(DISCONNECT), &d.base);
             break;
         }
-        long timeout = w->n_jobs ? 0 : (long)(w->next_hb > now ? w->next_hb - now : 0);
+        long timeout = w->n_jobs || w->n_deferred ? 0 : (long)(w->next_hb > now ? w->next_hb - now : 0);
         zmq_pollitem_t it = {w->sock, 0, ZMQ_POLLIN, 0};
         /* with jobs running, no wait: read_link's non-blocking reads suffice
            (a zero-timeout zmq_poll would cost a poll(2) per step for nothing) */
@@ -479,14 +567,8 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
         now = opg_now_ms();
         wjob *j, *t;
         HASH_ITER(hh, w->jobs, j, t) if (now - j->last_flush >= w->cfg.stream_ms) flush_tokens(w, j);
-        if (now >= w->next_hb) {
-            Opg__V1__Heartbeat hb = OPG__V1__HEARTBEAT__INIT;
-            hb.seq = ++w->hb_seq;
-            hb.time_unix_ms = (uint64_t)opg_wall_ms();
-            send_msg(w, T(HEARTBEAT), &hb.base);
-            w->next_hb = now + w->cfg.heartbeat_ms;
-        }
-        if (now - w->last_heard > (int64_t)w->cfg.heartbeat_ms * w->cfg.liveness) {
+        if (now >= w->next_hb) send_heartbeat(w, now);
+        if (now - w->last_heard > silence_allowed(w)) {
             if (w->draining) break; /* nobody to drain to */
             if ((st = reconnect(w, "heartbeat timeout", stop))) return st;
         }
@@ -551,6 +633,7 @@ opg_status opg_worker_new(const opg_worker_config *cfg, opg_worker **out) {
     for (int i = 0; i < cfg->n_models; i++) {
         wmodel *wm = &w->models[i];
         wm->m = cfg->models[i];
+        opg_model_set_poll(wm->m, poll_link, w); /* unset by opg_worker_free: the caller owns the model */
         opg_model_id(wm->m, wm->id);
         /* a model without a vocabulary still serves token prompts */
         if (opg_tokenizer_from_gguf(opg_model_gguf(wm->m), &wm->tok) != OPG_OK) wm->tok = NULL;
@@ -584,10 +667,12 @@ void opg_worker_free(opg_worker *w) {
     wjob *j, *t;
     HASH_ITER(hh, w->jobs, j, t) wjob_free(w, j);
     for (int i = 0; w->models && i < w->cfg.n_models; i++) {
+        if (w->models[i].m) opg_model_set_poll(w->models[i].m, NULL, NULL);
         opg_tokenizer_free(w->models[i].tok);
         free(w->models[i].stop);
     }
     free(w->models);
+    drop_deferred(w);
     close_link(w);
     if (w->zctx) zmq_ctx_term(w->zctx);
     opg_keypair_wipe(&w->key);
