@@ -38,7 +38,10 @@ int opg_matmul(opg_pool *pool, float *y, const float *x, const void *w, opg_dtyp
 
 /* Integer path with activations already quantized (xq: M rows of K/32
  * blocks, see quant.h), so several weights can share one quantization.
- * wt must be a quantized type. Returns 0 or -1 as above. */
+ * wt must be a quantized type. Returns 0 or -1 as above. The blocks must be
+ * as opg_quantize_act makes them (every q in [-127, 127], sum = the sum of
+ * qs): the AVX2 kernels rely on both, so for other blocks the result is
+ * undefined and may differ between CPU levels. */
 int opg_matmul_q8a(opg_pool *pool, float *y, const opg_block_q8a *xq, const void *w,
                    opg_dtype wt, const float *bias, int64_t M, int64_t N, int64_t K);
 

@@ -4,6 +4,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
 #include "contract.h"
@@ -40,21 +41,21 @@ static uint64_t fp_leaf(const float *x, int64_t len) {
 }
 
 uint64_t opg_trace_fingerprint(const float *x, int64_t n) {
-    /* Leaves let a GPU hash a long row in parallel with the same result. */
+    /* Leaves let a GPU hash a long row in parallel with the same result;
+     * here their hashes stream into the outer hash (same value as hashing
+     * them all at once), so no row is too long and nothing is allocated. */
     if (n <= 0) return XXH3_64bits("", 0);
-    uint8_t leaves_small[8 * 64];
-    int64_t n_leaves = (n + OPG_TRACE_LEAF_FLOATS - 1) / OPG_TRACE_LEAF_FLOATS;
-    uint8_t *leaves = n_leaves <= 64 ? leaves_small : malloc((size_t)n_leaves * 8);
-    if (!leaves) return 0; /* only for rows over 64k floats; callers keep rows smaller */
-    for (int64_t i = 0; i < n_leaves; i++) {
+    XXH3_state_t st;
+    XXH3_INITSTATE(&st);
+    XXH3_64bits_reset(&st);
+    for (int64_t i = 0; i * OPG_TRACE_LEAF_FLOATS < n; i++) {
         int64_t len = n - i * OPG_TRACE_LEAF_FLOATS;
         if (len > OPG_TRACE_LEAF_FLOATS) len = OPG_TRACE_LEAF_FLOATS;
-        /* f32 in memory is little-endian on every platform opg runs on. */
-        put_u64(leaves + 8 * i, fp_leaf(x + i * OPG_TRACE_LEAF_FLOATS, len));
+        uint8_t leaf[8];
+        put_u64(leaf, fp_leaf(x + i * OPG_TRACE_LEAF_FLOATS, len)); /* little-endian on every platform */
+        XXH3_64bits_update(&st, leaf, 8);
     }
-    uint64_t fp = XXH3_64bits(leaves, (size_t)n_leaves * 8);
-    if (leaves != leaves_small) free(leaves);
-    return fp;
+    return XXH3_64bits_digest(&st);
 }
 
 opg_status opg_trace_new(int n_layers, opg_trace **out) {
