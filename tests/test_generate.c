@@ -773,42 +773,13 @@ static void sl_done(void *ctx, uint64_t tag, opg_gen_result *r) {
     l->res[tag] = *r;
 }
 
-/* tiny-f32 with token 5's embedding row set to +inf, written to a temp
- * file (path returned, caller removes it): a sequence that feeds token 5
- * gets all-NaN hidden states and logits from there on. */
-static char *inf_embedding_model(void) {
-    FILE *f = fopen(tiny_path("f32"), "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n);
-    assert_true(b && fread(b, 1, (size_t)n, f) == (size_t)n);
-    fclose(f);
-    opg_gguf *g = NULL;
-    assert_int_equal(opg_gguf_open_memory(b, (size_t)n, &g), OPG_OK);
-    opg_gguf_tensor t;
-    assert_int_equal(opg_gguf_tensor_info(g, opg_gguf_find_tensor(g, "token_embd.weight"), &t), OPG_OK);
-    assert_int_equal(t.type, OPG_F32);
-    float *row = (float *)(b + opg_gguf_data_offset(g) + t.offset) + 5 * t.ne[0];
-    for (int64_t i = 0; i < t.ne[0]; i++) row[i] = INFINITY;
-    opg_gguf_close(g);
-    static char path[64];
-    snprintf(path, sizeof path, "/tmp/opg_nan_model_XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_true(write(fd, b, (size_t)n) == n);
-    close(fd);
-    free(b);
-    return path;
-}
-
 /* A sequence whose logits turn all NaN ends alone (OPG_STOP_NAN, the
  * tokens before kept): the others of its batch get exactly what they get
  * alone. */
 static void test_nan_sequence(void **state) {
     (void)state;
-    char *path = inf_embedding_model();
+    char path[64];
+    tu_inf_embedding_model(tiny_path("f32"), 5, path, sizeof path);
     opg_backend *be = NULL;
     opg_model *m = NULL;
     assert_int_equal(opg_backend_cpu_new(2, &be), OPG_OK);

@@ -47,6 +47,8 @@
  *      a 700-token prompt) does not lose the worker;
  *   test_heartbeat_periods: workers with other --heartbeat-ms than the
  *      coordinator's (10 ms with liveness 2, 400 ms) keep their links;
+ *   test_nan_job: a job whose logits turn all NaN fails once with the
+ *      worker's Error; the job batched with it is unchanged;
  *   test_retention: --retention-s deletes finished jobs from the store, never
  *      the highest id or an unfinished job;
  *   test_sigterm_drain: SIGTERM of a busy worker: its jobs finish DONE
@@ -2631,6 +2633,69 @@ static void test_long_step(void **state) {
     check_sanitizer_logs();
 }
 
+/* ---- a job whose logits turn NaN ---------------------------------------------------------- */
+/* A job whose logits turn all NaN (a model with an inf embedding row, the
+ * job feeding that token) fails with the worker's Error, once (every worker
+ * would stop there: no attempt is retried), and the job batched with it
+ * gets what it gets alone. */
+static void test_nan_job(void **state) {
+    (void)state;
+    char path[64];
+    tu_inf_embedding_model(OPG_TINY_DIR "/tiny-f32.gguf", 5, path, sizeof path);
+    opg_gguf *g = NULL;
+    CHECK(opg_gguf_open(path, &g) == OPG_OK, "open %s: %s", path, opg_last_error());
+    uint8_t model_id[32];
+    opg_gguf_sha256(g, model_id);
+    opg_gguf_close(g);
+    coord c = {0};
+    coord_start(&c, "nanjob");
+    const char *xs[] = {"-m", path, NULL};
+    proc *w = worker_start(c.wep, 2, xs);
+    wait_worker_ready(&c, w, 1);
+    opg_client *cl = client_new(c.cep);
+    uint32_t clean[] = {1, 2, 3, 4}, poisoned[] = {1, 2, 5, 3};
+    Opg__V1__TokenList tl_clean = OPG__V1__TOKEN_LIST__INIT, tl_poisoned = OPG__V1__TOKEN_LIST__INIT;
+    tl_clean.n_ids = tl_poisoned.n_ids = 4;
+    tl_clean.ids = clean;
+    tl_poisoned.ids = poisoned;
+    Opg__V1__SamplingParams sp = OPG__V1__SAMPLING_PARAMS__INIT;
+    Opg__V1__SubmitJob sj = OPG__V1__SUBMIT_JOB__INIT;
+    sj.model_id = (ProtobufCBinaryData){32, model_id};
+    sj.prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TOKENS;
+    sj.sampling = &sp;
+    sj.max_tokens = 12;
+    sj.contract_version = OPG_CONTRACT_VERSION;
+    uint64_t id_alone, id_clean, id_nan;
+    sj.tokens = &tl_clean;
+    CHECK(opg_client_submit(cl, &sj, 10000, &id_alone) == OPG_OK, "submit: %s", opg_last_error());
+    opg_frame *alone = NULL, *f = NULL;
+    CHECK(opg_client_result(cl, id_alone, 1, RESULT_MS, &alone) == OPG_OK, "the clean job alone: %s",
+          opg_last_error());
+    sj.tokens = &tl_poisoned; /* the poisoned one first: it is in the clean one's first step */
+    CHECK(opg_client_submit(cl, &sj, 10000, &id_nan) == OPG_OK, "submit: %s", opg_last_error());
+    sj.tokens = &tl_clean;
+    CHECK(opg_client_submit(cl, &sj, 10000, &id_clean) == OPG_OK, "submit: %s", opg_last_error());
+    opg_status st = opg_client_result(cl, id_nan, 1, RESULT_MS, &f);
+    CHECK(st == OPG_ERR_STATE && strstr(opg_last_error(), "all NaN"), "the NaN job: %s (%s)", opg_strerror(st),
+          opg_last_error());
+    st = opg_client_result(cl, id_clean, 1, RESULT_MS, &f);
+    CHECK(st == OPG_OK, "the clean job beside the NaN one: %s (%s)", opg_strerror(st), opg_last_error());
+    const Opg__V1__Result *a = (const Opg__V1__Result *)alone->msg, *b = (const Opg__V1__Result *)f->msg;
+    CHECK(a->n_output_tokens == b->n_output_tokens &&
+              !memcmp(a->output_tokens, b->output_tokens, a->n_output_tokens * sizeof(uint32_t)) &&
+              !memcmp(a->trace_root.data, b->trace_root.data, 32),
+          "the clean job beside the NaN one differs from it alone (%zu vs %zu tokens)", b->n_output_tokens,
+          a->n_output_tokens);
+    opg_frame_free(&f);
+    opg_frame_free(&alone);
+    CHECK(log_count(c.p, "event=job_requeued") == 0, "the NaN job was re-queued");
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    unlink(path);
+    check_sanitizer_logs();
+}
+
 /* ---- heartbeat periods ------------------------------------------------------------------- */
 /* Ends with other --heartbeat-ms agree on liveness (each waits liveness x
  * the longer period, Heartbeat.interval_ms): a worker beating every 10 ms
@@ -2860,6 +2925,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_models_fifo, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_long_step, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_heartbeat_periods, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_nan_job, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
     };
     /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */

@@ -65,6 +65,11 @@ void tu_gguf_kv_strs(tu_gguf *b, const char *key, const char *const *v, size_t n
 void tu_gguf_kv_i32s(tu_gguf *b, const char *key, uint32_t type, const int32_t *v, size_t n);
 
 /* Directory of checked-in test data; of ../shared (may not exist). */
+/* Copies the f32 GGUF model at src to a new temp file (its name into
+ * path[n]; the caller removes it) with token's embedding row all +inf: a
+ * sequence that feeds token gets all-NaN hidden states and logits. */
+void tu_inf_embedding_model(const char *src, int token, char *path, size_t n);
+
 const char *tu_data_dir(void);
 const char *tu_shared_dir(void);
 
