@@ -203,10 +203,16 @@ static mqueue *queue_of(opg_coord *c, const uint8_t model[32], int create) {
     return q;
 }
 
+/* Appends j (a new job: the newest), or with front (a job going back: an
+ * older one) puts it before the first newer job, so a queue stays in id
+ * order: oldest first, within a model and across them (dispatch_pass). */
 static int enqueue(opg_coord *c, job *j, int front) {
     mqueue *q = queue_of(c, j->model, 1);
     if (!q) return -1;
-    if (front) DL_PREPEND(q->head, j);
+    job *at = NULL;
+    if (front)
+        for (at = q->head; at && at->id < j->id; at = at->next) {}
+    if (at) DL_PREPEND_ELEM(q->head, at, j);
     else DL_APPEND(q->head, j);
     q->n++;
     c->n_queued++;
@@ -568,6 +574,15 @@ static worker *pick_worker(opg_coord *c, const job *j, int *why) {
     return NULL;
 }
 
+/* Whether a worker serving model has a free slot (else pick_worker says
+ * PICK_NO_SLOT for every job of it). */
+static int model_has_slot(const opg_coord *c, const uint8_t model[32]) {
+    const worker *w;
+    DL_FOREACH(c->workers, w)
+        if (worker_context(w, model) && w->slots && w->n_jobs < w->slots) return 1;
+    return 0;
+}
+
 /* Sends j to w; 0 when it went. A worker that cannot be sent to (its queue
  * is full or it vanished) is dropped, its jobs and j go back to the front of
  * their queues (-1). */
@@ -600,13 +615,14 @@ static int dispatch_pass(opg_coord *c, int64_t now) {
     HASH_ITER(hh, c->queues, q, tmp) {
         q->cur = q->head;
         q->waiting = 0;
-        if (q->cur) LL_PREPEND2(active, q, active_next);
+        /* only models some worker has a free slot for: the scan below looks
+           at every active queue per job (a queue per model id asked for) */
+        if (q->cur && model_has_slot(c, q->model)) LL_PREPEND2(active, q, active_next);
     }
-    for (;;) {
-        mqueue *oldest = NULL;
+    while (active) {
+        mqueue *oldest = active;
         LL_FOREACH2(active, q, active_next)
-            if (q->cur && (!oldest || q->cur->id < oldest->cur->id)) oldest = q;
-        if (!oldest) return 0;
+            if (q->cur->id < oldest->cur->id) oldest = q;
         q = oldest;
         job *j = q->cur;
         q->cur = j->next;
@@ -623,7 +639,9 @@ static int dispatch_pass(opg_coord *c, int64_t now) {
         } else if (dispatch_to(c, w, j, now) != 0) {
             return -1;
         }
+        if (!q->cur) LL_DELETE2(active, q, active_next);
     }
+    return 0;
 }
 
 static void dispatch(opg_coord *c) {

@@ -37,7 +37,7 @@ opg_status opg_generate(opg_model *m, const opg_gen_request *reqs, int n_reqs,
                         opg_gen_result *results, opg_gen_options *opt) {
     memset(results, 0, (size_t)n_reqs * sizeof *results);
     gen_ctx g = {results, opt};
-    opg_sched_options so = {opt ? opt->n_ctx : 0, opt ? opt->step_tokens : 0};
+    opg_sched_options so = {opt ? opt->n_ctx : 0, opt ? opt->step_tokens : 0, NULL, NULL};
     opg_sched_events ev = {gen_on_token, gen_on_done, &g};
     opg_sched *s = NULL;
     opg_status st = opg_sched_new(m, &so, &ev, &s);

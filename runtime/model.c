@@ -30,8 +30,6 @@ struct opg_model {
     int n_owned, cap_owned;
     opg_buf *ws;        /* activation workspace, grown on demand */
     size_t ws_bytes;
-    void (*poll)(void *ctx); /* opg_model_set_poll */
-    void *poll_ctx;
 };
 
 struct opg_kv {
@@ -275,8 +273,8 @@ static opg_status build_rope(opg_model *m) {
     return OPG_OK;
 }
 
-opg_status opg_model_load(const char *path, opg_backend *be, opg_progress_fn progress,
-                          void *progress_ctx, opg_model **out) {
+static opg_status model_load(const char *path, opg_backend *be, opg_progress_fn progress, void *progress_ctx,
+                             opg_model **out) {
     *out = NULL;
     opg_model *m = calloc(1, sizeof *m);
     if (!m) return opg__fail(OPG_ERR_NOMEM, "model: out of memory");
@@ -291,6 +289,17 @@ opg_status opg_model_load(const char *path, opg_backend *be, opg_progress_fn pro
     }
     *out = m;
     return OPG_OK;
+}
+
+/* Under the contract's floating-point environment (fpenv.h): the RoPE
+ * frequencies are computed here. */
+opg_status opg_model_load(const char *path, opg_backend *be, opg_progress_fn progress,
+                          void *progress_ctx, opg_model **out) {
+    opg_fpenv saved;
+    opg_fpenv_enter(&saved);
+    opg_status st = model_load(path, be, progress, progress_ctx, out);
+    opg_fpenv_leave(&saved);
+    return st;
 }
 
 void opg_model_free(opg_model *m) {
@@ -374,7 +383,7 @@ static ws_layout layout(const opg_hparams *hp, int64_t M, int64_t R) {
     return L;
 }
 
-static opg_status forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
+static opg_status forward(opg_model *m, opg_batch_seq *seqs, int n_seqs, void (*poll)(void *ctx), void *poll_ctx) {
     const opg_hparams *hp = &m->hp;
     const opg_backend_ops *be = m->be->ops;
     opg_backend *b = m->be;
@@ -478,7 +487,7 @@ static opg_status forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
             }
             r0 += q->n;
         }
-        if (m->poll) m->poll(m->poll_ctx);
+        if (poll) poll(poll_ctx);
     }
     if (R > 0) {
         /* gather the output rows, final norm, logits */
@@ -523,16 +532,16 @@ done:
     return st;
 }
 
-void opg_model_set_poll(opg_model *m, void (*fn)(void *ctx), void *ctx) {
-    m->poll = fn;
-    m->poll_ctx = ctx;
-}
-
 /* Under the contract's floating-point environment (fpenv.h), the caller's back after. */
-opg_status opg_model_forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
+opg_status opg_model_forward_poll(opg_model *m, opg_batch_seq *seqs, int n_seqs, void (*poll)(void *ctx),
+                                  void *ctx) {
     opg_fpenv saved;
     opg_fpenv_enter(&saved);
-    opg_status st = forward(m, seqs, n_seqs);
+    opg_status st = forward(m, seqs, n_seqs, poll, ctx);
     opg_fpenv_leave(&saved);
     return st;
+}
+
+opg_status opg_model_forward(opg_model *m, opg_batch_seq *seqs, int n_seqs) {
+    return opg_model_forward_poll(m, seqs, n_seqs, NULL, NULL);
 }

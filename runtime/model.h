@@ -86,10 +86,12 @@ typedef struct {
  * cache is advanced. OPG_ERR_LIMIT when a sequence would exceed its cache. */
 opg_status opg_model_forward(opg_model *m, opg_batch_seq *seqs, int n_seqs);
 
-/* fn(ctx) is called after each layer of every forward pass on m (NULL: no
- * call), so a caller can do small work of its own during a long one: a
+/* opg_model_forward that calls poll(ctx) after each layer (poll may be
+ * NULL), so the caller can do small work of its own during a long pass: a
  * worker keeps its link to the coordinator alive (heartbeats) through a
- * prefill that takes seconds. fn must not use m. */
-void opg_model_set_poll(opg_model *m, void (*fn)(void *ctx), void *ctx);
+ * prefill that takes seconds. poll runs on the calling thread and must not
+ * use m. */
+opg_status opg_model_forward_poll(opg_model *m, opg_batch_seq *seqs, int n_seqs, void (*poll)(void *ctx),
+                                  void *ctx);
 
 #endif

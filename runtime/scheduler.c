@@ -26,6 +26,8 @@ struct opg_sched {
     opg_model *m;
     opg_sched_events ev;
     int64_t n_ctx, step_tokens;
+    void (*poll)(void *ctx);   /* opg_sched_options.poll */
+    void *poll_ctx;
     seq **seqs;            /* active sequences, in the order they were added */
     int n, cap;
     opg_batch_seq *batch;  /* cap entries */
@@ -69,6 +71,8 @@ opg_status opg_sched_new(opg_model *m, const opg_sched_options *opt, const opg_s
     s->ev = *ev;
     s->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : hp->n_ctx_train;
     s->step_tokens = opt && opt->step_tokens > 0 ? opt->step_tokens : 256;
+    s->poll = opt ? opt->poll : NULL;
+    s->poll_ctx = opt ? opt->poll_ctx : NULL;
     s->pool = malloc(POOL_MAX * sizeof *s->pool);
     if (!s->pool) {
         free(s);
@@ -299,7 +303,7 @@ static opg_status sched_step(opg_sched *s) {
         return OPG_OK;
     }
     double t0 = now_s();
-    opg_status st = opg_model_forward(s->m, s->batch, nb);
+    opg_status st = opg_model_forward_poll(s->m, s->batch, nb, s->poll, s->poll_ctx);
     if (st) return st;
     double dt = now_s() - t0;
     int64_t rows = 0;

@@ -20,6 +20,8 @@ typedef struct opg_sched opg_sched;
 typedef struct {
     int64_t n_ctx;        /* cache positions per sequence at most; 0: the model's training context */
     int64_t step_tokens;  /* prompt rows per step (prefill chunking); 0: 256 */
+    void (*poll)(void *ctx); /* called after each layer of a step's forward pass (opg_model_forward_poll); may be NULL */
+    void *poll_ctx;
 } opg_sched_options;
 
 typedef struct {

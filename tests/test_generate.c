@@ -886,7 +886,7 @@ static void test_sched_join_and_cancel(void **state) {
        prompt buffer is clobbered after each add (the scheduler copies it). */
     sched_log lg;
     memset(&lg, 0, sizeof lg);
-    opg_sched_options so = {0, 2};
+    opg_sched_options so = {0, 2, NULL, NULL};
     opg_sched_events ev = {sl_token, sl_done, &lg};
     opg_sched *s = NULL;
     assert_int_equal(opg_sched_new(L.m, &so, &ev, &s), OPG_OK);

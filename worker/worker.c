@@ -20,7 +20,6 @@
 #include "trace.h"
 
 #define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
-#define MAX_DEFERRED 1024 /* messages read during one step; more wait in the socket */
 
 typedef struct {
     opg_model *m;
@@ -56,8 +55,8 @@ struct opg_worker {
     int64_t last_heard, next_hb;
     uint64_t hb_seq;
     uint32_t peer_hb_ms;       /* the coordinator's Heartbeat.interval_ms on this link; 0: not known */
-    opg_frame *deferred[MAX_DEFERRED]; /* read during a step (poll_link), handled after it */
-    int n_deferred;
+    opg_frame **deferred;      /* read during a step (poll_link), handled after it */
+    int n_deferred, cap_deferred;
     int backoff_ms;
     char name[OPG_PROTO_MAX_NAME + 1];
     int m_done, m_failed, m_cancelled, m_tokens, m_running, m_reconnects, m_step;
@@ -462,13 +461,24 @@ static void poll_link(void *ctx) {
     opg_worker *w = ctx;
     if (!w->sock) return;
     opg_frame *f;
-    while (w->n_deferred < MAX_DEFERRED && (f = recv_link(w))) {
+    while ((f = recv_link(w))) {
         if (f->type == T(HEARTBEAT)) {
             note_heartbeat(w, (const Opg__V1__Heartbeat *)f->msg);
             opg_frame_free(&f);
-        } else {
-            w->deferred[w->n_deferred++] = f;
+            continue;
         }
+        if (w->n_deferred == w->cap_deferred) {
+            int cap = w->cap_deferred ? 2 * w->cap_deferred : 16;
+            opg_frame **d = realloc(w->deferred, (size_t)cap * sizeof *d);
+            if (!d) { /* it is lost: a Job the coordinator re-queues when this worker lets it go */
+                LOG(OPG_LOG_ERROR, "frame_dropped", "type=%s why=\"out of memory\"", opg_frame_type_name(f->type));
+                opg_frame_free(&f);
+                continue;
+            }
+            w->deferred = d;
+            w->cap_deferred = cap;
+        }
+        w->deferred[w->n_deferred++] = f;
     }
     int64_t now = opg_now_ms();
     if (now >= w->next_hb) send_heartbeat(w, now);
@@ -494,10 +504,18 @@ static int handle_frame(opg_worker *w, const opg_frame *f) {
     }
 }
 
+/* Our heartbeat when due: between messages too, since taking a Job with a
+ * text prompt tokenizes it (about a second a MiB). */
+static void heartbeat_if_due(opg_worker *w) {
+    int64_t now = opg_now_ms();
+    if (now >= w->next_hb) send_heartbeat(w, now);
+}
+
 /* Handles the messages read during the last step, then every waiting one.
  * Returns 1 when the link must be reset. */
 static int read_link(opg_worker *w) {
     for (int i = 0; i < w->n_deferred; i++) {
+        heartbeat_if_due(w);
         int reset = handle_frame(w, w->deferred[i]);
         opg_frame_free(&w->deferred[i]);
         if (reset) { /* the rest came on a link now given up */
@@ -509,6 +527,7 @@ static int read_link(opg_worker *w) {
     w->n_deferred = 0;
     opg_frame *f;
     while ((f = recv_link(w))) {
+        heartbeat_if_due(w);
         int reset = handle_frame(w, f);
         opg_frame_free(&f);
         if (reset) return 1;
@@ -628,12 +647,11 @@ opg_status opg_worker_new(const opg_worker_config *cfg, opg_worker **out) {
         st = opg__fail(OPG_ERR_NOMEM, "worker: out of memory");
         goto fail;
     }
-    opg_sched_options so = {cfg->n_ctx, 0};
+    opg_sched_options so = {cfg->n_ctx, 0, poll_link, w}; /* the link is served during long steps */
     opg_sched_events ev = {on_token, on_done, w};
     for (int i = 0; i < cfg->n_models; i++) {
         wmodel *wm = &w->models[i];
         wm->m = cfg->models[i];
-        opg_model_set_poll(wm->m, poll_link, w); /* unset by opg_worker_free: the caller owns the model */
         opg_model_id(wm->m, wm->id);
         /* a model without a vocabulary still serves token prompts */
         if (opg_tokenizer_from_gguf(opg_model_gguf(wm->m), &wm->tok) != OPG_OK) wm->tok = NULL;
@@ -667,12 +685,12 @@ void opg_worker_free(opg_worker *w) {
     wjob *j, *t;
     HASH_ITER(hh, w->jobs, j, t) wjob_free(w, j);
     for (int i = 0; w->models && i < w->cfg.n_models; i++) {
-        if (w->models[i].m) opg_model_set_poll(w->models[i].m, NULL, NULL);
         opg_tokenizer_free(w->models[i].tok);
         free(w->models[i].stop);
     }
     free(w->models);
     drop_deferred(w);
+    free(w->deferred);
     close_link(w);
     if (w->zctx) zmq_ctx_term(w->zctx);
     opg_keypair_wipe(&w->key);
