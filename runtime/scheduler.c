@@ -354,5 +354,10 @@ opg_status opg_sched_step(opg_sched *s) {
     opg_fpenv_enter(&saved);
     opg_status st = sched_step(s);
     opg_fpenv_leave(&saved);
+    /* A step that failed after sequences finished in it (a stop token, a
+     * NaN) still delivers them: left done but unreaped, a later cancel of
+     * another sequence would reap them from inside the caller's walk over
+     * its own jobs (the worker frees a job in on_done). */
+    if (st) reap(s);
     return st;
 }

@@ -63,9 +63,11 @@ int opg_sched_cancel(opg_sched *s, uint64_t tag);
 int opg_sched_active(const opg_sched *s);
 
 /* Runs one forward pass over every active sequence and delivers its tokens
- * and finished results. A no-op when none is active. On error (out of
- * memory, a backend failure, NaN logits) no token of this step is delivered
- * and the sequences' caches may have advanced: the caller ends them with
+ * and finished results. A no-op when none is active. A sequence whose
+ * logits are all NaN ends alone (OPG_STOP_NAN). On error (out of memory, a
+ * backend failure) the sequences that finished in the step before it are
+ * still delivered (on_done); the others may have got this step's token or
+ * not, and their caches may have advanced: the caller ends them with
  * opg_sched_cancel or opg_sched_free; the scheduler itself stays usable. */
 opg_status opg_sched_step(opg_sched *s);
 
