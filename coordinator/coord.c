@@ -992,10 +992,7 @@ static int handle_worker(opg_coord *c) {
     switch (f->type) {
     case T(READY): on_ready(c, &p, (Opg__V1__Ready *)f->msg); break;
     case T(HEARTBEAT):
-        if (w) {
-            uint32_t ms = ((const Opg__V1__Heartbeat *)f->msg)->interval_ms;
-            w->hb_ms = ms < OPG_PROTO_MAX_HEARTBEAT_MS ? ms : OPG_PROTO_MAX_HEARTBEAT_MS;
-        }
+        if (w) w->hb_ms = ((const Opg__V1__Heartbeat *)f->msg)->interval_ms;
         break;
     case T(TOKENS): if (w) on_tokens(c, w, (Opg__V1__Tokens *)f->msg); break;
     case T(RESULT): if (w) on_result(c, w, (Opg__V1__Result *)f->msg); break;
@@ -1423,10 +1420,7 @@ static void heartbeat(opg_coord *c, int64_t now) {
     c->next_hb = now + c->cfg.heartbeat_ms;
     worker *w, *t;
     DL_FOREACH_SAFE(c->workers, w, t) {
-        /* liveness x the longer of the two periods: a worker beating every
-           5 s is not lost to a coordinator beating every second */
-        int64_t period = w->hb_ms > (uint32_t)c->cfg.heartbeat_ms ? (int64_t)w->hb_ms : c->cfg.heartbeat_ms;
-        if (now - w->last_seen > period * c->cfg.liveness) {
+        if (now - w->last_seen > opg_proto_silence_ms(c->cfg.heartbeat_ms, w->hb_ms, c->cfg.liveness)) {
             worker_remove(c, w, "heartbeat timeout");
             c->dispatch_dirty = 1;
             continue;

@@ -126,6 +126,11 @@ int opg_proto_sampling_equal(const Opg__V1__SamplingParams *a, const Opg__V1__Sa
            !memcmp(&a->top_p, &b->top_p, sizeof a->top_p) && a->seed == b->seed;
 }
 
+int64_t opg_proto_silence_ms(int own_heartbeat_ms, uint32_t peer_interval_ms, int liveness) {
+    int64_t peer = peer_interval_ms < OPG_PROTO_MAX_HEARTBEAT_MS ? peer_interval_ms : OPG_PROTO_MAX_HEARTBEAT_MS;
+    return (peer > own_heartbeat_ms ? peer : own_heartbeat_ms) * (int64_t)liveness;
+}
+
 opg_status opg_proto_check_max_tokens(uint32_t n, const char *msg) {
     if (n < 1 || n > OPG_PROTO_MAX_NEW_TOKENS)
         return FAIL("%s.max_tokens: %u, expected 1..%u", msg, n, OPG_PROTO_MAX_NEW_TOKENS);

@@ -74,6 +74,11 @@ opg_status opg_frame_check(opg_msg_type type, const ProtobufCMessage *msg);
  * top_p in 0..1; max_tokens 1..OPG_PROTO_MAX_NEW_TOKENS. OPG_ERR_FORMAT. */
 opg_status opg_proto_check_sampling(const Opg__V1__SamplingParams *s, const char *msg);
 opg_status opg_proto_check_max_tokens(uint32_t n, const char *msg);
+/* How long a node waits on a silent peer before giving it up: liveness x the
+ * longer of its own heartbeat period and the peer's Heartbeat.interval_ms
+ * (0: not said; counted at most OPG_PROTO_MAX_HEARTBEAT_MS), so two ends
+ * with other periods agree (docs/protocol.md, "Liveness"). */
+int64_t opg_proto_silence_ms(int own_heartbeat_ms, uint32_t peer_interval_ms, int liveness);
 /* 1 when a and b ask for the same sampler: the same bits in every field
  * (NULL is all zero, as protobuf reads an absent message). */
 int opg_proto_sampling_equal(const Opg__V1__SamplingParams *a, const Opg__V1__SamplingParams *b);

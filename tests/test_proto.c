@@ -230,6 +230,16 @@ static int setup(void **state) {
 }
 
 /* ---- round trips ----------------------------------------------------------------- */
+/* Liveness: liveness x the longer period; a peer's period of 0 is not said,
+ * and one over 600000 ms counts as 600000. */
+static void test_silence(void **state) {
+    (void)state;
+    assert_true(opg_proto_silence_ms(1000, 0, 3) == 3000);
+    assert_true(opg_proto_silence_ms(200, 1000, 3) == 3000);
+    assert_true(opg_proto_silence_ms(1000, 200, 3) == 3000);
+    assert_true(opg_proto_silence_ms(50, UINT32_MAX, 100) == (int64_t)OPG_PROTO_MAX_HEARTBEAT_MS * 100);
+}
+
 static void test_every_type_has_a_sample(void **state) {
     (void)state;
     /* every known type (1..16) is covered; 0 and 17 are unknown */
@@ -704,6 +714,7 @@ static void test_bad_args(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_silence),
         cmocka_unit_test(test_every_type_has_a_sample),
         cmocka_unit_test(test_round_trip_all),
         cmocka_unit_test(test_round_trip_fields),

@@ -439,19 +439,10 @@ static opg_frame *recv_link(opg_worker *w) {
     }
 }
 
-static void note_heartbeat(opg_worker *w, const Opg__V1__Heartbeat *hb) {
-    w->peer_hb_ms = hb->interval_ms < OPG_PROTO_MAX_HEARTBEAT_MS ? hb->interval_ms : OPG_PROTO_MAX_HEARTBEAT_MS;
-}
+static void note_heartbeat(opg_worker *w, const Opg__V1__Heartbeat *hb) { w->peer_hb_ms = hb->interval_ms; }
 
-/* How long the coordinator may be silent: liveness x the longer of the two
- * heartbeat periods (a coordinator beating every second is not lost to a
- * worker beating every 200 ms). */
-static int64_t silence_allowed(const opg_worker *w) {
-    int64_t period = w->peer_hb_ms > (uint32_t)w->cfg.heartbeat_ms ? (int64_t)w->peer_hb_ms : w->cfg.heartbeat_ms;
-    return period * w->cfg.liveness;
-}
-
-/* Called after each layer of a forward pass (opg_model_set_poll): a step
+/* Called after each layer of a step's forward pass (opg_sched_options.poll,
+ * on this thread, inside opg_sched_step): a step
  * can take seconds (a long prefill, a big model on a CPU), and a worker
  * silent for the liveness window is dropped with all its jobs. So the
  * coordinator's messages are read (its heartbeats count) and ours are sent
@@ -470,7 +461,7 @@ static void poll_link(void *ctx) {
         if (w->n_deferred == w->cap_deferred) {
             int cap = w->cap_deferred ? 2 * w->cap_deferred : 16;
             opg_frame **d = realloc(w->deferred, (size_t)cap * sizeof *d);
-            if (!d) { /* it is lost: a Job the coordinator re-queues when this worker lets it go */
+            if (!d) { /* lost: a Job stays with this worker at the coordinator until the link is given up */
                 LOG(OPG_LOG_ERROR, "frame_dropped", "type=%s why=\"out of memory\"", opg_frame_type_name(f->type));
                 opg_frame_free(&f);
                 continue;
@@ -587,7 +578,7 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
         wjob *j, *t;
         HASH_ITER(hh, w->jobs, j, t) if (now - j->last_flush >= w->cfg.stream_ms) flush_tokens(w, j);
         if (now >= w->next_hb) send_heartbeat(w, now);
-        if (now - w->last_heard > silence_allowed(w)) {
+        if (now - w->last_heard > opg_proto_silence_ms(w->cfg.heartbeat_ms, w->peer_hb_ms, w->cfg.liveness)) {
             if (w->draining) break; /* nobody to drain to */
             if ((st = reconnect(w, "heartbeat timeout", stop))) return st;
         }
