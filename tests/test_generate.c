@@ -937,6 +937,85 @@ static void test_sched_join_and_cancel(void **state) {
     unload(&L);
 }
 
+/* A step that fails (here: each backend call of the step in turn returns
+ * out of memory, in a prefill step and in a decode step): a sequence that
+ * had finished in it (max_tokens 0) is still delivered by that step, not by
+ * a later cancel of another one (the worker frees a job in on_done, from
+ * inside its walk over its jobs); the others are left for the caller to
+ * cancel; and the scheduler then runs the same jobs to the same bits (its
+ * recycled sequences carry nothing of the failed step). */
+static void test_sched_step_failure(void **state) {
+    (void)state;
+    opg_backend *cpu = NULL;
+    assert_int_equal(opg_backend_cpu_new(2, &cpu), OPG_OK);
+    opg_backend *be = tu_faulty_backend(cpu);
+    opg_model *m = NULL;
+    assert_int_equal(opg_model_load(tiny_path("q4_1"), be, NULL, NULL, &m), OPG_OK);
+    const int32_t p0[] = {3, 1, 4}, p1[] = {1, 5, 9, 2, 6}, p2[] = {5, 3, 5, 8, 9, 7, 9, 3, 2};
+    const opg_gen_request none = {p0, 3, 0, GREEDY, NULL, 0};
+    const opg_gen_request q[2] = {{p1, 5, 6, GREEDY, NULL, 0}, {p2, 9, 4, SAMPLED, NULL, 0}};
+    opg_gen_result alone[2];
+    for (int j = 0; j < 2; j++) gen_ok(m, &q[j], 1, &alone[j], NULL);
+    for (int fail_step = 0; fail_step <= 2; fail_step += 2) {
+        long step_calls = -1;
+        for (long k = 0; step_calls < 0; k++) {
+            sched_log lg;
+            memset(&lg, 0, sizeof lg);
+            opg_sched_events ev = {sl_token, sl_done, &lg};
+            opg_sched *s = NULL;
+            assert_int_equal(opg_sched_new(m, NULL, &ev, &s), OPG_OK);
+            for (int j = 0; j < 2; j++) assert_int_equal(opg_sched_add(s, &q[j], (uint64_t)j + 1), OPG_OK);
+            for (int i = 0; i < fail_step; i++) assert_int_equal(opg_sched_step(s), OPG_OK);
+            assert_int_equal(opg_sched_add(s, &none, 0), OPG_OK);
+            long c0 = tu_faulty_calls(be);
+            tu_faulty_arm(be, k);
+            opg_status st = opg_sched_step(s);
+            tu_faulty_arm(be, -1);
+            if (st == OPG_OK) { /* k is past the step's last call: every call has failed once */
+                step_calls = tu_faulty_calls(be) - c0;
+                assert_true(k >= step_calls && step_calls > 10);
+                for (int j = 0; j < 3; j++) opg_gen_result_clear(&lg.res[j]);
+                opg_sched_free(s);
+                break;
+            }
+            if (st != OPG_ERR_NOMEM || !strstr(opg_last_error(), "injected")) {
+                print_error("step %d, call %ld: %s: %s\n", fail_step, k, opg_strerror(st), opg_last_error());
+                fail();
+            }
+            if (!lg.done[0]) {
+                print_error("step %d failing at call %ld: the finished sequence was not delivered\n", fail_step, k);
+                fail();
+            }
+            assert_int_equal(lg.res[0].stop, OPG_STOP_MAX_TOKENS);
+            assert_int_equal(lg.res[0].n_tokens, 0);
+            assert_int_equal(lg.done[1] + lg.done[2], 0);
+            assert_int_equal(opg_sched_active(s), 2);
+            for (int j = 1; j <= 2; j++) {
+                assert_int_equal(opg_sched_cancel(s, (uint64_t)j), 1);
+                assert_int_equal(lg.done[j], 1);
+                assert_int_equal(lg.res[j].stop, OPG_STOP_NONE);
+            }
+            assert_int_equal(opg_sched_active(s), 0);
+            for (int j = 0; j < 3; j++) opg_gen_result_clear(&lg.res[j]);
+            /* the same jobs again, on the sequences the failed step left */
+            memset(&lg, 0, sizeof lg);
+            for (int j = 0; j < 2; j++) assert_int_equal(opg_sched_add(s, &q[j], (uint64_t)j + 1), OPG_OK);
+            for (int i = 0; i < 100 && opg_sched_active(s) > 0; i++) assert_int_equal(opg_sched_step(s), OPG_OK);
+            for (int j = 0; j < 2; j++) {
+                char what[96];
+                snprintf(what, sizeof what, "job %d after a step failing at call %ld of step %d", j, k, fail_step);
+                assert_int_equal(lg.done[j + 1], 1);
+                assert_same_result(&alone[j], &lg.res[j + 1], what);
+                opg_gen_result_clear(&lg.res[j + 1]);
+            }
+            opg_sched_free(s);
+        }
+    }
+    for (int j = 0; j < 2; j++) opg_gen_result_clear(&alone[j]);
+    opg_model_free(m);
+    opg_backend_free(be);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trace_root),
@@ -947,6 +1026,7 @@ int main(void) {
         cmocka_unit_test(test_sched_join_and_cancel),
         cmocka_unit_test(test_fp_environment),
         cmocka_unit_test(test_nan_sequence),
+        cmocka_unit_test(test_sched_step_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

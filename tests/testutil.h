@@ -64,12 +64,22 @@ void tu_gguf_kv_bool(tu_gguf *b, const char *key, int v);
 void tu_gguf_kv_strs(tu_gguf *b, const char *key, const char *const *v, size_t n);
 void tu_gguf_kv_i32s(tu_gguf *b, const char *key, uint32_t type, const int32_t *v, size_t n);
 
-/* Directory of checked-in test data; of ../shared (may not exist). */
 /* Copies the f32 GGUF model at src to a new temp file (its name into
  * path[n]; the caller removes it) with token's embedding row all +inf: a
  * sequence that feeds token gets all-NaN hidden states and logits. */
 void tu_inf_embedding_model(const char *src, int token, char *path, size_t n);
 
+/* A backend over inner (which it then owns) that forwards every call and
+ * fails one on demand: tu_faulty_arm(be, n) makes the call n + 1 from then
+ * on (alloc, upload, wrap, any op; not free) return OPG_ERR_NOMEM, once;
+ * n < 0 disarms. tu_faulty_calls counts the calls so far. Free it with
+ * opg_backend_free. */
+typedef struct opg_backend opg_backend;
+opg_backend *tu_faulty_backend(opg_backend *inner);
+void tu_faulty_arm(opg_backend *be, long n);
+long tu_faulty_calls(opg_backend *be);
+
+/* Directory of checked-in test data; of ../shared (may not exist). */
 const char *tu_data_dir(void);
 const char *tu_shared_dir(void);
 
