@@ -601,6 +601,87 @@ static void test_errors(void **state) {
     restore_level();
 }
 
+/* A backend call that fails (out of memory; here each call in turn): a
+ * load gives the error and no model, a forward gives it and advances no
+ * cache, and the same forward run again afterwards gives a clean run's bits.
+ * The ASan build also checks that nothing leaks on any of these paths. */
+static void test_backend_failures(void **state) {
+    (void)state;
+    static const char *const models[] = {"q4_1", "f32"};
+    for (int mi = 0; mi < 2; mi++) {
+        long load_calls = -1;
+        for (long k = 0; load_calls < 0; k++) {
+            opg_backend *cpu = NULL;
+            assert_int_equal(opg_backend_cpu_new(1, &cpu), OPG_OK);
+            opg_backend *be = tu_faulty_backend(cpu);
+            tu_faulty_arm(be, k);
+            opg_model *m = (opg_model *)1;
+            opg_status st = opg_model_load(tiny_path(models[mi], "gguf"), be, NULL, NULL, &m);
+            if (st == OPG_OK) {
+                load_calls = tu_faulty_calls(be);
+                assert_true(k >= load_calls && load_calls > 5);
+                opg_model_free(m);
+            } else if (st != OPG_ERR_NOMEM || m != NULL || !strstr(opg_last_error(), "injected")) {
+                print_error("%s, load failing at call %ld: %s: \"%s\"\n", models[mi], k, opg_strerror(st),
+                            opg_last_error());
+                fail();
+            }
+            opg_backend_free(be);
+        }
+
+        opg_backend *cpu = NULL;
+        assert_int_equal(opg_backend_cpu_new(2, &cpu), OPG_OK);
+        opg_backend *be = tu_faulty_backend(cpu);
+        opg_model *m = NULL;
+        assert_int_equal(opg_model_load(tiny_path(models[mi], "gguf"), be, NULL, NULL, &m), OPG_OK);
+        const int64_t V = opg_model_hparams(m)->n_vocab;
+        int32_t tok[12];
+        for (int i = 0; i < 12; i++) tok[i] = (int32_t)((17 * i + 5) % V);
+        outputs want = prefill_all(m, tok, 12), want2 = prefill_all(m, tok + 4, 6);
+        opg_kv *kv = NULL, *kv2 = NULL;
+        assert_int_equal(opg_kv_new(m, 12, &kv), OPG_OK);
+        assert_int_equal(opg_kv_new(m, 6, &kv2), OPG_OK);
+        outputs o = outputs_new(m, 12), o2 = outputs_new(m, 6);
+        opg_batch_seq s[2] = {seq_into(kv, tok, 5, 0, &o, 0)};
+        forward_ok(m, s, 1);
+        /* then 7 more rows of kv batched with a 6-row prefill of kv2 */
+        long fwd_calls = -1;
+        for (long k = 0; fwd_calls < 0; k++) {
+            s[0] = seq_into(kv, tok + 5, 7, 0, &o, 5);
+            s[1] = seq_into(kv2, tok + 4, 6, 0, &o2, 0);
+            long c0 = tu_faulty_calls(be);
+            tu_faulty_arm(be, k);
+            int64_t len = opg_kv_len(kv);
+            opg_status st = opg_model_forward(m, s, 2);
+            tu_faulty_arm(be, -1);
+            if (st == OPG_OK) {
+                fwd_calls = tu_faulty_calls(be) - c0;
+                assert_true(k >= fwd_calls && fwd_calls > 10);
+                break;
+            }
+            if (st != OPG_ERR_NOMEM || !strstr(opg_last_error(), "injected") || opg_kv_len(kv) != len ||
+                opg_kv_len(kv2) != 0) {
+                print_error("%s, forward failing at call %ld: %s: \"%s\", cache lengths %lld %lld\n", models[mi],
+                            k, opg_strerror(st), opg_last_error(), (long long)opg_kv_len(kv),
+                            (long long)opg_kv_len(kv2));
+                fail();
+            }
+        }
+        char what[96];
+        snprintf(what, sizeof what, "%s after %ld failed forwards", models[mi], fwd_calls);
+        assert_same_outputs(&want, &o, 12, what);
+        assert_same_outputs(&want2, &o2, 6, what);
+        outputs_free(&want);
+        outputs_free(&want2);
+        outputs_free(&o);
+        outputs_free(&o2);
+        opg_kv_free(kv);
+        opg_kv_free(kv2);
+        opg_model_free(m);
+        opg_backend_free(be);
+    }
+}
+
 static void test_hparams(void **state) {
     (void)state;
     static const struct { const char *name, *arch; int bias, tied, rope; } want[] = {
@@ -805,6 +886,7 @@ int main(void) {
         cmocka_unit_test(test_prefill_decode),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_backend_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
