@@ -451,7 +451,7 @@ static const char *tiny_dir(void) {
 }
 
 static const char *VARIANTS[] = {"f32",  "f16",  "bf16",      "q8_0",     "q4_0",    "q4_1",
-                                 "q4_K", "q6_K", "qwen2-f32", "tied-f32", "tied-q8_0"};
+                                 "q4_K", "q6_K", "qwen2-f32", "tied-f32", "tied-q8_0", "mixed"};
 #define N_VARIANTS (int)(sizeof VARIANTS / sizeof VARIANTS[0])
 
 /* OPG_GPU_TEST_QUICK=1 (compute-sanitizer, the ASan build of the CUDA

@@ -55,6 +55,7 @@ static const variant VARIANTS[] = {
     {"linear-f32", 0}, /* rope.scaling.type linear, factor 4 */
     {"llama3-f32", 0}, /* Llama 3 style rope_freqs.weight divisors */
     {"tied-q8_0", 1},  /* tied output the cpu backend packs (a copy beside the file's rows) */
+    {"mixed", 1},      /* a type per tensor: f16 embedding, Q6_K output, six types in the layers */
 };
 #define N_VARIANTS (int)(sizeof VARIANTS / sizeof VARIANTS[0])
 
@@ -819,8 +820,8 @@ static void test_model_repacks(void **state) {
     /* q4_1, q4_K, q6_K: their own output matrix; tied-q8_0: the output is
      * token_embd, of which the backend gets a copy to pack (wrap_matrix once
      * more), which embed then reads too */
-    static const char *models[4] = {"q4_1", "q4_K", "q6_K", "tied-q8_0"};
-    for (int mi = 0; mi < 4; mi++)
+    static const char *models[5] = {"q4_1", "q4_K", "q6_K", "tied-q8_0", "mixed"};
+    for (int mi = 0; mi < 5; mi++)
     for (int scalar = 0; scalar <= 1; scalar++) {
         const char *path = tiny_path(models[mi], "gguf");
         if (!scalar && best < OPG_CPU_AVX2) continue;
@@ -842,8 +843,20 @@ static void test_model_repacks(void **state) {
         /* the layers' 7 matrices and the output matrix (q4_1: its own; tied:
          * the copy of token_embd) */
         assert_int_equal(g_wraps, 7 * hp->n_layer + 1);
+        /* every quantized matrix is packed (N % 8 == 0); mixed's BF16 ones are not */
+        int quantized = 0;
+        opg_gguf *gf = opg_model_gguf(m);
+        for (int64_t i = 0; i < opg_gguf_tensor_count(gf); i++) {
+            opg_gguf_tensor t;
+            assert_int_equal(opg_gguf_tensor_info(gf, i, &t), OPG_OK);
+            if (t.n_dims == 2 && opg_dtype_is_quant(t.type) &&
+                !(t.name_len == 17 && memcmp(t.name, "token_embd.weight", 17) == 0))
+                quantized++;
+        }
+        if (tied) quantized++; /* the output's copy of token_embd */
+        assert_true(quantized > 0 && (mi != 4 || quantized < g_wraps));
         if (scalar) assert_int_equal(g_packed, 0);
-        else assert_int_equal(g_packed, g_wraps); /* all quantized, N % 8 == 0 */
+        else assert_int_equal(g_packed, quantized);
         /* a tied table packed for the output is the one embed reads */
         opg_kv *kv = NULL;
         assert_int_equal(opg_kv_new(m, 4, &kv), OPG_OK);

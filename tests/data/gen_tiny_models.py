@@ -12,7 +12,10 @@ Variants: every weight type (f32 f16 bf16 q8_0 q4_0 q4_1 q4_K q6_K) for the
 llama architecture (GQA, separate output matrix), plus qwen2-f32 (QKV bias,
 NeoX RoPE), tied-f32 and tied-q8_0 (output tied to token_embd; the cpu
 backend packs the Q8_0 one for its matmul), linear-f32 (linear RoPE
-scaling, factor 4) and llama3-f32 (Llama 3 style rope_freqs.weight divisors). Also writes the
+scaling, factor 4), llama3-f32 (Llama 3 style rope_freqs.weight divisors) and
+mixed (a weight type per tensor, as real files mix them: f16 embedding,
+Q6_K output, and the layers' matrices over Q4_K, Q8_0, Q6_K, Q4_0, Q4_1,
+BF16 in an order that turns from layer to layer). Also writes the
 broken models of write_broken_variants() (no .ref), which opg must refuse.
 
 The reference uses the dequantized weights (gguf.quants.dequantize) in float64
@@ -69,6 +72,21 @@ def make_weight(rng, shape, qtype, scale):
         raise ValueError(qtype)
     qd = blk.reshape(rows, cols // 256 * blk.shape[1])
     return qd, qtype, gguf.quants.dequantize(qd, qtype).astype(np.float64).reshape(shape)
+
+
+MIXED_CYCLE = [Q.Q4_K, Q.Q8_0, Q.Q6_K, Q.Q4_0, Q.Q4_1, Q.BF16, Q.Q4_K]
+MIXED_MATRICES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+
+
+def mixed_type(tname):
+    """The "mixed" variant's type of tensor tname."""
+    if tname == "token_embd.weight":
+        return Q.F16
+    if tname == "output.weight":
+        return Q.Q6_K
+    layer, matrix = tname.split(".")[1:3]
+    i = MIXED_MATRICES.index(matrix) + 3 * int(layer)
+    return MIXED_CYCLE[i % len(MIXED_CYCLE)]
 
 
 def rope_inv_freq(linear_factor=None, freq_factors=None):
@@ -165,6 +183,8 @@ def write_variant(out_dir, name, arch, qtype, tied, seed, linear_factor=None, fr
     W = {}
 
     def add(tname, shape, qt, scale):
+        if callable(qt):
+            qt = qt(tname)
         data, raw, vals = make_weight(rng, shape, qt, scale)
         w.add_tensor(tname, data, raw_dtype=raw)
         W[tname] = vals
@@ -219,6 +239,7 @@ def main():
     write_variant(out, "tied-q8_0", "llama", Q.Q8_0, True, 3001)
     write_variant(out, "linear-f32", "llama", Q.F32, False, 4000, linear_factor=4.0)
     write_variant(out, "llama3-f32", "llama", Q.F32, False, 5000, freq_factors=True)
+    write_variant(out, "mixed", "llama", mixed_type, False, 6000)
     write_broken_variants(out)
 
 
