@@ -968,9 +968,9 @@ static void test_sched_step_failure(void **state) {
             for (int i = 0; i < fail_step; i++) assert_int_equal(opg_sched_step(s), OPG_OK);
             assert_int_equal(opg_sched_add(s, &none, 0), OPG_OK);
             long c0 = tu_faulty_calls(be);
-            tu_faulty_arm(be, k);
+            tu_faulty_arm(be, k, OPG_ERR_NOMEM);
             opg_status st = opg_sched_step(s);
-            tu_faulty_arm(be, -1);
+            tu_faulty_arm(be, -1, OPG_ERR_NOMEM);
             if (st == OPG_OK) { /* k is past the step's last call: every call has failed once */
                 step_calls = tu_faulty_calls(be) - c0;
                 assert_true(k >= step_calls && step_calls > 10);

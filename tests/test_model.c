@@ -615,7 +615,7 @@ static void test_backend_failures(void **state) {
             opg_backend *cpu = NULL;
             assert_int_equal(opg_backend_cpu_new(1, &cpu), OPG_OK);
             opg_backend *be = tu_faulty_backend(cpu);
-            tu_faulty_arm(be, k);
+            tu_faulty_arm(be, k, OPG_ERR_NOMEM);
             opg_model *m = (opg_model *)1;
             opg_status st = opg_model_load(tiny_path(models[mi], "gguf"), be, NULL, NULL, &m);
             if (st == OPG_OK) {
@@ -651,10 +651,10 @@ static void test_backend_failures(void **state) {
             s[0] = seq_into(kv, tok + 5, 7, 0, &o, 5);
             s[1] = seq_into(kv2, tok + 4, 6, 0, &o2, 0);
             long c0 = tu_faulty_calls(be);
-            tu_faulty_arm(be, k);
+            tu_faulty_arm(be, k, OPG_ERR_NOMEM);
             int64_t len = opg_kv_len(kv);
             opg_status st = opg_model_forward(m, s, 2);
-            tu_faulty_arm(be, -1);
+            tu_faulty_arm(be, -1, OPG_ERR_NOMEM);
             if (st == OPG_OK) {
                 fwd_calls = tu_faulty_calls(be) - c0;
                 assert_true(k >= fwd_calls && fwd_calls > 10);

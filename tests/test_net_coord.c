@@ -53,7 +53,12 @@ typedef struct {
     char dir[64], db[128];
     uint8_t model_id[32];
     opg_keypair wkey;
+    opg_status worker_st; /* what opg_worker_run returned */
+    _Atomic int worker_ended;
+    char worker_err[600];
 } net;
+
+static int g_faulty_backend; /* net_start puts the model on tu_faulty_backend */
 
 static void *coord_main(void *arg) {
     net *n = arg;
@@ -66,6 +71,9 @@ static void *worker_main(void *arg) {
     net *n = arg;
     opg_status st = opg_worker_run(n->worker, &n->stop_worker);
     if (st) fprintf(stderr, "worker: %s\n", opg_last_error());
+    n->worker_st = st;
+    snprintf(n->worker_err, sizeof n->worker_err, "%s", st ? opg_last_error() : "");
+    n->worker_ended = 1;
     return NULL;
 }
 
@@ -75,6 +83,8 @@ static void must(opg_status st, const char *what) {
         fail();
     }
 }
+
+static void worker_start(net *n);
 
 static void net_start(net *n, int with_worker, int64_t queue_max) {
     memset(n, 0, sizeof *n);
@@ -91,11 +101,18 @@ static void net_start(net *n, int with_worker, int64_t queue_max) {
     cc.metrics = n->metrics;
     must(opg_coord_new(&cc, &n->coord), "opg_coord_new");
     must(opg_backend_cpu_new(1, &n->be), "backend");
+    if (g_faulty_backend) n->be = tu_faulty_backend(n->be);
     must(opg_model_load(tiny_path(), n->be, NULL, NULL, &n->m), tiny_path());
     opg_model_id(n->m, n->model_id);
     must(opg_keypair_generate(&n->wkey), "keypair");
     assert_int_equal(pthread_create(&n->tc, NULL, coord_main, n), 0);
-    if (!with_worker) return;
+    if (with_worker) worker_start(n);
+}
+
+static void worker_start(net *n) {
+    n->worker_st = OPG_OK;
+    n->worker_err[0] = 0;
+    n->worker_ended = 0;
     opg_worker_config wc = {0};
     wc.coordinator = opg_coord_workers_endpoint(n->coord);
     wc.key = &n->wkey;
@@ -327,10 +344,85 @@ static void test_queue_cancel_refusals(void **state) {
     net_stop(&n);
 }
 
+/* The worker's backend fails under a job. Out of memory fails that step
+ * only: its job comes back (Error NOMEM re-queues) and the same worker
+ * finishes it. Any other failure (OPG_ERR_STATE: a device fault leaves a
+ * CUDA context unusable) stops the worker with the error after a
+ * Disconnect, so the coordinator re-queues its job at once, and the next
+ * worker finishes it. Either way the answer is the job's alone. */
+static void test_backend_failure(void **state) {
+    (void)state;
+    net n;
+    g_faulty_backend = 1;
+    net_start(&n, 1, 0);
+    g_faulty_backend = 0;
+    opg_gen_request q = {0};
+    int32_t p32[5];
+    for (int i = 0; i < 5; i++) p32[i] = (int32_t)g_prompt[i];
+    q.prompt = p32;
+    q.n_prompt = 5;
+    q.max_tokens = 24;
+    q.sampling = (opg_sample_params){0.7f, 20, 0.9f, 1234};
+    opg_gen_result ref;
+    must(opg_generate(n.m, &q, 1, &ref, NULL), "reference");
+    uint8_t ref_root[32];
+    opg_trace_root(ref.trace, ref_root);
+    opg_client *c = client(&n);
+    Opg__V1__SubmitJob j;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    job_init(&j, &tl, &sp, &n, 24);
+    static const opg_status fails[2] = {OPG_ERR_NOMEM, OPG_ERR_STATE};
+    for (int k = 0; k < 2; k++) {
+        tu_faulty_arm(n.be, 20, fails[k]); /* inside the job's first step */
+        uint64_t id = 0;
+        must(opg_client_submit(c, &j, TIMEOUT, &id), "submit");
+        if (fails[k] == OPG_ERR_STATE) {
+            for (int t = 0; t < TIMEOUT / 10 && !n.worker_ended; t++) usleep(10000); /* it stops by itself */
+            if (!n.worker_ended) {
+                print_error("the worker did not stop after its backend failed\n");
+                fail();
+            }
+            pthread_join(n.tw, NULL);
+            if (n.worker_st != OPG_ERR_STATE || !strstr(n.worker_err, "backend failed") ||
+                !strstr(n.worker_err, "injected")) {
+                print_error("the worker returned %s: \"%s\"\n", opg_strerror(n.worker_st), n.worker_err);
+                fail();
+            }
+            opg_worker_free(n.worker);
+            n.worker = NULL;
+            int st_state = 0;
+            uint32_t done = 0;
+            for (int t = 0; t < 200; t++) {
+                must(opg_client_status(c, id, TIMEOUT, &st_state, &done), "status");
+                if (st_state == OPG__V1__JOB_STATE__JOB_STATE_QUEUED && metric(&n, "opg_workers") == 0.0) break;
+                usleep(10000);
+            }
+            assert_int_equal(st_state, OPG__V1__JOB_STATE__JOB_STATE_QUEUED);
+            assert_true(metric(&n, "opg_workers") == 0.0);
+            worker_start(&n);
+        }
+        opg_frame *f = NULL;
+        must(opg_client_result(c, id, 1, TIMEOUT, &f), "result");
+        const Opg__V1__Result *r = (const Opg__V1__Result *)f->msg;
+        assert_int_equal(r->n_output_tokens, (size_t)ref.n_tokens);
+        assert_memory_equal(r->trace_root.data, ref_root, 32);
+        opg_frame_free(&f);
+        assert_true(metric(&n, "opg_jobs_requeued_total") == (double)(k + 1));
+        assert_int_equal(n.worker_st, OPG_OK); /* the worker (or the new one) goes on */
+    }
+    assert_true(metric(&n, "opg_jobs_finished_total{state=\"done\"}") == 2.0);
+    assert_true(metric(&n, "opg_jobs_finished_total{state=\"failed\"}") <= 0.0);
+    opg_client_free(c);
+    opg_gen_result_clear(&ref);
+    net_stop(&n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_result_receipt),
         cmocka_unit_test(test_queue_cancel_refusals),
+        cmocka_unit_test(test_backend_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

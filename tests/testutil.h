@@ -70,13 +70,14 @@ void tu_gguf_kv_i32s(tu_gguf *b, const char *key, uint32_t type, const int32_t *
 void tu_inf_embedding_model(const char *src, int token, char *path, size_t n);
 
 /* A backend over inner (which it then owns) that forwards every call and
- * fails one on demand: tu_faulty_arm(be, n) makes the call n + 1 from then
- * on (alloc, upload, wrap, any op; not free) return OPG_ERR_NOMEM, once;
- * n < 0 disarms. tu_faulty_calls counts the calls so far. Free it with
+ * fails one on demand: tu_faulty_arm(be, n, status) makes the call n + 1
+ * from then on (alloc, upload, wrap, any op; not free) return status (an
+ * opg_status), once; n < 0 disarms. It may be armed while another thread
+ * uses the backend. tu_faulty_calls counts the calls so far. Free it with
  * opg_backend_free. */
 typedef struct opg_backend opg_backend;
 opg_backend *tu_faulty_backend(opg_backend *inner);
-void tu_faulty_arm(opg_backend *be, long n);
+void tu_faulty_arm(opg_backend *be, long n, int status);
 long tu_faulty_calls(opg_backend *be);
 
 /* Directory of checked-in test data; of ../shared (may not exist). */

@@ -42,8 +42,9 @@ typedef struct {
     opg_backend base;
     opg_backend_ops ops;
     opg_backend *in;
-    long countdown; /* calls until the failing one; < 0: disarmed */
-    long calls;
+    _Atomic long countdown; /* calls until the failing one; < 0: disarmed (armed from another thread) */
+    _Atomic int fail_with;
+    _Atomic long calls;
 } faulty;
 
 static opg_backend *in_of(opg_backend *be) { return ((faulty *)be)->in; }
@@ -52,8 +53,11 @@ static opg_backend *in_of(opg_backend *be) { return ((faulty *)be)->in; }
 static opg_status tick(opg_backend *be, const char *op) {
     faulty *f = (faulty *)be;
     f->calls++;
-    if (f->countdown < 0 || f->countdown-- > 0) return OPG_OK;
-    return opg__fail(OPG_ERR_NOMEM, "faulty backend: injected failure in %s", op);
+    long c = f->countdown;
+    if (c < 0) return OPG_OK;
+    f->countdown = c - 1;
+    if (c > 0) return OPG_OK;
+    return opg__fail((opg_status)f->fail_with, "faulty backend: injected failure in %s", op);
 }
 
 static void f_destroy(opg_backend *be) {
@@ -142,7 +146,8 @@ opg_backend *tu_faulty_backend(opg_backend *inner) {
     return &f->base;
 }
 
-void tu_faulty_arm(opg_backend *be, long after) {
+void tu_faulty_arm(opg_backend *be, long after, int status) {
+    ((faulty *)be)->fail_with = status;
     ((faulty *)be)->countdown = after;
 }
 

@@ -60,13 +60,30 @@ struct opg_worker {
     int backoff_ms;
     char name[OPG_PROTO_MAX_NAME + 1];
     int m_done, m_failed, m_cancelled, m_tokens, m_running, m_reconnects, m_step;
-    opg_status fatal;
+    opg_status fatal;          /* the backend failed (fail_worker): run stops with it */
+    char fatal_msg[512];
 };
 
 #define LOG(lvl, ev, ...) opg_log_emit(&w->cfg.log, lvl, ev, __VA_ARGS__)
 
 static void metric_add(opg_worker *w, int id, double v) {
     if (w->cfg.metrics && id >= 0) opg_metrics_add(w->cfg.metrics, id, v);
+}
+
+/* The backend failed in a way no job is to blame for and that leaves it
+ * unusable (OPG_ERR_STATE: a device fault ends a CUDA context), or a step
+ * failed otherwise than out of memory, which would fail the same way at the
+ * next step: re-running the jobs here would fail them all, one after the
+ * other. So the worker stops: its jobs go back to the coordinator (a worker
+ * that disconnects has its jobs re-queued, each counting an attempt) and
+ * opg_worker_run returns the error, for a supervisor to start the worker
+ * again on a fresh backend. */
+static void fail_worker(opg_worker *w, opg_status st, const char *why) {
+    if (w->fatal) return;
+    w->fatal = st;
+    snprintf(w->fatal_msg, sizeof w->fatal_msg, "%s", why);
+    char q[600];
+    LOG(OPG_LOG_ERROR, "backend_failed", "error=%s", opg_log_q(q, sizeof q, why));
 }
 
 /* ---- sending ----------------------------------------------------------------------- */
@@ -308,6 +325,13 @@ static void on_job(opg_worker *w, const Opg__V1__Job *m) {
         e.prompt_tokens = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
         send_msg(w, T(ERROR), &e.base);
         metric_add(w, w->m_failed, 1);
+        if (j) free(j->prompt);
+        free(j);
+        free(ids);
+        return;
+    }
+    if (st == OPG_ERR_STATE) { /* the KV cache's allocation met a broken backend */
+        fail_worker(w, st, opg_last_error());
         if (j) free(j->prompt);
         free(j);
         free(ids);
@@ -558,13 +582,18 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
             int64_t t0 = opg_now_ms();
             OPG_LT(0, OPG_LT_W_STEP0, (uint32_t)w->n_jobs);
             if ((st = opg_sched_step(w->models[i].sched))) {
-                /* a failed step: the jobs in it are failed, the model stays */
                 char why[512];
                 snprintf(why, sizeof why, "%s", opg_last_error());
+                if (st != OPG_ERR_NOMEM) {
+                    fail_worker(w, st, why);
+                    break;
+                }
+                /* out of memory: maybe for now only; the model's jobs go back
+                   (the coordinator re-queues on NOMEM), the worker stays */
                 LOG(OPG_LOG_ERROR, "step_failed", "error=\"%s\"", why);
                 wjob *j, *t;
                 HASH_ITER(hh, w->jobs, j, t) if (j->model == i) {
-                    send_error(w, j->id, st == OPG_ERR_NOMEM ? OPG_ERR_NOMEM : OPG_ERR_STATE, why);
+                    send_error(w, j->id, OPG_ERR_NOMEM, why);
                     j->cancelled = 1;
                     metric_add(w, w->m_failed, 1);
                     opg_sched_cancel(w->models[i].sched, j->id);
@@ -574,6 +603,7 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
             if (w->cfg.metrics && w->m_step >= 0)
                 opg_metrics_observe(w->cfg.metrics, w->m_step, (double)(opg_now_ms() - t0) / 1000.0);
         }
+        if (w->fatal) break;
         now = opg_now_ms();
         wjob *j, *t;
         HASH_ITER(hh, w->jobs, j, t) if (now - j->last_flush >= w->cfg.stream_ms) flush_tokens(w, j);
@@ -585,13 +615,21 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
     }
     drop_all(w);
     if (w->sock) {
+        if (w->fatal) { /* the coordinator re-queues what this worker held */
+            char reason[OPG_PROTO_MAX_SHORT_STRING + 1];
+            snprintf(reason, sizeof reason, "backend failed: %s", w->fatal_msg);
+            Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+            d.reason = reason;
+            send_msg(w, T(DISCONNECT), &d.base);
+        }
         /* the last Result and the Disconnect get up to a second to leave */
         int linger = 1000;
         zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
     }
     close_link(w);
-    LOG(OPG_LOG_INFO, "stopped", "why=%s", w->draining ? "drained" : "error");
-    return w->fatal;
+    LOG(OPG_LOG_INFO, "stopped", "why=%s", w->fatal ? "backend_failed" : w->draining ? "drained" : "error");
+    if (w->fatal) return opg__fail(w->fatal, "backend failed: %s", w->fatal_msg);
+    return OPG_OK;
 }
 
 /* ---- setup ------------------------------------------------------------------------- */

@@ -51,8 +51,11 @@ typedef struct opg_worker opg_worker;
 /* Prepares tokenizers and schedulers; connects in opg_worker_run. The
  * config's pointers are borrowed for the worker's life. */
 opg_status opg_worker_new(const opg_worker_config *cfg, opg_worker **out);
-/* Runs until *stop is set (then drains and returns OPG_OK). Errors: a
- * backend failure that leaves the models unusable. */
+/* Runs until *stop is set (then drains and returns OPG_OK). Errors: the
+ * backend failed (OPG_ERR_STATE, a device fault; or any failure of a step
+ * other than OPG_ERR_NOMEM, which only fails that step's jobs back to the
+ * coordinator): the worker has said Disconnect, so the coordinator re-queues
+ * its jobs; start it again on a fresh backend. OPG_ERR_IO: its socket. */
 opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop);
 void opg_worker_free(opg_worker *w);
 
