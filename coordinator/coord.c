@@ -768,8 +768,9 @@ static void on_tokens(opg_coord *c, worker *w, const Opg__V1__Tokens *t) {
  * strictly decoded (proto/receipt.h), naming the key the worker registered,
  * this job, its model, its prompt (when given as token ids), sampling
  * parameters and max_tokens, r's output tokens, trace root and usage, and
- * this contract; and r's stop reason must agree with it (a max_tokens stop
- * has max_tokens tokens, a context stop fills the receipt's context_size).
+ * this contract, r's stop reason; and that stop reason must be one the
+ * scheduler gives (a max_tokens stop has max_tokens tokens, a context stop
+ * fills the receipt's context_size).
  * A Result failing it is refused: the stored result of a job is final, and
  * its receipt is what clients and validators check. 1, or 0 with why. */
 static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r, char *why, size_t n) {
@@ -790,6 +791,7 @@ static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r
     else if (rc->usage->completion_tokens != r->usage->completion_tokens ||
              rc->usage->prompt_tokens != r->usage->prompt_tokens)
         bad = "another usage than the Result's";
+    else if (rc->stop_reason != r->stop_reason) bad = "another stop reason than the Result's";
     if (!bad) {
         Opg__V1__SubmitJob *sj = opg__v1__submit_job__unpack(NULL, j->req_len, j->req);
         uint64_t p = rc->usage->prompt_tokens, out = rc->usage->completion_tokens;

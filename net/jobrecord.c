@@ -2,6 +2,8 @@
  * libsodium, the frames with proto/frame.h. */
 #include "jobrecord.h"
 
+#include "file.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -178,30 +180,10 @@ opg_status opg_jobrecord_parse(const char *text, size_t len, opg_jobrecord **out
 opg_status opg_jobrecord_load(const char *path, opg_jobrecord **out) {
     if (!out) return opg__fail(OPG_ERR_ARG, "opg_jobrecord_load: NULL output");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return opg__fail(OPG_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return opg__fail(OPG_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > OPG_JOBRECORD_MAX) {
-        fclose(f);
-        return opg__fail(OPG_ERR_LIMIT, "%s: %lld bytes, a job record is at most %u", path, (long long)sb.st_size,
-                         OPG_JOBRECORD_MAX);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *text = malloc(n ? n : 1);
-    if (!text) {
-        fclose(f);
-        return opg__fail(OPG_ERR_NOMEM, "%s: %zu bytes", path, n);
-    }
-    size_t got = fread(text, 1, n, f);
-    fclose(f);
-    if (got != n) {
-        free(text);
-        return opg__fail(OPG_ERR_IO, "%s: short read", path);
-    }
+    char *text = NULL;
+    size_t n = 0;
+    opg_status rs = opg_file_read(path, OPG_JOBRECORD_MAX, &text, &n, NULL);
+    if (rs != OPG_OK) return rs;
     opg_status st = opg_jobrecord_parse(text, n, out);
     free(text);
     if (st != OPG_OK) {

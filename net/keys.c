@@ -2,6 +2,8 @@
  * (keys.h). Crypto is libsodium's, Z85 is libzmq's. */
 #include "keys.h"
 
+#include "file.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -229,64 +231,12 @@ opg_status opg_key_save(const char *path, const opg_keypair *kp) {
     return OPG_OK;
 }
 
-/* Reads the regular file at path (at most max bytes) into a new buffer
- * (caller frees; NUL-terminated for convenience). *mode gets its mode bits. */
-static opg_status read_file(const char *path, size_t max, char **out, size_t *len, mode_t *mode) {
-    *out = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return opg__fail(errno == ENOENT ? OPG_ERR_NOT_FOUND : OPG_ERR_IO, "%s: cannot open: %s", path,
-                         strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return opg__fail(OPG_ERR_IO, "%s: not a regular file", path);
-    }
-    if (mode) *mode = sb.st_mode;
-    if ((uint64_t)sb.st_size > max) {
-        close(fd);
-        return opg__fail(OPG_ERR_FORMAT, "%s: %lld bytes, at most %zu expected", path, (long long)sb.st_size, max);
-    }
-    size_t cap = (size_t)sb.st_size;
-    char *buf = malloc(cap + 1);
-    if (!buf) {
-        close(fd);
-        return opg__fail(OPG_ERR_NOMEM, "%s: %zu bytes", path, cap);
-    }
-    size_t n = 0;
-    for (;;) {
-        ssize_t r = read(fd, buf + n, cap + 1 - n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            int e = errno;
-            close(fd);
-            sodium_memzero(buf, n);
-            free(buf);
-            return opg__fail(OPG_ERR_IO, "%s: cannot read: %s", path, strerror(e));
-        }
-        if (r == 0) break;
-        n += (size_t)r;
-        if (n > cap) { /* grew since fstat */
-            close(fd);
-            sodium_memzero(buf, n);
-            free(buf);
-            return opg__fail(OPG_ERR_IO, "%s: changed while being read", path);
-        }
-    }
-    close(fd);
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return OPG_OK;
-}
-
 opg_status opg_key_load(const char *path, opg_keypair *kp) {
     if (!path || !kp) return opg__fail(OPG_ERR_ARG, "opg_key_load: NULL argument");
     char *text;
     size_t len;
     mode_t mode = 0;
-    opg_status st = read_file(path, KEY_FILE_MAX, &text, &len, &mode);
+    opg_status st = opg_file_read(path, KEY_FILE_MAX, &text, &len, &mode);
     if (st != OPG_OK) return st;
     if (mode & 077) {
         sodium_memzero(text, len);
@@ -375,7 +325,7 @@ opg_status opg_allowlist_load(const char *path, uint8_t (**keys)[32], size_t *n)
     if (!path) return opg__fail(OPG_ERR_ARG, "opg_allowlist_load: NULL path");
     char *text;
     size_t len;
-    opg_status st = read_file(path, ALLOWLIST_MAX, &text, &len, NULL);
+    opg_status st = opg_file_read(path, ALLOWLIST_MAX, &text, &len, NULL);
     if (st != OPG_OK) return st;
     st = opg_allowlist_parse(text, len, keys, n);
     free(text);

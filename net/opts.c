@@ -7,6 +7,8 @@
  * tells them from caller-owned defaults such as string literals. */
 #include "opts.h"
 
+#include "file.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -416,36 +418,6 @@ opg_status opg_opts_parse_config(const opg_opt *opts, int n, const char *json, s
     return st;
 }
 
-static opg_status read_file(const char *path, char **out, size_t *len) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return opg__fail(OPG_ERR_IO, "config %s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return opg__fail(OPG_ERR_IO, "config %s: not a regular file", path);
-    }
-    if ((unsigned long long)sb.st_size > MAX_CONFIG_BYTES) {
-        fclose(f);
-        return opg__fail(OPG_ERR_LIMIT, "config %s: larger than %u bytes", path, MAX_CONFIG_BYTES);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *buf = malloc(n ? n : 1);
-    if (!buf) {
-        fclose(f);
-        return opg__fail(OPG_ERR_NOMEM, "options: out of memory");
-    }
-    if (fread(buf, 1, n, f) != n) {
-        free(buf);
-        fclose(f);
-        return opg__fail(OPG_ERR_IO, "config %s: read failed", path);
-    }
-    fclose(f);
-    *out = buf;
-    *len = n;
-    return OPG_OK;
-}
-
 /* ---- flags ---------------------------------------------------------------------- */
 
 typedef enum { IT_OPT, IT_CONFIG, IT_POS } item_kind;
@@ -594,8 +566,13 @@ opg_status opg_opts_parse(const opg_opt *opts, int n, int argc, char **argv, int
         if (items[i].kind != IT_CONFIG) continue;
         char *text = NULL;
         size_t len = 0;
-        st = read_file(items[i].val, &text, &len);
-        if (st != OPG_OK) break;
+        st = opg_file_read(items[i].val, MAX_CONFIG_BYTES, &text, &len, NULL);
+        if (st != OPG_OK) {
+            char why[600];
+            snprintf(why, sizeof why, "%s", opg_last_error());
+            opg__fail(st, "config %s", why);
+            break;
+        }
         char src[600];
         snprintf(src, sizeof src, "config %s", items[i].val);
         st = load_config(opts, n, src, text, len, &docs[n_docs]);

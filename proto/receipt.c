@@ -45,6 +45,9 @@ opg_status opg_receipt_check(const Opg__V1__Receipt *r) {
                     r->sampling->base.unknown_fields[0].tag);
     if ((st = opg_proto_check_sampling(r->sampling, "Receipt")) != OPG_OK) return st;
     if ((st = opg_proto_check_max_tokens(r->max_tokens, "Receipt")) != OPG_OK) return st;
+    if (r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_UNSPECIFIED) return FAIL("Receipt.stop_reason: missing (0)");
+    if (r->stop_reason < 0 || r->stop_reason > OPG__V1__STOP_REASON__STOP_REASON_CONTEXT)
+        return FAIL("Receipt.stop_reason: %d is no stop reason", (int)r->stop_reason);
     /* what the scheduler allows (runtime/scheduler.c): a prompt shorter than
        the context, at most max_tokens out, every token but the last cached */
     uint64_t p = r->usage->prompt_tokens, c = r->usage->completion_tokens;

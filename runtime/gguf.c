@@ -653,7 +653,9 @@ opg_status opg_gguf_open(const char *path, opg_gguf **out) {
     if (!out) return opg__fail(OPG_ERR_ARG, "gguf: out is NULL");
     *out = NULL;
     if (!path) return opg__fail(OPG_ERR_ARG, "gguf: path is NULL");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO given as the model is refused below instead of
+       waiting for a writer; on a regular file it changes nothing */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return opg__fail(OPG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {

@@ -69,6 +69,22 @@ tamper root "i = res.find(bytes.fromhex('$root')); res[i] ^= 1" "receipt root"
 # the request's max_tokens (field 5, 4 -> 5; the last 0x28 0x04 of the SubmitJob is it) edited
 # after the fact: the worker signed what it ran, so the record contradicts its receipt
 tamper max_tokens 'i = req.rfind(b"\x28\x04"); req[i + 1] = 5' "receipt params"
+# the Result's stop reason (field 5, right after its trace root) edited: the worker signed another;
+# the verdict needs no re-execution (no trace root line)
+tamper stop "i = res.find(bytes.fromhex('$root')) + 32; assert res[i] == 0x28; res[i + 1] = 4 if res[i + 1] != 4 else 2" \
+    "receipt stop"
+grep -q "^trace root" "$dir/verify.out" && fail "a record already INVALID was re-executed: $(cat "$dir/verify.out")"
+# the request's contract version (field 9 of SubmitJob: 0x48 0x01, its last field here) edited
+tamper contract 'i = req.rfind(b"\x48\x01"); req[i + 1] = 2' "receipt params"
+# a record of another contract (request and receipt agree): not this opg's to check, no fault of the worker's
+"$forge" "$rec" "$dir/v2.json" "$model" - - - - - contract=2 2>"$dir/forge.err" || fail "forge v2: $(cat "$dir/forge.err")"
+verify "$dir/v2.json"; rc=$?
+[ $rc -eq 1 ] && grep -q "^contract *v2, this opg runs v1: not checked" "$dir/verify.out" \
+    && ! grep -q "^verdict" "$dir/verify.out" || fail "another contract: exit $rc: $(cat "$dir/verify.out")"
+# a FIFO is refused at once, not waited on
+mkfifo "$dir/fifo.json"
+timeout 20 "$opg" verify "$dir/fifo.json" -m "$model" >"$dir/verify.out" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "not a regular file" "$dir/verify.out" || fail "a FIFO as the record: exit $rc: $(cat "$dir/verify.out")"
 # signed by the cheat itself: stop, count and ids must still hold
 forged() { # NAME EXPECT(VALID|CHECK-LINE) FORGE-ARGS...
     local name=$1 want=$2
@@ -89,7 +105,7 @@ forged empty stop 0 4                # no token, "context full"
 forged early stop 2 4                # "context full" after 2 tokens, the context the receipt names not full
 forged smallctx VALID 2 4 - - fit    # the same, signing the small context it then ran: consistent
 grep -q "^context *.*fewer than the job could fill" "$dir/verify.out" || fail "a small context not shown: $(cat "$dir/verify.out")"
-forged legacy receipt - - - - - legacy  # a receipt without fields 10-12: named as such, not as a bad signature
+forged legacy receipt - - - - - legacy  # a receipt without fields 10-13: named as such, not as a bad signature
 grep -q "^receipt *FAILED: Receipt.sampling: missing (not a receipt of this protocol" "$dir/verify.out" \
     || fail "a legacy receipt: $(cat "$dir/verify.out")"
 forged billed "receipt prompt" - - 99  # usage.prompt_tokens inflated

@@ -5,7 +5,7 @@
  * purpose would send. opg verify must still find what is wrong.
  *
  * Usage: forge_record IN OUT MODEL [n_out|-] [stop|-] [prompt_tokens|-] [tokens_csv|-] [context_size|fit|-]
- *                    [legacy]
+ *                    [legacy|contract=N]
  *   n_out          keep the first n output tokens
  *   stop           the stop reason (opg.v1.StopReason number)
  *   prompt_tokens  usage.prompt_tokens (receipt and Result)
@@ -13,8 +13,9 @@
  *                  that of the unchanged output when they cannot be re-executed)
  *   context_size   the receipt's context_size; "fit": the one a context stop
  *                  after this output needs (prompt + output - 1)
- *   legacy         "legacy": a receipt without fields 10-12 (what workers
+ *   legacy         "legacy": a receipt without fields 10-13 (what workers
  *                  wrote before they existed), signed by hand
+ *   contract=N     the request and the receipt name contract version N
  * "-" keeps a field. Exit 0, or 1 with a message. */
 #include <sodium.h>
 #include <stdio.h>
@@ -38,13 +39,14 @@ static int die(const char *what) {
 int main(int argc, char **argv) {
     if (argc < 4 || sodium_init() < 0) {
         fprintf(stderr, "usage: forge_record IN OUT MODEL [n_out|-] [stop|-] [prompt_tokens|-] [tokens_csv|-] "
-                        "[context_size|fit|-] [legacy]\n");
+                        "[context_size|fit|-] [legacy|contract=N]\n");
         return 2;
     }
     const char *arg_n = argc > 4 ? argv[4] : "-", *arg_stop = argc > 5 ? argv[5] : "-";
     const char *arg_pt = argc > 6 ? argv[6] : "-", *arg_toks = argc > 7 && strcmp(argv[7], "-") ? argv[7] : NULL;
     const char *arg_ctx = argc > 8 ? argv[8] : "-";
     int legacy = argc > 9 && !strcmp(argv[9], "legacy");
+    unsigned contract = argc > 9 && !strncmp(argv[9], "contract=", 9) ? (unsigned)atoi(argv[9] + 9) : 0;
     opg_jobrecord *rec = NULL;
     if (opg_jobrecord_load(argv[1], &rec)) return die(argv[1]);
     const Opg__V1__SubmitJob *req = (const Opg__V1__SubmitJob *)rec->request->msg;
@@ -111,6 +113,11 @@ int main(int argc, char **argv) {
     r2.trace_root = res->trace_root;
     r2.worker_key = (ProtobufCBinaryData){32, pk};
     r2.usage = res->usage;
+    r2.stop_reason = res->stop_reason;
+    if (contract) { /* a job of another contract: the request and the receipt say so */
+        r2.contract_version = contract;
+        ((Opg__V1__SubmitJob *)req)->contract_version = contract;
+    }
     if (!strcmp(arg_ctx, "fit")) r2.context_size = res->usage->prompt_tokens + (uint32_t)res->n_output_tokens - 1;
     else if (strcmp(arg_ctx, "-")) r2.context_size = (uint32_t)atol(arg_ctx);
     uint8_t *signed_rc = NULL;
@@ -118,6 +125,7 @@ int main(int argc, char **argv) {
     if (legacy) { /* opg_receipt_sign refuses it: the SignedReceipt made here */
         r2.sampling = NULL;
         r2.max_tokens = r2.context_size = 0;
+        r2.stop_reason = OPG__V1__STOP_REASON__STOP_REASON_UNSPECIFIED;
         size_t rn = protobuf_c_message_get_packed_size(&r2.base), cn = strlen(OPG_RECEIPT_SIG_CONTEXT);
         uint8_t *msg = malloc(cn + rn), sig[64];
         if (!msg) return die("legacy");

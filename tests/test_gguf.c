@@ -846,6 +846,16 @@ static void test_open_errors(void **state) {
     assert_non_null(strstr(opg_last_error(), "directory"));
     assert_int_equal(opg_gguf_open("/dev/null", &g), OPG_ERR_IO);
     assert_non_null(strstr(opg_last_error(), "regular"));
+    /* a FIFO is refused at once, not waited on for a writer */
+    char fifo[] = "/tmp/opg_gguf_fifo_XXXXXX";
+    int tmp = mkstemp(fifo);
+    assert_true(tmp >= 0);
+    close(tmp);
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(opg_gguf_open(fifo, &g), OPG_ERR_IO);
+    assert_non_null(strstr(opg_last_error(), "regular"));
+    unlink(fifo);
     assert_int_equal(opg_gguf_open(NULL, &g), OPG_ERR_ARG);
     assert_int_equal(opg_gguf_open(fixture("no_tensors.gguf"), NULL), OPG_ERR_ARG);
     assert_int_equal(opg_gguf_open_memory(NULL, 10, &g), OPG_ERR_ARG);

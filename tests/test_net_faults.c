@@ -1762,9 +1762,10 @@ enum { LIE_NONE, LIE_SEED, LIE_MAX_TOKENS, LIE_CONTEXT_FULL, LIE_CONTEXT_OTHER }
  * extra more tokens, usage.prompt_tokens counts prompt_extra more, and the
  * sampling seed or max_tokens differ from the job's as lie says
  * (LIE_CONTEXT_FULL: context_size is the one these n tokens fill;
- * LIE_CONTEXT_OTHER: a context_size other than its Ready's). */
+ * LIE_CONTEXT_OTHER: a context_size other than its Ready's); it signs stop
+ * as the stop reason. */
 static uint8_t *liar_receipt_lie(const opg_keypair *kp, uint64_t id, const spec *sp, uint32_t n, uint32_t extra,
-                                 uint32_t prompt_extra, int lie, size_t *len) {
+                                 uint32_t prompt_extra, int lie, int stop, size_t *len) {
     static uint32_t zeros[OPG_PROTO_MAX_NEW_TOKENS + 2];
     static uint8_t root[32];
     uint8_t ph[32], oh[32];
@@ -1793,6 +1794,7 @@ static uint8_t *liar_receipt_lie(const opg_keypair *kp, uint64_t id, const spec 
     rc.context_size = lie == LIE_CONTEXT_FULL    ? u.prompt_tokens + n - 1
                       : lie == LIE_CONTEXT_OTHER ? LIAR_CONTEXT / 2
                                                  : LIAR_CONTEXT;
+    rc.stop_reason = stop;
     uint8_t *out = NULL;
     CHECK(opg_receipt_sign(&rc, kp->sign_sk, &out, len) == OPG_OK, "sign: %s", opg_last_error());
     return out;
@@ -1800,7 +1802,7 @@ static uint8_t *liar_receipt_lie(const opg_keypair *kp, uint64_t id, const spec 
 
 static uint8_t *liar_receipt(const opg_keypair *kp, uint64_t id, const spec *sp, uint32_t n, uint32_t extra,
                              uint32_t prompt_extra, size_t *len) {
-    return liar_receipt_lie(kp, id, sp, n, extra, prompt_extra, LIE_NONE, len);
+    return liar_receipt_lie(kp, id, sp, n, extra, prompt_extra, LIE_NONE, OPG__V1__STOP_REASON__STOP_REASON_EOS, len);
 }
 
 /* Sends a Result of n_tokens zero tokens, a zero trace root, the usage it
@@ -1880,18 +1882,29 @@ static void test_lying_worker(void **state) {
        reason the receipt contradicts (max_tokens with fewer tokens, context
        with the context not full): each refused, the job re-queued (the
        stored result of a job is final) */
-    enum { N_LIES = 13 };
+    enum { N_LIES = 14 };
     const uint32_t nmax = sp->max_tokens;
+    /* the stop reason of Result k, and the one its receipt (k - 2) signs */
+    enum { EOS = OPG__V1__STOP_REASON__STOP_REASON_EOS, MAX = OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS,
+           CTX = OPG__V1__STOP_REASON__STOP_REASON_CONTEXT, CAN = OPG__V1__STOP_REASON__STOP_REASON_CANCELLED };
+    static const int stop_of[N_LIES + 2] = {EOS, EOS, EOS, EOS, EOS, EOS, EOS, EOS,
+                                            EOS, MAX, CTX, CAN, EOS, CTX, EOS, CTX};
+    static const int signed_stop[N_LIES + 2] = {EOS, EOS, EOS, EOS, EOS, EOS, EOS, EOS,
+                                                EOS, MAX, CTX, CAN, EOS, CTX, EOS, EOS};
+    const int *ss = signed_stop + 2;
     size_t rl[N_LIES];
     uint8_t *rcpt[N_LIES] = {liar_receipt(&other, id, sp, 2, 0, 0, &rl[0]), liar_receipt(&kp, id, sp, 2, 1, 0, &rl[1]),
                              liar_receipt(&kp, id + 1, sp, 2, 0, 0, &rl[2]), liar_receipt(&kp, id, sp, 2, 0, 0, &rl[3]),
                              liar_receipt(&kp, id, sp, 2, 0, 5, &rl[4]),
-                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_SEED, &rl[5]),
-                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_MAX_TOKENS, &rl[6]),
-                             liar_receipt(&kp, id, sp, 2, 0, 0, &rl[7]), liar_receipt(&kp, id, sp, 2, 0, 0, &rl[8]),
-                             liar_receipt(&kp, id, sp, 2, 0, 0, &rl[9]), liar_receipt(&kp, id, sp, 0, 0, 0, &rl[10]),
-                             liar_receipt_lie(&kp, id, sp, nmax, 0, 0, LIE_CONTEXT_FULL, &rl[11]),
-                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_CONTEXT_OTHER, &rl[12])};
+                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_SEED, ss[5], &rl[5]),
+                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_MAX_TOKENS, ss[6], &rl[6]),
+                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_NONE, ss[7], &rl[7]),
+                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_NONE, ss[8], &rl[8]),
+                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_NONE, ss[9], &rl[9]),
+                             liar_receipt_lie(&kp, id, sp, 0, 0, 0, LIE_NONE, ss[10], &rl[10]),
+                             liar_receipt_lie(&kp, id, sp, nmax, 0, 0, LIE_CONTEXT_FULL, ss[11], &rl[11]),
+                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_CONTEXT_OTHER, ss[12], &rl[12]),
+                             liar_receipt_lie(&kp, id, sp, 2, 0, 0, LIE_NONE, ss[13], &rl[13])};
     rcpt[3][rl[3] - 1] ^= 1; /* right in every field, but the signature broken (its last byte) */
     CHECK(sp->max_tokens > 2 && sp->n_prompt + 2 < LIAR_CONTEXT + 1, "spec 14 cannot show the stop lies");
     const char *what_receipt[] = {"no receipt",
@@ -1908,21 +1921,20 @@ static void test_lying_worker(void **state) {
                                   "a cancelled stop (a worker sends no Result then)",
                                   "no output token",
                                   "a context stop at max_tokens (a worker stops at max_tokens first)",
-                                  "a receipt of another context than the worker's Ready names"};
+                                  "a receipt of another context than the worker's Ready names",
+                                  "a Result's stop reason other than the one its receipt signs"};
     for (int k = 0; k < N_LIES + 2; k++) {
         uint32_t np = (uint32_t)sp->n_prompt + (k == 6 ? 5 : 0); /* the Result's usage says the same */
         uint32_t nt = k == 12 ? 0 : k == 13 ? nmax : 2;
-        int stop = k == 9                ? OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS
-                   : k == 10 || k == 13 ? OPG__V1__STOP_REASON__STOP_REASON_CONTEXT
-                   : k == 11            ? OPG__V1__STOP_REASON__STOP_REASON_CANCELLED
-                                        : OPG__V1__STOP_REASON__STOP_REASON_EOS;
+        int stop = stop_of[k];
         if (k == 0) liar_result_receipt(s, id, np, nt, NULL, 0, stop);
         else if (k == 1) liar_result_receipt(s, id, np, nt, (const uint8_t *)"not a receipt", 13, stop);
         else liar_result_receipt(s, id, np, nt, rcpt[k - 2], rl[k - 2], stop);
         f = liar_expect_job(&c, s, id, what_receipt[k]);
         opg_frame_free(&f);
     }
-    CHECK(wait_log(c.p, "event=result_refused", 16, 5000), "the refused receipts were not logged");
+    CHECK(wait_log(c.p, "event=result_refused", 17, 5000), "the refused receipts were not logged");
+    CHECK(wait_log(c.p, "another stop reason than the Result's", 1, 5000), "the other stop reason was not named");
     CHECK(wait_log(c.p, "another context_size than the worker's Ready", 1, 5000), "the other context was not named");
     CHECK(wait_log(c.p, "signature does not verify", 1, 5000), "the broken signature was not named");
     CHECK(wait_log(c.p, "another prompt length", 1, 5000), "the billed prompt length was not named");
@@ -1938,7 +1950,7 @@ static void test_lying_worker(void **state) {
     opg_sock_send(s, NULL, T(DISCONNECT), &d.base);
     proc *w = worker_start(c.wep, 2, NULL);
     expect_result(cl, id, sp, 1, "after the lying worker");
-    CHECK(metric(&c, M_REQUEUED) == requeued + 18, "%g re-queues, expected 18", metric(&c, M_REQUEUED) - requeued);
+    CHECK(metric(&c, M_REQUEUED) == requeued + 19, "%g re-queues, expected 19", metric(&c, M_REQUEUED) - requeued);
     CHECK(metric(&c, M_DONE) == 1 && metric(&c, M_FAILED) == 0, "done/failed counters");
     zmq_close(s);
     opg_client_free(cl);

@@ -216,9 +216,16 @@ static void test_save_load(void **state) {
     /* errors name the file */
     char missing[160];
     snprintf(missing, sizeof missing, "%s/none.json", dir);
-    assert_int_equal(opg_jobrecord_load(missing, &r), OPG_ERR_IO);
+    assert_int_equal(opg_jobrecord_load(missing, &r), OPG_ERR_NOT_FOUND);
     assert_non_null(strstr(opg_last_error(), "none.json"));
     assert_int_equal(opg_jobrecord_load(dir, &r), OPG_ERR_IO); /* a directory */
+    /* a FIFO is refused at once, not waited on for a writer */
+    char fifo[160];
+    snprintf(fifo, sizeof fifo, "%s/fifo.json", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(opg_jobrecord_load(fifo, &r), OPG_ERR_IO);
+    assert_non_null(strstr(opg_last_error(), "not a regular file"));
+    unlink(fifo);
     char broken[160];
     snprintf(broken, sizeof broken, "%s/broken.json", dir);
     assert_int_equal(opg_jobrecord_save(broken, "{\"opg_job_record\": 1}"), OPG_OK);

@@ -359,7 +359,12 @@ static void test_parse_malformed(void **state) {
     char big[5000];
     memset(big, '#', sizeof big);
     write_file(path, big, sizeof big, 0600);
-    expect_st(opg_key_load(path, &back), OPG_ERR_FORMAT, "at most");
+    expect_st(opg_key_load(path, &back), OPG_ERR_LIMIT, "at most");
+    /* a FIFO is refused at once, not waited on for a writer */
+    unlink(path);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    expect_st(opg_key_load(path, &back), OPG_ERR_IO, "not a regular file");
+    unlink(path);
     expect_st(opg_key_parse(text, 4, NULL), OPG_ERR_ARG, NULL);
 }
 

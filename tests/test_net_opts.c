@@ -292,7 +292,7 @@ static void test_config_errors(void **state) {
     expect_err(PARSE("--config", p), OPG_ERR_FORMAT, "near line 2, column 1", NULL);
     unlink(p);
 
-    expect_err(PARSE("--config", "/nonexistent/opg.json"), OPG_ERR_IO, "/nonexistent/opg.json", NULL);
+    expect_err(PARSE("--config", "/nonexistent/opg.json"), OPG_ERR_NOT_FOUND, "config /nonexistent/opg.json", NULL);
     expect_err(PARSE("--config"), OPG_ERR_ARG, "--config needs a value", NULL);
 
 #define CFG_ERR(text, want, n1, n2) \

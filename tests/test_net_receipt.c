@@ -70,6 +70,7 @@ static void make(sample *s) {
     s->r.sampling = &s->sp;
     s->r.max_tokens = 64;
     s->r.context_size = 2048;
+    s->r.stop_reason = OPG__V1__STOP_REASON__STOP_REASON_EOS;
 }
 
 #define assert_ok(x) assert_ok_((x), #x, __LINE__)
@@ -131,6 +132,7 @@ static uint8_t *pack_tail(const sample *s, size_t *n) {
     t.sampling = s->r.sampling;
     t.max_tokens = s->r.max_tokens;
     t.context_size = s->r.context_size;
+    t.stop_reason = s->r.stop_reason;
     *n = protobuf_c_message_get_packed_size(&t.base);
     uint8_t *b = malloc(*n + 1);
     assert_non_null(b);
@@ -404,10 +406,10 @@ static void test_unknown_fields(void **state) {
     free(ext);
     free(buf);
 
-    /* in Receipt (field 13), properly signed */
-    static const uint8_t f13[] = {13 << 3, 5};
+    /* in Receipt (field 14), properly signed */
+    static const uint8_t f14[] = {14 << 3, 5};
     size_t rn;
-    uint8_t *rb = pack_raw(&s.r, f13, sizeof f13, &rn);
+    uint8_t *rb = pack_raw(&s.r, f14, sizeof f14, &rn);
     buf = sign_raw(rb, rn, g_sk, 1, &n);
     expect_fail(buf, n, OPG_ERR_FORMAT, "Receipt: 1 unknown field");
     free(buf);
@@ -419,9 +421,10 @@ static void test_unknown_fields(void **state) {
     uint8_t *tail = pack_tail(&s, &tn);
     static const uint8_t usage_bad[] = {9 << 3 | 2, 6, 1 << 3, 17, 2 << 3, 42, 3 << 3, 1};
     static const uint8_t usage_ok[] = {9 << 3 | 2, 4, 1 << 3, 17, 2 << 3, 42};
-    /* SamplingParams{top_k 40, field 5 = 1}, max_tokens 64, context_size 2048 */
-    static const uint8_t sampling_bad[] = {10 << 3 | 2, 4, 2 << 3, 40, 5 << 3, 1, 11 << 3, 64, 12 << 3, 0x80, 0x10};
-    static const uint8_t sampling_ok[] = {10 << 3 | 2, 2, 2 << 3, 40, 11 << 3, 64, 12 << 3, 0x80, 0x10};
+    /* SamplingParams{top_k 40, field 5 = 1}, max_tokens 64, context_size 2048, stop_reason EOS */
+    static const uint8_t sampling_bad[] = {10 << 3 | 2, 4, 2 << 3, 40, 5 << 3, 1, 11 << 3, 64, 12 << 3, 0x80, 0x10,
+                                           13 << 3, 1};
+    static const uint8_t sampling_ok[] = {10 << 3 | 2, 2, 2 << 3, 40, 11 << 3, 64, 12 << 3, 0x80, 0x10, 13 << 3, 1};
     struct {
         const uint8_t *head, *rest;
         size_t nhead, nrest;
@@ -436,6 +439,7 @@ static void test_unknown_fields(void **state) {
     head.usage = NULL;
     head.sampling = NULL;
     head.max_tokens = head.context_size = 0;
+    head.stop_reason = OPG__V1__STOP_REASON__STOP_REASON_UNSPECIFIED;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         uint8_t extra[64];
         memcpy(extra, cases[i].head, cases[i].nhead);
@@ -501,6 +505,7 @@ static void test_field_checks(void **state) {
         {"Receipt.sampling: missing", 9}, {"temperature", 10}, {"temperature", 11}, {"top_p", 12},
         {"max_tokens: 0", 13}, {"max_tokens: 65537", 14}, {"more than max_tokens", 15},
         {"do not fit context_size", 16}, {"do not fit context_size", 17}, {"exceed context_size 100 + 1", 18},
+        {"Receipt.stop_reason: missing (0)", 19}, {"Receipt.stop_reason: 5 is no stop reason", 20},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sample s;
@@ -525,6 +530,8 @@ static void test_field_checks(void **state) {
         case 16: s.r.context_size = 17; break; /* 17 prompt tokens */
         case 17: s.r.context_size = 0; break;
         case 18: s.r.context_size = 100; s.u.prompt_tokens = 60; break; /* 60 + 42 > 101 */
+        case 19: s.r.stop_reason = OPG__V1__STOP_REASON__STOP_REASON_UNSPECIFIED; break;
+        case 20: s.r.stop_reason = (Opg__V1__StopReason)5; break;
         }
         assert_int_equal(opg_receipt_check(&s.r), OPG_ERR_FORMAT);
         assert_non_null(strstr(opg_last_error(), cases[i].needle));

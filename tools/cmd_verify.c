@@ -101,21 +101,31 @@ int opg_cmd_verify(int argc, char **argv) {
         valid &= report("receipt root", !memcmp(rcpt->trace_root.data, res->trace_root.data, 32), NULL);
         valid &= report("receipt usage", rcpt->usage->completion_tokens == res->usage->completion_tokens &&
                                              rcpt->usage->prompt_tokens == res->usage->prompt_tokens, NULL);
+        valid &= report("receipt stop", rcpt->stop_reason == res->stop_reason,
+                        rcpt->stop_reason == res->stop_reason ? "" : "the Result's stop reason is not the one signed");
         /* what the worker ran the job with, as it signed it: when the
            record's request says otherwise, one of the two was changed */
-        int same_params = rcpt->max_tokens == req->max_tokens && opg_proto_sampling_equal(rcpt->sampling, req->sampling);
+        int same_params = rcpt->max_tokens == req->max_tokens &&
+                          opg_proto_sampling_equal(rcpt->sampling, req->sampling) &&
+                          rcpt->contract_version == req->contract_version;
         valid &= report("receipt params", same_params,
-                        same_params ? "" : "the worker signed other sampling parameters or max_tokens than the request's");
-        snprintf(line, sizeof line, "v%u, this opg runs v%d", rcpt->contract_version, OPG_CONTRACT_VERSION);
+                        same_params ? "" : "the worker signed other sampling parameters, max_tokens or contract "
+                                           "than the request's");
+        if (!valid) goto verdict; /* the record does not hold: no need to re-run it */
         if (rcpt->contract_version != OPG_CONTRACT_VERSION) {
-            report("contract", 0, line); /* another contract: its arithmetic is not ours to re-run */
-            valid = 0;
-            goto verdict;
+            /* another contract's arithmetic is not ours to re-run: that is
+               no fault of the worker's */
+            printf("contract       v%u, this opg runs v%d: not checked\n", rcpt->contract_version,
+                   OPG_CONTRACT_VERSION);
+            fprintf(stderr, "opg verify: the job ran contract v%u; this opg runs v%d and cannot re-execute it\n",
+                    rcpt->contract_version, OPG_CONTRACT_VERSION);
+            goto done;
         }
     }
 
     /* 2. the model: the file given must be the job's */
     const char *notice = NULL;
+    if (!valid) goto verdict; /* the receipt failed already: that is the answer */
     if ((st = opg_backend_new_auto(backend, (int)threads, &be, &notice))) {
         fprintf(stderr, "opg verify: backend: %s\n", opg_last_error());
         goto done;
@@ -130,7 +140,7 @@ int opg_cmd_verify(int argc, char **argv) {
     hex(h1, req->model_id.data, 32);
     hex(h2, mid, 32);
     if (memcmp(mid, req->model_id.data, 32)) {
-        fprintf(stderr, "opg verify: %s is model sha256:%s, the job ran sha256:%s: give that model with -m\n",
+        fprintf(stderr, "opg verify: %s is model sha256:%s, the job's is sha256:%s: give that model with -m\n",
                 model_path, h2, h1);
         goto done;
     }
@@ -156,10 +166,11 @@ int opg_cmd_verify(int argc, char **argv) {
         for (int64_t i = 0; i < n_prompt; i++) u[i] = (uint32_t)prompt[i];
         opg_receipt_hash_tokens(u, (size_t)n_prompt, ph);
         free(u);
-        snprintf(line, sizeof line, "%lld tokens", (long long)n_prompt);
-        valid &= report("receipt prompt",
-                        !memcmp(rcpt->prompt_hash.data, ph, 32) && rcpt->usage->prompt_tokens == (uint64_t)n_prompt,
-                        line);
+        int same_prompt = !memcmp(rcpt->prompt_hash.data, ph, 32) && rcpt->usage->prompt_tokens == (uint64_t)n_prompt;
+        snprintf(line, sizeof line, "%lld tokens%s", (long long)n_prompt,
+                 same_prompt ? "" : ": the worker signed another prompt or length than the request's (one of the "
+                                    "two was changed)");
+        valid &= report("receipt prompt", same_prompt, line);
         /* informational: a worker may run a shorter context than the job
            could use; it is signed, so whoever pays can see it */
         int64_t could_use = n_prompt + (int64_t)req->max_tokens - 1;
@@ -182,7 +193,7 @@ int opg_cmd_verify(int argc, char **argv) {
      * cached); it never sends a Result for a cancelled job. */
     int stop_ok = 1;
     const char *why = "";
-    switch (res->stop_reason) {
+    switch (rcpt ? rcpt->stop_reason : res->stop_reason) { /* what the worker signed */
     case OPG__V1__STOP_REASON__STOP_REASON_EOS:
         stop_ok = tok && n_out > 0 && first_eog == n_out - 1;
         why = tok ? "eos, so the last token and no other is an end-of-generation token"
@@ -227,14 +238,11 @@ int opg_cmd_verify(int argc, char **argv) {
     snprintf(line, sizeof line, "%s token %lld is outside the vocabulary [0, %lld)",
              oov < (int64_t)n_out ? "output" : "prompt", (long long)(oov < (int64_t)n_out ? oov : oov - (int64_t)n_out),
              (long long)n_vocab);
-    if (!report("token ids", oov < 0, oov < 0 ? "" : line)) {
-        valid = 0;
-        goto verdict;
-    }
+    if (!report("token ids", oov < 0, oov < 0 ? "" : line)) valid = 0;
+    if (!valid) goto verdict; /* a re-execution would tell nothing more, at the cost of a prefill */
     int64_t bad = -1;
     if ((st = opg_replay(m, prompt, n_prompt, out, (int64_t)n_out, &sp, 0, &trace, &bad))) {
         fprintf(stderr, "opg verify: re-execution: %s\n", opg_last_error());
-        if (!valid) goto verdict; /* a check failed already: that is the answer */
         goto done;
     }
     uint8_t root[32];

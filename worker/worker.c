@@ -223,6 +223,9 @@ static void on_done(void *ctx, uint64_t tag, opg_gen_result *r) {
     rc.sampling = &j->sampling;
     rc.max_tokens = j->max_tokens;
     rc.context_size = model_context(wm);
+    rc.stop_reason = r->stop == OPG_STOP_EOG       ? OPG__V1__STOP_REASON__STOP_REASON_EOS
+                     : r->stop == OPG_STOP_CONTEXT ? OPG__V1__STOP_REASON__STOP_REASON_CONTEXT
+                                                   : OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS;
     uint8_t *signed_rc = NULL;
     size_t signed_len = 0;
     if (opg_receipt_sign(&rc, w->key.sign_sk, &signed_rc, &signed_len)) {
@@ -236,9 +239,7 @@ static void on_done(void *ctx, uint64_t tag, opg_gen_result *r) {
     res.output_tokens = out;
     res.usage = &usage;
     res.trace_root = (ProtobufCBinaryData){32, root};
-    res.stop_reason = r->stop == OPG_STOP_EOG       ? OPG__V1__STOP_REASON__STOP_REASON_EOS
-                      : r->stop == OPG_STOP_CONTEXT ? OPG__V1__STOP_REASON__STOP_REASON_CONTEXT
-                                                    : OPG__V1__STOP_REASON__STOP_REASON_MAX_TOKENS;
+    res.stop_reason = rc.stop_reason;
     res.receipt = (ProtobufCBinaryData){signed_len, signed_rc};
     j->n_pending = 0; /* the Result carries them */
     send_msg(w, T(RESULT), &res.base);
