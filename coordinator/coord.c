@@ -1523,6 +1523,7 @@ static opg_status bind_sock(opg_coord *c, void **sock, const char *ep, const cha
     opg_status st = opg_sock_setup(*sock, 1, hwm, 100000, 0);
     if (st) return st;
     if (c->cfg.key && (st = opg_sock_curve_server(*sock, c->cfg.key, domain))) return st;
+    opg_sock_ipv6_for(*sock, ep);
     if (zmq_bind(*sock, ep) != 0)
         return opg__fail(OPG_ERR_IO, "cannot bind the %s endpoint %s: %s", domain, ep, zmq_strerror(zmq_errno()));
     size_t n = outn;

@@ -42,6 +42,7 @@ static opg_status open_sock(opg_client *c) {
     if (zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, rid, sizeof rid) != 0)
         return opg__fail(OPG_ERR_IO, "client socket: routing id: %s", zmq_strerror(zmq_errno()));
     if (c->has_curve && (st = opg_sock_curve_client(c->sock, &c->key, c->server_key))) return st;
+    opg_sock_ipv6_for(c->sock, c->endpoint);
     if (zmq_connect(c->sock, c->endpoint) != 0)
         return opg__fail(OPG_ERR_IO, "cannot connect to %s: %s", c->endpoint, zmq_strerror(zmq_errno()));
     return OPG_OK;

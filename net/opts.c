@@ -681,12 +681,25 @@ char *opg_opts_help(const opg_opt *opts, int n, const char *usage) {
         const opg_opt *o = &opts[i];
         size_t start = b.n;
         left_col(&b, o);
-        sb_printf(&b, "%*s%s (", (int)(width + 2 - (b.failed ? 0 : b.n - start)), "", o->help ? o->help : "");
-        if (o->type == OPG_OPT_INT && bounded(o)) sb_printf(&b, "%" PRId64 "..%" PRId64 ", ", o->min, o->max);
-        if (o->type == OPG_OPT_STRS) sb_printf(&b, "repeatable, ");
-        sb_printf(&b, "default: ");
-        default_of(&b, o);
-        sb_printf(&b, ")\n");
+        sb_printf(&b, "%*s%s", (int)(width + 2 - (b.failed ? 0 : b.n - start)), "", o->help ? o->help : "");
+        /* a help text that states its default itself (one the variable
+           cannot show: "host name") gets none added */
+        int own_default = o->help && strstr(o->help, "default:");
+        const char *sep = " (";
+        if (o->type == OPG_OPT_INT && bounded(o)) {
+            sb_printf(&b, "%s%" PRId64 "..%" PRId64, sep, o->min, o->max);
+            sep = ", ";
+        }
+        if (o->type == OPG_OPT_STRS && !own_default) {
+            sb_printf(&b, "%srepeatable", sep);
+            sep = ", ";
+        }
+        if (!own_default) {
+            sb_printf(&b, "%sdefault: ", sep);
+            default_of(&b, o);
+            sep = ", ";
+        }
+        sb_printf(&b, "%s\n", sep[0] == ',' ? ")" : "");
     }
     sb_printf(&b, "%-*s%s\n", (int)(width + 2), "      --config FILE",
               "JSON object of option names to values, applied before the flags");

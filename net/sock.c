@@ -122,6 +122,12 @@ int64_t opg_wall_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void opg_sock_ipv6_for(void *sock, const char *ep) {
+    if (!ep || strncmp(ep, "tcp://", 6) || !strchr(ep, '[')) return;
+    int one = 1;
+    zmq_setsockopt(sock, ZMQ_IPV6, &one, sizeof one);
+}
+
 int opg_endpoint_is_local(const char *ep) {
     if (!ep) return 0;
     if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9)) return 1;

@@ -29,6 +29,13 @@ typedef struct {
  * a silent drop. */
 opg_status opg_sock_setup(void *sock, int is_router, int sndhwm, int rcvhwm, int linger_ms);
 
+/* Before binding or connecting sock to ep: a tcp endpoint whose host is an
+ * IPv6 address in brackets ("tcp://[::1]:5555") needs ZMQ_IPV6, which
+ * ZeroMQ leaves off. Only then is it set: with it on, a name such as
+ * localhost may resolve to ::1 first while the other side listens on
+ * 127.0.0.1 only. */
+void opg_sock_ipv6_for(void *sock, const char *ep);
+
 /* Encodes msg (of type) and sends it, to peer on a ROUTER (peer NULL on a
  * DEALER). OPG_ERR_LIMIT when the peer's queue is full, OPG_ERR_NOT_FOUND
  * when a ROUTER's peer is gone; encode errors as opg_frame_encode. */

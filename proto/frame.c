@@ -387,13 +387,14 @@ opg_status opg_frame_decode_budget(const uint8_t *buf, size_t len, size_t budget
         st = opg_pb_budget_fail(&fi->b, "envelope");
         goto fail;
     }
-    if (env->base.n_unknown_fields) {
-        st = opg__fail(OPG_ERR_FORMAT, "envelope: %u unknown field(s)", env->base.n_unknown_fields);
-        goto fail;
-    }
+    /* the version first: another version's envelope may have other fields */
     if (env->version != OPG_PROTO_VERSION) {
         st = opg__fail(OPG_ERR_UNSUPPORTED, "protocol version %u not supported (this node speaks %u)", env->version,
                        OPG_PROTO_VERSION);
+        goto fail;
+    }
+    if (env->base.n_unknown_fields) {
+        st = opg__fail(OPG_ERR_FORMAT, "envelope: %u unknown field(s)", env->base.n_unknown_fields);
         goto fail;
     }
     if (!type_known(env->type)) {

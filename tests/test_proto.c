@@ -409,6 +409,21 @@ static void test_wrong_version_and_type(void **state) {
     b = raw_frame(0xffffffffu, T(JOB), &s_job.base, &n);
     expect_fail(b, n, OPG_ERR_UNSUPPORTED, "version 4294967295");
     free(b);
+    /* a version 2 envelope with a field version 1 does not know: still "another version" */
+    b = raw_frame(2, T(HEARTBEAT), &s_hb.base, &n);
+    uint8_t *ext = malloc(n + 2);
+    assert_non_null(ext);
+    memcpy(ext, b, n);
+    ext[n] = 4 << 3; /* envelope field 4, varint 1 */
+    ext[n + 1] = 1;
+    expect_fail(ext, n + 2, OPG_ERR_UNSUPPORTED, "version 2");
+    /* the same field with version 1: an unknown field */
+    free(b);
+    b = raw_frame(1, T(HEARTBEAT), &s_hb.base, &n);
+    memcpy(ext, b, n);
+    expect_fail(ext, n + 2, OPG_ERR_FORMAT, "envelope: 1 unknown field");
+    free(ext);
+    free(b);
     b = raw_frame(1, 0, &s_hb.base, &n);
     expect_fail(b, n, OPG_ERR_FORMAT, "unknown message type 0");
     free(b);

@@ -10,13 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "default_model.h"
 #include "gguf.h"
 #include "opts.h"
 #include "receipt.h"
 
-#ifndef OPG_DEFAULT_MODEL
-#define OPG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-#endif
 
 static const char *state_name(int state) {
     static const char *names[] = {"unknown", "queued", "running", "done", "failed", "cancelled"};
@@ -150,7 +148,7 @@ int opg_cmd_result(int argc, char **argv) {
         {"stream", 0, OPG_OPT_BOOL, &stream, 0, 0, NULL,
          "print its tokens as they come, from the first (waits; --timeout-ms bounds the silence)"},
         {"model", 'm', OPG_OPT_STR, &model, 0, 0, "PATH",
-         "the job's GGUF model, to print text (default: the default model when it is the job's; else ids)"},
+         "the job's GGUF model, to print text (default: $OPG_MODEL or the default model, when it is the job's; else ids)"},
         {"quiet", 'q', OPG_OPT_BOOL, &quiet, 0, 0, NULL, "only the summary line"},
         {"save", 0, OPG_OPT_STR, &save, 0, 0, "FILE",
          "write the job record (the request as the coordinator stored it, the result, the receipt) to FILE, "
@@ -171,7 +169,7 @@ int opg_cmd_result(int argc, char **argv) {
     if (save && (rc = opg_tool_check_save("result", save)) != 0) goto out;
     rc = 1;
     opg_status st;
-    const char *path = model ? model : OPG_DEFAULT_MODEL;
+    const char *path = model ? model : opg_tool_default_model();
     uint8_t file_id[32];
     opg_tool_stream so = {NULL, quiet};
     if (!wait && !stream) { /* "not finished" is a state, not an error: ask first */

@@ -11,6 +11,7 @@
 
 #include "client.h"
 #include "contract.h"
+#include "default_model.h"
 #include "gguf.h"
 #include "jobrecord.h"
 #include "keys.h"
@@ -19,9 +20,6 @@
 #include "tokenizer.h"
 #include "trace.h"
 
-#ifndef OPG_DEFAULT_MODEL
-#define OPG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-#endif
 
 static int parse_hex32(const char *s, uint8_t out[32]) {
     if (!s || strlen(s) != 64) return -1;
@@ -108,7 +106,7 @@ void opg_tool_print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t 
 }
 
 int opg_cmd_submit(int argc, char **argv) {
-    char *model = OPG_DEFAULT_MODEL, *model_id = NULL, *prompt = NULL, *save = NULL;
+    char *model = (char *)opg_tool_default_model(), *model_id = NULL, *prompt = NULL, *save = NULL;
     opg_tool_conn conn = OPG_TOOL_CONN_DEFAULTS;
     int chat = 0, no_wait = 0, quiet = 0;
     int64_t max_tokens = 64, seed = 0, top_k = 40, max_price = 0;

@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "chat.h"
 #include "contract.h"
+#include "default_model.h"
 #include "generate.h"
 #include "jobrecord.h"
 #include "model.h"
@@ -22,9 +23,6 @@
 #include "tokenizer.h"
 #include "trace.h"
 
-#ifndef OPG_DEFAULT_MODEL
-#define OPG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-#endif
 
 static void hex(char *out, const uint8_t *b, size_t n) {
     for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
@@ -37,7 +35,7 @@ static int report(const char *what, int ok, const char *detail) {
 }
 
 int opg_cmd_verify(int argc, char **argv) {
-    char *model_path = getenv("OPG_MODEL") ? getenv("OPG_MODEL") : OPG_DEFAULT_MODEL, *backend = "cpu";
+    char *model_path = (char *)opg_tool_default_model(), *backend = "cpu";
     int64_t threads = 0;
     const opg_opt opts[] = {
         {"model", 'm', OPG_OPT_STR, &model_path, 0, 0, "PATH", "the job's GGUF model (its SHA-256 must be the job's model id)"},

@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "chat.h"
 #include "contract.h"
+#include "default_model.h"
 #include "generate.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -18,9 +19,6 @@
 #include "piece.h"
 #endif
 
-#ifndef OPG_DEFAULT_MODEL
-#define OPG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-#endif
 
 /* Prompts of other lengths that --batch-with runs beside the user's prompt. */
 static const char *k_neighbours[] = {
@@ -151,7 +149,7 @@ static int cmd_run(int argc, char **argv) {
         {"quiet", no_argument, 0, 'q'},       {"help", no_argument, 0, 'h'},
         {"backend", required_argument, 0, 'b'},
         {0, 0, 0, 0}};
-    const char *model_path = getenv("OPG_MODEL") ? getenv("OPG_MODEL") : OPG_DEFAULT_MODEL;
+    const char *model_path = opg_tool_default_model();
     const char *prompt = NULL;
     const char *backend = getenv("OPG_BACKEND") && *getenv("OPG_BACKEND") ? getenv("OPG_BACKEND")
                                                                          : "auto";

@@ -395,6 +395,7 @@ static opg_status connect_link(opg_worker *w) {
     opg_status st = opg_sock_setup(w->sock, 0, 100000, 100000, 0);
     if (st) return st;
     if (w->cfg.server_key && (st = opg_sock_curve_client(w->sock, &w->key, w->cfg.server_key))) return st;
+    opg_sock_ipv6_for(w->sock, w->cfg.coordinator);
     if (zmq_connect(w->sock, w->cfg.coordinator) != 0)
         return opg__fail(OPG_ERR_IO, "cannot connect to %s: %s", w->cfg.coordinator, zmq_strerror(zmq_errno()));
     w->last_heard = opg_now_ms();
