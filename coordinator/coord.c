@@ -365,9 +365,9 @@ static void requeue_as(opg_coord *c, job *j, const char *why, int count_attempt)
 static void requeue(opg_coord *c, job *j, const char *why) { requeue_as(c, j, why, 1); }
 
 static void worker_remove(opg_coord *c, worker *w, const char *why) {
-    char name[80];
+    char name[80], q[600];
     opg_log_q(name, sizeof name, w->name);
-    LOG(OPG_LOG_WARN, "worker_lost", "worker=%s jobs=%u why=\"%s\"", name, w->n_jobs, why);
+    LOG(OPG_LOG_WARN, "worker_lost", "worker=%s jobs=%u why=%s", name, w->n_jobs, opg_log_q(q, sizeof q, why));
     c->dispatch_dirty = 1; /* fewer contexts: a job waiting for this one's may now take a smaller one */
     while (w->n_jobs > 0) {
         uint64_t id = w->jobs[w->n_jobs - 1];
@@ -1001,7 +1001,12 @@ static int handle_worker(opg_coord *c) {
     case T(ERROR): if (w) on_worker_error(c, w, (Opg__V1__Error *)f->msg); break;
     case T(DISCONNECT):
         settle_results(c); /* a draining worker's last Results come just before: they count */
-        if (w) worker_remove(c, w, "disconnected");
+        if (w) { /* its reason (a worker whose backend failed says why) */
+            const char *r = ((const Opg__V1__Disconnect *)f->msg)->reason;
+            char why[OPG_PROTO_MAX_SHORT_STRING + 32];
+            snprintf(why, sizeof why, "disconnected: %s", r && *r ? r : "no reason given");
+            worker_remove(c, w, why);
+        }
         w = NULL;
         break;
     default:

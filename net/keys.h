@@ -9,8 +9,9 @@
  * (net/zap.h) sets as a message's User-Id.
  *
  * Return codes (runtime/status.h), with opg_last_error() naming the problem:
- *   OPG_ERR_IO         a file cannot be opened, read or written
+ *   OPG_ERR_IO         a file cannot be opened, read or written, or is no regular file
  *   OPG_ERR_NOT_FOUND  the file to read does not exist
+ *   OPG_ERR_LIMIT      a key file or allow list larger than its limit
  *   OPG_ERR_FORMAT     a key file or allow list deviating from its format (the
  *                      message names the file and line), a bad Z85 key
  *   OPG_ERR_STATE      opg_key_save: the file already exists (never overwritten)

@@ -683,14 +683,14 @@ char *opg_opts_help(const opg_opt *opts, int n, const char *usage) {
         left_col(&b, o);
         sb_printf(&b, "%*s%s", (int)(width + 2 - (b.failed ? 0 : b.n - start)), "", o->help ? o->help : "");
         /* a help text that states its default itself (one the variable
-           cannot show: "host name") gets none added */
-        int own_default = o->help && strstr(o->help, "default:");
+           cannot show: "host name") gets none added; nor "repeatable" twice */
+        int own_default = o->help && strstr(o->help, "(default:");
         const char *sep = " (";
         if (o->type == OPG_OPT_INT && bounded(o)) {
             sb_printf(&b, "%s%" PRId64 "..%" PRId64, sep, o->min, o->max);
             sep = ", ";
         }
-        if (o->type == OPG_OPT_STRS && !own_default) {
+        if (o->type == OPG_OPT_STRS && !(o->help && strstr(o->help, "repeatable"))) {
             sb_printf(&b, "%srepeatable", sep);
             sep = ", ";
         }

@@ -75,7 +75,8 @@ typedef struct {
  * Errors name the flag or key: OPG_ERR_ARG for an unknown flag or config
  * key, a missing value, a malformed or out-of-range number, a JSON value of
  * the wrong type, a positional argument without pos, a bad table;
- * OPG_ERR_IO when a config file cannot be read; OPG_ERR_FORMAT when it is not
+ * OPG_ERR_NOT_FOUND when a config file does not exist, OPG_ERR_IO when it
+ * cannot be read (or is no regular file); OPG_ERR_FORMAT when it is not
  * JSON ("line L, column C" of the error) or not a JSON object; OPG_ERR_LIMIT
  * for a config over 1 MiB. Every flag value and every config is checked
  * before anything is stored, so on error the destinations are unchanged

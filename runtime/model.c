@@ -336,9 +336,11 @@ opg_status opg_kv_new(opg_model *m, int64_t n_ctx, opg_kv **out) {
     opg_status st = m->be->ops->alloc(m->be, bytes, &kv->k);
     if (!st) st = m->be->ops->alloc(m->be, bytes, &kv->v);
     if (st) {
+        char why[400]; /* the backend's reason (a device fault, out of memory) */
+        snprintf(why, sizeof why, "%s", opg_last_error());
         opg_kv_free(kv);
-        return opg__fail(st, "kv cache: cannot allocate 2 x %zu bytes for %lld positions", bytes,
-                         (long long)n_ctx);
+        return opg__fail(st, "kv cache: cannot allocate 2 x %zu bytes for %lld positions: %s", bytes,
+                         (long long)n_ctx, why);
     }
     *out = kv;
     return OPG_OK;

@@ -72,9 +72,9 @@ void tu_inf_embedding_model(const char *src, int token, char *path, size_t n);
 /* A backend over inner (which it then owns) that forwards every call and
  * fails one on demand: tu_faulty_arm(be, n, status) makes the call n + 1
  * from then on (alloc, upload, wrap, any op; not free) return status (an
- * opg_status), once; n < 0 disarms. It may be armed while another thread
- * uses the backend. tu_faulty_calls counts the calls so far. Free it with
- * opg_backend_free. */
+ * opg_status), once; n < 0 disarms. Another thread may arm it while the
+ * backend is idle (a worker waiting for jobs), not during a call.
+ * tu_faulty_calls counts the calls so far. Free it with opg_backend_free. */
 typedef struct opg_backend opg_backend;
 opg_backend *tu_faulty_backend(opg_backend *inner);
 void tu_faulty_arm(opg_backend *be, long n, int status);

@@ -42,14 +42,15 @@ typedef struct {
     opg_backend base;
     opg_backend_ops ops;
     opg_backend *in;
-    _Atomic long countdown; /* calls until the failing one; < 0: disarmed (armed from another thread) */
+    _Atomic long countdown; /* calls until the failing one; < 0: disarmed (armed from another thread
+                               while no call is in flight) */
     _Atomic int fail_with;
     _Atomic long calls;
 } faulty;
 
 static opg_backend *in_of(opg_backend *be) { return ((faulty *)be)->in; }
 
-/* Counts the call; OPG_ERR_NOMEM when it is the armed one. */
+/* Counts the call; the armed status when it is the armed one. */
 static opg_status tick(opg_backend *be, const char *op) {
     faulty *f = (faulty *)be;
     f->calls++;

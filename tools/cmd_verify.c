@@ -157,24 +157,22 @@ int opg_cmd_verify(int argc, char **argv) {
             goto done;
         }
     }
-    if (rcpt) {
-        uint8_t ph[32];
-        uint32_t *u = malloc((size_t)(n_prompt ? n_prompt : 1) * sizeof *u);
-        if (!u) goto oom;
-        for (int64_t i = 0; i < n_prompt; i++) u[i] = (uint32_t)prompt[i];
-        opg_receipt_hash_tokens(u, (size_t)n_prompt, ph);
-        free(u);
-        int same_prompt = !memcmp(rcpt->prompt_hash.data, ph, 32) && rcpt->usage->prompt_tokens == (uint64_t)n_prompt;
-        snprintf(line, sizeof line, "%lld tokens%s", (long long)n_prompt,
-                 same_prompt ? "" : ": the worker signed another prompt or length than the request's (one of the "
-                                    "two was changed)");
-        valid &= report("receipt prompt", same_prompt, line);
-        /* informational: a worker may run a shorter context than the job
-           could use; it is signed, so whoever pays can see it */
-        int64_t could_use = n_prompt + (int64_t)req->max_tokens - 1;
-        printf("context        %u positions (the worker's)%s\n", rcpt->context_size,
-               (int64_t)rcpt->context_size < could_use ? ", fewer than the job could fill" : "");
-    }
+    uint8_t ph[32];
+    uint32_t *u = malloc((size_t)(n_prompt ? n_prompt : 1) * sizeof *u);
+    if (!u) goto oom;
+    for (int64_t i = 0; i < n_prompt; i++) u[i] = (uint32_t)prompt[i];
+    opg_receipt_hash_tokens(u, (size_t)n_prompt, ph);
+    free(u);
+    int same_prompt = !memcmp(rcpt->prompt_hash.data, ph, 32) && rcpt->usage->prompt_tokens == (uint64_t)n_prompt;
+    snprintf(line, sizeof line, "%lld tokens%s", (long long)n_prompt,
+             same_prompt ? "" : ": the worker signed another prompt or length than the request's (one of the "
+                                "two was changed)");
+    valid &= report("receipt prompt", same_prompt, line);
+    /* informational: a worker may run a shorter context than the job
+       could use; it is signed, so whoever pays can see it */
+    int64_t could_use = n_prompt + (int64_t)req->max_tokens - 1;
+    printf("context        %u positions (the worker's)%s\n", rcpt->context_size,
+           (int64_t)rcpt->context_size < could_use ? ", fewer than the job could fill" : "");
 
     /* 4. the result's own consistency: it stops where it says it stops */
     if (!tok && opg_tokenizer_from_gguf(opg_model_gguf(m), &tok) != OPG_OK) tok = NULL;
@@ -191,7 +189,8 @@ int opg_cmd_verify(int argc, char **argv) {
      * cached); it never sends a Result for a cancelled job. */
     int stop_ok = 1;
     const char *why = "";
-    switch (rcpt ? rcpt->stop_reason : res->stop_reason) { /* what the worker signed */
+    /* past the receipt's checks rcpt is there: a record without one failed them */
+    switch (rcpt->stop_reason) { /* what the worker signed */
     case OPG__V1__STOP_REASON__STOP_REASON_EOS:
         stop_ok = tok && n_out > 0 && first_eog == n_out - 1;
         why = tok ? "eos, so the last token and no other is an end-of-generation token"
@@ -203,7 +202,7 @@ int opg_cmd_verify(int argc, char **argv) {
         break;
     case OPG__V1__STOP_REASON__STOP_REASON_CONTEXT:
         stop_ok = n_out > 0 && n_out < req->max_tokens && first_eog == n_out &&
-                  (!rcpt || n_prompt + (int64_t)n_out == (int64_t)rcpt->context_size + 1);
+                  n_prompt + (int64_t)n_out == (int64_t)rcpt->context_size + 1;
         why = "context full, so at least one token, fewer than max_tokens, none of them an end, and prompt + "
               "output = the receipt's context_size + 1";
         break;

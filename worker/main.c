@@ -40,7 +40,7 @@ int main(int argc, char **argv) {
         {"coordinator", 'C', OPG_OPT_STR, &coordinator, 0, 0, "ENDPOINT", "the coordinator's worker endpoint"},
         {"server-key", 0, OPG_OPT_STR, &server_key, 0, 0, "Z85", "the coordinator's public key (CurveZMQ)"},
         {"key", 'k', OPG_OPT_STR, &key_path, 0, 0, "FILE", "identity key (opg keygen): CURVE and receipt signing"},
-        {"model", 'm', OPG_OPT_STRS, &models, 0, 0, "PATH", "GGUF model to serve (repeatable; default: " OPG_DEFAULT_MODEL ")"},
+        {"model", 'm', OPG_OPT_STRS, &models, 0, 0, "PATH", "GGUF model to serve, repeatable (default: " OPG_DEFAULT_MODEL ")"},
         {"backend", 'b', OPG_OPT_STR, &backend, 0, 0, "NAME", "auto, cpu, cuda or cuda:N"},
         {"threads", 't', OPG_OPT_INT, &threads, 0, 1024, "N", "CPU threads (0: all cores)"},
         {"slots", 's', OPG_OPT_INT, &slots, 1, 4096, "N", "jobs run at once (one batch)"},

@@ -71,13 +71,14 @@ static void metric_add(opg_worker *w, int id, double v) {
 }
 
 /* The backend failed in a way no job is to blame for and that leaves it
- * unusable (OPG_ERR_STATE: a device fault ends a CUDA context), or a step
- * failed otherwise than out of memory, which would fail the same way at the
- * next step: re-running the jobs here would fail them all, one after the
- * other. So the worker stops: its jobs go back to the coordinator (a worker
- * that disconnects has its jobs re-queued, each counting an attempt) and
- * opg_worker_run returns the error, for a supervisor to start the worker
- * again on a fresh backend. */
+ * unusable (OPG_ERR_STATE: a device fault ends a CUDA context): every later
+ * step would fail, and with it every job sent here. So the worker stops:
+ * its jobs go back to the coordinator (a worker that disconnects has its
+ * jobs re-queued, each counting an attempt) and opg_worker_run returns the
+ * error, for a supervisor to start the worker again on a fresh backend.
+ * Other failures of a step are the step's own (out of memory: maybe for now
+ * only) or a bug that a job's shape triggers, the same on every worker:
+ * those fail the step's jobs, and the worker goes on. */
 static void fail_worker(opg_worker *w, opg_status st, const char *why) {
     if (w->fatal) return;
     w->fatal = st;
@@ -262,6 +263,7 @@ static int model_index(opg_worker *w, const ProtobufCBinaryData *id) {
 
 static void on_job(opg_worker *w, const Opg__V1__Job *m) {
     if (find_job(w, m->job_id)) return; /* already running it */
+    if (w->fatal) return; /* stopping: the Disconnect gives it back */
     if (w->draining) {
         send_error(w, m->job_id, OPG_ERR_TIMEOUT, "worker draining: job not taken");
         return;
@@ -575,10 +577,11 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
         if (timeout > 0 && zmq_poll(&it, 1, timeout) < 0 && zmq_errno() != EINTR)
             return opg__fail(OPG_ERR_IO, "poll: %s", zmq_strerror(zmq_errno()));
         if (read_link(w)) {
-            if (w->draining) break;
+            if (w->draining || w->fatal) break;
             if ((st = reconnect(w, "coordinator said disconnect", stop))) return st;
             continue;
         }
+        if (w->fatal) break; /* a Job's cache met a broken backend */
         for (int i = 0; i < w->cfg.n_models; i++) {
             if (!opg_sched_active(w->models[i].sched)) continue;
             int64_t t0 = opg_now_ms();
@@ -586,16 +589,16 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
             if ((st = opg_sched_step(w->models[i].sched))) {
                 char why[512];
                 snprintf(why, sizeof why, "%s", opg_last_error());
-                if (st != OPG_ERR_NOMEM) {
+                if (st == OPG_ERR_STATE) {
                     fail_worker(w, st, why);
                     break;
                 }
-                /* out of memory: maybe for now only; the model's jobs go back
-                   (the coordinator re-queues on NOMEM), the worker stays */
+                /* the model's jobs fail (out of memory: the coordinator
+                   re-queues them), the worker stays */
                 LOG(OPG_LOG_ERROR, "step_failed", "error=\"%s\"", why);
                 wjob *j, *t;
                 HASH_ITER(hh, w->jobs, j, t) if (j->model == i) {
-                    send_error(w, j->id, OPG_ERR_NOMEM, why);
+                    send_error(w, j->id, st == OPG_ERR_NOMEM ? OPG_ERR_NOMEM : OPG_ERR_STATE, why);
                     j->cancelled = 1;
                     metric_add(w, w->m_failed, 1);
                     opg_sched_cancel(w->models[i].sched, j->id);
@@ -616,6 +619,7 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
         }
     }
     drop_all(w);
+    drop_deferred(w);
     if (w->sock) {
         if (w->fatal) { /* the coordinator re-queues what this worker held */
             char reason[OPG_PROTO_MAX_SHORT_STRING + 1];
