@@ -177,6 +177,19 @@ static void job_init(Opg__V1__SubmitJob *j, Opg__V1__TokenList *tl, Opg__V1__Sam
     j->contract_version = OPG_CONTRACT_VERSION;
 }
 
+/* job_init's job run alone in this process: its result and trace root. */
+static void reference(net *n, uint32_t max_tokens, opg_gen_result *ref, uint8_t root[32]) {
+    int32_t p32[5];
+    for (int i = 0; i < 5; i++) p32[i] = (int32_t)g_prompt[i];
+    opg_gen_request q = {0};
+    q.prompt = p32;
+    q.n_prompt = 5;
+    q.max_tokens = max_tokens;
+    q.sampling = (opg_sample_params){0.7f, 20, 0.9f, 1234};
+    must(opg_generate(n->m, &q, 1, ref, NULL), "reference");
+    opg_trace_root(ref->trace, root);
+}
+
 /* The coordinator's /metrics text, value of one series line ("name{labels}"). */
 static double metric(net *n, const char *series) {
     char *text = NULL;
@@ -214,17 +227,9 @@ static void test_stream_result_receipt(void **state) {
     net n;
     net_start(&n, 1, 0);
     /* reference: the same request alone, in this process */
-    opg_gen_request q = {0};
-    int32_t p32[5];
-    for (int i = 0; i < 5; i++) p32[i] = (int32_t)g_prompt[i];
-    q.prompt = p32;
-    q.n_prompt = 5;
-    q.max_tokens = 24;
-    q.sampling = (opg_sample_params){0.7f, 20, 0.9f, 1234};
     opg_gen_result ref;
-    must(opg_generate(n.m, &q, 1, &ref, NULL), "reference");
     uint8_t ref_root[32];
-    opg_trace_root(ref.trace, ref_root);
+    reference(&n, 24, &ref, ref_root);
 
     opg_client *c = client(&n);
     Opg__V1__SubmitJob j;
@@ -372,17 +377,9 @@ static void test_backend_failure(void **state) {
         uint32_t max_tokens; /* another than before: a new KV cache, allocated in the Job's handler */
     } cases[3] = {{OPG_ERR_NOMEM, 20, 24}, {OPG_ERR_STATE, 20, 24}, {OPG_ERR_STATE, 0, 9}};
     for (int k = 0; k < 3; k++) {
-        opg_gen_request q = {0};
-        int32_t p32[5];
-        for (int i = 0; i < 5; i++) p32[i] = (int32_t)g_prompt[i];
-        q.prompt = p32;
-        q.n_prompt = 5;
-        q.max_tokens = cases[k].max_tokens;
-        q.sampling = (opg_sample_params){0.7f, 20, 0.9f, 1234};
         opg_gen_result ref;
-        must(opg_generate(n.m, &q, 1, &ref, NULL), "reference");
         uint8_t ref_root[32];
-        opg_trace_root(ref.trace, ref_root);
+        reference(&n, cases[k].max_tokens, &ref, ref_root);
         Opg__V1__SubmitJob j;
         Opg__V1__TokenList tl;
         Opg__V1__SamplingParams sp;
