@@ -12,11 +12,11 @@
 #include "default_model.h"
 #include "generate.h"
 #include "model.h"
+#include "piece.h"
 #include "tokenizer.h"
 #include "trace.h"
 #ifdef OPG_HAVE_NETWORK
 #include "cmd_net.h"
-#include "piece.h"
 #endif
 
 
