@@ -20,9 +20,13 @@ text it writes is noise. Timings only; no reference output.
 import argparse
 import sys
 
-import numpy as np
-import gguf
-from gguf import GGMLQuantizationType as Q
+try:
+    import numpy as np
+    import gguf
+    from gguf import GGMLQuantizationType as Q
+except ImportError as e:  # exit 77: ctest's "skipped" (bench_model_gen)
+    print(f"skipped: gen_bench_model.py needs numpy and the PyPI gguf package ({e})", file=sys.stderr)
+    sys.exit(77)
 
 # block bytes, and byte offsets of the f16 scales to set (the rest random)
 BLOCKS = {
