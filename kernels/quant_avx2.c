@@ -508,6 +508,15 @@ ALWAYS_INLINE __m256 dot8(const opg_block_q8a *xa, const uint8_t *w8, opg_dtype 
             for (size_t o = o0; o < o1; o += 64) _mm_prefetch((const char *)(ahead + o), _MM_HINT_T0);
         } else if (pf) {
             pfc = ahead + (size_t)c * OPG_QCHUNK_BLOCKS * (size_t)pf_lines * 64;
+        } else if (wt == OPG_Q6_K_X8) {
+            /* a packed Q6_K chunk is read out of order (its scales at the
+               end first, then ql and qh in turns), which the hardware
+               prefetcher follows badly: the next chunk (or the next tile's
+               first) is fetched while this one computes. 1.4-1.6x on the
+               4096 x 4096 GEMV; Q4_K's chunks, read in order, gain nothing
+               (docs/benchmarks.md, 2026-12-07 16:30) */
+            const size_t cb = 8 * sizeof(opg_block_q6_K);
+            prefetch_lines(w8 + (size_t)(c + 1) * cb, (int)(cb / 64) + 1);
         }
         prep_chunk(&pr, wt, w8, rb, c, nblk);
         __m256 p = chunk_dot(&pr, wt, w8, rb, c, nblk, xa, pfc, pf_lines, NULL);
