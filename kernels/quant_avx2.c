@@ -514,7 +514,7 @@ ALWAYS_INLINE __m256 dot8(const opg_block_q8a *xa, const uint8_t *w8, opg_dtype 
                prefetcher follows badly: the next chunk (or the next tile's
                first) is fetched while this one computes. 1.4-1.6x on the
                4096 x 4096 GEMV; Q4_K's chunks, read in order, gain nothing
-               (docs/benchmarks.md, 2026-12-07 16:30) */
+               (docs/benchmarks.md, 2026-12-07 16:25-16:30) */
             const size_t cb = 8 * sizeof(opg_block_q6_K);
             prefetch_lines(w8 + (size_t)(c + 1) * cb, (int)(cb / 64) + 1);
         }
