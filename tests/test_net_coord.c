@@ -361,7 +361,8 @@ static void test_queue_cancel_refusals(void **state) {
  * unusable), in a step or in the KV cache's allocation of a new job, stops
  * the worker with the error after a Disconnect, so the coordinator
  * re-queues its job at once (heartbeats of 10 s here: not by a timeout),
- * and the next worker finishes it. Each time the answer is the job's alone. */
+ * and the next worker finishes it. Each time the answer is the job's alone.
+ * Any other failure of a step fails its job (final) and the worker goes on. */
 static void test_backend_failure(void **state) {
     (void)state;
     net n;
@@ -426,6 +427,28 @@ static void test_backend_failure(void **state) {
     }
     assert_true(metric(&n, "opg_jobs_finished_total{state=\"done\"}") == 3.0);
     assert_true(metric(&n, "opg_jobs_finished_total{state=\"failed\"}") <= 0.0);
+    /* any other failure of a step (a bug a job's shape meets, the same on
+       every worker) fails the step's job, once; the worker goes on */
+    Opg__V1__SubmitJob j;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    job_init(&j, &tl, &sp, &n, 24);
+    tu_faulty_arm(n.be, 20, OPG_ERR_ARG);
+    uint64_t id = 0;
+    must(opg_client_submit(c, &j, TIMEOUT, &id), "submit");
+    opg_frame *f = NULL;
+    opg_status rs = opg_client_result(c, id, 1, TIMEOUT, &f);
+    if (rs != OPG_ERR_STATE || !strstr(opg_last_error(), "injected")) {
+        print_error("a step failing with ARG: the job's answer is %s: \"%s\"\n", opg_strerror(rs), opg_last_error());
+        fail();
+    }
+    assert_true(metric(&n, "opg_jobs_finished_total{state=\"failed\"}") == 1.0);
+    assert_true(metric(&n, "opg_jobs_requeued_total") == 3.0);
+    assert_false(n.worker_ended);
+    must(opg_client_submit(c, &j, TIMEOUT, &id), "submit after");
+    must(opg_client_result(c, id, 1, TIMEOUT, &f), "result after");
+    opg_frame_free(&f);
+    assert_false(n.worker_ended);
     opg_client_free(c);
     net_stop(&n);
 }
