@@ -51,7 +51,10 @@ def random_blocks(rng, rows, cols, qt, scale):
 
 
 def copy_tokenizer(w, src):
-    r = gguf.GGUFReader(src)
+    try:
+        r = gguf.GGUFReader(src)
+    except (OSError, ValueError) as e:
+        sys.exit(f"gen_bench_model: --tokenizer {src}: {e}")
     n_vocab = None
     for name, f in r.fields.items():
         if not name.startswith("tokenizer."):
