@@ -5,13 +5,19 @@
  * typed getter, every element of every array, every byte of every string and
  * tensor. The input buffer is exactly the input's size, so ASan reports any
  * read outside it. Invariants the loader promises are checked with
- * __builtin_trap() so a violation is a crash the fuzzer keeps. */
+ * __builtin_trap() so a violation is a crash the fuzzer keeps.
+ *
+ * Then what else reads a model file's metadata before any weight: the
+ * tokenizer built from tokenizer.ggml.* (a fixed text encoded, decoded, and
+ * tokens rendered) and the chat template's detection. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "gguf.h"
+#include "tokenizer.h"
 
 #define CHECK(c)                        \
     do {                                \
@@ -124,6 +130,55 @@ static void walk_tensor(const opg_gguf *g, const uint8_t *base, size_t size, int
     free(name);
 }
 
+/* A vocabulary from the file: built or refused with a message; when built,
+ * a text with special tokens, digits, non-ASCII and an invalid byte encodes
+ * to ids inside the vocabulary (or fails with a message: a vocabulary may
+ * lack characters), which decode; every token renders. */
+static void walk_tokenizer(const opg_gguf *g) {
+    opg_tokenizer *t = (opg_tokenizer *)1;
+    opg_status st = opg_tokenizer_from_gguf(g, &t);
+    if (st != OPG_OK) {
+        CHECK(t == NULL);
+        CHECK(st == OPG_ERR_NOT_FOUND || st == OPG_ERR_FORMAT || st == OPG_ERR_UNSUPPORTED ||
+              st == OPG_ERR_ARG || st == OPG_ERR_LIMIT);
+        CHECK(opg_last_error()[0] != 0);
+    } else {
+        int32_t n_vocab = opg_tokenizer_n_vocab(t);
+        CHECK(n_vocab >= 1);
+        static const char text[] = "<s>Hello <|im_start|>w\xC3\xB6rld  12345\n\xE2\x96\x81x \xFF<|eot_id|>";
+        int32_t ids[256];
+        size_t n = 0;
+        st = opg_tokenizer_encode(t, text, sizeof text - 1, OPG_TOK_PARSE_SPECIAL | OPG_TOK_ADD_SPECIAL, ids,
+                                  sizeof ids / sizeof *ids, &n);
+        if (st == OPG_OK) {
+            for (size_t i = 0; i < n; i++) CHECK(ids[i] >= 0 && ids[i] < n_vocab);
+            char out[1024];
+            size_t len = 0;
+            st = opg_tokenizer_decode(t, ids, n, OPG_TOK_DECODE_SPECIAL | OPG_TOK_DECODE_STRIP_PREFIX, out,
+                                      sizeof out, &len);
+            CHECK(st == OPG_OK || st == OPG_ERR_LIMIT);
+            if (st == OPG_OK) CHECK(out[len] == 0);
+        } else {
+            CHECK(n == 0 && opg_last_error()[0] != 0);
+        }
+        for (int32_t id = 0; id < n_vocab && id < 1024; id++) {
+            char piece[64];
+            size_t len = 0;
+            st = opg_tokenizer_token_to_piece(t, id, OPG_TOK_DECODE_SPECIAL, piece, sizeof piece, &len);
+            CHECK(st == OPG_OK || (st == OPG_ERR_LIMIT && len >= sizeof piece));
+            size_t tl = 0;
+            const char *tt = opg_tokenizer_token_text(t, id, &tl);
+            CHECK(tt != NULL);
+            g_sink += touch(tt, tl) + (uint64_t)opg_tokenizer_is_eog(t, id);
+        }
+        opg_tokenizer_free(t);
+    }
+    opg_chat_format f;
+    st = opg_chat_format_from_gguf(g, &f);
+    CHECK(st == OPG_OK || st == OPG_ERR_NOT_FOUND || st == OPG_ERR_UNSUPPORTED || st == OPG_ERR_FORMAT);
+    if (st == OPG_OK) CHECK(f >= OPG_CHAT_CHATML && f <= OPG_CHAT_LLAMA2);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -159,6 +214,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     opg_gguf_tensor t;
     CHECK(opg_gguf_tensor_info(g, n_t, &t) == OPG_ERR_ARG);
     CHECK(opg_gguf_find_tensor(g, "") == -1);
+    walk_tokenizer(g);
     opg_gguf_close(g);
     return 0;
 }
