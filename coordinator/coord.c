@@ -60,6 +60,8 @@ typedef struct job {
     int has_owner;             /* 0: stored before owners existed, any client may see it */
     char owner[OPG_JOBSTORE_MAX_OWNER + 1]; /* the submitting client's User-Id ("" without CURVE) */
     int attempts;              /* workers lost while running it */
+    int alone;                 /* a worker running it was lost: it runs alone on a worker from now on */
+    int lost_alone;            /* workers lost while it ran alone on them */
     int result_pending;        /* its Result waits for the batch's signature checks */
     struct worker *w;          /* while running */
     int64_t t_submit, t_dispatch;
@@ -101,6 +103,7 @@ typedef struct worker {
     uint32_t n_jobs, cap_jobs;
     int64_t last_seen;
     uint32_t hb_ms;            /* its Heartbeat.interval_ms; 0: not said */
+    uint64_t hold;             /* the job (alone) it runs alone, or drains for; 0: none (worker_hold) */
     struct worker *prev, *next;
 } worker;
 
@@ -334,20 +337,24 @@ static uint32_t worker_context(const worker *w, const uint8_t model[32]) {
 
 static void finish_job(opg_coord *c, job *j, int state, uint8_t *frame, size_t len);
 
-/* A running job goes back to the queue (its worker is lost or failed
- * transiently), or fails once it has lost max_attempts workers. */
-/* Back to the front of its queue (count_attempt: it counts against
- * --max-attempts, as a worker lost while running it). */
+/* A running job goes back to the front of its queue (its worker is lost or
+ * failed transiently), or fails once it has lost max_attempts workers
+ * (count_attempt: this counts as one, as a worker lost while running it),
+ * or max_lost_alone workers while it ran alone on them (requeue_lost). */
 static void requeue_as(opg_coord *c, job *j, const char *why, int count_attempt) {
     if (j->w) worker_drop_job(j->w, j->id);
     j->w = NULL;
     if (j->state == OPG_JOB_RUNNING) c->n_running--;
     j->state = 0; /* in no queue, not running */
     j->attempts += count_attempt != 0;
-    if (j->attempts >= c->cfg.max_attempts) {
+    if (j->attempts >= c->cfg.max_attempts || j->lost_alone >= c->cfg.max_lost_alone) {
         char msg[256];
-        snprintf(msg, sizeof msg, "job %llu failed: %d workers lost while running it (last: %s)",
-                 (unsigned long long)j->id, j->attempts, why);
+        if (j->lost_alone >= c->cfg.max_lost_alone)
+            snprintf(msg, sizeof msg, "job %llu failed: %d workers lost while it ran alone on them (last: %s)",
+                     (unsigned long long)j->id, j->lost_alone, why);
+        else
+            snprintf(msg, sizeof msg, "job %llu failed: %d workers lost while running it (last: %s)",
+                     (unsigned long long)j->id, j->attempts, why);
         Opg__V1__Error e = OPG__V1__ERROR__INIT;
         e.job_id = j->id;
         e.code = OPG_ERR_STATE;
@@ -364,6 +371,29 @@ static void requeue_as(opg_coord *c, job *j, const char *why, int count_attempt)
 
 static void requeue(opg_coord *c, job *j, const char *why) { requeue_as(c, j, why, 1); }
 
+/* j's worker w was lost while running it. Every job a lost worker ran runs
+ * alone from then on (pick_worker), so a job that brings its worker down
+ * (a kernel fault its shape meets: the same on every worker) shows itself
+ * and stops no other job; once max_lost_alone workers were lost while it
+ * ran alone on them, it fails. */
+static void requeue_lost(opg_coord *c, worker *w, job *j, const char *why) {
+    j->lost_alone += j->alone && w->hold == j->id;
+    j->alone = 1;
+    requeue(c, j, why);
+}
+
+/* The job w is held for, 0 for none: a job that must run alone (job.alone)
+ * and runs on w, or waits for w to drain (pick_worker). A hold ends when its
+ * job runs elsewhere or is no longer active; cleared here lazily. */
+static uint64_t worker_hold(opg_coord *c, worker *w) {
+    if (!w->hold) return 0;
+    job *j = NULL;
+    HASH_FIND(hh, c->jobs, &w->hold, sizeof w->hold, j);
+    if (!j || j->final_state || !j->alone || !(j->state == OPG_JOB_QUEUED || (j->state == OPG_JOB_RUNNING && j->w == w)))
+        w->hold = 0;
+    return w->hold;
+}
+
 static void worker_remove(opg_coord *c, worker *w, const char *why) {
     char name[80], q[600];
     opg_log_q(name, sizeof name, w->name);
@@ -373,7 +403,7 @@ static void worker_remove(opg_coord *c, worker *w, const char *why) {
         uint64_t id = w->jobs[w->n_jobs - 1];
         job *j = NULL;
         HASH_FIND(hh, c->jobs, &id, sizeof id, j);
-        if (j && j->w == w && !j->final_state) requeue(c, j, why);
+        if (j && j->w == w && !j->final_state) requeue_lost(c, w, j, why);
         else worker_drop_job(w, id);
     }
     DL_DELETE(c->workers, w);
@@ -540,16 +570,51 @@ static int can_take(const worker *w, const job *j, uint32_t *ctx) {
 /* Why pick_worker found no worker for j. */
 enum { PICK_OK, PICK_NO_SLOT, PICK_WAIT, PICK_NO_TAKER };
 
+/* Whether w may get j now as far as running alone goes: a job that must run
+ * alone (job.alone) only a worker with no jobs that is not held for another;
+ * any other job only a worker not held (worker_hold). */
+static int alone_allows(opg_coord *c, worker *w, const job *j) {
+    uint64_t hold = worker_hold(c, w);
+    return j->alone ? w->n_jobs == 0 && (!hold || hold == j->id) : !hold;
+}
+
+/* For a job that must run alone and found no idle worker: holds the best
+ * worker that could take it (by pick_worker's rules, busy or not) for it, so
+ * that worker gets no new jobs, drains, and then runs j (without this a busy
+ * fleet would never come to an idle worker). Nothing when a worker is held
+ * for j already or every candidate is held for another. */
+static void hold_for(opg_coord *c, job *j, int any_fits, int any_holds_prompt) {
+    worker *w, *best = NULL;
+    uint32_t best_ctx = 0, ctx;
+    DL_FOREACH(c->workers, w) {
+        uint64_t hold = worker_hold(c, w);
+        if (hold == j->id) return;
+        if (hold || !can_take(w, j, &ctx)) continue;
+        if (any_holds_prompt && ctx <= j->prompt_len) continue;
+        if (!best || better_worker(j, w, ctx, best, best_ctx)) {
+            best = w;
+            best_ctx = ctx;
+        }
+    }
+    if (!best || (best_ctx < j->need && any_fits)) return;
+    best->hold = j->id;
+    char name[80];
+    LOG(OPG_LOG_INFO, "worker_held", "worker=%s job=%llu jobs=%u", opg_log_q(name, sizeof name, best->name),
+        (unsigned long long)j->id, best->n_jobs);
+}
+
 /* The worker for j now, among those that can take it (can_take) with a free
  * slot: one whose context holds the whole job (job_need). When such a worker
  * is registered but busy, the job waits for it (PICK_WAIT); only when none is
  * registered does a smaller context take it, the largest first (the job then
  * stops early with "context") but never one that cannot hold its prompt
- * while another can. *why: PICK_OK; PICK_NO_SLOT when no worker of the model
- * has a free slot at all (nothing behind j can run either); PICK_NO_TAKER
- * when no registered worker can take it (a price, the model) and none will
- * until another Ready. */
-static worker *pick_worker(opg_coord *c, const job *j, int *why) {
+ * while another can. A job that must run alone takes only an idle worker
+ * and otherwise holds one for itself (hold_for); other jobs pass over held
+ * workers (alone_allows). *why: PICK_OK; PICK_NO_SLOT when no worker of the
+ * model has a free slot at all (nothing behind j can run either);
+ * PICK_NO_TAKER when no registered worker can take it (a price, the model)
+ * and none will until another Ready. */
+static worker *pick_worker(opg_coord *c, job *j, int *why) {
     worker *w, *best = NULL;
     uint32_t best_ctx = 0, ctx;
     int any_fits = 0, any_taker = 0, any_holds_prompt = 0, any_slot = 0;
@@ -561,7 +626,7 @@ static worker *pick_worker(opg_coord *c, const job *j, int *why) {
         any_holds_prompt |= ctx > j->prompt_len;
     }
     DL_FOREACH(c->workers, w) {
-        if (!can_take(w, j, &ctx) || w->n_jobs >= w->slots) continue;
+        if (!can_take(w, j, &ctx) || w->n_jobs >= w->slots || !alone_allows(c, w, j)) continue;
         if (any_holds_prompt && ctx <= j->prompt_len) continue; /* it would refuse the prompt */
         if (!best || better_worker(j, w, ctx, best, best_ctx)) {
             best = w;
@@ -570,6 +635,7 @@ static worker *pick_worker(opg_coord *c, const job *j, int *why) {
     }
     *why = PICK_OK;
     if (best && (best_ctx >= j->need || !any_fits)) return best;
+    if (j->alone && any_taker) hold_for(c, j, any_fits, any_holds_prompt);
     *why = !any_slot ? PICK_NO_SLOT : !any_taker ? PICK_NO_TAKER : PICK_WAIT;
     return NULL;
 }
@@ -595,6 +661,12 @@ static int dispatch_to(opg_coord *c, worker *w, job *j, int64_t now) {
     }
     j->state = OPG_JOB_RUNNING;
     j->w = w;
+    if (j->alone) {
+        w->hold = j->id;
+        char name[80];
+        LOG(OPG_LOG_INFO, "job_alone", "job=%llu worker=%s", (unsigned long long)j->id,
+            opg_log_q(name, sizeof name, w->name));
+    }
     j->sent_ctx = worker_context(w, j->model);
     j->t_dispatch = now;
     OPG_LT(j->id, OPG_LT_C_JOB, 0);
@@ -1582,6 +1654,7 @@ opg_status opg_coord_new(const opg_coord_config *cfg, opg_coord **out) {
     if (c->cfg.heartbeat_ms <= 0) c->cfg.heartbeat_ms = 1000;
     if (c->cfg.liveness <= 0) c->cfg.liveness = 3;
     if (c->cfg.max_attempts <= 0) c->cfg.max_attempts = 5;
+    if (c->cfg.max_lost_alone <= 0) c->cfg.max_lost_alone = 2;
     if (c->cfg.queue_max <= 0) c->cfg.queue_max = 1000000;
     if (c->cfg.client_hwm <= 0) c->cfg.client_hwm = 1000;
     if (c->cfg.verify_threads <= 0) {

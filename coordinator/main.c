@@ -27,7 +27,7 @@ int main(int argc, char **argv) {
     char *metrics_addr = "127.0.0.1:9100", *key_path = NULL, *allow_workers = NULL, *allow_clients = NULL;
     char *log_level = "info", *receipts = "full";
     int64_t heartbeat = 1000, liveness = 3, attempts = 5, queue_max = 1000000, client_hwm = 1000, verify_threads = 0;
-    int64_t retention_s = 0;
+    int64_t retention_s = 0, lost_alone = 2;
     const opg_opt opts[] = {
         {"workers", 'w', OPG_OPT_STR, &workers, 0, 0, "ENDPOINT", "where workers connect (ZeroMQ bind endpoint)"},
         {"clients", 'c', OPG_OPT_STR, &clients, 0, 0, "ENDPOINT", "where clients connect"},
@@ -39,6 +39,8 @@ int main(int argc, char **argv) {
         {"heartbeat-ms", 0, OPG_OPT_INT, &heartbeat, 10, 600000, "MS", "heartbeat period, both ways"},
         {"liveness", 0, OPG_OPT_INT, &liveness, 1, 100, "N", "missed heartbeats before a worker is lost"},
         {"max-attempts", 0, OPG_OPT_INT, &attempts, 1, 1000, "N", "lost workers before a job fails"},
+        {"max-lost-alone", 0, OPG_OPT_INT, &lost_alone, 1, 1000, "N",
+         "a job whose worker was lost runs alone; it fails once N workers were lost while it ran alone on them"},
         {"queue-max", 0, OPG_OPT_INT, &queue_max, 1, INT64_MAX, "N", "queued jobs before submissions are refused"},
         {"client-hwm", 0, OPG_OPT_INT, &client_hwm, 1, 10000000, "N", "messages queued per client before drops"},
         {"retention-s", 0, OPG_OPT_INT, &retention_s, 0, INT64_MAX / 1000, "S",
@@ -98,6 +100,7 @@ int main(int argc, char **argv) {
     cfg.heartbeat_ms = (int)heartbeat;
     cfg.liveness = (int)liveness;
     cfg.max_attempts = (int)attempts;
+    cfg.max_lost_alone = (int)lost_alone;
     cfg.queue_max = queue_max;
     cfg.client_hwm = (int)client_hwm;
     cfg.retention_ms = retention_s * 1000;

@@ -489,12 +489,220 @@ static void test_ipv6_loopback(void **state) {
     net_stop(&n);
 }
 
+/* ---- a job that brings its worker down (test_poison_job) ------------------------------ */
+
+/* A worker of its own (model on a faulty backend of its own) that a test
+ * restarts when it stops, as a supervisor would. */
+typedef struct {
+    net *n;
+    opg_backend *be;
+    opg_model *m;
+    opg_keypair key;
+    opg_worker *w;
+    pthread_t t;
+    volatile sig_atomic_t stop;
+    _Atomic int ended;
+    int starts;
+    int poison;
+} own_worker;
+
+static void *own_worker_main(void *arg) {
+    own_worker *o = arg;
+    (void)opg_worker_run(o->w, &o->stop);
+    o->ended = 1;
+    return NULL;
+}
+
+static void own_worker_start(own_worker *o) {
+    if (!o->m) {
+        must(opg_backend_cpu_new(1, &o->be), "backend");
+        o->be = tu_faulty_backend(o->be);
+        must(opg_model_load(tiny_path(), o->be, NULL, NULL, &o->m), tiny_path());
+        must(opg_keypair_generate(&o->key), "keypair");
+    }
+    tu_faulty_poison(o->be, o->poison, 20000); /* 20 ms a forward pass: jobs overlap */
+    opg_worker_config wc = {0};
+    wc.coordinator = opg_coord_workers_endpoint(o->n->coord);
+    wc.key = &o->key;
+    wc.name = "poisoned";
+    wc.models = &o->m;
+    wc.n_models = 1;
+    wc.slots = 4;
+    wc.heartbeat_ms = 10000; /* only a Disconnect gives its jobs back soon */
+    wc.stream_ms = 1;
+    o->stop = 0;
+    o->ended = 0;
+    must(opg_worker_new(&wc, &o->w), "opg_worker_new");
+    assert_int_equal(pthread_create(&o->t, NULL, own_worker_main, o), 0);
+    o->starts++;
+}
+
+/* Joins a worker that stopped by itself; 1 when it had. */
+static int own_worker_reap(own_worker *o) {
+    if (!o->w || !o->ended) return 0;
+    pthread_join(o->t, NULL);
+    opg_worker_free(o->w);
+    o->w = NULL;
+    return 1;
+}
+
+static void own_worker_free(own_worker *o) {
+    if (o->w) {
+        o->stop = 1;
+        pthread_join(o->t, NULL);
+        opg_worker_free(o->w);
+    }
+    opg_model_free(o->m);
+    opg_backend_free(o->be);
+}
+
+static int job_state(opg_client *c, uint64_t id) {
+    int st = 0;
+    uint32_t done = 0;
+    must(opg_client_status(c, id, TIMEOUT, &st, &done), "status");
+    return st;
+}
+
+/* The job's final answer: its trace root equals root, or (root NULL) it
+ * failed with an error naming how. */
+static void expect_final(opg_client *c, uint64_t id, const uint8_t *root, const char *error_has) {
+    opg_frame *f = NULL;
+    opg_status st = opg_client_result(c, id, 1, TIMEOUT, &f);
+    if (root) {
+        must(st, "result");
+        assert_memory_equal(((const Opg__V1__Result *)f->msg)->trace_root.data, root, 32);
+        opg_frame_free(&f);
+    } else if (st != OPG_ERR_STATE || !strstr(opg_last_error(), error_has)) {
+        print_error("job %llu: %s: \"%s\" (wanted a failure saying \"%s\")\n", (unsigned long long)id,
+                    opg_strerror(st), opg_last_error(), error_has);
+        fail();
+    }
+}
+
+/* A job that faults every worker it runs on (a kernel bug its shape meets,
+ * as tu_faulty_poison makes one): each worker that runs it stops (Disconnect,
+ * backend failed) and is restarted here. The jobs that were on the lost worker
+ * with it run alone from then on: the innocent ones finish with their
+ * reference roots, the poisoned one fails once two workers were lost while
+ * it ran alone on them; no other job runs beside a job that runs alone, and
+ * a busy worker is held (gets no new jobs) until it drains for one. With the
+ * jobs re-queued together as before, the innocent ones failed with it after
+ * --max-attempts (5) lost workers. */
+static void test_poison_job(void **state) {
+    (void)state;
+    net n;
+    g_heartbeat_ms = 10000;
+    net_start(&n, 0, 0);
+    g_heartbeat_ms = 100;
+    opg_client *c = client(&n);
+    opg_gen_result ref24, ref40;
+    uint8_t root24[32], root40[32];
+    reference(&n, 24, &ref24, root24);
+    reference(&n, 40, &ref40, root40);
+    /* the poison: a token no innocent job embeds (their prompt and output) */
+    int poison = -1;
+    for (int t = 1; t < 256 && poison < 0; t++) {
+        int used = 0;
+        for (int i = 0; i < 5; i++) used |= (int)g_prompt[i] == t;
+        for (int64_t i = 0; i < ref40.n_tokens; i++) used |= ref40.tokens[i] == t;
+        if (!used) poison = t;
+    }
+    assert_true(poison > 0);
+    uint32_t bad_prompt[5] = {3, 14, (uint32_t)poison, 9, 2};
+
+    own_worker w[2] = {{.n = &n, .poison = poison}, {.n = &n, .poison = poison}};
+    own_worker_start(&w[0]);
+    for (int t = 0; t < 500 && metric(&n, "opg_workers") != 1.0; t++) usleep(10000);
+
+    /* 1: two innocent jobs and the poisoned one on one worker: it stops */
+    Opg__V1__SubmitJob j;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    uint64_t x = 0, y = 0, p = 0;
+    job_init(&j, &tl, &sp, &n, 24);
+    must(opg_client_submit(c, &j, TIMEOUT, &x), "submit x");
+    must(opg_client_submit(c, &j, TIMEOUT, &y), "submit y");
+    tl.ids = bad_prompt;
+    must(opg_client_submit(c, &j, TIMEOUT, &p), "submit p");
+    for (int t = 0; t < 1000 && !w[0].ended; t++) usleep(10000);
+    assert_true(own_worker_reap(&w[0]));
+    /* x, y and p are back in the queue: whichever comes to the restarted
+       worker runs there alone */
+    own_worker_start(&w[0]);
+    uint64_t q = 0;
+    tl.ids = g_prompt;
+    for (int t = 0; t < 3000; t++) {
+        if (own_worker_reap(&w[0])) own_worker_start(&w[0]);
+        double running = metric(&n, "opg_jobs_running");
+        assert_true(running <= 1.0); /* each alone on the one worker, and no new job beside it */
+        if (running == 1.0 && !q) must(opg_client_submit(c, &j, TIMEOUT, &q), "submit q");
+        if (q && job_state(c, p) == OPG__V1__JOB_STATE__JOB_STATE_FAILED &&
+            job_state(c, x) == OPG__V1__JOB_STATE__JOB_STATE_DONE &&
+            job_state(c, y) == OPG__V1__JOB_STATE__JOB_STATE_DONE &&
+            job_state(c, q) == OPG__V1__JOB_STATE__JOB_STATE_DONE)
+            break;
+        usleep(5000);
+    }
+    assert_true(q != 0);
+    expect_final(c, x, root24, NULL);
+    expect_final(c, y, root24, NULL);
+    expect_final(c, p, NULL, "2 workers lost while it ran alone on them");
+    expect_final(c, q, root24, NULL);
+    /* stopped by the batch it was in, then twice alone; restarted each time */
+    assert_int_equal(w[0].starts, 4);
+
+    /* 2: a busy worker is held for the poisoned job: it takes no new job
+       while it drains, then runs the poisoned job alone */
+    own_worker_start(&w[1]);
+    for (int t = 0; t < 500 && metric(&n, "opg_workers") != 2.0; t++) usleep(10000);
+    uint64_t z = 0, p2 = 0, q2 = 0;
+    job_init(&j, &tl, &sp, &n, 40);
+    must(opg_client_submit(c, &j, TIMEOUT, &z), "submit z"); /* ~1 s on one worker */
+    for (int t = 0; t < 500 && job_state(c, z) != OPG__V1__JOB_STATE__JOB_STATE_RUNNING; t++) usleep(2000);
+    tl.ids = bad_prompt;
+    must(opg_client_submit(c, &j, TIMEOUT, &p2), "submit p2"); /* to the idle worker, which stops */
+    own_worker *busy = NULL;
+    for (int t = 0; t < 1000 && !busy; t++) {
+        for (int k = 0; k < 2; k++)
+            if (w[k].ended) busy = &w[1 - k];
+        usleep(10000);
+    }
+    assert_non_null(busy);
+    for (int t = 0; t < 500 && metric(&n, "opg_workers") != 1.0; t++) usleep(10000);
+    tl.ids = g_prompt;
+    job_init(&j, &tl, &sp, &n, 24);
+    must(opg_client_submit(c, &j, TIMEOUT, &q2), "submit q2");
+    usleep(100000);
+    /* z still runs on the busy worker, which has free slots, and q2 waits */
+    assert_int_equal(job_state(c, z), OPG__V1__JOB_STATE__JOB_STATE_RUNNING);
+    assert_int_equal(job_state(c, q2), OPG__V1__JOB_STATE__JOB_STATE_QUEUED);
+    for (int t = 0; t < 2000; t++) {
+        for (int k = 0; k < 2; k++)
+            if (own_worker_reap(&w[k])) own_worker_start(&w[k]);
+        if (job_state(c, p2) == OPG__V1__JOB_STATE__JOB_STATE_FAILED &&
+            job_state(c, q2) == OPG__V1__JOB_STATE__JOB_STATE_DONE)
+            break;
+        usleep(10000);
+    }
+    expect_final(c, z, root40, NULL);
+    expect_final(c, q2, root24, NULL);
+    expect_final(c, p2, NULL, "2 workers lost while it ran alone on them");
+    assert_true(metric(&n, "opg_jobs_finished_total{state=\"failed\"}") == 2.0);
+    assert_true(metric(&n, "opg_jobs_finished_total{state=\"done\"}") == 5.0);
+    for (int k = 0; k < 2; k++) own_worker_free(&w[k]);
+    opg_gen_result_clear(&ref24);
+    opg_gen_result_clear(&ref40);
+    opg_client_free(c);
+    net_stop(&n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_result_receipt),
         cmocka_unit_test(test_queue_cancel_refusals),
         cmocka_unit_test(test_backend_failure),
         cmocka_unit_test(test_ipv6_loopback),
+        cmocka_unit_test(test_poison_job),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

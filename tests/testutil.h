@@ -79,6 +79,10 @@ typedef struct opg_backend opg_backend;
 opg_backend *tu_faulty_backend(opg_backend *inner);
 void tu_faulty_arm(opg_backend *be, long n, int status);
 long tu_faulty_calls(opg_backend *be);
+/* From now on every forward pass embedding token (-1: none) fails with
+ * OPG_ERR_STATE, as a job meeting a kernel bug faults the device on any
+ * worker; every forward pass first sleeps delay_us (jobs then overlap). */
+void tu_faulty_poison(opg_backend *be, int token, long delay_us);
 
 /* Directory of checked-in test data; of ../shared (may not exist). */
 const char *tu_data_dir(void);

@@ -46,6 +46,8 @@ typedef struct {
                                while no call is in flight) */
     _Atomic int fail_with;
     _Atomic long calls;
+    _Atomic int poison;      /* embedding this token fails with OPG_ERR_STATE; -1: none */
+    _Atomic long delay_us;   /* each embed (one per forward pass) sleeps this long first */
 } faulty;
 
 static opg_backend *in_of(opg_backend *be) { return ((faulty *)be)->in; }
@@ -102,10 +104,19 @@ FWD(attention,
     (in_of(be), out, q, k, v, n_q, pos0, n_head, n_kv, head_dim, scale))
 FWD(swiglu, (opg_backend *be, opg_view out, opg_view gate, opg_view up, int64_t n), (in_of(be), out, gate, up, n))
 FWD(add, (opg_backend *be, opg_view y, opg_view a, opg_view b, int64_t n), (in_of(be), y, a, b, n))
-FWD(embed,
-    (opg_backend *be, opg_view out, opg_view table, opg_dtype t, int64_t dim, int64_t n_vocab,
-     const int32_t *tokens, int64_t n),
-    (in_of(be), out, table, t, dim, n_vocab, tokens, n))
+/* embed: the forward pass's first op, where a poison token fails it as a
+ * device fault would (every time its job runs, on any worker) */
+static opg_status f_embed(opg_backend *be, opg_view out, opg_view table, opg_dtype t, int64_t dim, int64_t n_vocab,
+                          const int32_t *tokens, int64_t n) {
+    faulty *f = (faulty *)be;
+    if (f->delay_us > 0) usleep((useconds_t)f->delay_us);
+    opg_status st = tick(be, "embed");
+    if (st) return st;
+    for (int64_t i = 0; f->poison >= 0 && i < n; i++)
+        if (tokens[i] == f->poison)
+            return opg__fail(OPG_ERR_STATE, "faulty backend: poison token %d (an illegal address, say)", f->poison);
+    return in_of(be)->ops->embed(in_of(be), out, table, t, dim, n_vocab, tokens, n);
+}
 FWD(copy, (opg_backend *be, opg_view dst, opg_view src, size_t bytes), (in_of(be), dst, src, bytes))
 FWD(fingerprint, (opg_backend *be, uint64_t *out, opg_view x, int64_t n, int64_t len, int64_t stride),
     (in_of(be), out, x, n, len, stride))
@@ -123,6 +134,7 @@ opg_backend *tu_faulty_backend(opg_backend *inner) {
     assert_non_null(f);
     f->in = inner;
     f->countdown = -1;
+    f->poison = -1;
     f->ops = *inner->ops;
     f->ops.destroy = f_destroy;
     f->ops.alloc = f_alloc;
@@ -153,3 +165,8 @@ void tu_faulty_arm(opg_backend *be, long after, int status) {
 }
 
 long tu_faulty_calls(opg_backend *be) { return ((faulty *)be)->calls; }
+
+void tu_faulty_poison(opg_backend *be, int token, long delay_us) {
+    ((faulty *)be)->poison = token;
+    ((faulty *)be)->delay_us = delay_us;
+}
