@@ -581,15 +581,18 @@ static int alone_allows(opg_coord *c, worker *w, const job *j) {
 /* For a job that must run alone and found no idle worker: holds the best
  * worker that could take it (by pick_worker's rules, busy or not) for it, so
  * that worker gets no new jobs, drains, and then runs j (without this a busy
- * fleet would never come to an idle worker). Nothing when a worker is held
- * for j already or every candidate is held for another. */
+ * fleet would never come to an idle worker). Nothing when a worker that can
+ * still take j is held for it already, or every candidate is held for
+ * another. */
 static void hold_for(opg_coord *c, job *j, int any_fits, int any_holds_prompt) {
     worker *w, *best = NULL;
     uint32_t best_ctx = 0, ctx;
     DL_FOREACH(c->workers, w) {
         uint64_t hold = worker_hold(c, w);
-        if (hold == j->id) return;
-        if (hold || !can_take(w, j, &ctx)) continue;
+        int takes = can_take(w, j, &ctx);
+        if (hold == j->id && takes) return;
+        if (hold == j->id) w->hold = hold = 0; /* it drains or dropped the model since: another one */
+        if (hold || !takes) continue;
         if (any_holds_prompt && ctx <= j->prompt_len) continue;
         if (!best || better_worker(j, w, ctx, best, best_ctx)) {
             best = w;

@@ -595,16 +595,16 @@ static void test_poison_job(void **state) {
     net_start(&n, 0, 0);
     g_heartbeat_ms = 100;
     opg_client *c = client(&n);
-    opg_gen_result ref24, ref40;
-    uint8_t root24[32], root40[32];
+    opg_gen_result ref24, ref64;
+    uint8_t root24[32], root64[32];
     reference(&n, 24, &ref24, root24);
-    reference(&n, 40, &ref40, root40);
+    reference(&n, 64, &ref64, root64);
     /* the poison: a token no innocent job embeds (their prompt and output) */
     int poison = -1;
     for (int t = 1; t < 256 && poison < 0; t++) {
         int used = 0;
         for (int i = 0; i < 5; i++) used |= (int)g_prompt[i] == t;
-        for (int64_t i = 0; i < ref40.n_tokens; i++) used |= ref40.tokens[i] == t;
+        for (int64_t i = 0; i < ref64.n_tokens; i++) used |= ref64.tokens[i] == t;
         if (!used) poison = t;
     }
     assert_true(poison > 0);
@@ -656,8 +656,8 @@ static void test_poison_job(void **state) {
     own_worker_start(&w[1]);
     for (int t = 0; t < 500 && metric(&n, "opg_workers") != 2.0; t++) usleep(10000);
     uint64_t z = 0, p2 = 0, q2 = 0;
-    job_init(&j, &tl, &sp, &n, 40);
-    must(opg_client_submit(c, &j, TIMEOUT, &z), "submit z"); /* ~1 s on one worker */
+    job_init(&j, &tl, &sp, &n, 64);
+    must(opg_client_submit(c, &j, TIMEOUT, &z), "submit z"); /* over 1.3 s: 20 ms a step */
     for (int t = 0; t < 500 && job_state(c, z) != OPG__V1__JOB_STATE__JOB_STATE_RUNNING; t++) usleep(2000);
     tl.ids = bad_prompt;
     must(opg_client_submit(c, &j, TIMEOUT, &p2), "submit p2"); /* to the idle worker, which stops */
@@ -684,14 +684,14 @@ static void test_poison_job(void **state) {
             break;
         usleep(10000);
     }
-    expect_final(c, z, root40, NULL);
+    expect_final(c, z, root64, NULL);
     expect_final(c, q2, root24, NULL);
     expect_final(c, p2, NULL, "2 workers lost while it ran alone on them");
     assert_true(metric(&n, "opg_jobs_finished_total{state=\"failed\"}") == 2.0);
     assert_true(metric(&n, "opg_jobs_finished_total{state=\"done\"}") == 5.0);
     for (int k = 0; k < 2; k++) own_worker_free(&w[k]);
     opg_gen_result_clear(&ref24);
-    opg_gen_result_clear(&ref40);
+    opg_gen_result_clear(&ref64);
     opg_client_free(c);
     net_stop(&n);
 }
