@@ -342,6 +342,7 @@ static void finish_job(opg_coord *c, job *j, int state, uint8_t *frame, size_t l
  * (count_attempt: this counts as one, as a worker lost while running it),
  * or max_lost_alone workers while it ran alone on them (requeue_lost). */
 static void requeue_as(opg_coord *c, job *j, const char *why, int count_attempt) {
+    if (j->w && j->w->hold == j->id) j->w->hold = 0; /* it leaves that worker (lost, refused, ...) */
     if (j->w) worker_drop_job(j->w, j->id);
     j->w = NULL;
     if (j->state == OPG_JOB_RUNNING) c->n_running--;
@@ -371,30 +372,22 @@ static void requeue_as(opg_coord *c, job *j, const char *why, int count_attempt)
 
 static void requeue(opg_coord *c, job *j, const char *why) { requeue_as(c, j, why, 1); }
 
-/* j's worker w was lost while running it. Every job a lost worker ran runs
- * alone from then on (pick_worker), so a job that brings its worker down
- * (a kernel fault its shape meets: the same on every worker) shows itself
- * and stops no other job; once max_lost_alone workers were lost while it
- * ran alone on them, it fails. */
+/* j's worker w failed under it (worker_remove's suspect). Every job of such
+ * a worker runs alone from then on (pick_worker), so a job that brings its
+ * worker down (a kernel fault its shape meets: the same on every worker)
+ * shows itself and stops no other job; once max_lost_alone workers failed
+ * while it ran alone on them, it fails. */
 static void requeue_lost(opg_coord *c, worker *w, job *j, const char *why) {
     j->lost_alone += j->alone && w->hold == j->id;
     j->alone = 1;
     requeue(c, j, why);
 }
 
-/* The job w is held for, 0 for none: a job that must run alone (job.alone)
- * and runs on w, or waits for w to drain (pick_worker). A hold ends when its
- * job runs elsewhere or is no longer active; cleared here lazily. */
-static uint64_t worker_hold(opg_coord *c, worker *w) {
-    if (!w->hold) return 0;
-    job *j = NULL;
-    HASH_FIND(hh, c->jobs, &w->hold, sizeof w->hold, j);
-    if (!j || j->final_state || !j->alone || !(j->state == OPG_JOB_QUEUED || (j->state == OPG_JOB_RUNNING && j->w == w)))
-        w->hold = 0;
-    return w->hold;
-}
-
-static void worker_remove(opg_coord *c, worker *w, const char *why) {
+/* suspect: the worker failed under its jobs (its backend failed, or it fell
+ * silent: a crash), so one of them may be to blame (requeue_lost); else
+ * (it could not be sent to, gave up its link, ...) its jobs are re-queued
+ * as they were. */
+static void worker_remove(opg_coord *c, worker *w, const char *why, int suspect) {
     char name[80], q[600];
     opg_log_q(name, sizeof name, w->name);
     LOG(OPG_LOG_WARN, "worker_lost", "worker=%s jobs=%u why=%s", name, w->n_jobs, opg_log_q(q, sizeof q, why));
@@ -403,7 +396,8 @@ static void worker_remove(opg_coord *c, worker *w, const char *why) {
         uint64_t id = w->jobs[w->n_jobs - 1];
         job *j = NULL;
         HASH_FIND(hh, c->jobs, &id, sizeof id, j);
-        if (j && j->w == w && !j->final_state) requeue_lost(c, w, j, why);
+        if (j && j->w == w && !j->final_state && suspect) requeue_lost(c, w, j, why);
+        else if (j && j->w == w && !j->final_state) requeue(c, j, why);
         else worker_drop_job(w, id);
     }
     DL_DELETE(c->workers, w);
@@ -570,6 +564,26 @@ static int can_take(const worker *w, const job *j, uint32_t *ctx) {
 /* Why pick_worker found no worker for j. */
 enum { PICK_OK, PICK_NO_SLOT, PICK_WAIT, PICK_NO_TAKER };
 
+/* The job w is held for, 0 for none: a job that must run alone (job.alone)
+ * and runs on w, or is queued (not parked) and waits for w, which could take
+ * it, to drain (hold_for). A hold that no longer holds (its job ran
+ * elsewhere, finished, or w changed) is cleared here, and the dispatch runs
+ * again: jobs passed over w for it may take it now. */
+static uint64_t worker_hold(opg_coord *c, worker *w) {
+    if (!w->hold) return 0;
+    job *j = NULL;
+    uint32_t ctx;
+    HASH_FIND(hh, c->jobs, &w->hold, sizeof w->hold, j);
+    int ok = j && !j->final_state && j->alone &&
+             ((j->state == OPG_JOB_RUNNING && j->w == w) ||
+              (j->state == OPG_JOB_QUEUED && !j->parked && can_take(w, j, &ctx)));
+    if (!ok) {
+        w->hold = 0;
+        c->dispatch_dirty = 1;
+    }
+    return w->hold;
+}
+
 /* Whether w may get j now as far as running alone goes: a job that must run
  * alone (job.alone) only a worker with no jobs that is not held for another;
  * any other job only a worker not held (worker_hold). */
@@ -581,18 +595,16 @@ static int alone_allows(opg_coord *c, worker *w, const job *j) {
 /* For a job that must run alone and found no idle worker: holds the best
  * worker that could take it (by pick_worker's rules, busy or not) for it, so
  * that worker gets no new jobs, drains, and then runs j (without this a busy
- * fleet would never come to an idle worker). Nothing when a worker that can
- * still take j is held for it already, or every candidate is held for
- * another. */
+ * fleet would never come to an idle worker; dispatch_pass gives a held
+ * worker its job as soon as it is idle). Nothing when a worker is held for j
+ * already or every candidate is held for another. */
 static void hold_for(opg_coord *c, job *j, int any_fits, int any_holds_prompt) {
     worker *w, *best = NULL;
     uint32_t best_ctx = 0, ctx;
     DL_FOREACH(c->workers, w) {
         uint64_t hold = worker_hold(c, w);
-        int takes = can_take(w, j, &ctx);
-        if (hold == j->id && takes) return;
-        if (hold == j->id) w->hold = hold = 0; /* it drains or dropped the model since: another one */
-        if (hold || !takes) continue;
+        if (hold == j->id) return;
+        if (hold || !can_take(w, j, &ctx)) continue;
         if (any_holds_prompt && ctx <= j->prompt_len) continue;
         if (!best || better_worker(j, w, ctx, best, best_ctx)) {
             best = w;
@@ -659,7 +671,7 @@ static int dispatch_to(opg_coord *c, worker *w, job *j, int64_t now) {
     dequeue(c, j);
     if (send_job(c, w, j) != 0 || worker_add_job(w, j->id) != 0) {
         enqueue(c, j, 1);
-        worker_remove(c, w, "cannot send to it");
+        worker_remove(c, w, "cannot send to it", 0);
         return -1;
     }
     j->state = OPG_JOB_RUNNING;
@@ -686,6 +698,17 @@ static int dispatch_to(opg_coord *c, worker *w, job *j, int64_t now) {
  * workers has a free slot is done for the pass. Returns -1 when a worker was
  * dropped (jobs went back to queue fronts): the caller passes again. */
 static int dispatch_pass(opg_coord *c, int64_t now) {
+    /* first every idle worker held for a queued job: it runs that job (the
+       scan below might not reach the job: jobs ahead of it that wait count
+       against the lookahead) */
+    worker *hw;
+    DL_FOREACH(c->workers, hw) {
+        uint64_t id = worker_hold(c, hw);
+        if (!id || hw->n_jobs || !hw->slots) continue;
+        job *j = NULL;
+        HASH_FIND(hh, c->jobs, &id, sizeof id, j);
+        if (j->state == OPG_JOB_QUEUED && dispatch_to(c, hw, j, now) != 0) return -1;
+    }
     mqueue *q, *tmp, *active = NULL;
     HASH_ITER(hh, c->queues, q, tmp) {
         q->cur = q->head;
@@ -745,7 +768,7 @@ static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
         /* its receipts could not be tied to it: any key would do (protocol.md) */
         if (w) {
             settle_results(c); /* its Results so far count, as on a Disconnect */
-            worker_remove(c, w, "Ready without worker_key");
+            worker_remove(c, w, "Ready without worker_key", 0);
         }
         Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
         d.reason = "Ready without worker_key: this coordinator takes Results only with receipts signed by the "
@@ -1077,10 +1100,10 @@ static int handle_worker(opg_coord *c) {
     case T(DISCONNECT):
         settle_results(c); /* a draining worker's last Results come just before: they count */
         if (w) { /* its reason (a worker whose backend failed says why) */
-            const char *r = ((const Opg__V1__Disconnect *)f->msg)->reason;
+            const Opg__V1__Disconnect *d = (const Opg__V1__Disconnect *)f->msg;
             char why[OPG_PROTO_MAX_SHORT_STRING + 32];
-            snprintf(why, sizeof why, "disconnected: %s", r && *r ? r : "no reason given");
-            worker_remove(c, w, why);
+            snprintf(why, sizeof why, "disconnected: %s", d->reason && *d->reason ? d->reason : "no reason given");
+            worker_remove(c, w, why, d->backend_failed);
         }
         w = NULL;
         break;
@@ -1503,7 +1526,7 @@ static void heartbeat(opg_coord *c, int64_t now) {
     worker *w, *t;
     DL_FOREACH_SAFE(c->workers, w, t) {
         if (now - w->last_seen > opg_proto_silence_ms(c->cfg.heartbeat_ms, w->hb_ms, c->cfg.liveness)) {
-            worker_remove(c, w, "heartbeat timeout");
+            worker_remove(c, w, "heartbeat timeout", 1);
             c->dispatch_dirty = 1;
             continue;
         }
@@ -1551,7 +1574,7 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
         int64_t now = opg_now_ms();
         int64_t wake = c->next_hb; /* the next heartbeat, or the next prune step when sooner */
         if (c->cfg.retention_ms > 0 && c->next_prune < wake) wake = c->next_prune;
-        long timeout = wake > now ? (long)(wake - now) : 0;
+        long timeout = wake > now && !c->dispatch_dirty ? (long)(wake - now) : 0;
         if (zmq_poll(items, 2, timeout) < 0 && zmq_errno() != EINTR) {
             st = opg__fail(OPG_ERR_IO, "poll: %s", zmq_strerror(zmq_errno()));
             break;

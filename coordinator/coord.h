@@ -27,11 +27,11 @@ typedef struct {
     const char *db_path;            /* SQLite job store, created when missing */
     int heartbeat_ms;               /* heartbeat period both ways; 0: 1000 */
     int liveness;                   /* missed heartbeats before a worker is lost; 0: 3 */
-    int max_attempts;               /* workers lost by one job before it fails; 0: 5 */
-    /* A job whose worker was lost runs alone on a worker from then on (no
-     * other job beside it, so a job that brings workers down stops no other
-     * job); it fails once this many workers were lost while it ran alone on
-     * them. 0: 2 */
+    int max_attempts;               /* workers lost by one job (and transient worker errors) before it fails; 0: 5 */
+    /* A job whose worker failed under it (Disconnect.backend_failed, or a
+     * heartbeat timeout) runs alone on a worker from then on (no other job
+     * beside it, so a job that brings workers down stops no other job); it
+     * fails once this many workers failed while it ran alone on them. 0: 2 */
     int max_lost_alone;
     int64_t queue_max;              /* queued jobs before SubmitJob is refused; 0: 1000000 */
     int client_hwm;                 /* messages queued per client before its messages drop; 0: 1000 */

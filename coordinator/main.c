@@ -38,9 +38,11 @@ int main(int argc, char **argv) {
         {"allow-clients", 0, OPG_OPT_STR, &allow_clients, 0, 0, "FILE", "public keys of the clients admitted (with --key)"},
         {"heartbeat-ms", 0, OPG_OPT_INT, &heartbeat, 10, 600000, "MS", "heartbeat period, both ways"},
         {"liveness", 0, OPG_OPT_INT, &liveness, 1, 100, "N", "missed heartbeats before a worker is lost"},
-        {"max-attempts", 0, OPG_OPT_INT, &attempts, 1, 1000, "N", "lost workers before a job fails"},
+        {"max-attempts", 0, OPG_OPT_INT, &attempts, 1, 1000, "N",
+         "lost workers (and transient worker errors) before a job fails"},
         {"max-lost-alone", 0, OPG_OPT_INT, &lost_alone, 1, 1000, "N",
-         "a job whose worker was lost runs alone; it fails once N workers were lost while it ran alone on them"},
+         "a job whose worker failed (backend failed, or fell silent) runs alone from then on; it fails once "
+         "N workers failed while it ran alone on them"},
         {"queue-max", 0, OPG_OPT_INT, &queue_max, 1, INT64_MAX, "N", "queued jobs before submissions are refused"},
         {"client-hwm", 0, OPG_OPT_INT, &client_hwm, 1, 10000000, "N", "messages queued per client before drops"},
         {"retention-s", 0, OPG_OPT_INT, &retention_s, 0, INT64_MAX / 1000, "S",

@@ -139,6 +139,14 @@ static void net_stop(net *n) {
         opg_worker_free(n->worker);
     }
     n->stop_coord = 1;
+    /* a request wakes a coordinator waiting out a long heartbeat period */
+    opg_client *c = NULL;
+    int st = 0;
+    uint32_t done = 0;
+    if (opg_client_new(opg_coord_clients_endpoint(n->coord), NULL, NULL, &c) == OPG_OK) {
+        (void)opg_client_status(c, 1, 200, &st, &done);
+        opg_client_free(c);
+    }
     pthread_join(n->tc, NULL);
     opg_coord_free(n->coord);
     opg_model_free(n->m);
@@ -528,7 +536,7 @@ static void own_worker_start(own_worker *o) {
     wc.models = &o->m;
     wc.n_models = 1;
     wc.slots = 4;
-    wc.heartbeat_ms = 10000; /* only a Disconnect gives its jobs back soon */
+    wc.heartbeat_ms = 100; /* the coordinator's 10 s sets the liveness: only a Disconnect gives jobs back soon */
     wc.stream_ms = 1;
     o->stop = 0;
     o->ended = 0;
@@ -651,8 +659,8 @@ static void test_poison_job(void **state) {
     /* stopped by the batch it was in, then twice alone; restarted each time */
     assert_int_equal(w[0].starts, 4);
 
-    /* 2: a busy worker is held for the poisoned job: it takes no new job
-       while it drains, then runs the poisoned job alone */
+    /* 2: a worker stops under a new job (not yet alone); a busy worker is
+       held for it: it takes no new job while it drains, then runs it alone */
     own_worker_start(&w[1]);
     for (int t = 0; t < 500 && metric(&n, "opg_workers") != 2.0; t++) usleep(10000);
     uint64_t z = 0, p2 = 0, q2 = 0;
@@ -675,6 +683,12 @@ static void test_poison_job(void **state) {
     usleep(100000);
     /* z still runs on the busy worker, which has free slots, and q2 waits */
     assert_int_equal(job_state(c, z), OPG__V1__JOB_STATE__JOB_STATE_RUNNING);
+    assert_int_equal(job_state(c, q2), OPG__V1__JOB_STATE__JOB_STATE_QUEUED);
+    /* the stopped worker stays down: the busy one finishes z, then runs p2
+       alone and stops; q2 never went to it */
+    for (int t = 0; t < 1000 && !busy->ended; t++) usleep(10000);
+    assert_true(busy->ended);
+    assert_int_equal(job_state(c, z), OPG__V1__JOB_STATE__JOB_STATE_DONE);
     assert_int_equal(job_state(c, q2), OPG__V1__JOB_STATE__JOB_STATE_QUEUED);
     for (int t = 0; t < 2000; t++) {
         for (int k = 0; k < 2; k++)

@@ -626,6 +626,7 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
             snprintf(reason, sizeof reason, "backend failed: %s", w->fatal_msg);
             Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
             d.reason = reason;
+            d.backend_failed = 1;
             send_msg(w, T(DISCONNECT), &d.base);
         }
         /* the last Result and the Disconnect get up to a second to leave */
