@@ -592,6 +592,23 @@ static int alone_allows(opg_coord *c, worker *w, const job *j) {
     return j->alone ? w->n_jobs == 0 && (!hold || hold == j->id) : !hold;
 }
 
+/* Whether w is a worker pick_worker's context rules let j run on (slots
+ * aside): when some worker can hold j's prompt, w can; when some worker holds
+ * the whole job (job_need), w does. A hold is set only on such a worker
+ * (hold_for) but may stop being one (a bigger worker registers). */
+static int hold_fits(const opg_coord *c, const worker *w, const job *j) {
+    uint32_t ctx_w, ctx;
+    if (!can_take(w, j, &ctx_w)) return 0;
+    int any_fits = 0, any_holds_prompt = 0;
+    const worker *o;
+    DL_FOREACH(c->workers, o) {
+        if (!can_take(o, j, &ctx)) continue;
+        any_fits |= ctx >= j->need;
+        any_holds_prompt |= ctx > j->prompt_len;
+    }
+    return (!any_holds_prompt || ctx_w > j->prompt_len) && (ctx_w >= j->need || !any_fits);
+}
+
 /* For a job that must run alone and found no idle worker: holds the best
  * worker that could take it (by pick_worker's rules, busy or not) for it, so
  * that worker gets no new jobs, drains, and then runs j (without this a busy
@@ -603,7 +620,8 @@ static void hold_for(opg_coord *c, job *j, int any_fits, int any_holds_prompt) {
     uint32_t best_ctx = 0, ctx;
     DL_FOREACH(c->workers, w) {
         uint64_t hold = worker_hold(c, w);
-        if (hold == j->id) return;
+        if (hold == j->id && hold_fits(c, w, j)) return;
+        if (hold == j->id) w->hold = hold = 0; /* a better one came since: choose again */
         if (hold || !can_take(w, j, &ctx)) continue;
         if (any_holds_prompt && ctx <= j->prompt_len) continue;
         if (!best || better_worker(j, w, ctx, best, best_ctx)) {
@@ -677,6 +695,12 @@ static int dispatch_to(opg_coord *c, worker *w, job *j, int64_t now) {
     j->state = OPG_JOB_RUNNING;
     j->w = w;
     if (j->alone) {
+        worker *o;
+        DL_FOREACH(c->workers, o) /* another worker held for it is free again: jobs passed it over */
+            if (o != w && o->hold == j->id) {
+                o->hold = 0;
+                c->dispatch_dirty = 1;
+            }
         w->hold = j->id;
         char name[80];
         LOG(OPG_LOG_INFO, "job_alone", "job=%llu worker=%s", (unsigned long long)j->id,
@@ -707,7 +731,12 @@ static int dispatch_pass(opg_coord *c, int64_t now) {
         if (!id || hw->n_jobs || !hw->slots) continue;
         job *j = NULL;
         HASH_FIND(hh, c->jobs, &id, sizeof id, j);
-        if (j->state == OPG_JOB_QUEUED && dispatch_to(c, hw, j, now) != 0) return -1;
+        if (j->state != OPG_JOB_QUEUED) continue;
+        if (!hold_fits(c, hw, j)) { /* a better worker came since: the scan picks or holds again */
+            hw->hold = 0;
+            continue;
+        }
+        if (dispatch_to(c, hw, j, now) != 0) return -1;
     }
     mqueue *q, *tmp, *active = NULL;
     HASH_ITER(hh, c->queues, q, tmp) {
