@@ -53,7 +53,11 @@
  *   test_retention: --retention-s deletes finished jobs from the store, never
  *      the highest id or an unfinished job;
  *   test_sigterm_drain: SIGTERM of a busy worker: its jobs finish DONE
- *      (none re-queued) and it exits 0.
+ *      (none re-queued) and it exits 0;
+ *   test_alone_*: where jobs of failed workers (run alone) go, with raw
+ *      workers: a held worker gets its job past the lookahead, a hold ends
+ *      with a refused prompt, a dropped model, a dispatch elsewhere, and
+ *      moves to a worker of a big enough context; no busy loop meanwhile.
  * Each daemon's stderr goes to a log in a mkdtemp directory: a failed check
  * prints the logs' tails, and a sanitizer report in any log (ASan builds run
  * the daemons instrumented too) fails the test. The directory is removed when
@@ -2973,6 +2977,319 @@ static void test_sigterm_drain(void **state) {
     check_sanitizer_logs();
 }
 
+
+/* ---- jobs that run alone (docs/protocol.md, "Dispatch") ----------------------------
+ * Raw workers (they answer nothing unless told) against the real
+ * coordinator: where a job that must run alone goes, which workers are held
+ * for it and what other jobs may use. From two reviews' reproductions. */
+static uint64_t alone_next_job(void *s, int ms) {
+    int64_t end = opg_now_ms() + ms;
+    for (;;) {
+        int left = (int)(end - opg_now_ms());
+        opg_frame *f = raw_recv(s, left > 0 ? left : 0);
+        if (!f) return 0;
+        if (f->type == T(JOB)) {
+            uint64_t id = ((Opg__V1__Job *)f->msg)->job_id;
+            opg_frame_free(&f);
+            return id;
+        }
+        opg_frame_free(&f);
+    }
+}
+static void alone_disconnect(void *s) {
+    Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+    d.reason = "backend failed: test";
+    d.backend_failed = 1;
+    CHECK(opg_sock_send(s, NULL, T(DISCONNECT), &d.base) == OPG_OK, "send Disconnect");
+}
+static void alone_error(void *s, uint64_t id, int code, uint32_t prompt_tokens) {
+    Opg__V1__Error e = OPG__V1__ERROR__INIT;
+    e.job_id = id;
+    e.code = code;
+    e.message = "told by the test";
+    e.prompt_tokens = prompt_tokens;
+    CHECK(opg_sock_send(s, NULL, T(ERROR), &e.base) == OPG_OK, "send Error");
+}
+static void *alone_worker(coord *c, const char *name, const opg_keypair *kp, uint32_t ctx, uint64_t price, uint32_t slots) {
+    void *s = raw_dealer(c->wep);
+    raw_ready_slots(s, name, kp, ctx, price, slots);
+    char needle[96];
+    snprintf(needle, sizeof needle, "event=worker_ready worker=%s ", name);
+    CHECK(wait_log(c->p, needle, 1, 10000), "%s not registered", name);
+    return s;
+}
+static void alone_coord(coord *c, const char *tag) {
+    c->extra[c->n_extra++] = "--liveness";
+    c->extra[c->n_extra++] = "100";
+    c->extra[c->n_extra++] = "--heartbeat-ms";
+    c->extra[c->n_extra++] = "200";
+    coord_start(c, tag);
+}
+
+/* W is held for J; then n_x older jobs must run alone too (their worker X
+ * failed); W drains and gets J, also when n_x reaches the dispatch pass's
+ * lookahead (64: the scan would stop before J). */
+static void alone_lookahead(int n_x) {
+    coord c = {0};
+    char tag[16];
+    snprintf(tag, sizeof tag, "rvla%d", n_x);
+    alone_coord(&c, tag);
+    opg_keypair kw, kx, kl;
+    opg_keypair_generate(&kw); opg_keypair_generate(&kx); opg_keypair_generate(&kl);
+    opg_client *cl = client_new(c.cep);
+    void *w = alone_worker(&c, "w", &kw, LIAR_CONTEXT, 0, 2); /* a free slot: the pass looks at j */
+    uint64_t f = submit_ok(cl, &g_specs[0]);
+    CHECK(alone_next_job(w, 5000) == f, "f to w");
+    uint64_t f2 = submit_ok(cl, &g_specs[0]);
+    CHECK(alone_next_job(w, 5000) == f2, "f2 to w");
+    void *x = alone_worker(&c, "x", &kx, LIAR_CONTEXT, 1, (uint32_t)n_x);
+    for (int i = 0; i < n_x; i++) submit_ok(cl, &g_specs[0]);
+    for (int i = 0; i < n_x; i++) CHECK(alone_next_job(x, 5000) != 0, "job %d to x", i);
+    void *l = alone_worker(&c, "l", &kl, LIAR_CONTEXT, 1, 1);
+    uint64_t j = submit_ok(cl, &g_specs[0]);
+    CHECK(alone_next_job(l, 5000) == j, "j to l");
+    alone_error(w, f2, OPG_ERR_ARG, 0); /* a free slot on w: the pass looks at j */
+    CHECK(wait_log(c.p, "event=worker_error worker=w ", 1, 5000), "f2");
+    alone_disconnect(l);
+    char needle[96];
+    snprintf(needle, sizeof needle, "event=worker_held worker=w job=%llu ", (unsigned long long)j);
+    CHECK(wait_log(c.p, needle, 1, 5000), "w not held for j");
+    alone_disconnect(x);
+    CHECK(wait_log(c.p, "event=worker_lost", 2, 5000), "x not lost");
+    alone_error(w, f, OPG_ERR_ARG, 0); /* f fails: w is idle */
+    uint64_t got = alone_next_job(w, 3000);
+    CHECK(got == j, "the idle worker held for job %llu got %llu (%d older jobs wait to run alone)",
+          (unsigned long long)j, (unsigned long long)got, n_x);
+    zmq_close(w); zmq_close(x); zmq_close(l);
+    opg_client_free(cl);
+    stop_clean(c.p);
+}
+static void test_alone_lookahead(void **state) {
+    (void)state;
+    alone_lookahead(10);
+    alone_lookahead(64);
+}
+
+/* J (alone, a text prompt) goes to idle S of a small context, which refuses
+ * the prompt as too long: S is no longer held for J (it takes other jobs)
+ * and busy B, which can hold it, is (it takes none). */
+static void test_alone_stale_limit(void **state) {
+    (void)state;
+    coord c = {0};
+    alone_coord(&c, "rvlim");
+    opg_keypair kl, kb, ks;
+    opg_keypair_generate(&kl); opg_keypair_generate(&kb); opg_keypair_generate(&ks);
+    opg_client *cl = client_new(c.cep);
+    void *l = alone_worker(&c, "l", &kl, LIAR_CONTEXT, 0, 1);
+    Opg__V1__SubmitJob sj;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    spec_job(&g_specs[0], &sj, &tl, &sp);
+    sj.prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TEXT;
+    sj.text = "a text prompt";
+    sj.max_tokens = 8;
+    uint64_t j = 0;
+    CHECK(opg_client_submit(cl, &sj, 10000, &j) == OPG_OK, "submit j: %s", opg_last_error());
+    CHECK(alone_next_job(l, 5000) == j, "j to l");
+    void *b = alone_worker(&c, "b", &kb, LIAR_CONTEXT, 0, 2);
+    uint64_t f1 = submit_ok(cl, &g_specs[0]);
+    CHECK(alone_next_job(b, 5000) == f1, "f1 to b");
+    void *s = alone_worker(&c, "s", &ks, 64, 10, 2);
+    alone_disconnect(l); /* j runs alone from now on: to idle s */
+    CHECK(alone_next_job(s, 5000) == j, "j alone to s");
+    alone_error(s, j, OPG_ERR_LIMIT, 100); /* s's 64 positions cannot hold its 100 tokens; b's can */
+    CHECK(wait_log(c.p, "prompt longer than the worker", 1, 5000), "j re-queued");
+    uint64_t n1 = submit_ok(cl, &g_specs[1]);
+    uint64_t got_b = alone_next_job(b, 2000);
+    uint64_t n2 = submit_ok(cl, &g_specs[2]);
+    uint64_t got_s = alone_next_job(s, 3000);
+    (void)n2;
+    CHECK(got_b == 0, "busy b, held for job %llu, got job %llu", (unsigned long long)j, (unsigned long long)got_b);
+    CHECK(got_s == n1, "idle s, which refused job %llu's prompt, got %llu (not job %llu): still held for it",
+          (unsigned long long)j, (unsigned long long)got_s, (unsigned long long)n1);
+    zmq_close(l); zmq_close(b); zmq_close(s);
+    opg_client_free(cl);
+    stop_clean(c.p);
+}
+
+/* W (models M and M2) is held for J (model M); a new Ready of W drops M, so
+ * J has no taker (parked): W's hold ends and a job of M2 runs on idle W. */
+static void test_alone_model_change(void **state) {
+    (void)state;
+    coord c = {0};
+    alone_coord(&c, "rvmod");
+    opg_keypair kw, kl;
+    opg_keypair_generate(&kw); opg_keypair_generate(&kl);
+    opg_client *cl = client_new(c.cep);
+    static uint8_t m2[32];
+    memset(m2, 0x5a, 32);
+    void *w = raw_dealer(c.wep);
+    ProtobufCBinaryData models[2] = {{32, g_model_id}, {32, m2}};
+    uint32_t ctxs[2] = {LIAR_CONTEXT, LIAR_CONTEXT};
+    Opg__V1__Ready r = OPG__V1__READY__INIT;
+    r.n_models = 2; r.models = models; r.n_model_contexts = 2; r.model_contexts = ctxs;
+    r.backend = OPG__V1__BACKEND__BACKEND_CPU; r.free_slots = 2; r.name = "w";
+    r.worker_key = (ProtobufCBinaryData){32, (uint8_t *)kw.sign_pk};
+    CHECK(opg_sock_send(w, NULL, T(READY), &r.base) == OPG_OK, "ready");
+    CHECK(wait_log(c.p, "event=worker_ready worker=w ", 1, 10000), "w");
+    uint64_t f = submit_ok(cl, &g_specs[0]);
+    CHECK(alone_next_job(w, 5000) == f, "f to w");
+    uint64_t f2 = submit_ok(cl, &g_specs[0]);
+    CHECK(alone_next_job(w, 5000) == f2, "f2 to w");
+    void *l = alone_worker(&c, "l", &kl, LIAR_CONTEXT, 1, 1);
+    uint64_t j = submit_ok(cl, &g_specs[0]);
+    CHECK(alone_next_job(l, 5000) == j, "j to l");
+    alone_error(w, f2, OPG_ERR_ARG, 0);
+    CHECK(wait_log(c.p, "event=worker_error worker=w ", 1, 5000), "f2");
+    alone_disconnect(l);
+    CHECK(wait_log(c.p, "event=worker_held worker=w ", 1, 5000), "w held");
+    r.n_models = 1; r.models = &models[1]; r.n_model_contexts = 1; r.model_contexts = &ctxs[1];
+    CHECK(opg_sock_send(w, NULL, T(READY), &r.base) == OPG_OK, "ready 2");
+    CHECK(wait_log(c.p, "event=worker_update worker=w ", 1, 5000), "w update");
+    alone_error(w, f, OPG_ERR_ARG, 0); /* w idle */
+    Opg__V1__SubmitJob sj;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    spec_job(&g_specs[1], &sj, &tl, &sp);
+    sj.model_id.data = m2;
+    uint64_t n = 0;
+    CHECK(opg_client_submit(cl, &sj, 10000, &n) == OPG_OK, "submit n");
+    uint64_t got = alone_next_job(w, 3000);
+    CHECK(got == n, "idle w, which dropped the held job's model, got %llu, not the other model's job %llu",
+          (unsigned long long)got, (unsigned long long)n);
+    zmq_close(w); zmq_close(l);
+    opg_client_free(cl);
+    stop_clean(c.p);
+}
+
+static uint64_t alone_submit(opg_client *cl, const spec *s, uint32_t max_tokens, uint64_t max_price) {
+    Opg__V1__SubmitJob sj;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    spec_job(s, &sj, &tl, &sp);
+    sj.max_tokens = max_tokens;
+    sj.max_price = max_price;
+    uint64_t id = 0;
+    CHECK(opg_client_submit(cl, &sj, 10000, &id) == OPG_OK, "submit: %s", opg_last_error());
+    return id;
+}
+
+static long alone_cpu_ticks(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p) return -1;
+    long ut = 0, st = 0;
+    /* fields after ")": state(3) ... utime(14) stime(15) */
+    int field = 2;
+    for (char *t = p + 1; *t; t++) {
+        if (*t == ' ') {
+            field++;
+            if (field == 14) ut = strtol(t + 1, NULL, 10);
+            if (field == 15) { st = strtol(t + 1, NULL, 10); break; }
+        }
+    }
+    return ut + st;
+}
+/* coordinator CPU ticks (1/100 s) over ms of quiet */
+static long alone_idle_cpu(coord *c, int ms) {
+    long a = alone_cpu_ticks(c->p->pid);
+    sleep_ms(ms);
+    long b = alone_cpu_ticks(c->p->pid);
+    return b - a;
+}
+
+/* J (alone) is held on small S while no worker can hold its whole need;
+ * then big B registers and an older job takes it; S drains: J does not go
+ * to S (it would stop early) but waits for B. The coordinator does not
+ * spin meanwhile. */
+static void test_alone_ctx_lockin(void **state) {
+    (void)state;
+    coord c = {0};
+    alone_coord(&c, "rv2ctx");
+    opg_keypair kx, kl, ks, kb;
+    opg_keypair_generate(&kx); opg_keypair_generate(&kl); opg_keypair_generate(&ks); opg_keypair_generate(&kb);
+    opg_client *cl = client_new(c.cep);
+    spec sp = g_specs[0];
+    sp.n_prompt = 2;
+    void *x = alone_worker(&c, "x", &kx, LIAR_CONTEXT, 0, 1);
+    uint64_t o = alone_submit(cl, &sp, 100, 500); /* need 101; at most 5 a token: never s */
+    CHECK(alone_next_job(x, 5000) == o, "o to x");
+    void *l = alone_worker(&c, "l", &kl, LIAR_CONTEXT, 0, 1);
+    uint64_t j = alone_submit(cl, &sp, 100, 0);
+    CHECK(alone_next_job(l, 5000) == j, "j to l");
+    void *s = alone_worker(&c, "s", &ks, 64, 10, 2);
+    uint64_t f = alone_submit(cl, &sp, 5, 0);
+    CHECK(alone_next_job(s, 5000) == f, "f to s");
+    /* x leaves without failing: o re-queued as it was, waits for a big context */
+    Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+    d.reason = "bye";
+    CHECK(opg_sock_send(x, NULL, T(DISCONNECT), &d.base) == OPG_OK, "x bye");
+    CHECK(wait_log(c.p, "event=worker_lost worker=x ", 1, 5000), "x lost");
+    alone_disconnect(l); /* l failed: j alone; only s (64) left: held for j */
+    char needle[96];
+    snprintf(needle, sizeof needle, "event=worker_held worker=s job=%llu ", (unsigned long long)j);
+    CHECK(wait_log(c.p, needle, 1, 5000), "s held for j");
+    void *b = alone_worker(&c, "b", &kb, LIAR_CONTEXT, 0, 1);
+    uint64_t got_b = alone_next_job(b, 3000);
+    alone_error(s, f, OPG_ERR_ARG, 0); /* s idle */
+    uint64_t got_s = alone_next_job(s, 3000);
+    CHECK(got_b == o, "b got %llu, not the older job %llu", (unsigned long long)got_b, (unsigned long long)o);
+    CHECK(got_s == 0, "idle s (64 positions) got job %llu, which needs 101 and b can hold",
+          (unsigned long long)got_s);
+    long ticks = alone_idle_cpu(&c, 1000);
+    CHECK(ticks >= 0 && ticks < 50, "the coordinator used %ld/100 s of CPU in 1 s with nothing to do", ticks);
+    zmq_close(x); zmq_close(l); zmq_close(s); zmq_close(b);
+    opg_client_free(cl);
+    stop_clean(c.p);
+}
+
+
+/* W1 (a free slot) is held for J; J then runs on newly registered W2 in a
+ * pass that had passed W1 over for G (older, fits only W1): W1's hold ends
+ * with that dispatch and G gets W1 with no other event. */
+static void test_alone_stale_after_dispatch(void **state) {
+    (void)state;
+    coord c = {0};
+    alone_coord(&c, "rv2stale");
+    opg_keypair kbig, k1, kl, k2;
+    opg_keypair_generate(&kbig); opg_keypair_generate(&k1); opg_keypair_generate(&kl); opg_keypair_generate(&k2);
+    opg_client *cl = client_new(c.cep);
+    spec sp = g_specs[0];
+    sp.n_prompt = 2;
+    void *big = alone_worker(&c, "big", &kbig, LIAR_CONTEXT, 9, 1);
+    uint64_t g = alone_submit(cl, &sp, 100, 0); /* need 101 */
+    CHECK(alone_next_job(big, 5000) == g, "g to big");
+    void *w1 = alone_worker(&c, "w1", &k1, 256, 5, 2);
+    uint64_t f1 = alone_submit(cl, &sp, 5, 0);
+    CHECK(alone_next_job(w1, 5000) == f1, "f1 to w1");
+    void *l = alone_worker(&c, "l", &kl, 64, 0, 1);
+    uint64_t j = alone_submit(cl, &sp, 5, 0);
+    CHECK(alone_next_job(l, 5000) == j, "j to l");
+    alone_disconnect(l);
+    char needle[96];
+    snprintf(needle, sizeof needle, "event=worker_held worker=w1 job=%llu ", (unsigned long long)j);
+    CHECK(wait_log(c.p, needle, 1, 5000), "w1 held for j");
+    Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+    d.reason = "bye";
+    CHECK(opg_sock_send(big, NULL, T(DISCONNECT), &d.base) == OPG_OK, "big bye");
+    CHECK(wait_log(c.p, "event=worker_lost worker=big ", 1, 5000), "big lost");
+    sleep_ms(200);
+    void *w2 = alone_worker(&c, "w2", &k2, 64, 0, 1);
+    uint64_t got2 = alone_next_job(w2, 3000);
+    uint64_t got1 = alone_next_job(w1, 3000);
+    CHECK(got2 == j, "w2 got %llu, not job %llu", (unsigned long long)got2, (unsigned long long)j);
+    CHECK(got1 == g, "w1, no longer held, got %llu, not job %llu", (unsigned long long)got1, (unsigned long long)g);
+    zmq_close(big); zmq_close(w1); zmq_close(l); zmq_close(w2);
+    opg_client_free(cl);
+    stop_clean(c.p);
+}
+
 int main(void) {
 #ifdef OPG_FAULTS_NO_DAEMONS
     printf("skipped: opg-coordinator and opg-worker are not built\n");
@@ -3004,6 +3321,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_heartbeat_periods, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_nan_job, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_alone_lookahead, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_alone_stale_limit, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_alone_model_change, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_alone_ctx_lockin, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_alone_stale_after_dispatch, setup_test, teardown_test),
     };
     /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */
     const char *only = getenv("OPG_FAULTS_ONLY");
