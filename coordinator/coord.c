@@ -60,8 +60,8 @@ typedef struct job {
     int has_owner;             /* 0: stored before owners existed, any client may see it */
     char owner[OPG_JOBSTORE_MAX_OWNER + 1]; /* the submitting client's User-Id ("" without CURVE) */
     int attempts;              /* workers lost while running it */
-    int alone;                 /* a worker running it was lost: it runs alone on a worker from now on */
-    int lost_alone;            /* workers lost while it ran alone on them */
+    int alone;                 /* a worker running it failed: it runs alone on a worker from now on */
+    int lost_alone;            /* workers that failed while it ran alone on them */
     int result_pending;        /* its Result waits for the batch's signature checks */
     struct worker *w;          /* while running */
     int64_t t_submit, t_dispatch;
