@@ -24,6 +24,10 @@
 #   GPU_CHECK_DEPS    system | carry (default: system when pkg-config finds all)
 #   GPU_CHECK_CARRY_PKGCONF=1  use the carry's pkgconf even where pkg-config exists
 #   GPU_CHECK_SAN_TIMEOUT  seconds per compute-sanitizer run (default 300)
+#   GPU_CHECK_SAN_BUDGET   seconds for the whole sanitize phase (default: none); each run
+#                     gets at most what is left, and the runs it leaves no 10 s for
+#                     are rows "not run" (the six runs, in this order: memcheck of
+#                     both tests, racecheck, synccheck, initcheck of both)
 #   OPG_MODEL         the real model (default <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 # Exit status: 0 when every row is ok, 1 otherwise, 2 for bad usage.
 set -uo pipefail
@@ -48,6 +52,8 @@ build=${GPU_CHECK_BUILD:-$root/build-gpu}
 carry=${GPU_CHECK_CARRY:-$root/.carry}
 model=${OPG_MODEL:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 san_timeout=${GPU_CHECK_SAN_TIMEOUT:-300}
+san_budget=${GPU_CHECK_SAN_BUDGET:-0}
+case "$san_timeout$san_budget" in *[!0-9]*) echo "gpu_check.sh: GPU_CHECK_SAN_TIMEOUT and GPU_CHECK_SAN_BUDGET take whole seconds" >&2; exit 2 ;; esac
 jobs=$(nproc 2>/dev/null || echo 4)
 mkdir -p "$build"
 results=$build/gpu_check_results.tsv # phase <tab> check <tab> ok|FAIL|note <tab> detail
@@ -278,24 +284,34 @@ phase_sanitize() {
         [ -f "$build/tests/tiny/tiny-f32.gguf" ] ||
             (mkdir -p "$build/tests/tiny" && python3 "$root/tests/data/gen_tiny_models.py" "$build/tests/tiny") >>"$log" 2>&1
     fi
-    local tool test
+    local tool test phase_t0 left run_timeout
+    phase_t0=$(now)
     for tool in memcheck racecheck synccheck initcheck; do
         for test in test_gpu_kernels test_gpu_model; do
             # the model test's host-heavy parts add little under the slower tools
             [ "$test" = test_gpu_model ] && [ "$tool" = racecheck -o "$tool" = synccheck ] && continue
             local extra=() t0 rc
+            run_timeout=$san_timeout
+            if [ "$san_budget" -gt 0 ]; then
+                left=$(awk -v b="$san_budget" -v a="$phase_t0" -v n="$(now)" 'BEGIN { printf "%d", b - (n - a) }')
+                if [ "$left" -lt 10 ]; then
+                    row sanitize "$tool $test" note "not run: GPU_CHECK_SAN_BUDGET ($san_budget s) spent"
+                    continue
+                fi
+                [ "$left" -lt "$run_timeout" ] && run_timeout=$left
+            fi
             [ "$tool" = memcheck ] && extra=(--leak-check full)
             t0=$(now)
             echo "== $tool $test" >>"$log"
             OPG_GPU_TEST_QUICK=1 OPG_MODEL=/nonexistent OPG_TINY_DIR=$build/tests/tiny \
-                timeout "$san_timeout" "$cs" --tool "$tool" "${extra[@]}" --error-exitcode 86 \
+                timeout "$run_timeout" "$cs" --tool "$tool" "${extra[@]}" --error-exitcode 86 \
                 --print-limit 50 "$build/tests/$test" >>"$log" 2>&1
             rc=$?
             local summary
             summary=$(grep -E '========= ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY' "$log" | tail -1 | sed 's/========= //')
             case $rc in
             0) row sanitize "$tool $test" ok "${summary:-clean}, $(secs "$t0") s" ;;
-            124) row sanitize "$tool $test" FAIL "timed out after $san_timeout s" ;;
+            124) row sanitize "$tool $test" FAIL "timed out after $run_timeout s" ;;
             77) row sanitize "$tool $test" FAIL "test skipped: no device under the sanitizer" ;;
             86) row sanitize "$tool $test" FAIL "${summary:-errors} (sanitize.log)" ;;
             *) row sanitize "$tool $test" FAIL "exit $rc (sanitize.log)" ;;
