@@ -2978,7 +2978,7 @@ static void test_sigterm_drain(void **state) {
 }
 
 
-/* ---- jobs that run alone (docs/protocol.md, "Dispatch") ----------------------------
+/* ---- jobs that run alone (docs/protocol.md, "Worker link", Results) ---------------
  * Raw workers (they answer nothing unless told) against the real
  * coordinator: where a job that must run alone goes, which workers are held
  * for it and what other jobs may use. From two reviews' reproductions. */
