@@ -24,10 +24,12 @@
 #   GPU_CHECK_DEPS    system | carry (default: system when pkg-config finds all)
 #   GPU_CHECK_CARRY_PKGCONF=1  use the carry's pkgconf even where pkg-config exists
 #   GPU_CHECK_SAN_TIMEOUT  seconds per compute-sanitizer run (default 300)
-#   GPU_CHECK_SAN_BUDGET   seconds for the whole sanitize phase (default: none); each run
-#                     gets at most what is left, and the runs it leaves no 10 s for
-#                     are rows "not run" (the six runs, in this order: memcheck of
-#                     both tests, racecheck, synccheck, initcheck of both)
+#   GPU_CHECK_SAN_BUDGET   seconds for the six compute-sanitizer runs together (default:
+#                     none); each run gets at most what is left (a run the budget
+#                     cuts is a note "cut by GPU_CHECK_SAN_BUDGET", one the per-run
+#                     timeout cuts a FAIL), and the runs it leaves no 10 s for are
+#                     notes "not run" (in this order: memcheck of both tests,
+#                     racecheck, synccheck, initcheck of both)
 #   OPG_MODEL         the real model (default <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 # Exit status: 0 when every row is ok, 1 otherwise, 2 for bad usage.
 set -uo pipefail
@@ -53,7 +55,11 @@ carry=${GPU_CHECK_CARRY:-$root/.carry}
 model=${OPG_MODEL:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 san_timeout=${GPU_CHECK_SAN_TIMEOUT:-300}
 san_budget=${GPU_CHECK_SAN_BUDGET:-0}
-case "$san_timeout$san_budget" in *[!0-9]*) echo "gpu_check.sh: GPU_CHECK_SAN_TIMEOUT and GPU_CHECK_SAN_BUDGET take whole seconds" >&2; exit 2 ;; esac
+# timeout 0 would mean no limit at all
+if ! [[ $san_timeout =~ ^[0-9]{1,7}$ && $san_budget =~ ^[0-9]{1,7}$ ]] || [ "$san_timeout" -eq 0 ]; then
+    echo "gpu_check.sh: GPU_CHECK_SAN_TIMEOUT (at least 1) and GPU_CHECK_SAN_BUDGET take whole seconds" >&2
+    exit 2
+fi
 jobs=$(nproc 2>/dev/null || echo 4)
 mkdir -p "$build"
 results=$build/gpu_check_results.tsv # phase <tab> check <tab> ok|FAIL|note <tab> detail
@@ -290,7 +296,7 @@ phase_sanitize() {
         for test in test_gpu_kernels test_gpu_model; do
             # the model test's host-heavy parts add little under the slower tools
             [ "$test" = test_gpu_model ] && [ "$tool" = racecheck -o "$tool" = synccheck ] && continue
-            local extra=() t0 rc
+            local extra=() t0 rc cut=0
             run_timeout=$san_timeout
             if [ "$san_budget" -gt 0 ]; then
                 left=$(awk -v b="$san_budget" -v a="$phase_t0" -v n="$(now)" 'BEGIN { printf "%d", b - (n - a) }')
@@ -298,7 +304,7 @@ phase_sanitize() {
                     row sanitize "$tool $test" note "not run: GPU_CHECK_SAN_BUDGET ($san_budget s) spent"
                     continue
                 fi
-                [ "$left" -lt "$run_timeout" ] && run_timeout=$left
+                [ "$left" -lt "$run_timeout" ] && run_timeout=$left cut=1
             fi
             [ "$tool" = memcheck ] && extra=(--leak-check full)
             t0=$(now)
@@ -311,7 +317,13 @@ phase_sanitize() {
             summary=$(grep -E '========= ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY' "$log" | tail -1 | sed 's/========= //')
             case $rc in
             0) row sanitize "$tool $test" ok "${summary:-clean}, $(secs "$t0") s" ;;
-            124) row sanitize "$tool $test" FAIL "timed out after $run_timeout s" ;;
+            124)
+                if [ $cut = 1 ]; then
+                    row sanitize "$tool $test" note "cut by GPU_CHECK_SAN_BUDGET after $run_timeout s: no verdict"
+                else
+                    row sanitize "$tool $test" FAIL "timed out after $run_timeout s"
+                fi
+                ;;
             77) row sanitize "$tool $test" FAIL "test skipped: no device under the sanitizer" ;;
             86) row sanitize "$tool $test" FAIL "${summary:-errors} (sanitize.log)" ;;
             *) row sanitize "$tool $test" FAIL "exit $rc (sanitize.log)" ;;

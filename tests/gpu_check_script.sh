@@ -2,8 +2,9 @@
 # gpu_check_script.sh TEST_GPU_KERNELS TEST_GPU_MODEL TINY_DIR: bench/gpu_check.sh's
 # sanitize phase with a stand-in compute-sanitizer (no GPU needed), checking the
 # budget that keeps the phase inside one device call (GPU_CHECK_SAN_BUDGET):
-# runs fit while 10 s are left, the rest are rows "not run", a run cut by the
-# budget is a FAIL "timed out", and a bad value is a usage error (exit 2).
+# runs fit while 10 s are left, the rest are rows "not run", a run the budget
+# cuts is a note (no verdict) while one the per-run timeout cuts is a FAIL, and
+# bad values are usage errors (exit 2).
 set -u
 [ $# -eq 3 ] || { echo "usage: $0 TEST_GPU_KERNELS TEST_GPU_MODEL TINY_DIR" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,7 @@ stand_in() {
 }
 rows() { grep -c "$1" "$tmp/out/summary.md"; }
 
-# 13 s for runs of 2 s: two fit (13, then 11 s left), then 9 s is under 10
+# 13 s for runs of 2 s: two fit (12 and 10 whole seconds left), then 8 is under 10
 stand_in 2
 PATH="$tmp/bin:$PATH" GPU_CHECK_BUILD="$tmp/b" GPU_CHECK_SAN_BUDGET=13 \
     "$root/bench/gpu_check.sh" "$tmp/out" sanitize >"$tmp/log" 2>&1
@@ -32,17 +33,27 @@ rc=$?
 [ "$(rows 'not run: GPU_CHECK_SAN_BUDGET (13 s) spent')" -eq 4 ] || fail "budget 13: not 4 rows not run: $(cat "$tmp/out/summary.md")"
 grep -q '| sanitize | memcheck test_gpu_kernels | ok |' "$tmp/out/summary.md" || fail "memcheck of the kernels not first"
 
-# a run longer than the budget is cut at what is left
+# a run longer than the budget is cut at what is left: no verdict, not a failure
 stand_in 30
 PATH="$tmp/bin:$PATH" GPU_CHECK_BUILD="$tmp/b" GPU_CHECK_SAN_BUDGET=11 \
     "$root/bench/gpu_check.sh" "$tmp/out" sanitize >"$tmp/log" 2>&1
 rc=$?
-[ $rc -eq 1 ] || fail "a cut run: exit $rc, expected 1: $(cat "$tmp/log")"
-grep -q '| memcheck test_gpu_kernels | FAIL | timed out after 1[01] s |' "$tmp/out/summary.md" \
-    || fail "a cut run: $(cat "$tmp/out/summary.md")"
+[ $rc -eq 0 ] || fail "a run cut by the budget: exit $rc, expected 0: $(cat "$tmp/log")"
+grep -q '| memcheck test_gpu_kernels | note | cut by GPU_CHECK_SAN_BUDGET after 1[01] s: no verdict |' \
+    "$tmp/out/summary.md" || fail "a run cut by the budget: $(cat "$tmp/out/summary.md")"
 [ "$(rows 'not run')" -eq 5 ] || fail "after a cut run: $(cat "$tmp/out/summary.md")"
 
-GPU_CHECK_SAN_BUDGET=ten "$root/bench/gpu_check.sh" "$tmp/out" sanitize >"$tmp/log" 2>&1
+# the per-run timeout still fails a run (a hang), within the budget: 1 s runs
+# while 10 s are left (12, 11, 10)
+PATH="$tmp/bin:$PATH" GPU_CHECK_BUILD="$tmp/b" GPU_CHECK_SAN_BUDGET=13 GPU_CHECK_SAN_TIMEOUT=1 \
+    "$root/bench/gpu_check.sh" "$tmp/out" sanitize >"$tmp/log" 2>&1
 rc=$?
-[ $rc -eq 2 ] && grep -q "whole seconds" "$tmp/log" || fail "GPU_CHECK_SAN_BUDGET=ten: exit $rc: $(cat "$tmp/log")"
+[ $rc -eq 1 ] || fail "per-run timeout: exit $rc, expected 1: $(cat "$tmp/log")"
+[ "$(rows '| FAIL | timed out after 1 s |')" -ge 2 ] || fail "per-run timeout: $(cat "$tmp/out/summary.md")"
+
+for bad in "GPU_CHECK_SAN_BUDGET=ten" "GPU_CHECK_SAN_TIMEOUT=0" "GPU_CHECK_SAN_BUDGET=99999999999999999999"; do
+    env "$bad" "$root/bench/gpu_check.sh" "$tmp/out" sanitize >"$tmp/log" 2>&1
+    rc=$?
+    [ $rc -eq 2 ] && grep -q "whole seconds" "$tmp/log" || fail "$bad: exit $rc: $(cat "$tmp/log")"
+done
 echo "gpu_check.sh sanitize budget: ok"

@@ -23,8 +23,9 @@
  *  - under OPG_TOK_STRICT_UTF8, invalid UTF-8 (checked here independently)
  *    is OPG_ERR_ARG and valid text is not refused for it; errors carry a
  *    message and only the vocabularies lacking characters may fail;
- *  - without OPG_TOK_PARSE_SPECIAL, plain text never yields a CONTROL token
- *    (BOS/EOS added by a flag aside);
+ *  - without OPG_TOK_PARSE_SPECIAL, plain text never yields a CONTROL token,
+ *    nor an UNKNOWN one where every byte has a token (BOS/EOS added by a
+ *    flag aside);
  *  - round trip: decode(encode(text)) with OPG_TOK_DECODE_STRIP_PREFIX |
  *    OPG_TOK_DECODE_SPECIAL is the text byte for byte (SPM: U+2581 comes back
  *    as ' '), for every vocabulary that has every byte;
@@ -220,9 +221,11 @@ static opg_tokenizer *make_spm(int prefix, int byte_tokens) {
             add_tok(&v, s, l, OPG_TOKEN_NORMAL, score);
             score -= 0.01f;
         }
-    static const char *const words[] = {"\xE2\x96\x81t", "\xE2\x96\x81th", "\xE2\x96\x81the", "the", "ing",
-                                        "\xE2\x96\x81\xE2\x96\x81", "\xE2\x96\x81\x61", "[INST]", "[/INST]",
-                                        "<<SYS>>"};
+    /* ("▁t", "▁a" come from the pairs above; "<s", "<un", ... let merges
+       spell "<s>", "</s>" and "<unk>", which plain text must not yield) */
+    static const char *const words[] = {"\xE2\x96\x81th", "\xE2\x96\x81the", "the", "ing",
+                                        "\xE2\x96\x81\xE2\x96\x81", "[INST]", "[/INST]", "<<SYS>>",
+                                        "<s", "</", "</s", "<u", "<un", "<unk"};
     for (size_t i = 0; i < sizeof words / sizeof *words; i++)
         add_tok(&v, words[i], strlen(words[i]), OPG_TOKEN_NORMAL, -0.5f - (float)i / 16);
     add_specials(&v);
@@ -360,8 +363,12 @@ static void check_encode(int v, const char *text, size_t len, unsigned flags) {
     for (size_t i = 0; i < n; i++) {
         CHECK(ids[i] >= 0 && ids[i] < opg_tokenizer_n_vocab(t));
         int boundary = (bos && i == 0) || (eos && i == n - 1);
-        if (!(flags & OPG_TOK_PARSE_SPECIAL) && !boundary)
-            CHECK(opg_tokenizer_token_type(t, ids[i]) != OPG_TOKEN_CONTROL);
+        opg_token_type ty = opg_tokenizer_token_type(t, ids[i]);
+        if (!(flags & OPG_TOK_PARSE_SPECIAL) && !boundary) {
+            CHECK(ty != OPG_TOKEN_CONTROL);
+            /* nor UNKNOWN, but for a character no token spells (SPM_NOBYTES) */
+            if (g_complete[v]) CHECK(ty != OPG_TOKEN_UNKNOWN);
+        }
     }
     check_pieces(t, ids, n);
     if (g_complete[v] && !added) {
