@@ -3032,7 +3032,7 @@ static void alone_coord(coord *c, const char *tag) {
 static void alone_lookahead(int n_x) {
     coord c = {0};
     char tag[16];
-    snprintf(tag, sizeof tag, "rvla%d", n_x);
+    snprintf(tag, sizeof tag, "alonela%d", n_x);
     alone_coord(&c, tag);
     opg_keypair kw, kx, kl;
     opg_keypair_generate(&kw); opg_keypair_generate(&kx); opg_keypair_generate(&kl);
@@ -3076,7 +3076,7 @@ static void test_alone_lookahead(void **state) {
 static void test_alone_stale_limit(void **state) {
     (void)state;
     coord c = {0};
-    alone_coord(&c, "rvlim");
+    alone_coord(&c, "alonelim");
     opg_keypair kl, kb, ks;
     opg_keypair_generate(&kl); opg_keypair_generate(&kb); opg_keypair_generate(&ks);
     opg_client *cl = client_new(c.cep);
@@ -3117,7 +3117,7 @@ static void test_alone_stale_limit(void **state) {
 static void test_alone_model_change(void **state) {
     (void)state;
     coord c = {0};
-    alone_coord(&c, "rvmod");
+    alone_coord(&c, "alonemod");
     opg_keypair kw, kl;
     opg_keypair_generate(&kw); opg_keypair_generate(&kl);
     opg_client *cl = client_new(c.cep);
@@ -3174,6 +3174,7 @@ static uint64_t alone_submit(opg_client *cl, const spec *s, uint32_t max_tokens,
     return id;
 }
 
+/* CPU ticks (user + system, all threads) of a live process, -1 when gone. */
 static long alone_cpu_ticks(pid_t pid) {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -3182,19 +3183,11 @@ static long alone_cpu_ticks(pid_t pid) {
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p) return -1;
-    long ut = 0, st = 0;
-    /* fields after ")": state(3) ... utime(14) stime(15) */
-    int field = 2;
-    for (char *t = p + 1; *t; t++) {
-        if (*t == ' ') {
-            field++;
-            if (field == 14) ut = strtol(t + 1, NULL, 10);
-            if (field == 15) { st = strtol(t + 1, NULL, 10); break; }
-        }
-    }
-    return ut + st;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long ut = 0, st = 0;
+    /* after ")": state(3) ... utime(14) stime(15) */
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) return -1;
+    return (long)(ut + st);
 }
 /* coordinator CPU ticks (1/100 s) over ms of quiet */
 static long alone_idle_cpu(coord *c, int ms) {
@@ -3211,7 +3204,7 @@ static long alone_idle_cpu(coord *c, int ms) {
 static void test_alone_ctx_lockin(void **state) {
     (void)state;
     coord c = {0};
-    alone_coord(&c, "rv2ctx");
+    alone_coord(&c, "alonectx");
     opg_keypair kx, kl, ks, kb;
     opg_keypair_generate(&kx); opg_keypair_generate(&kl); opg_keypair_generate(&ks); opg_keypair_generate(&kb);
     opg_client *cl = client_new(c.cep);
@@ -3256,7 +3249,7 @@ static void test_alone_ctx_lockin(void **state) {
 static void test_alone_stale_after_dispatch(void **state) {
     (void)state;
     coord c = {0};
-    alone_coord(&c, "rv2stale");
+    alone_coord(&c, "alonestale");
     opg_keypair kbig, k1, kl, k2;
     opg_keypair_generate(&kbig); opg_keypair_generate(&k1); opg_keypair_generate(&kl); opg_keypair_generate(&k2);
     opg_client *cl = client_new(c.cep);
