@@ -20,6 +20,7 @@
 #include <zmq.h>
 
 #include "backend.h"
+#include "chat.h"
 #include "client.h"
 #include "contract.h"
 #include "coord.h"
@@ -27,21 +28,26 @@
 #include "metrics.h"
 #include "model.h"
 #include "receipt.h"
+#include "tokenizer.h"
 #include "trace.h"
 #include "worker.h"
 
 #define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
 #define TIMEOUT 20000
 
-static const char *tiny_path(void) {
+/* A tiny model's path (tests/data/gen_tiny_models.py), e.g. "f32"; the
+ * buffer is reused by the next call. */
+static const char *tiny_file(const char *name) {
     static char buf[1024];
     const char *dir = getenv("OPG_TINY_DIR");
 #ifdef OPG_TINY_DIR
     if (!dir || !*dir) dir = OPG_TINY_DIR;
 #endif
-    snprintf(buf, sizeof buf, "%s/tiny-f32.gguf", dir && *dir ? dir : "tiny");
+    snprintf(buf, sizeof buf, "%s/tiny-%s.gguf", dir && *dir ? dir : "tiny", name);
     return buf;
 }
+
+static const char *tiny_path(void) { return tiny_file("f32"); }
 
 typedef struct {
     opg_coord *coord;
@@ -198,11 +204,11 @@ static void reference(net *n, uint32_t max_tokens, opg_gen_result *ref, uint8_t 
     opg_trace_root(ref->trace, root);
 }
 
-/* The coordinator's /metrics text, value of one series line ("name{labels}"). */
-static double metric(net *n, const char *series) {
+/* A /metrics text's value of one series line ("name{labels}"); -1: none. */
+static double metric_of(opg_metrics *m, const char *series) {
     char *text = NULL;
     size_t len = 0;
-    must(opg_metrics_render(n->metrics, &text, &len), "render");
+    must(opg_metrics_render(m, &text, &len), "render");
     double v = -1;
     size_t sl = strlen(series);
     for (char *p = text; p && *p;) {
@@ -216,6 +222,9 @@ static double metric(net *n, const char *series) {
     free(text);
     return v;
 }
+
+/* The coordinator's. */
+static double metric(net *n, const char *series) { return metric_of(n->metrics, series); }
 
 typedef struct {
     uint32_t toks[64];
@@ -710,6 +719,208 @@ static void test_poison_job(void **state) {
     net_stop(&n);
 }
 
+/* ---- text prompts tokenized off the worker's loop (test_text_prompt_off_loop) ---- */
+
+/* The worker's tokenize hook: holds each text prompt back, before it is
+ * encoded, while the gate is closed. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int closed;
+    int entered;      /* prompts that reached the gate */
+    uint64_t ids[16]; /* their job ids, in order */
+} gate;
+
+static void gate_hook(void *ctx, uint64_t job_id) {
+    gate *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    if (g->entered < 16) g->ids[g->entered] = job_id;
+    g->entered++;
+    pthread_cond_broadcast(&g->cv);
+    while (g->closed) pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_set(gate *g, int closed) {
+    pthread_mutex_lock(&g->mu);
+    g->closed = closed;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Waits (10 s at most) until n prompts reached the gate; 1 when they had. */
+static int gate_wait(gate *g, int n) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&g->mu);
+    int e = 0;
+    while (g->entered < n && e == 0) e = pthread_cond_timedwait(&g->cv, &g->mu, &until);
+    int ok = g->entered >= n;
+    pthread_mutex_unlock(&g->mu);
+    return ok;
+}
+
+typedef struct {
+    opg_worker *w;
+    volatile sig_atomic_t stop;
+} plain_worker;
+
+static void *plain_worker_main(void *arg) {
+    plain_worker *p = arg;
+    opg_status st = opg_worker_run(p->w, &p->stop);
+    if (st) fprintf(stderr, "worker: %s\n", opg_last_error());
+    return NULL;
+}
+
+static uint64_t submit_text(opg_client *c, const uint8_t *model_id, const char *text) {
+    Opg__V1__SubmitJob j;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    net fake;
+    memcpy(fake.model_id, model_id, 32);
+    job_init(&j, &tl, &sp, &fake, 8);
+    j.prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TEXT;
+    j.text = (char *)text;
+    uint64_t id = 0;
+    must(opg_client_submit(c, &j, TIMEOUT, &id), "submit text");
+    return id;
+}
+
+static void wait_state(opg_client *c, uint64_t id, int want) {
+    for (int t = 0; t < 1000 && job_state(c, id) != want; t++) usleep(5000);
+    assert_int_equal(job_state(c, id), want);
+}
+
+/* A text prompt is tokenized on the worker's tokenizing thread, not on its
+ * loop: while one is held back before encoding, a token job sent after it
+ * runs and finishes. Then the held one runs with the ids the model's
+ * tokenizer gives (the same trace root as a job of those ids). Cancelled
+ * while queued for encoding, a prompt is never encoded; cancelled while
+ * being encoded, its ids are thrown away; neither sends anything. A prompt
+ * the tokenizer refuses fails the job with its error. With the tokenizing
+ * done on the loop (the hook called there), the token job never finishes. */
+static void test_text_prompt_off_loop(void **state) {
+    (void)state;
+    net n;
+    net_start(&n, 0, 0);
+    opg_client *c = client(&n);
+    opg_backend *be = NULL;
+    opg_model *m = NULL;
+    must(opg_backend_cpu_new(1, &be), "backend");
+    must(opg_model_load(tiny_file("tok-long"), be, NULL, NULL, &m), tiny_file("tok-long"));
+    uint8_t mid[32];
+    opg_model_id(m, mid);
+    opg_metrics *wmet = NULL;
+    must(opg_metrics_new(&wmet), "metrics");
+    gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 1, 0, {0}};
+    opg_worker_config wc = {0};
+    wc.coordinator = opg_coord_workers_endpoint(n.coord);
+    wc.name = "tokenizing";
+    wc.models = &m;
+    wc.n_models = 1;
+    wc.slots = 8;
+    wc.heartbeat_ms = g_heartbeat_ms;
+    wc.stream_ms = 1;
+    wc.metrics = wmet;
+    wc.tokenize_hook = gate_hook;
+    wc.tokenize_hook_ctx = &g;
+    plain_worker pw = {0};
+    must(opg_worker_new(&wc, &pw.w), "opg_worker_new");
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, plain_worker_main, &pw), 0);
+    for (int i = 0; i < 500 && metric(&n, "opg_workers") != 1.0; i++) usleep(10000);
+
+    const char *text_b = "abcabcxyzq";
+    uint64_t b = submit_text(c, mid, text_b);
+    assert_true(gate_wait(&g, 1));
+    assert_int_equal(g.ids[0], b);
+    uint64_t d = submit_text(c, mid, "zzz"); /* queued behind b's */
+    wait_state(c, d, OPG__V1__JOB_STATE__JOB_STATE_RUNNING);
+    int cs = 0;
+    must(opg_client_cancel(c, d, TIMEOUT, &cs), "cancel d");
+    assert_int_equal(cs, OPG__V1__JOB_STATE__JOB_STATE_CANCELLED);
+    /* a token job sent after them finishes while b's prompt is held */
+    Opg__V1__SubmitJob j;
+    Opg__V1__TokenList tl;
+    Opg__V1__SamplingParams sp;
+    job_init(&j, &tl, &sp, &n, 16);
+    memcpy(n.model_id, mid, 32);
+    uint64_t a = 0;
+    must(opg_client_submit(c, &j, TIMEOUT, &a), "submit a");
+    opg_frame *f = NULL;
+    must(opg_client_result(c, a, 1, TIMEOUT, &f), "the token job, while a text prompt waits to be encoded");
+    opg_frame_free(&f);
+    assert_int_equal(job_state(c, b), OPG__V1__JOB_STATE__JOB_STATE_RUNNING);
+    assert_int_equal(g.entered, 1);
+    assert_true(metric_of(wmet, "opg_worker_jobs_running") == 1.0); /* b; d dropped */
+
+    /* b runs with its prompt's ids: the trace root of a job of those ids */
+    gate_set(&g, 0);
+    must(opg_client_result(c, b, 1, TIMEOUT, &f), "b");
+    const Opg__V1__Result *rb = (const Opg__V1__Result *)f->msg;
+    opg_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    int64_t nids = 0;
+    must(opg_tokenizer_from_gguf(opg_model_gguf(m), &tok), "tokenizer");
+    must(opg_chat_encode_prompt(tok, opg_model_gguf(m), text_b, 0, &ids, &nids), "encode");
+    assert_int_equal(rb->usage->prompt_tokens, nids);
+    uint32_t ids32[64];
+    assert_true(nids > 0 && nids <= 64);
+    for (int64_t i = 0; i < nids; i++) ids32[i] = (uint32_t)ids[i];
+    tl.ids = ids32;
+    tl.n_ids = (size_t)nids;
+    j.max_tokens = 8;
+    uint64_t cj = 0;
+    must(opg_client_submit(c, &j, TIMEOUT, &cj), "submit c");
+    expect_final(c, cj, rb->trace_root.data, NULL);
+    opg_frame_free(&f);
+    /* d was never encoded: the next prompt is the second at the gate */
+    uint64_t e1 = submit_text(c, mid, "xyz");
+    must(opg_client_result(c, e1, 1, TIMEOUT, &f), "e1");
+    opg_frame_free(&f);
+    assert_int_equal(g.entered, 2);
+    assert_int_equal(g.ids[1], e1);
+
+    /* cancelled while being encoded: its ids are thrown away */
+    gate_set(&g, 1);
+    uint64_t e2 = submit_text(c, mid, "abc");
+    assert_true(gate_wait(&g, 3));
+    wait_state(c, e2, OPG__V1__JOB_STATE__JOB_STATE_RUNNING);
+    must(opg_client_cancel(c, e2, TIMEOUT, &cs), "cancel e2");
+    assert_int_equal(cs, OPG__V1__JOB_STATE__JOB_STATE_CANCELLED);
+    /* the worker has the Cancel once a later job's answer came back */
+    uint64_t e3 = submit_text(c, mid, "ABC"); /* no token for these bytes */
+    gate_set(&g, 0);
+    opg_status st = opg_client_result(c, e3, 1, TIMEOUT, &f);
+    if (st != OPG_ERR_UNSUPPORTED || !strstr(opg_last_error(), "a character has no token") ||
+        job_state(c, e3) != OPG__V1__JOB_STATE__JOB_STATE_FAILED) {
+        print_error("a prompt the tokenizer refuses: %s (%s)\n", opg_strerror(st), opg_last_error());
+        fail();
+    }
+    uint64_t e4 = submit_text(c, mid, "cab");
+    must(opg_client_result(c, e4, 1, TIMEOUT, &f), "e4");
+    opg_frame_free(&f);
+    assert_int_equal(g.entered, 5);
+    assert_true(metric_of(wmet, "opg_worker_jobs_total{result=\"done\"}") == 5.0);    /* a b c e1 e4 */
+    assert_true(metric_of(wmet, "opg_worker_jobs_total{result=\"dropped\"}") == 2.0); /* d e2 */
+    assert_true(metric_of(wmet, "opg_worker_jobs_total{result=\"failed\"}") == 1.0);  /* e3 */
+    assert_true(metric_of(wmet, "opg_worker_jobs_running") == 0.0);
+    assert_int_equal(job_state(c, d), OPG__V1__JOB_STATE__JOB_STATE_CANCELLED);
+    assert_int_equal(job_state(c, e2), OPG__V1__JOB_STATE__JOB_STATE_CANCELLED);
+
+    pw.stop = 1;
+    pthread_join(t, NULL);
+    opg_worker_free(pw.w);
+    free(ids);
+    opg_tokenizer_free(tok);
+    opg_metrics_free(wmet);
+    opg_model_free(m);
+    opg_backend_free(be);
+    opg_client_free(c);
+    net_stop(&n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_result_receipt),
@@ -717,6 +928,7 @@ int main(void) {
         cmocka_unit_test(test_backend_failure),
         cmocka_unit_test(test_ipv6_loopback),
         cmocka_unit_test(test_poison_job),
+        cmocka_unit_test(test_text_prompt_off_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@
 #include "scheduler.h"
 #include "sock.h"
 #include "tokenizer.h"
+#include "tokq.h"
 #include "trace.h"
 
 #define T(x) OPG__V1__MESSAGE_TYPE__MESSAGE_TYPE_##x
@@ -41,6 +42,8 @@ typedef struct wjob {
     uint32_t n_pending, cap_pending, sent;
     int64_t last_flush;
     int cancelled;
+    int tokenizing;            /* its text prompt is in the tokq (request tok_seq), not yet in the scheduler */
+    uint64_t tok_seq;
     UT_hash_handle hh;
 } wjob;
 
@@ -50,7 +53,9 @@ struct opg_worker {
     wmodel *models;
     void *zctx, *sock;
     wjob *jobs;
-    int n_jobs;
+    int n_jobs;                /* in jobs: in the scheduler, or tokenizing */
+    int n_tokenizing;
+    opg_tokq *tokq;            /* text prompts are encoded there, off this loop */
     int draining;
     int64_t last_heard, next_hb;
     uint64_t hb_seq;
@@ -134,6 +139,10 @@ static void send_error(opg_worker *w, uint64_t job_id, opg_status code, const ch
 static void wjob_free(opg_worker *w, wjob *j) {
     HASH_DEL(w->jobs, j);
     w->n_jobs--;
+    if (j->tokenizing) {
+        if (w->tokq) opg_tokq_drop(w->tokq, j->tok_seq);
+        w->n_tokenizing--;
+    }
     free(j->prompt);
     free(j->pending);
     free(j);
@@ -261,6 +270,55 @@ static int model_index(opg_worker *w, const ProtobufCBinaryData *id) {
     return -1;
 }
 
+/* Puts a job whose prompt is ids (n of them; taken over) into its model's
+ * scheduler, or answers it with an Error and frees it. */
+static void start_job(opg_worker *w, wjob *j, int32_t *ids, int64_t n) {
+    wmodel *wm = &w->models[j->model];
+    opg_status st = OPG_OK;
+    j->prompt = malloc((size_t)(n ? n : 1) * sizeof *j->prompt);
+    if (!j->prompt) st = opg__fail(OPG_ERR_NOMEM, "worker out of memory");
+    if (st == OPG_OK) {
+        opg_gen_request q = {0};
+        q.prompt = ids;
+        q.n_prompt = n;
+        q.max_tokens = j->max_tokens;
+        q.sampling.temperature = j->sampling.temperature;
+        q.sampling.top_k = (int32_t)(j->sampling.top_k > INT32_MAX ? INT32_MAX : j->sampling.top_k);
+        q.sampling.top_p = j->sampling.top_p;
+        q.sampling.seed = j->sampling.seed;
+        q.stop = wm->stop;
+        q.n_stop = wm->n_stop;
+        st = opg_sched_add(wm->sched, &q, j->id);
+    }
+    if (st == OPG_ERR_LIMIT && n >= opg_sched_n_ctx(wm->sched)) {
+        /* the prompt does not fit this worker's context: the coordinator
+           learns its length and may find a worker whose context holds it */
+        Opg__V1__Error e = OPG__V1__ERROR__INIT;
+        char msg[OPG_PROTO_MAX_SHORT_STRING + 1];
+        snprintf(msg, sizeof msg, "%s", opg_last_error());
+        e.job_id = j->id;
+        e.code = st;
+        e.message = msg;
+        e.prompt_tokens = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+        send_msg(w, T(ERROR), &e.base);
+        metric_add(w, w->m_failed, 1);
+    } else if (st == OPG_ERR_STATE) { /* the KV cache's allocation met a broken backend */
+        fail_worker(w, st, opg_last_error());
+    } else if (st) {
+        send_error(w, j->id, st, opg_last_error());
+        metric_add(w, w->m_failed, 1);
+    }
+    if (st) {
+        free(ids);
+        wjob_free(w, j);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) j->prompt[i] = (uint32_t)ids[i];
+    j->n_prompt = (uint32_t)n;
+    j->last_flush = opg_now_ms();
+    free(ids);
+}
+
 static void on_job(opg_worker *w, const Opg__V1__Job *m) {
     if (find_job(w, m->job_id)) return; /* already running it */
     if (w->fatal) return; /* stopping: the Disconnect gives it back */
@@ -280,78 +338,30 @@ static void on_job(opg_worker *w, const Opg__V1__Job *m) {
         send_error(w, m->job_id, OPG_ERR_NOT_FOUND, "model not loaded on this worker");
         return;
     }
-    wmodel *wm = &w->models[mi];
-    int32_t *ids = NULL;
-    int64_t n = 0;
-    opg_status st = OPG_OK;
-    if (m->prompt_case == OPG__V1__JOB__PROMPT_TEXT && !wm->tok) {
-        st = opg__fail(OPG_ERR_UNSUPPORTED, "this model has no tokenizer: send the prompt as token ids");
-    } else if (m->prompt_case == OPG__V1__JOB__PROMPT_TEXT) {
-        st = opg_chat_encode_prompt(wm->tok, opg_model_gguf(wm->m), m->text, m->chat, &ids, &n);
-        if (st == OPG_OK && n == 0) st = opg__fail(OPG_ERR_ARG, "the prompt encodes to no tokens");
-    } else {
-        n = (int64_t)m->tokens->n_ids;
-        ids = malloc((size_t)n * sizeof *ids);
-        if (!ids) st = opg__fail(OPG_ERR_NOMEM, "worker out of memory");
-        for (int64_t i = 0; ids && i < n; i++) ids[i] = (int32_t)m->tokens->ids[i];
-    }
-    wjob *j = st == OPG_OK ? calloc(1, sizeof *j) : NULL;
-    if (st == OPG_OK && !j) st = opg__fail(OPG_ERR_NOMEM, "worker out of memory");
-    if (j) {
-        j->prompt = malloc((size_t)n * sizeof *j->prompt);
-        if (!j->prompt) st = opg__fail(OPG_ERR_NOMEM, "worker out of memory");
-    }
-    if (st == OPG_OK) {
-        opg_gen_request q = {0};
-        q.prompt = ids;
-        q.n_prompt = n;
-        q.max_tokens = m->max_tokens;
-        if (m->sampling) {
-            q.sampling.temperature = m->sampling->temperature;
-            q.sampling.top_k = (int32_t)(m->sampling->top_k > INT32_MAX ? INT32_MAX : m->sampling->top_k);
-            q.sampling.top_p = m->sampling->top_p;
-            q.sampling.seed = m->sampling->seed;
-        }
-        q.stop = wm->stop;
-        q.n_stop = wm->n_stop;
-        st = opg_sched_add(wm->sched, &q, m->job_id);
-    }
-    if (st == OPG_ERR_LIMIT && n >= opg_sched_n_ctx(wm->sched)) {
-        /* the prompt does not fit this worker's context: the coordinator
-           learns its length and may find a worker whose context holds it */
-        Opg__V1__Error e = OPG__V1__ERROR__INIT;
-        char msg[OPG_PROTO_MAX_SHORT_STRING + 1];
-        snprintf(msg, sizeof msg, "%s", opg_last_error());
-        e.job_id = m->job_id;
-        e.code = st;
-        e.message = msg;
-        e.prompt_tokens = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
-        send_msg(w, T(ERROR), &e.base);
+    int text = m->prompt_case == OPG__V1__JOB__PROMPT_TEXT;
+    if (text && !w->models[mi].tok) {
+        send_error(w, m->job_id, OPG_ERR_UNSUPPORTED, "this model has no tokenizer: send the prompt as token ids");
         metric_add(w, w->m_failed, 1);
-        if (j) free(j->prompt);
-        free(j);
-        free(ids);
         return;
     }
-    if (st == OPG_ERR_STATE) { /* the KV cache's allocation met a broken backend */
-        fail_worker(w, st, opg_last_error());
-        if (j) free(j->prompt);
-        free(j);
-        free(ids);
-        return;
+    wjob *j = calloc(1, sizeof *j);
+    int32_t *ids = NULL;
+    int64_t n = text ? 0 : (int64_t)m->tokens->n_ids;
+    if (j && !text) ids = malloc((size_t)(n ? n : 1) * sizeof *ids);
+    opg_status st = !j || (!text && !ids) ? opg__fail(OPG_ERR_NOMEM, "worker out of memory") : OPG_OK;
+    if (st == OPG_OK && text) {
+        wmodel *wm = &w->models[mi];
+        st = opg_tokq_submit(w->tokq, wm->tok, opg_model_gguf(wm->m), m->text, m->chat, m->job_id, &j->tok_seq);
     }
     if (st) {
         send_error(w, m->job_id, st, opg_last_error());
         metric_add(w, w->m_failed, 1);
-        if (j) free(j->prompt);
         free(j);
         free(ids);
         return;
     }
     j->id = m->job_id;
     j->model = mi;
-    for (int64_t i = 0; i < n; i++) j->prompt[i] = (uint32_t)ids[i];
-    j->n_prompt = (uint32_t)n;
     opg__v1__sampling_params__init(&j->sampling);
     if (m->sampling) {
         j->sampling.temperature = m->sampling->temperature;
@@ -360,16 +370,51 @@ static void on_job(opg_worker *w, const Opg__V1__Job *m) {
         j->sampling.seed = m->sampling->seed;
     }
     j->max_tokens = m->max_tokens;
-    j->last_flush = opg_now_ms();
-    free(ids);
+    j->tokenizing = text;
     HASH_ADD(hh, w->jobs, id, sizeof j->id, j);
     w->n_jobs++;
+    w->n_tokenizing += text;
     if (w->cfg.metrics && w->m_running >= 0) opg_metrics_set(w->cfg.metrics, w->m_running, w->n_jobs);
+    if (text) return; /* take_tokenized starts it */
+    for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)m->tokens->ids[i];
+    start_job(w, j, ids, n);
+}
+
+/* Starts the jobs whose text prompts the tokq has encoded. */
+static void take_tokenized(opg_worker *w) {
+    opg_tokq_result r;
+    while (opg_tokq_take(w->tokq, &r)) {
+        wjob *j = find_job(w, r.tag);
+        if (!j || !j->tokenizing || j->tok_seq != r.seq) { /* dropped jobs' results never come: defensive */
+            free(r.ids);
+            continue;
+        }
+        j->tokenizing = 0;
+        w->n_tokenizing--;
+        if (r.st == OPG_OK && r.n == 0) {
+            r.st = OPG_ERR_ARG;
+            snprintf(r.error, sizeof r.error, "the prompt encodes to no tokens");
+        }
+        if (r.st) {
+            send_error(w, j->id, r.st, r.error);
+            metric_add(w, w->m_failed, 1);
+            free(r.ids);
+            wjob_free(w, j);
+            continue;
+        }
+        start_job(w, j, r.ids, r.n);
+        if (w->fatal) return;
+    }
 }
 
 static void on_cancel(opg_worker *w, uint64_t id) {
     wjob *j = find_job(w, id);
     if (!j) return;
+    if (j->tokenizing) { /* not in the scheduler yet: on_done would never come */
+        metric_add(w, w->m_cancelled, 1);
+        wjob_free(w, j);
+        return;
+    }
     j->cancelled = 1;
     opg_sched_cancel(w->models[j->model].sched, id); /* on_done frees it */
 }
@@ -383,6 +428,10 @@ static void drop_deferred(opg_worker *w) {
 static void drop_all(opg_worker *w) {
     wjob *j, *t;
     HASH_ITER(hh, w->jobs, j, t) {
+        if (j->tokenizing) {
+            wjob_free(w, j);
+            continue;
+        }
         j->cancelled = 1;
         opg_sched_cancel(w->models[j->model].sched, j->id);
     }
@@ -523,8 +572,8 @@ static int handle_frame(opg_worker *w, const opg_frame *f) {
     }
 }
 
-/* Our heartbeat when due: between messages too, since taking a Job with a
- * text prompt tokenizes it (about a second a MiB). */
+/* Our heartbeat when due: between messages too, since a long burst of
+ * them takes a while. */
 static void heartbeat_if_due(opg_worker *w) {
     int64_t now = opg_now_ms();
     if (now >= w->next_hb) send_heartbeat(w, now);
@@ -570,17 +619,21 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
             send_msg(w, T(DISCONNECT), &d.base);
             break;
         }
-        long timeout = w->n_jobs || w->n_deferred ? 0 : (long)(w->next_hb > now ? w->next_hb - now : 0);
-        zmq_pollitem_t it = {w->sock, 0, ZMQ_POLLIN, 0};
-        /* with jobs running, no wait: read_link's non-blocking reads suffice
-           (a zero-timeout zmq_poll would cost a poll(2) per step for nothing) */
-        if (timeout > 0 && zmq_poll(&it, 1, timeout) < 0 && zmq_errno() != EINTR)
+        int stepping = w->n_jobs > w->n_tokenizing;
+        long timeout = stepping || w->n_deferred ? 0 : (long)(w->next_hb > now ? w->next_hb - now : 0);
+        zmq_pollitem_t it[2] = {{w->sock, 0, ZMQ_POLLIN, 0}, {NULL, opg_tokq_fd(w->tokq), ZMQ_POLLIN, 0}};
+        /* with jobs running, no wait: read_link's non-blocking reads and
+           take_tokenized suffice (a zero-timeout zmq_poll would cost a
+           poll(2) per step for nothing); idle, a prompt whose tokens are
+           ready wakes it as a message does */
+        if (timeout > 0 && zmq_poll(it, 2, timeout) < 0 && zmq_errno() != EINTR)
             return opg__fail(OPG_ERR_IO, "poll: %s", zmq_strerror(zmq_errno()));
         if (read_link(w)) {
             if (w->draining || w->fatal) break;
             if ((st = reconnect(w, "coordinator said disconnect", stop))) return st;
             continue;
         }
+        take_tokenized(w);
         if (w->fatal) break; /* a Job's cache met a broken backend */
         for (int i = 0; i < w->cfg.n_models; i++) {
             if (!opg_sched_active(w->models[i].sched)) continue;
@@ -597,7 +650,7 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
                    re-queues them), the worker stays */
                 LOG(OPG_LOG_ERROR, "step_failed", "error=\"%s\"", why);
                 wjob *j, *t;
-                HASH_ITER(hh, w->jobs, j, t) if (j->model == i) {
+                HASH_ITER(hh, w->jobs, j, t) if (j->model == i && !j->tokenizing) {
                     send_error(w, j->id, st == OPG_ERR_NOMEM ? OPG_ERR_NOMEM : OPG_ERR_STATE, why);
                     j->cancelled = 1;
                     metric_add(w, w->m_failed, 1);
@@ -678,6 +731,7 @@ opg_status opg_worker_new(const opg_worker_config *cfg, opg_worker **out) {
     register_metrics(w);
     opg_status st = cfg->key ? (w->key = *cfg->key, OPG_OK) : opg_keypair_generate(&w->key);
     if (st) goto fail;
+    if ((st = opg_tokq_new(cfg->tokenize_hook, cfg->tokenize_hook_ctx, &w->tokq))) goto fail;
     w->models = calloc((size_t)cfg->n_models, sizeof *w->models);
     if (!w->models) {
         st = opg__fail(OPG_ERR_NOMEM, "worker: out of memory");
@@ -714,6 +768,8 @@ fail:
 
 void opg_worker_free(opg_worker *w) {
     if (!w) return;
+    opg_tokq_free(w->tokq); /* first: its thread reads the tokenizers */
+    w->tokq = NULL;
     for (int i = 0; w->models && i < w->cfg.n_models; i++) {
         opg_sched_free(w->models[i].sched);
         w->models[i].sched = NULL;

@@ -4,7 +4,9 @@
  *
  * One thread: a DEALER socket to the coordinator and one scheduler per model
  * (runtime/scheduler.h). Between forward steps it reads the socket, so new jobs
- * join the running batch and heartbeats keep flowing. The link follows the
+ * join the running batch and heartbeats keep flowing. Text prompts are
+ * tokenized on a second thread (tokq.h) and join the batch when encoded, so a
+ * long prompt does not stall the running jobs' steps. The link follows the
  * Paranoid Pirate pattern: Ready on connect, heartbeats both ways, and when
  * the coordinator is silent for liveness x heartbeat_ms (or says Disconnect)
  * the worker drops its jobs (the coordinator re-queues them), closes the
@@ -44,6 +46,10 @@ typedef struct {
     int64_t n_ctx;                  /* context per job; 0: the model's */
     opg_log log;
     opg_metrics *metrics;           /* or NULL */
+    /* Tests: called on the tokenizing thread before each text prompt is
+     * encoded, with its job id (see worker/tokq.h). NULL: none. */
+    void (*tokenize_hook)(void *ctx, uint64_t job_id);
+    void *tokenize_hook_ctx;
 } opg_worker_config;
 
 typedef struct opg_worker opg_worker;
