@@ -63,6 +63,7 @@ typedef struct {
     opg_status worker_st; /* what opg_worker_run returned */
     _Atomic int worker_ended;
     char worker_err[600];
+    int coord_joined;     /* net_stop_coord ran */
 } net;
 
 static int g_faulty_backend; /* net_start puts the model on tu_faulty_backend */
@@ -138,12 +139,9 @@ static void worker_start(net *n) {
     assert_int_equal(pthread_create(&n->tw, NULL, worker_main, n), 0);
 }
 
-static void net_stop(net *n) {
-    if (n->worker) {
-        n->stop_worker = 1;
-        pthread_join(n->tw, NULL);
-        opg_worker_free(n->worker);
-    }
+/* Stops the coordinator's thread (its handle stays until net_stop). */
+static void net_stop_coord(net *n) {
+    if (n->coord_joined) return;
     n->stop_coord = 1;
     /* a request wakes a coordinator waiting out a long heartbeat period */
     opg_client *c = NULL;
@@ -154,6 +152,16 @@ static void net_stop(net *n) {
         opg_client_free(c);
     }
     pthread_join(n->tc, NULL);
+    n->coord_joined = 1;
+}
+
+static void net_stop(net *n) {
+    if (n->worker) {
+        n->stop_worker = 1;
+        pthread_join(n->tw, NULL);
+        opg_worker_free(n->worker);
+    }
+    net_stop_coord(n);
     opg_coord_free(n->coord);
     opg_model_free(n->m);
     opg_backend_free(n->be);
@@ -787,6 +795,16 @@ static uint64_t submit_text(opg_client *c, const uint8_t *model_id, const char *
     return id;
 }
 
+/* Waits (5 s at most) until a metric has a value: the worker counts a job
+ * just after sending its answer. */
+static void wait_metric(opg_metrics *m, const char *series, double want) {
+    for (int t = 0; t < 500 && metric_of(m, series) != want; t++) usleep(10000);
+    if (metric_of(m, series) != want) {
+        print_error("%s is %g, not %g\n", series, metric_of(m, series), want);
+        fail();
+    }
+}
+
 static void wait_state(opg_client *c, uint64_t id, int want) {
     for (int t = 0; t < 1000 && job_state(c, id) != want; t++) usleep(5000);
     assert_int_equal(job_state(c, id), want);
@@ -853,7 +871,7 @@ static void test_text_prompt_off_loop(void **state) {
     opg_frame_free(&f);
     assert_int_equal(job_state(c, b), OPG__V1__JOB_STATE__JOB_STATE_RUNNING);
     assert_int_equal(g.entered, 1);
-    assert_true(metric_of(wmet, "opg_worker_jobs_running") == 1.0); /* b; d dropped */
+    wait_metric(wmet, "opg_worker_jobs_running", 1.0); /* b; d dropped */
 
     /* b runs with its prompt's ids: the trace root of a job of those ids */
     gate_set(&g, 0);
@@ -902,12 +920,25 @@ static void test_text_prompt_off_loop(void **state) {
     must(opg_client_result(c, e4, 1, TIMEOUT, &f), "e4");
     opg_frame_free(&f);
     assert_int_equal(g.entered, 5);
-    assert_true(metric_of(wmet, "opg_worker_jobs_total{result=\"done\"}") == 5.0);    /* a b c e1 e4 */
-    assert_true(metric_of(wmet, "opg_worker_jobs_total{result=\"dropped\"}") == 2.0); /* d e2 */
-    assert_true(metric_of(wmet, "opg_worker_jobs_total{result=\"failed\"}") == 1.0);  /* e3 */
-    assert_true(metric_of(wmet, "opg_worker_jobs_running") == 0.0);
+    wait_metric(wmet, "opg_worker_jobs_total{result=\"done\"}", 5.0);    /* a b c e1 e4 */
+    wait_metric(wmet, "opg_worker_jobs_total{result=\"dropped\"}", 2.0); /* d e2 */
+    wait_metric(wmet, "opg_worker_jobs_total{result=\"failed\"}", 1.0);  /* e3 */
+    wait_metric(wmet, "opg_worker_jobs_running", 0.0);
     assert_int_equal(job_state(c, d), OPG__V1__JOB_STATE__JOB_STATE_CANCELLED);
     assert_int_equal(job_state(c, e2), OPG__V1__JOB_STATE__JOB_STATE_CANCELLED);
+
+    /* the link lost while one prompt is being encoded and one waits: both
+       dropped (the coordinator re-queues them) and counted */
+    gate_set(&g, 1);
+    submit_text(c, mid, "abc");
+    submit_text(c, mid, "bca");
+    assert_true(gate_wait(&g, 6));
+    wait_metric(wmet, "opg_worker_jobs_running", 2.0);
+    net_stop_coord(&n); /* silent: the worker's heartbeat timeout */
+    wait_metric(wmet, "opg_worker_reconnects_total", 1.0);
+    wait_metric(wmet, "opg_worker_jobs_running", 0.0);
+    wait_metric(wmet, "opg_worker_jobs_total{result=\"dropped\"}", 4.0);
+    gate_set(&g, 0);
 
     pw.stop = 1;
     pthread_join(t, NULL);

@@ -4,6 +4,8 @@
  *    wakes a poll while results wait;
  *  - drop: a request not yet begun is never encoded, one being encoded and
  *    one finished but not taken never come back; an unknown seq is nothing;
+ *  - the fd is readable exactly while a result waits (a stale wake-up would
+ *    make an idle worker's poll return at once, forever);
  *  - free with requests queued, being encoded and finished loses nothing
  *    (the ASan build checks leaks; test_net_tokq_tsan runs it all under
  *    ThreadSanitizer). */
@@ -64,6 +66,12 @@ static opg_tokq_result take(opg_tokq *q) {
     return r;
 }
 
+/* Whether the fd wakes a poll now. */
+static int readable(opg_tokq *q) {
+    struct pollfd p = {opg_tokq_fd(q), POLLIN, 0};
+    return poll(&p, 1, 0) == 1;
+}
+
 static char *random_text(unsigned *seed, int max_len) {
     int n = (int)(rand_r(seed) % (unsigned)max_len) + 1;
     char *t = malloc((size_t)n + 1);
@@ -109,6 +117,7 @@ static void test_order_and_results(void **state) {
     }
     opg_tokq_result r;
     assert_int_equal(opg_tokq_take(q, &r), 0);
+    assert_false(readable(q)); /* else an idle loop polling it would spin */
     opg_tokq_free(q);
 }
 
@@ -161,6 +170,7 @@ static void test_drop(void **state) {
     gate_set(&g, 1, 4);     /* 0, 2, 3 go; 4 is held: 2 and 3 are then finished */
     gate_wait(&g, 4);
     opg_tokq_drop(q, s[3]); /* finished, not taken */
+    assert_true(readable(q)); /* 2 waits */
     gate_set(&g, 0, 0);
     opg_tokq_result r = take(q);
     assert_int_equal(r.tag, 2);
@@ -176,6 +186,42 @@ static void test_drop(void **state) {
     assert_int_equal(g.tags[2], 3);
     assert_int_equal(g.tags[3], 4);
     assert_int_equal(opg_tokq_take(q, &r), 0);
+    assert_false(readable(q));
+    /* the only result finished, then dropped before it is taken: the fd
+       must go quiet too */
+    uint64_t s5;
+    gate_set(&g, 1, 6);
+    assert_int_equal(opg_tokq_submit(q, g_tok, g_gguf, "cab", 0, 5, &s5), OPG_OK);
+    assert_int_equal(opg_tokq_submit(q, g_tok, g_gguf, "cab", 0, 6, &s[0]), OPG_OK);
+    gate_wait(&g, 6); /* 6 held: 5 finished */
+    assert_true(readable(q));
+    opg_tokq_drop(q, s5);
+    assert_false(readable(q));
+    gate_set(&g, 0, 0);
+    r = take(q);
+    assert_int_equal(r.tag, 6);
+    free(r.ids);
+    assert_false(readable(q));
+    opg_tokq_free(q);
+}
+
+/* Results taken while the thread adds more (as a stepping worker takes
+ * them): once all are taken the fd is quiet, every time. */
+static void test_fd_quiet_when_empty(void **state) {
+    (void)state;
+    opg_tokq *q = NULL;
+    assert_int_equal(opg_tokq_new(NULL, NULL, &q), OPG_OK);
+    int stale = 0;
+    for (int round = 0; round < 2000; round++) {
+        uint64_t s;
+        assert_int_equal(opg_tokq_submit(q, g_tok, g_gguf, "abcabc", 0, (uint64_t)round, &s), OPG_OK);
+        opg_tokq_result r;
+        while (!opg_tokq_take(q, &r)) {
+        }
+        free(r.ids);
+        stale += readable(q);
+    }
+    assert_int_equal(stale, 0);
     opg_tokq_free(q);
 }
 
@@ -200,6 +246,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_order_and_results),
         cmocka_unit_test(test_drop),
+        cmocka_unit_test(test_fd_quiet_when_empty),
         cmocka_unit_test(test_free_pending),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

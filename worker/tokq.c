@@ -46,6 +46,13 @@ static void req_free(req *r) {
     free(r);
 }
 
+/* Under mu (the encoding thread writes under it too): readable iff done is not empty. */
+static void drain_wake(opg_tokq *q) {
+    char buf[64];
+    while (read(q->wake[0], buf, sizeof buf) > 0) {
+    }
+}
+
 static void *encode_main(void *arg) {
     opg_tokq *q = arg;
     pthread_mutex_lock(&q->mu);
@@ -155,15 +162,13 @@ opg_status opg_tokq_submit(opg_tokq *q, const opg_tokenizer *tok, const opg_gguf
 
 int opg_tokq_take(opg_tokq *q, opg_tokq_result *out) {
     if (atomic_load(&q->n_done) == 0) return 0; /* the worker's hot loop asks every step */
-    char buf[64];
-    while (read(q->wake[0], buf, sizeof buf) > 0) {
-    }
     pthread_mutex_lock(&q->mu);
     req *r = q->done;
     if (r) {
         DL_DELETE(q->done, r);
         atomic_fetch_sub(&q->n_done, 1);
     }
+    if (!q->done) drain_wake(q);
     pthread_mutex_unlock(&q->mu);
     if (!r) return 0;
     *out = r->res;
@@ -186,6 +191,7 @@ void opg_tokq_drop(opg_tokq *q, uint64_t seq) {
             if (found) {
                 DL_DELETE(q->done, found);
                 atomic_fetch_sub(&q->n_done, 1);
+                if (!q->done) drain_wake(q);
             }
         }
     }

@@ -428,7 +428,8 @@ static void drop_deferred(opg_worker *w) {
 static void drop_all(opg_worker *w) {
     wjob *j, *t;
     HASH_ITER(hh, w->jobs, j, t) {
-        if (j->tokenizing) {
+        if (j->tokenizing) { /* as on_cancel: not in the scheduler */
+            metric_add(w, w->m_cancelled, 1);
             wjob_free(w, j);
             continue;
         }
@@ -701,7 +702,7 @@ static void register_metrics(opg_worker *w) {
     w->m_failed = opg_metrics_counter(m, "opg_worker_jobs_total", "result=\"failed\"", "Jobs ended, by result.");
     w->m_cancelled = opg_metrics_counter(m, "opg_worker_jobs_total", "result=\"dropped\"", "Jobs ended, by result.");
     w->m_tokens = opg_metrics_counter(m, "opg_worker_tokens_total", NULL, "Output tokens generated.");
-    w->m_running = opg_metrics_gauge(m, "opg_worker_jobs_running", NULL, "Jobs in the batch.");
+    w->m_running = opg_metrics_gauge(m, "opg_worker_jobs_running", NULL, "Jobs taken: in the batch or being tokenized.");
     w->m_reconnects = opg_metrics_counter(m, "opg_worker_reconnects_total", NULL, "Coordinator links reset.");
     w->m_step = opg_metrics_histogram(m, "opg_worker_step_seconds", NULL, "One forward step over the batch.",
                                       opg_metrics_latency_bounds, opg_metrics_n_latency_bounds);
