@@ -5,7 +5,8 @@
 # jobs with MIB MiB text prompts are submitted, one a second. Prints the
 # median and the longest gaps between the streamed job's output chunks
 # before and while the big prompts come (the worker sends a job's tokens
-# every 50 ms at most, so a gap well over one step is a stall).
+# every 50 ms at most, so a gap well over one step is a stall), and the
+# worker's CPU time while idle afterwards.
 # Usage: bench/prompt_stall.sh [BUILD_DIR] [MIB] [K] [N] [MODEL]
 #   defaults: build 1 4 600 models/SmolLM2-135M-Instruct.Q4_1.gguf
 set -euo pipefail
@@ -34,7 +35,8 @@ trap cleanup EXIT INT TERM
     2>"$dir/coordinator.log" &
 pids+=($!)
 "$bin/worker/opg-worker" -C "$wep" -m "$model" -t 1 --slots 8 --name stall 2>"$dir/worker.log" &
-pids+=($!)
+worker=$!
+pids+=($worker)
 for _ in $(seq 1 300); do grep -q 'event=worker_ready' "$dir/coordinator.log" 2>/dev/null && break; sleep 0.1; done
 grep -q 'event=worker_ready' "$dir/coordinator.log" || { echo "prompt_stall: the worker did not connect" >&2; exit 1; }
 
@@ -74,6 +76,10 @@ for _ in $(seq 1 "$k"); do
 done
 end=$(python3 -c 'import time; print(time.time())')
 wait "$stream"
+# the worker idle afterwards: its CPU time over 2 s (a busy loop shows here)
+ticks() { awk '{print $14 + $15}' "/proc/$worker/stat"; }
+t0=$(ticks); sleep 2; t1=$(ticks)
+idle_ms=$(( (t1 - t0) * 1000 / $(getconf CLK_TCK) ))
 python3 - "$dir/times" "$start" "$end" "$mib" "$k" <<'PY'
 import statistics, sys
 t = [float(x) for x in open(sys.argv[1])]
@@ -88,3 +94,4 @@ print("before the prompts: %d gaps, median %s, longest %s" % (len(before), ms(st
 print("while %s x %s MiB text prompts came: %d gaps, median %s, longest %s" %
       (sys.argv[5], sys.argv[4], len(during), ms(statistics.median(during)), ms(max(during))))
 PY
+echo "the worker idle afterwards: ${idle_ms} ms of CPU in 2 s"
