@@ -14,18 +14,26 @@
 #                   a GPU machine whose python3 lacks numpy (about 42 MB)
 #   DEST/MANIFEST   what is in it, from where, for which glibc
 #
+# With --model-parts it also splits the real model (models/SmolLM2-135M-
+# Instruct.Q4_1.gguf, 98 MB, fetched when missing) into <repo>/.carry-model/
+# part-K-of-N of at most 52 MiB each, for a device tool that carries less
+# than the model per call: bring one part per call; gpu_check.sh joins them
+# once all are there and checks the SHA-256.
+#
 # bench/gpu_check.sh finds DEST (default <repo>/.carry) and uses each part
 # only for what the GPU machine itself lacks. docs/gpu.md has the details.
 #
-# Usage: bench/gpu_carry.sh [--tiny] [DEST]
+# Usage: bench/gpu_carry.sh [--tiny] [--model-parts] [DEST]
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tiny=0
+model_parts=0
 dest=""
 for a in "$@"; do
     case "$a" in
     --tiny) tiny=1 ;;
+    --model-parts) model_parts=1 ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "gpu_carry.sh: unknown option $a" >&2; exit 2 ;;
     *) dest=$a ;;
@@ -104,6 +112,24 @@ if [ "$tiny" = 1 ]; then
     log "tiny models: $(ls "$dest/tiny" | wc -l) files"
 fi
 
+# ---- the real model in parts (outside DEST: each part travels on its own) -------------
+parts=$root/.carry-model
+rm -rf "$parts"
+if [ "$model_parts" = 1 ]; then
+    src=$root/models/SmolLM2-135M-Instruct.Q4_1.gguf
+    "$root/scripts/fetch-model.sh" # the file, SHA-256 checked
+    mkdir -p "$parts"
+    mib=52
+    size=$(stat -c %s "$src")
+    n=$(((size + mib * 1048576 - 1) / (mib * 1048576)))
+    for k in $(seq 1 "$n"); do
+        dd if="$src" of="$parts/part-$k-of-$n" bs=1M skip=$(((k - 1) * mib)) count=$mib status=none
+    done
+    for k in $(seq 1 "$n"); do cat "$parts/part-$k-of-$n"; done | cmp -s - "$src" ||
+        { log "the parts do not join into the model"; exit 1; }
+    log "model parts: $(ls "$parts" | tr '\n' ' ')in $parts"
+fi
+
 # ---- manifest ----------------------------------------------------------------------
 {
     echo "opg GPU carry, made $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
@@ -122,6 +148,7 @@ fi
     echo
     echo "wheels: $(ls "$dest/wheels" 2>/dev/null | tr '\n' ' ')"
     echo "tiny models: $([ -d "$dest/tiny" ] && ls "$dest/tiny" | wc -l || echo 0) files"
+    echo "model parts: $([ -d "$parts" ] && ls "$parts" | tr '\n' ' ' || echo none)"
     echo
     du -sh "$dest"/* 2>/dev/null | sed 's/^/  /'
 } >"$dest/MANIFEST"

@@ -31,6 +31,11 @@
 #                     notes "not run" (in this order: memcheck of both tests,
 #                     racecheck, synccheck, initcheck of both)
 #   OPG_MODEL         the real model (default <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf)
+#   GPU_CHECK_MODEL_PARTS  where the real model's parts are (default <repo>/.carry-model):
+#                     when the model is missing, every call joins the parts
+#                     bench/gpu_carry.sh --model-parts made (part-K-of-N) once all N
+#                     are there, and checks the SHA-256 of scripts/fetch-model.sh
+#                     (GPU_CHECK_MODEL_SHA overrides it); calls may bring one part each
 # Exit status: 0 when every row is ok, 1 otherwise, 2 for bad usage.
 set -uo pipefail
 
@@ -53,6 +58,7 @@ out=$(cd "$out" && pwd)
 build=${GPU_CHECK_BUILD:-$root/build-gpu}
 carry=${GPU_CHECK_CARRY:-$root/.carry}
 model=${OPG_MODEL:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+parts_dir=${GPU_CHECK_MODEL_PARTS:-$root/.carry-model}
 san_timeout=${GPU_CHECK_SAN_TIMEOUT:-300}
 san_budget=${GPU_CHECK_SAN_BUDGET:-0}
 # timeout 0 would mean no limit at all
@@ -453,6 +459,37 @@ PY
         row bench "opg run cuda --verify" FAIL "bench.log"
     fi
 }
+
+# ---- the real model, carried in parts --------------------------------------------------
+# It is bigger than what one call of a device tool may bring (64 MiB here), so
+# gpu_carry.sh --model-parts splits it; parts brought by earlier calls stay in
+# the working tree beside the ones this call brings (docs/gpu.md).
+join_model_parts() {
+    [ ! -f "$model" ] || return 0
+    local first n k have=() missing=() sha
+    first=$(ls "$parts_dir"/part-*-of-* 2>/dev/null | head -1)
+    [ -n "$first" ] || return 0
+    n=${first##*-of-}
+    [[ $n =~ ^[0-9]{1,3}$ ]] || { row model "model parts" FAIL "$first: not part-K-of-N"; return 0; }
+    for k in $(seq 1 "$n"); do
+        if [ -f "$parts_dir/part-$k-of-$n" ]; then have+=("$k"); else missing+=("$k"); fi
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        row model "model parts" note "part(s) ${have[*]} of $n here; bring ${missing[*]} in a later call (the model is not used until then)"
+        return 0
+    fi
+    sha=${GPU_CHECK_MODEL_SHA:-$(sed -n 's/^sha=\([0-9a-f]\{64\}\)$/\1/p' "$root/scripts/fetch-model.sh")}
+    mkdir -p "$(dirname "$model")"
+    for k in $(seq 1 "$n"); do cat "$parts_dir/part-$k-of-$n"; done >"$model.joining"
+    if [ -n "$sha" ] && echo "$sha  $model.joining" | sha256sum -c --status; then
+        mv "$model.joining" "$model"
+        row model "model parts" ok "$n parts joined into $(basename "$model"), sha256 $sha"
+    else
+        rm -f "$model.joining"
+        row model "model parts" FAIL "the $n parts joined do not have the expected sha256 ${sha:-(none found)}"
+    fi
+}
+join_model_parts
 
 for ph in "${phases[@]}"; do
     say "phase $ph"

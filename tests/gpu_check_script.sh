@@ -4,7 +4,8 @@
 # budget that keeps the phase inside one device call (GPU_CHECK_SAN_BUDGET):
 # runs fit while 10 s are left, the rest are rows "not run", a run the budget
 # cuts is a note (no verdict) while one the per-run timeout cuts is a FAIL, and
-# bad values are usage errors (exit 2).
+# bad values are usage errors (exit 2); and the joining of the real model's
+# parts (gpu_carry.sh --model-parts) when all have come.
 set -u
 [ $# -eq 3 ] || { echo "usage: $0 TEST_GPU_KERNELS TEST_GPU_MODEL TINY_DIR" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,4 +57,27 @@ for bad in "GPU_CHECK_SAN_BUDGET=ten" "GPU_CHECK_SAN_TIMEOUT=0" "GPU_CHECK_SAN_B
     rc=$?
     [ $rc -eq 2 ] && grep -q "whole seconds" "$tmp/log" || fail "$bad: exit $rc: $(cat "$tmp/log")"
 done
-echo "gpu_check.sh sanitize budget: ok"
+# the real model carried in parts (gpu_carry.sh --model-parts): a call with
+# some parts notes what is missing; once all are there they are joined and
+# checked; parts that join into other bytes fail and leave no model
+mkdir -p "$tmp/parts" "$tmp/models"
+head -c 300000 /dev/urandom >"$tmp/whole"
+sha=$(sha256sum "$tmp/whole" | cut -d' ' -f1)
+head -c 200000 "$tmp/whole" >"$tmp/parts/part-1-of-2"
+tail -c 100000 "$tmp/whole" >"$tmp/part2"
+check_parts() { # EXPECTED-ROW: one env-phase call (its gpu row fails here: no GPU)
+    GPU_CHECK_BUILD="$tmp/b" GPU_CHECK_MODEL_PARTS="$tmp/parts" GPU_CHECK_MODEL_SHA=$sha \
+        OPG_MODEL="$tmp/models/m.gguf" "$root/bench/gpu_check.sh" "$tmp/out" env >"$tmp/log" 2>&1
+    grep -q "| model | model parts | $1" "$tmp/out/summary.md" || fail "model parts: wanted '$1': $(cat "$tmp/out/summary.md")"
+}
+check_parts "note | part(s) 1 of 2 here; bring 2 in a later call"
+[ ! -e "$tmp/models/m.gguf" ] || fail "a model from half its parts"
+printf 'x' | cat - "$tmp/part2" | head -c 100000 >"$tmp/parts/part-2-of-2" # one byte off
+check_parts "FAIL | the 2 parts joined do not have the expected sha256 $sha"
+[ ! -e "$tmp/models/m.gguf" ] && [ ! -e "$tmp/models/m.gguf.joining" ] || fail "a model from bad parts"
+cp "$tmp/part2" "$tmp/parts/part-2-of-2"
+check_parts "ok | 2 parts joined into m.gguf, sha256 $sha"
+cmp -s "$tmp/whole" "$tmp/models/m.gguf" || fail "the joined model differs"
+check_parts "ok | 2 parts joined" # a later call: the model is there, the row stays
+
+echo "gpu_check.sh sanitize budget and model parts: ok"
