@@ -113,7 +113,8 @@ static void guarded_get(const guarded *g, float *host, const char *what) {
         if (h[i] != GUARD_BITS) {
             print_error("%s: guard word %lld (relative to the output) overwritten: 0x%08x\n", what,
                         (long long)i - GUARD, h[i]);
-            fail();
+            tu_mismatch();
+            break;
         }
     }
     memcpy(host, h + GUARD, g->n * 4);
@@ -123,11 +124,16 @@ static void guarded_free(guarded *g) { dev_free(g->base); }
 
 /* Bits equal, or both NaN (the contract promises "NaN in, NaN out" only). */
 static void assert_bits_or_nan(const float *a, const float *b, size_t n, const char *what) {
+    size_t first = n, count = 0;
     for (size_t i = 0; i < n; i++) {
         if (opg_f32_bits(a[i]) == opg_f32_bits(b[i]) || (isnan(a[i]) && isnan(b[i]))) continue;
-        print_error("%s: [%zu] %.9g (0x%08x) vs %.9g (0x%08x)\n", what, i, (double)a[i],
-                    opg_f32_bits(a[i]), (double)b[i], opg_f32_bits(b[i]));
-        fail();
+        if (first == n) first = i;
+        count++;
+    }
+    if (count) {
+        print_error("%s: %zu of %zu values differ; first [%zu] %.9g (0x%08x) vs %.9g (0x%08x)\n", what, count, n,
+                    first, (double)a[first], opg_f32_bits(a[first]), (double)b[first], opg_f32_bits(b[first]));
+        tu_mismatch();
     }
 }
 
@@ -562,7 +568,7 @@ static void test_argmax(void **state) {
             if (got != want) {
                 print_error("argmax n=%lld variant %d: %lld, reference %lld\n", (long long)n,
                             variant, (long long)got, (long long)want);
-                fail();
+                tu_mismatch();
             }
             dev_free(dx);
             tu_free(x);
@@ -632,7 +638,7 @@ static void test_sample(void **state) {
                                     "reference %lld\n", (long long)n, variant, (double)p.temperature,
                                     p.top_k, (double)p.top_p, (unsigned long long)step,
                                     (long long)got, (long long)want);
-                        fail();
+                        tu_mismatch();
                     }
                 }
             dev_free(dx);
@@ -795,14 +801,16 @@ int main(void) {
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
         printf("device 0: %s, sm_%d%d%s\n", prop.name, prop.major, prop.minor,
                g_quick ? " (quick shapes)" : "");
+    /* every differing case of a run is printed, not just the first (a run
+       on a GPU is rare); each test fails at its end if any differed */
+    tu_keep_going = 1;
+#define T_(f) cmocka_unit_test_teardown(f, tu_check_mismatches)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul),   cmocka_unit_test(test_matmul_args),
-        cmocka_unit_test(test_quantize_act), cmocka_unit_test(test_rmsnorm),
-        cmocka_unit_test(test_rope),     cmocka_unit_test(test_swiglu_add),
-        cmocka_unit_test(test_softmax),  cmocka_unit_test(test_embed),
-        cmocka_unit_test(test_argmax),   cmocka_unit_test(test_sample),   cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_fingerprint),
+        T_(test_matmul),  T_(test_matmul_args), T_(test_quantize_act), T_(test_rmsnorm),
+        T_(test_rope),    T_(test_swiglu_add),  T_(test_softmax),      T_(test_embed),
+        T_(test_argmax),  T_(test_sample),      T_(test_attention),    T_(test_fingerprint),
     };
+#undef T_
     return cmocka_run_group_tests(tests, setup, teardown);
 #endif
 }

@@ -509,6 +509,13 @@ static opg_batch_seq seq_of(opg_kv *kv, const int32_t *t, int64_t n, int64_t out
 }
 static void outs_same(const outs *a, const outs *b, int64_t rows, const char *what) {
     char msg[192];
+    /* where it first goes wrong: a layer's fingerprint names the layer */
+    for (int64_t i = 0; i < rows * a->L; i++)
+        if (a->layer_fp[i] != b->layer_fp[i]) {
+            print_error("%s: first difference at row %lld, layer %lld of %lld\n", what, (long long)(i / a->L),
+                        (long long)(i % a->L), (long long)a->L);
+            break;
+        }
     snprintf(msg, sizeof msg, "%s: logits", what);
     tu_assert_bits(a->logits, b->logits, (size_t)(rows * a->V), msg);
     snprintf(msg, sizeof msg, "%s: layer fingerprints", what);
@@ -649,7 +656,14 @@ static void check_jobs(opg_model *mc, opg_model *mg, const opg_gen_request *q, i
         if (memcmp(rc[i], ra[i], 32) || memcmp(rc[i], rb[i], 32)) {
             print_error("%s job %d: trace roots differ: cpu alone %s, cuda alone %s, cuda "
                         "batched %s\n", name, i, h1, h2, h3);
-            fail();
+            if (i == 0) { /* where: the first entry (position) and layer that differ */
+                int layer = -2;
+                int64_t e = opg_trace_first_diff(job_c.trace, job_g.trace, &layer);
+                print_error("%s job 0 alone: first difference at trace entry %lld, layer %d of %d "
+                            "(%d: the logits; -1: the token)\n", name, (long long)e, layer,
+                            opg_trace_layers(job_c.trace), opg_trace_layers(job_c.trace));
+            }
+            tu_mismatch();
         }
     }
     struct { opg_model *m; opg_gen_result *job; const char *what; } rp[2] = {
@@ -667,7 +681,7 @@ static void check_jobs(opg_model *mc, opg_model *mg, const opg_gen_request *q, i
         if (bad != -1 || diff != -1 || memcmp(root, want, 32)) {
             print_error("%s %s: first bad token %lld, first difference at %lld layer %d\n", name,
                         rp[k].what, (long long)bad, (long long)diff, layer);
-            fail();
+            tu_mismatch();
         }
         opg_trace_free(t);
     }
@@ -814,13 +828,17 @@ int main(void) {
         printf("skipped: no CUDA device\n");
         return 77;
     }
+    /* every differing case of a run is printed, not just the first (a run
+       on a GPU is rare); each test fails at its end if any differed */
+    tu_keep_going = 1;
+#define T_(f) cmocka_unit_test_teardown(f, tu_check_mismatches)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_backend_memory), cmocka_unit_test(test_backend_select),
-        cmocka_unit_test(test_backend_ops),    cmocka_unit_test(test_tiny_forward),
-        cmocka_unit_test(test_tiny_jobs),      cmocka_unit_test(test_real_model),
+        T_(test_backend_memory), T_(test_backend_select), T_(test_backend_ops),
+        T_(test_tiny_forward),   T_(test_tiny_jobs),      T_(test_real_model),
 #ifdef OPG_CUDA_MOCK
-        cmocka_unit_test(test_async_fault),
+        T_(test_async_fault),
 #endif
     };
+#undef T_
     return cmocka_run_group_tests(tests, setup, teardown);
 }

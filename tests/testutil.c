@@ -44,33 +44,61 @@ void tu_fill_wild(tu_rng *r, float *x, size_t n) {
     }
 }
 
+int tu_keep_going;
+static int g_mismatches;
+
+void tu_mismatch(void) {
+    if (!tu_keep_going) fail();
+    g_mismatches++;
+}
+
+int tu_check_mismatches(void **state) {
+    (void)state;
+    int n = g_mismatches;
+    g_mismatches = 0;
+    if (n) print_error("%d case(s) above differ\n", n);
+    return n ? -1 : 0;
+}
+
 void tu_assert_bits_(const float *a, const float *b, size_t n, const char *what,
                      const char *file, int line) {
-    size_t first = n, count = 0;
+    size_t first = n, last = 0, count = 0;
+    uint64_t max_ulp = 0;
     for (size_t i = 0; i < n; i++) {
         if (opg_f32_bits(a[i]) != opg_f32_bits(b[i])) {
             if (first == n) first = i;
+            last = i;
             count++;
+            uint64_t u = isnan(a[i]) || isnan(b[i]) ? UINT64_MAX : tu_ulp_f32(a[i], b[i]);
+            if (u > max_ulp) max_ulp = u;
         }
     }
     if (count) {
-        print_error("%s:%d: %s: %zu of %zu values differ in bits; first at [%zu]: "
-                    "%.9g (0x%08x) vs %.9g (0x%08x)\n",
-                    file, line, what, count, n, first, (double)a[first],
+        char far[32] = "NaN against a number";
+        if (max_ulp != UINT64_MAX) snprintf(far, sizeof far, "%llu ulp", (unsigned long long)max_ulp);
+        print_error("%s:%d: %s: %zu of %zu values differ in bits (first [%zu], last [%zu], most %s); "
+                    "first: %.9g (0x%08x) vs %.9g (0x%08x)\n",
+                    file, line, what, count, n, first, last, far, (double)a[first],
                     opg_f32_bits(a[first]), (double)b[first], opg_f32_bits(b[first]));
-        fail();
+        tu_mismatch();
     }
 }
 
 void tu_assert_bytes_(const void *a, const void *b, size_t n, const char *what,
                       const char *file, int line) {
     const unsigned char *x = a, *y = b;
+    size_t first = n, last = 0, count = 0;
     for (size_t i = 0; i < n; i++) {
         if (x[i] != y[i]) {
-            print_error("%s:%d: %s: bytes differ first at [%zu]: 0x%02x vs 0x%02x\n", file,
-                        line, what, i, x[i], y[i]);
-            fail();
+            if (first == n) first = i;
+            last = i;
+            count++;
         }
+    }
+    if (count) {
+        print_error("%s:%d: %s: %zu of %zu bytes differ (first [%zu]: 0x%02x vs 0x%02x, last [%zu])\n", file,
+                    line, what, count, n, first, x[first], y[first], last);
+        tu_mismatch();
     }
 }
 

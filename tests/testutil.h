@@ -21,8 +21,21 @@ void tu_fill(tu_rng *r, float *x, size_t n, float lo, float hi);
  * a few exact zeros and negative zeros), to exercise rounding. */
 void tu_fill_wild(tu_rng *r, float *x, size_t n);
 
+/* Keep going after a difference: while tu_keep_going is set (the GPU tests,
+ * so that one run on a device shows every case that differs, not only the
+ * first), tu_assert_bits, tu_assert_bytes and tu_mismatch print and count a
+ * difference instead of failing at once; tu_check_mismatches, the cmocka
+ * teardown of such tests, then fails the test if any was counted (and
+ * resets the count). Errors after which nothing can go on (a launch that
+ * fails, a device fault) still fail at once. */
+extern int tu_keep_going;
+/* A difference the caller found and printed itself: fails now, or counts it. */
+void tu_mismatch(void);
+int tu_check_mismatches(void **state);
+
 /* Fails the current test when a and b differ in any bit; reports the first
- * differing index, both values and their bit patterns, and how many differ. */
+ * and last differing index, both values and their bit patterns, how many
+ * differ and the largest distance in ulps among them. */
 #define tu_assert_bits(a, b, n, what) tu_assert_bits_(a, b, n, what, __FILE__, __LINE__)
 void tu_assert_bits_(const float *a, const float *b, size_t n, const char *what,
                      const char *file, int line);
