@@ -267,6 +267,23 @@ phase_test() {
     ctest_rows test "$log" "$gpu_expected" | while IFS=$'\t' read -r name status t; do
         row test "$name" "$status" "$t"
     done
+    # a GPU test binary that failed: each of its tests again in a process of
+    # its own, so a device fault (which ends the process's CUDA context) does
+    # not hide how the tests after it fare
+    local bin tname
+    for bin in test_gpu_kernels test_gpu_model; do
+        awk -F'\t' -v c="$bin" '$2 == c && $3 == "FAIL"' "$results" | grep -q . || continue
+        have_gpu || continue
+        for tname in $(cd "$build/tests" && OPG_TEST_LIST=1 "./$bin" 2>/dev/null | grep -E '^test_[a-z0-9_]+$'); do
+            echo "== $bin, $tname alone" >>"$log"
+            if (cd "$build/tests" && OPG_TEST_ONLY=$tname OPG_TINY_DIR=$build/tests/tiny timeout 600 "./$bin") \
+                >>"$log" 2>&1; then
+                row test "$bin $tname (alone)" ok ""
+            else
+                row test "$bin $tname (alone)" FAIL "test.log: '== $bin, $tname alone'"
+            fi
+        done
+    done
     local cpu_log=$build/gpu_check_cpu.log
     # without the emulated kernels (label cuemu: CI runs them; here the real
     # ones ran above), whose longest test alone takes minutes of device time

@@ -5,7 +5,8 @@
 # runs fit while 10 s are left, the rest are rows "not run", a run the budget
 # cuts is a note (no verdict) while one the per-run timeout cuts is a FAIL, and
 # bad values are usage errors (exit 2); and the joining of the real model's
-# parts (gpu_carry.sh --model-parts) when all have come.
+# parts (gpu_carry.sh --model-parts) when all have come; the rerun of each
+# test of a failed GPU test binary in a process of its own.
 set -u
 [ $# -eq 3 ] || { echo "usage: $0 TEST_GPU_KERNELS TEST_GPU_MODEL TINY_DIR" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,4 +81,34 @@ check_parts "ok | 2 parts joined into m.gguf, sha256 $sha"
 cmp -s "$tmp/whole" "$tmp/models/m.gguf" || fail "the joined model differs"
 check_parts "ok | 2 parts joined" # a later call: the model is there, the row stays
 
-echo "gpu_check.sh sanitize budget and model parts: ok"
+# a failed GPU test binary: each of its tests again in a process of its own
+# (a stand-in nvidia-smi that sees a GPU; stand-in binaries: the kernels'
+# fails as a whole and in test_b alone, the model's passes)
+mkdir -p "$tmp/fb/tests"
+cat >"$tmp/bin/nvidia-smi" <<'SH'
+#!/bin/sh
+echo "GPU 0: Stand-in (UUID: GPU-0)"
+SH
+cat >"$tmp/fb/tests/test_gpu_kernels" <<'SH'
+#!/bin/sh
+if [ -n "${OPG_TEST_LIST:-}" ]; then printf 'device 0: stand-in\ntest_a\ntest_b\ntest_c\n'; exit 0; fi
+case "${OPG_TEST_ONLY:-}" in "" | test_b) exit 1 ;; *) exit 0 ;; esac
+SH
+printf '#!/bin/sh\n[ -z "${OPG_TEST_LIST:-}" ] || echo test_x\nexit 0\n' >"$tmp/fb/tests/test_gpu_model"
+chmod +x "$tmp/bin/nvidia-smi" "$tmp/fb/tests/test_gpu_kernels" "$tmp/fb/tests/test_gpu_model"
+cat >"$tmp/fb/CTestTestfile.cmake" <<CM
+add_test(test_gpu_kernels "$tmp/fb/tests/test_gpu_kernels")
+set_tests_properties(test_gpu_kernels PROPERTIES LABELS "gpu")
+add_test(test_gpu_model "$tmp/fb/tests/test_gpu_model")
+set_tests_properties(test_gpu_model PROPERTIES LABELS "gpu")
+CM
+mkdir -p "$tmp/fb/tests/tiny" && cp "$3"/tiny-f32.gguf "$tmp/fb/tests/tiny/" # no generator run
+PATH="$tmp/bin:$PATH" GPU_CHECK_BUILD="$tmp/fb" "$root/bench/gpu_check.sh" "$tmp/out" test >"$tmp/log" 2>&1
+for want in "| test | test_gpu_kernels | FAIL |" "| test | test_gpu_model | ok |" \
+    "| test | test_gpu_kernels test_a (alone) | ok |" "| test | test_gpu_kernels test_b (alone) | FAIL |" \
+    "| test | test_gpu_kernels test_c (alone) | ok |"; do
+    grep -qF "$want" "$tmp/out/summary.md" || fail "isolated reruns: no row '$want': $(cat "$tmp/out/summary.md")"
+done
+! grep -q "test_gpu_model test_x" "$tmp/out/summary.md" || fail "a passing binary rerun: $(cat "$tmp/out/summary.md")"
+
+echo "gpu_check.sh sanitize budget, model parts and isolated reruns: ok"

@@ -811,6 +811,6 @@ int main(void) {
         T_(test_argmax),  T_(test_sample),      T_(test_attention),    T_(test_fingerprint),
     };
 #undef T_
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return tu_run_group_tests(tests, setup, teardown);
 #endif
 }

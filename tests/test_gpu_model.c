@@ -840,5 +840,5 @@ int main(void) {
 #endif
     };
 #undef T_
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return tu_run_group_tests(tests, setup, teardown);
 }

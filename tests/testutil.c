@@ -47,6 +47,16 @@ void tu_fill_wild(tu_rng *r, float *x, size_t n) {
 int tu_keep_going;
 static int g_mismatches;
 
+int tu_select_tests(const struct CMUnitTest *tests, size_t n) {
+    const char *list = getenv("OPG_TEST_LIST"), *only = getenv("OPG_TEST_ONLY");
+    if (list && *list && strcmp(list, "0") != 0) {
+        for (size_t i = 0; i < n; i++) printf("%s\n", tests[i].name);
+        return 1;
+    }
+    if (only && *only) cmocka_set_test_filter(only);
+    return 0;
+}
+
 void tu_mismatch(void) {
     if (!tu_keep_going) fail();
     g_mismatches++;
