@@ -87,6 +87,22 @@ run status1b "$opg" status 1 -C "$C"
 expect status1b 0 "^job=1 state=done tokens=4$"
 run cancel1 "$opg" cancel 1 -C "$C"
 expect cancel1 0 "^job=1 state=done$"
+# the prompt from a file and from standard input (-f): the same job as -p abc (job 3)
+printf abc >"$dir/prompt.txt"
+run submit4 "$opg" submit -C "$C" -m "$model" -f "$dir/prompt.txt" -n 4 -q
+expect submit4 0 "^job=4 tokens=4"
+run submit5 "$opg" submit -C "$C" -m "$model" -f - -n 4 -q <"$dir/prompt.txt"
+expect submit5 0 "^job=5 tokens=4"
+root3=$(grep -o 'trace_root=[0-9a-f]*' "$dir/submit3.out")
+[ -n "$root3" ] && grep -q "$root3" "$dir/submit4.out" && grep -q "$root3" "$dir/submit5.out" \
+    || fail "-f: another trace root than -p's ($root3): $(cat "$dir/submit4.out" "$dir/submit5.out")"
+run bothp "$opg" submit -C "$C" -m "$model" -p abc -f "$dir/prompt.txt"
+expect bothp 2 "give the prompt once"
+run nofile "$opg" submit -C "$C" -m "$model" -f "$dir/none.txt"
+expect nofile 1 "cannot open the prompt file"
+head -c 1048577 /dev/zero | tr '\0' a >"$dir/big.txt"
+run bigp "$opg" submit -C "$C" -m "$model" -f "$dir/big.txt"
+expect bigp 1 "over 1048576 bytes"
 # unknown ids and bad arguments
 for c in status result cancel; do
     run "unknown-$c" "$opg" $c 99 -C "$C"

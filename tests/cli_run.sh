@@ -30,6 +30,22 @@ grep -q "the tokenizer has 100 tokens but token_embd only 96 rows" err.txt || fa
 text=$("$opg" run -m "$tiny/tiny-tok-long.gguf" -p abc -n 4 -t 1 --backend cpu 2>err.txt | head -n 1) \
     || fail "tok-long: $(cat err.txt)"
 [ ${#text} -ge 257 ] || fail "tok-long: streamed text is ${#text} bytes, no long token whole: '$text'"
+# the prompt from a file or standard input (-f): the job of -p with that text
+printf abc >prompt.txt
+rp=$("$opg" run -m "$tiny/tiny-tok-long.gguf" -p abc -n 4 -t 1 -q --backend cpu 2>err.txt | sed -n 's/^trace_root=//p')
+rf=$("$opg" run -m "$tiny/tiny-tok-long.gguf" -f prompt.txt -n 4 -t 1 -q --backend cpu 2>err.txt | sed -n 's/^trace_root=//p')
+rs=$("$opg" run -m "$tiny/tiny-tok-long.gguf" -f - -n 4 -t 1 -q --backend cpu <prompt.txt 2>err.txt | sed -n 's/^trace_root=//p')
+[ -n "$rp" ] && [ "$rp" = "$rf" ] && [ "$rp" = "$rs" ] || fail "-f: roots -p $rp, -f FILE $rf, -f - $rs"
+"$opg" run -p x -f prompt.txt >/dev/null 2>err.txt; [ $? -eq 2 ] || fail "-p and -f: want exit 2"
+grep -q "give the prompt once" err.txt || fail "-p and -f: message: $(cat err.txt)"
+for bad in "none.txt:cannot open the prompt file none.txt" "empty.txt:prompt file empty.txt: empty" \
+           "nul.txt:holds a NUL byte" "big.txt:over 16777216 bytes" ".:cannot read it"; do
+    f=${bad%%:*}
+    : >empty.txt; printf 'a\0b' >nul.txt; head -c 16777217 /dev/zero | tr '\0' a >big.txt
+    "$opg" run -m "$tiny/tiny-tok-long.gguf" -f "$f" --backend cpu >/dev/null 2>err.txt; rc=$?
+    [ $rc -eq 1 ] && grep -q "${bad#*:}" err.txt || fail "-f $f: exit $rc: $(cat err.txt)"
+done
+rm -f empty.txt nul.txt big.txt prompt.txt
 
 if [ ! -f "$model" ]; then
     echo "skipped: $model not present (scripts/fetch-model.sh fetches it)"

@@ -17,6 +17,7 @@
 #include "keys.h"
 #include "opts.h"
 #include "piece.h"
+#include "prompt.h"
 #include "tokenizer.h"
 #include "trace.h"
 
@@ -107,6 +108,8 @@ void opg_tool_print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t 
 
 int opg_cmd_submit(int argc, char **argv) {
     char *model = (char *)opg_tool_default_model(), *model_id = NULL, *prompt = NULL, *save = NULL;
+    char *prompt_file = NULL, *prompt_buf = NULL;
+    const char *text_in = NULL;
     opg_tool_conn conn = OPG_TOOL_CONN_DEFAULTS;
     int chat = 0, no_wait = 0, quiet = 0;
     int64_t max_tokens = 64, seed = 0, top_k = 40, max_price = 0;
@@ -116,6 +119,8 @@ int opg_cmd_submit(int argc, char **argv) {
         {"model", 'm', OPG_OPT_STR, &model, 0, 0, "PATH", "local GGUF file: its SHA-256 is the model id, its tokenizer prints the output"},
         {"model-id", 0, OPG_OPT_STR, &model_id, 0, 0, "HEX", "model id (SHA-256) when the file is not here; output printed as ids"},
         {"prompt", 'p', OPG_OPT_STR, &prompt, 0, 0, "TEXT", "the prompt"},
+        {"prompt-file", 'f', OPG_OPT_STR, &prompt_file, 0, 0, "FILE",
+         "the prompt is FILE's text (\"-\": standard input; at most 1 MiB), for prompts longer than a command line holds"},
         {"chat", 0, OPG_OPT_BOOL, &chat, 0, 0, NULL, "the worker wraps the prompt in the model's chat template"},
         {"max-tokens", 'n', OPG_OPT_INT, &max_tokens, 1, 65536, "N", "tokens to generate at most"},
         {"seed", 0, OPG_OPT_INT, &seed, 0, INT64_MAX, "S", "sampling seed"},
@@ -131,7 +136,7 @@ int opg_cmd_submit(int argc, char **argv) {
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     char *text = NULL;
     int code = opg_opts_main(opts, n_opts, argc, argv,
-                             "opg submit -p PROMPT [options]\n"
+                             "opg submit -p PROMPT | -f FILE [options]\n"
                              "Submits a job to a coordinator, streams its output and prints its trace root.", &text);
     if (code >= 0) {
         if (code) fprintf(stderr, "opg submit: %s\n", text ? text : opg_last_error());
@@ -147,9 +152,17 @@ int opg_cmd_submit(int argc, char **argv) {
     opg_client *cl = NULL;
     opg_frame *res = NULL;
     uint8_t id[32];
-    if (!prompt || !prompt[0] || !(temp >= 0 && temp <= 100) || !(top_p >= 0 && top_p <= 1)) {
-        fprintf(stderr, "opg submit: %s\n", !prompt || !prompt[0] ? "a prompt is required (-p TEXT)"
-                                                                   : "--temp must be in 0..100 and --top-p in 0..1");
+    if (prompt && prompt[0] && prompt_file) {
+        fprintf(stderr, "opg submit: give the prompt once: -p TEXT or -f FILE\n");
+        rc = 2;
+        goto out;
+    }
+    if (prompt_file && opg_tool_read_prompt("opg submit", prompt_file, OPG_PROTO_MAX_PROMPT_TEXT, &prompt_buf))
+        goto out;
+    text_in = prompt_buf ? prompt_buf : prompt; /* prompt itself belongs to opts */
+    if (!text_in || !text_in[0] || !(temp >= 0 && temp <= 100) || !(top_p >= 0 && top_p <= 1)) {
+        fprintf(stderr, "opg submit: %s\n", !text_in || !text_in[0] ? "a prompt is required (-p TEXT or -f FILE)"
+                                                                     : "--temp must be in 0..100 and --top-p in 0..1");
         rc = 2;
         goto out;
     }
@@ -190,7 +203,7 @@ int opg_cmd_submit(int argc, char **argv) {
     sj.model_id.data = id;
     sj.model_id.len = 32;
     sj.prompt_case = OPG__V1__SUBMIT_JOB__PROMPT_TEXT;
-    sj.text = prompt;
+    sj.text = (char *)text_in;
     sj.chat = chat;
     sj.sampling = &sp;
     sj.max_tokens = (uint32_t)max_tokens;
@@ -222,6 +235,7 @@ out:
     opg_tokenizer_free(tok);
     opg_gguf_close(g);
     opg_opts_free(opts, n_opts);
+    free(prompt_buf);
     return rc;
 }
 

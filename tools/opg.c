@@ -13,6 +13,7 @@
 #include "generate.h"
 #include "model.h"
 #include "piece.h"
+#include "prompt.h"
 #include "tokenizer.h"
 #include "trace.h"
 #ifdef OPG_HAVE_NETWORK
@@ -54,10 +55,12 @@ static void usage_main(FILE *f) {
 
 static void usage_run(FILE *f) {
     fprintf(f,
-            "usage: opg run [-m MODEL.gguf] -p PROMPT [options]\n"
+            "usage: opg run [-m MODEL.gguf] -p PROMPT | -f FILE [options]\n"
             "\n"
             "  -m, --model PATH     GGUF model (default: $OPG_MODEL or %s)\n"
             "  -p, --prompt TEXT    the prompt\n"
+            "  -f, --prompt-file F  the prompt is file F's text (\"-\": standard input; at most\n"
+            "                       16 MiB), for prompts longer than a command line holds\n"
             "      --chat           wrap the prompt in the model's chat template\n"
             "  -n, --max-tokens N   tokens to generate (default 64)\n"
             "      --seed S         sampling seed (default 0)\n"
@@ -141,6 +144,7 @@ static int parse_f(const char *s, const char *name, double lo, double hi, double
 static int cmd_run(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
+        {"prompt-file", required_argument, 0, 'f'},
         {"chat", no_argument, 0, 'C'},        {"max-tokens", required_argument, 0, 'n'},
         {"seed", required_argument, 0, 'S'},  {"temp", required_argument, 0, 'T'},
         {"top-k", required_argument, 0, 'K'}, {"top-p", required_argument, 0, 'P'},
@@ -150,7 +154,8 @@ static int cmd_run(int argc, char **argv) {
         {"backend", required_argument, 0, 'b'},
         {0, 0, 0, 0}};
     const char *model_path = opg_tool_default_model();
-    const char *prompt = NULL;
+    const char *prompt = NULL, *prompt_file = NULL;
+    char *prompt_buf = NULL; /* the file's text */
     const char *backend = getenv("OPG_BACKEND") && *getenv("OPG_BACKEND") ? getenv("OPG_BACKEND")
                                                                          : "auto";
     int chat = 0, verify = 0, quiet = 0;
@@ -158,10 +163,11 @@ static int cmd_run(int argc, char **argv) {
     double temp = 0.0, top_p = 0.95;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:c:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:f:n:t:c:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'p': prompt = optarg; break;
+        case 'f': prompt_file = optarg; break;
         case 'C': chat = 1; break;
         case 'n': if (parse_i64(optarg, "--max-tokens", 0, 1 << 20, &max_tokens)) return 2; break;
         case 'S': if (parse_i64(optarg, "--seed", 0, INT64_MAX, &seed)) return 2; break;
@@ -190,8 +196,9 @@ static int cmd_run(int argc, char **argv) {
                 backend);
         return 2;
     }
-    if (!prompt) {
-        fprintf(stderr, "opg run: a prompt is required (-p TEXT)\n");
+    if (!prompt == !prompt_file) {
+        fprintf(stderr, "opg run: %s\n", prompt ? "give the prompt once: -p TEXT or -f FILE"
+                                                : "a prompt is required (-p TEXT or -f FILE)");
         usage_run(stderr);
         return 2;
     }
@@ -202,13 +209,21 @@ static int cmd_run(int argc, char **argv) {
         return 1;
     }
 
+    if (prompt_file) {
+        if (opg_tool_read_prompt("opg run", prompt_file, (size_t)16 << 20, &prompt_buf)) return 1;
+        prompt = prompt_buf;
+    }
+
     opg_backend *be = NULL;
     opg_model *m = NULL;
     opg_tokenizer *tok = NULL;
     int rc = 1;
     const char *notice = NULL;
     opg_status st = opg_backend_new_auto(backend, (int)threads, &be, &notice);
-    if (st) return die("backend", st);
+    if (st) {
+        rc = die("backend", st);
+        goto out;
+    }
     if (notice) fprintf(stderr, "opg: %s\n", notice);
     if ((st = opg_model_load(model_path, be, progress_bar, NULL, &m))) { rc = die(model_path, st); goto out; }
     if ((st = opg_tokenizer_from_gguf(opg_model_gguf(m), &tok))) { rc = die("tokenizer", st); goto out; }
@@ -344,6 +359,7 @@ out:
     opg_tokenizer_free(tok);
     opg_model_free(m);
     opg_backend_free(be);
+    free(prompt_buf);
     return rc;
 }
 
