@@ -16,7 +16,7 @@
 #
 # With --model-parts it also splits the real model (models/SmolLM2-135M-
 # Instruct.Q4_1.gguf, 98 MB, fetched when missing) into <repo>/.carry-model/
-# part-K-of-N of at most 52 MiB each, for a device tool that carries less
+# part-K-of-N of at most 48 MiB each, for a device tool that carries less
 # than the model per call: bring one part per call; gpu_check.sh joins them
 # once all are there and checks the SHA-256.
 #
@@ -119,14 +119,14 @@ if [ "$model_parts" = 1 ]; then
     src=$root/models/SmolLM2-135M-Instruct.Q4_1.gguf
     "$root/scripts/fetch-model.sh" # the file, SHA-256 checked
     mkdir -p "$parts"
-    mib=52
-    size=$(stat -c %s "$src")
+    mib=48 # with .carry (7 MB) and the tree (4 MB) a part's call stays well under 64 MiB
+    size=$(wc -c <"$src") # the file's, also through a symbolic link
     n=$(((size + mib * 1048576 - 1) / (mib * 1048576)))
     for k in $(seq 1 "$n"); do
         dd if="$src" of="$parts/part-$k-of-$n" bs=1M skip=$(((k - 1) * mib)) count=$mib status=none
     done
     for k in $(seq 1 "$n"); do cat "$parts/part-$k-of-$n"; done | cmp -s - "$src" ||
-        { log "the parts do not join into the model"; exit 1; }
+        { log "the parts do not join into the model"; rm -rf "$parts"; exit 1; }
     log "model parts: $(ls "$parts" | tr '\n' ' ')in $parts"
 fi
 

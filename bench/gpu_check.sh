@@ -30,6 +30,10 @@
 #                     timeout cuts a FAIL), and the runs it leaves no 10 s for are
 #                     notes "not run" (in this order: memcheck of both tests,
 #                     racecheck, synccheck, initcheck of both)
+#   GPU_CHECK_TEST_TIMEOUT  seconds per GPU test (ctest --timeout; default 180) and per
+#                     test rerun alone
+#   GPU_CHECK_BENCH_TIMEOUT seconds for opg-bench --backend cuda (default 240); each
+#                     `opg run` of the bench phase gets 120
 #   OPG_MODEL         the real model (default <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 #   GPU_CHECK_MODEL_PARTS  where the real model's parts are (default <repo>/.carry-model):
 #                     when the model is missing, every call joins the parts
@@ -61,6 +65,14 @@ model=${OPG_MODEL:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 parts_dir=${GPU_CHECK_MODEL_PARTS:-$root/.carry-model}
 san_timeout=${GPU_CHECK_SAN_TIMEOUT:-300}
 san_budget=${GPU_CHECK_SAN_BUDGET:-0}
+test_timeout=${GPU_CHECK_TEST_TIMEOUT:-180}
+bench_timeout=${GPU_CHECK_BENCH_TIMEOUT:-240}
+if ! [[ $test_timeout =~ ^[1-9][0-9]{0,6}$ && $bench_timeout =~ ^[1-9][0-9]{0,6}$ ]]; then
+    echo "gpu_check.sh: GPU_CHECK_TEST_TIMEOUT and GPU_CHECK_BENCH_TIMEOUT take whole seconds, at least 1" >&2
+    exit 2
+fi
+# a test binary asked to list its tests or to run one would pass ctest having run nothing
+unset OPG_TEST_LIST OPG_TEST_ONLY
 # timeout 0 would mean no limit at all
 if ! [[ $san_timeout =~ ^[0-9]{1,7}$ && $san_budget =~ ^[0-9]{1,7}$ ]] || [ "$san_timeout" -eq 0 ]; then
     echo "gpu_check.sh: GPU_CHECK_SAN_TIMEOUT (at least 1) and GPU_CHECK_SAN_BUDGET take whole seconds" >&2
@@ -79,6 +91,20 @@ row() {
     awk -F'\t' -v c="$2" '$2 != c' "$results" >"$tmp" && mv "$tmp" "$results"
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"
     say "$2: $3 $4"
+    write_summary # at every row: a call cut off at its limit still brings the table back
+}
+write_summary() {
+    {
+        echo "# opg GPU check"
+        echo
+        echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(hostname), build $build"
+        echo
+        echo "| phase | check | result | detail |"
+        echo "|---|---|---|---|"
+        awk -F'\t' '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }' "$results"
+        echo
+        echo "Full logs beside this file: env.log build.log test.log sanitize.log bench.log."
+    } >"$out/summary.md"
 }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -262,22 +288,37 @@ phase_test() {
     have_gpu && gpu_expected=1
     {
         echo "== ctest -L gpu"
-        (cd "$build" && ctest -L gpu -V --output-on-failure "${ctest_fixture_args[@]}")
+        (cd "$build" && ctest -L gpu -V --output-on-failure --timeout "$test_timeout" "${ctest_fixture_args[@]}")
     } >>"$log" 2>&1
     ctest_rows test "$log" "$gpu_expected" | while IFS=$'\t' read -r name status t; do
         row test "$name" "$status" "$t"
     done
-    # a GPU test binary that failed: each of its tests again in a process of
-    # its own, so a device fault (which ends the process's CUDA context) does
-    # not hide how the tests after it fare
-    local bin tname
+    # a GPU test binary that failed by a launch error, a device fault, a crash
+    # or a timeout: each of its tests that did not pass, again in a process of
+    # its own, since a device fault ends the process's CUDA context and fails
+    # every test after it. A difference in bits needs none (the tests keep
+    # going and print every differing case).
+    local bin tname n blog detail names
     for bin in test_gpu_kernels test_gpu_model; do
-        awk -F'\t' -v c="$bin" '$2 == c && $3 == "FAIL"' "$results" | grep -q . || continue
-        have_gpu || continue
-        for tname in $(cd "$build/tests" && OPG_TEST_LIST=1 "./$bin" 2>/dev/null | grep -E '^test_[a-z0-9_]+$'); do
+        detail=$(awk -F'\t' -v c="$bin" '$2 == c && $3 == "FAIL" { print $4 }' "$results")
+        [ -n "$detail" ] && have_gpu || continue
+        n=$(sed -nE "s/^([0-9]+): Test command: .*\/$bin( .*)?$/\1/p" "$log" | tail -1)
+        blog=$build/gpu_check_$bin.log
+        if [ -n "$n" ]; then grep -E "^$n: " "$log" | sed -E "s/^$n: //" >"$blog"; else : >"$blog"; fi
+        if ! echo "$detail" | grep -qiE 'timeout|exception|signal' &&
+            ! grep -qE 'returned -?[0-9]+: |:[0-9]+: cuda[A-Za-z]*\(|exception|Segmentation|illegal|launch failure' "$blog"; then
+            continue
+        fi
+        names=$(cd "$build/tests" && OPG_TEST_LIST=1 timeout 60 "./$bin" 2>/dev/null | grep -E '^test_[a-z0-9_]+$')
+        if [ -z "$names" ]; then
+            row test "$bin (alone)" note "it did not list its tests: no reruns"
+            continue
+        fi
+        for tname in $names; do
+            grep -qE "^\[       OK \] $tname\$" "$blog" && continue
             echo "== $bin, $tname alone" >>"$log"
-            if (cd "$build/tests" && OPG_TEST_ONLY=$tname OPG_TINY_DIR=$build/tests/tiny timeout 600 "./$bin") \
-                >>"$log" 2>&1; then
+            if (cd "$build/tests" && OPG_TEST_ONLY=$tname OPG_TINY_DIR=$build/tests/tiny \
+                timeout "$test_timeout" "./$bin") >>"$log" 2>&1; then
                 row test "$bin $tname (alone)" ok ""
             else
                 row test "$bin $tname (alone)" FAIL "test.log: '== $bin, $tname alone'"
@@ -360,7 +401,7 @@ opg_run_stats() {
     local errf=$1
     shift
     local outp
-    outp=$("$build/tools/opg" run "$@" 2>"$errf") || return 1
+    outp=$(timeout 120 "$build/tools/opg" run "$@" 2>"$errf") || return 1
     local rt dec pre
     rt=$(echo "$outp" | sed -n 's/^trace_root=//p')
     dec=$(sed -nE 's/^decode +([0-9.]+) tokens\/s.*/\1/p' "$errf")
@@ -386,11 +427,13 @@ phase_bench() {
         [ -f "$mdl" ] && margs=(--model "$mdl")
         echo "== opg-bench --backend cuda ${margs[*]} --json" >>"$log"
         t0=$(now)
-        "$ob" --backend cuda "${margs[@]}" --json >"$json" 2>>"$log"
+        timeout "$bench_timeout" "$ob" --backend cuda "${margs[@]}" --json >"$json" 2>>"$log"
         rc=$?
         if [ $rc -eq 3 ]; then
             row bench opg-bench-cuda FAIL "no cuda backend: $(grep 'opg-bench:' "$log" | tail -1)"
             rc=0 # said; no JSON to read
+        elif [ $rc -eq 124 ]; then
+            row bench opg-bench-cuda FAIL "timed out after ${bench_timeout} s (GPU_CHECK_BENCH_TIMEOUT; bench.log)"
         fi
         local rows=""
         # the JSON as a table in bench.log, and summary rows (check<TAB>status<TAB>detail)
@@ -469,7 +512,7 @@ PY
     done
     # a validator on the other backend: replay the cuda job on cuda (--verify)
     echo "== opg run --backend cuda --verify" >>"$log"
-    if "$build/tools/opg" run -m "$model" --chat -p "$prompt" -n 64 -q --backend cuda --verify \
+    if timeout 120 "$build/tools/opg" run -m "$model" --chat -p "$prompt" -n 64 -q --backend cuda --verify \
         >>"$log" 2>&1; then
         row bench "opg run cuda --verify" ok "replay root matches"
     else
@@ -517,17 +560,7 @@ for ph in "${phases[@]}"; do
 done
 
 # ---- summary ----------------------------------------------------------------------------
-{
-    echo "# opg GPU check"
-    echo
-    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(hostname), build $build"
-    echo
-    echo "| phase | check | result | detail |"
-    echo "|---|---|---|---|"
-    awk -F'\t' '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }' "$results"
-    echo
-    echo "Full logs beside this file: env.log build.log test.log sanitize.log bench.log."
-} >"$out/summary.md"
+write_summary
 cat "$out/summary.md"
 if awk -F'\t' '$3 == "FAIL"' "$results" | grep -q .; then exit 1; fi
 exit 0

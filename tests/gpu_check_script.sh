@@ -81,9 +81,11 @@ check_parts "ok | 2 parts joined into m.gguf, sha256 $sha"
 cmp -s "$tmp/whole" "$tmp/models/m.gguf" || fail "the joined model differs"
 check_parts "ok | 2 parts joined" # a later call: the model is there, the row stays
 
-# a failed GPU test binary: each of its tests again in a process of its own
-# (a stand-in nvidia-smi that sees a GPU; stand-in binaries: the kernels'
-# fails as a whole and in test_b alone, the model's passes)
+# a GPU test binary that failed by a device fault: each of its tests that
+# did not pass, again in a process of its own; one that only found differing
+# bits: none (stand-in nvidia-smi that sees a GPU; stand-in binaries: the
+# kernels' passes test_a, then faults; alone test_b still fails and test_c
+# passes; the model's fails by a difference only)
 mkdir -p "$tmp/fb/tests"
 cat >"$tmp/bin/nvidia-smi" <<'SH'
 #!/bin/sh
@@ -91,10 +93,18 @@ echo "GPU 0: Stand-in (UUID: GPU-0)"
 SH
 cat >"$tmp/fb/tests/test_gpu_kernels" <<'SH'
 #!/bin/sh
-if [ -n "${OPG_TEST_LIST:-}" ]; then printf 'device 0: stand-in\ntest_a\ntest_b\ntest_c\n'; exit 0; fi
-case "${OPG_TEST_ONLY:-}" in "" | test_b) exit 1 ;; *) exit 0 ;; esac
+if [ -n "${OPG_TEST_LIST:-}" ]; then printf 'test_a\ntest_b\ntest_c\n'; exit 0; fi
+case "${OPG_TEST_ONLY:-}" in
+"") printf '[       OK ] test_a\nk.c:9: opg_cuda_matmul(s, y) returned -5: an illegal memory access was encountered\n'; exit 1 ;;
+test_b) exit 1 ;;
+*) exit 0 ;;
+esac
 SH
-printf '#!/bin/sh\n[ -z "${OPG_TEST_LIST:-}" ] || echo test_x\nexit 0\n' >"$tmp/fb/tests/test_gpu_model"
+cat >"$tmp/fb/tests/test_gpu_model" <<'SH'
+#!/bin/sh
+[ -z "${OPG_TEST_LIST:-}" ] || { echo test_x; exit 0; }
+printf 'f32: logits: 1 of 96 values differ in bits\n1 case(s) above differ\n[  ERROR   ] test_x\n'; exit 1
+SH
 chmod +x "$tmp/bin/nvidia-smi" "$tmp/fb/tests/test_gpu_kernels" "$tmp/fb/tests/test_gpu_model"
 cat >"$tmp/fb/CTestTestfile.cmake" <<CM
 add_test(test_gpu_kernels "$tmp/fb/tests/test_gpu_kernels")
@@ -102,13 +112,12 @@ set_tests_properties(test_gpu_kernels PROPERTIES LABELS "gpu")
 add_test(test_gpu_model "$tmp/fb/tests/test_gpu_model")
 set_tests_properties(test_gpu_model PROPERTIES LABELS "gpu")
 CM
-mkdir -p "$tmp/fb/tests/tiny" && cp "$3"/tiny-f32.gguf "$tmp/fb/tests/tiny/" # no generator run
-PATH="$tmp/bin:$PATH" GPU_CHECK_BUILD="$tmp/fb" "$root/bench/gpu_check.sh" "$tmp/out" test >"$tmp/log" 2>&1
-for want in "| test | test_gpu_kernels | FAIL |" "| test | test_gpu_model | ok |" \
-    "| test | test_gpu_kernels test_a (alone) | ok |" "| test | test_gpu_kernels test_b (alone) | FAIL |" \
-    "| test | test_gpu_kernels test_c (alone) | ok |"; do
-    grep -qF "$want" "$tmp/out/summary.md" || fail "isolated reruns: no row '$want': $(cat "$tmp/out/summary.md")"
+PATH="$tmp/bin:$PATH" GPU_CHECK_BUILD="$tmp/fb" OPG_TEST_ONLY=nothing "$root/bench/gpu_check.sh" "$tmp/out" test \
+    >"$tmp/log" 2>&1
+for want in "| test | test_gpu_kernels | FAIL |" "| test | test_gpu_model | FAIL |" \
+    "| test | test_gpu_kernels test_b (alone) | FAIL |" "| test | test_gpu_kernels test_c (alone) | ok |"; do
+    grep -qF "$want" "$tmp/out/summary.md" || fail "reruns: no row '$want': $(cat "$tmp/out/summary.md")"
 done
-! grep -q "test_gpu_model test_x" "$tmp/out/summary.md" || fail "a passing binary rerun: $(cat "$tmp/out/summary.md")"
+! grep -q "test_a (alone)\|test_x (alone)" "$tmp/out/summary.md" || fail "a rerun of a test that passed, or after a difference only: $(cat "$tmp/out/summary.md")"
 
 echo "gpu_check.sh sanitize budget, model parts and isolated reruns: ok"

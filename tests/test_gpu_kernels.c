@@ -124,15 +124,22 @@ static void guarded_free(guarded *g) { dev_free(g->base); }
 
 /* Bits equal, or both NaN (the contract promises "NaN in, NaN out" only). */
 static void assert_bits_or_nan(const float *a, const float *b, size_t n, const char *what) {
-    size_t first = n, count = 0;
+    size_t first = n, last = 0, count = 0;
+    uint64_t max_ulp = 0;
     for (size_t i = 0; i < n; i++) {
         if (opg_f32_bits(a[i]) == opg_f32_bits(b[i]) || (isnan(a[i]) && isnan(b[i]))) continue;
         if (first == n) first = i;
+        last = i;
         count++;
+        uint64_t u = isnan(a[i]) || isnan(b[i]) ? UINT64_MAX : tu_ulp_f32(a[i], b[i]);
+        if (u > max_ulp) max_ulp = u;
     }
     if (count) {
-        print_error("%s: %zu of %zu values differ; first [%zu] %.9g (0x%08x) vs %.9g (0x%08x)\n", what, count, n,
-                    first, (double)a[first], opg_f32_bits(a[first]), (double)b[first], opg_f32_bits(b[first]));
+        char far[32] = "NaN against a number";
+        if (max_ulp != UINT64_MAX) snprintf(far, sizeof far, "%llu ulp", (unsigned long long)max_ulp);
+        print_error("%s: %zu of %zu values differ (first [%zu], last [%zu], most %s); first: %.9g (0x%08x) vs "
+                    "%.9g (0x%08x)\n", what, count, n, first, last, far, (double)a[first], opg_f32_bits(a[first]),
+                    (double)b[first], opg_f32_bits(b[first]));
         tu_mismatch();
     }
 }
@@ -791,16 +798,6 @@ int main(void) {
     fprintf(stderr, "(this build has no CUDA: nvcc was not found or -DOPG_CUDA=OFF)\n");
     return 77;
 #else
-    if (opg_cuda_device_count() == 0) {
-        printf("skipped: no CUDA device\n");
-        return 77;
-    }
-    const char *q = getenv("OPG_GPU_TEST_QUICK");
-    g_quick = q && *q && strcmp(q, "0") != 0;
-    struct cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
-        printf("device 0: %s, sm_%d%d%s\n", prop.name, prop.major, prop.minor,
-               g_quick ? " (quick shapes)" : "");
     /* every differing case of a run is printed, not just the first (a run
        on a GPU is rare); each test fails at its end if any differed */
     tu_keep_going = 1;
@@ -811,6 +808,19 @@ int main(void) {
         T_(test_argmax),  T_(test_sample),      T_(test_attention),    T_(test_fingerprint),
     };
 #undef T_
-    return tu_run_group_tests(tests, setup, teardown);
+    const size_t n_tests = sizeof tests / sizeof tests[0];
+    int sel = tu_select_tests(tests, n_tests); /* before the device: listing needs none */
+    if (sel >= 0) return sel;
+    if (opg_cuda_device_count() == 0) {
+        printf("skipped: no CUDA device\n");
+        return 77;
+    }
+    const char *q = getenv("OPG_GPU_TEST_QUICK");
+    g_quick = q && *q && strcmp(q, "0") != 0;
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+        printf("device 0: %s, sm_%d%d%s\n", prop.name, prop.major, prop.minor,
+               g_quick ? " (quick shapes)" : "");
+    return _cmocka_run_group_tests("test_gpu_kernels", tests, n_tests, setup, teardown);
 #endif
 }

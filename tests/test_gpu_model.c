@@ -284,7 +284,11 @@ static void test_backend_ops(void **state) {
                     CHECK_OK(C->sample(g_cpu, &tc, vc(&pl), n, &ps[pi], step));
                     CHECK_OK(G->sample(g_cuda, &tg, vg(&pl), n, &ps[pi], step));
                     assert_true(tc >= 0 && tc < n);
-                    assert_int_equal(tg, tc);
+                    if (tg != tc) {
+                        print_error("sample n=%lld params %d step %llu: cuda %lld, cpu %lld\n", (long long)n, pi,
+                                    (unsigned long long)step, (long long)tg, (long long)tc);
+                        tu_mismatch();
+                    }
                 }
             EXPECT_FAIL(G->sample(g_cuda, (int64_t[1]){0}, vg(&pl), n + 100, &ps[1], 0), OPG_ERR_ARG,
                         "outside");
@@ -615,12 +619,11 @@ static void test_tiny_forward(void **state) {
 
 #define N_JOBS 4
 
-/* Runs the jobs on m, alone (one opg_generate each) or together, and returns
- * their roots; stop[] may be NULL. */
-static void run_jobs(opg_model *m, const opg_gen_request *q, int n, int batched,
-                     uint8_t roots[][32], opg_gen_result *keep0) {
-    opg_gen_result res[N_JOBS];
-    memset(res, 0, sizeof res);
+/* Runs the jobs on m, alone (one opg_generate each) or together: res[0..n)
+ * (the caller clears them) and their roots. */
+static void run_jobs(opg_model *m, const opg_gen_request *q, int n, int batched, opg_gen_result res[],
+                     uint8_t roots[][32]) {
+    memset(res, 0, (size_t)n * sizeof *res);
     if (batched) {
         opg_gen_options opt = {0};
         opt.step_tokens = 7; /* prefill in chunks, next to decoding neighbours */
@@ -631,22 +634,35 @@ static void run_jobs(opg_model *m, const opg_gen_request *q, int n, int batched,
     for (int i = 0; i < n; i++) {
         assert_true(res[i].n_tokens > 0);
         opg_trace_root(res[i].trace, roots[i]);
-        if (i == 0 && keep0) *keep0 = res[0];
-        else opg_gen_result_clear(&res[i]);
     }
 }
 
 static void hex_of(char out[65], const uint8_t r[32]) { opg_hex(out, r, 32); }
+
+/* Where a job's trace on cuda first departs from the cpu's: the entry (a
+ * position) and the layer, which names the op to look at. */
+static void say_first_diff(const char *name, int i, const char *run, const opg_trace *cpu, const opg_trace *cuda) {
+    int layer = -2;
+    int64_t e = opg_trace_first_diff(cpu, cuda, &layer);
+    if (e < 0) return;
+    int L = opg_trace_layers(cpu);
+    char where[48];
+    if (layer == L) snprintf(where, sizeof where, "the logits");
+    else if (layer < 0) snprintf(where, sizeof where, "the token or position");
+    else snprintf(where, sizeof where, "layer %d of %d", layer, L);
+    print_error("%s job %d, cuda %s vs cpu: first difference at trace entry %lld, %s\n", name, i, run,
+                (long long)e, where);
+}
 
 /* The jobs' roots on cpu alone == cuda alone == cuda batched; cpu's job 0 is
  * confirmed by teacher-forced replay on cuda and cuda's by replay on cpu. */
 static void check_jobs(opg_model *mc, opg_model *mg, const opg_gen_request *q, int n,
                        const char *name) {
     uint8_t rc[N_JOBS][32], ra[N_JOBS][32], rb[N_JOBS][32];
-    opg_gen_result job_c = {0}, job_g = {0};
-    run_jobs(mc, q, n, 0, rc, &job_c);
-    run_jobs(mg, q, n, 0, ra, &job_g);
-    run_jobs(mg, q, n, 1, rb, NULL);
+    opg_gen_result res_c[N_JOBS], res_a[N_JOBS], res_b[N_JOBS];
+    run_jobs(mc, q, n, 0, res_c, rc);
+    run_jobs(mg, q, n, 0, res_a, ra);
+    run_jobs(mg, q, n, 1, res_b, rb);
     for (int i = 0; i < n; i++) {
         char h1[65], h2[65], h3[65];
         hex_of(h1, rc[i]);
@@ -656,15 +672,16 @@ static void check_jobs(opg_model *mc, opg_model *mg, const opg_gen_request *q, i
         if (memcmp(rc[i], ra[i], 32) || memcmp(rc[i], rb[i], 32)) {
             print_error("%s job %d: trace roots differ: cpu alone %s, cuda alone %s, cuda "
                         "batched %s\n", name, i, h1, h2, h3);
-            if (i == 0) { /* where: the first entry (position) and layer that differ */
-                int layer = -2;
-                int64_t e = opg_trace_first_diff(job_c.trace, job_g.trace, &layer);
-                print_error("%s job 0 alone: first difference at trace entry %lld, layer %d of %d "
-                            "(%d: the logits; -1: the token)\n", name, (long long)e, layer,
-                            opg_trace_layers(job_c.trace), opg_trace_layers(job_c.trace));
-            }
+            say_first_diff(name, i, "alone", res_c[i].trace, res_a[i].trace);
+            say_first_diff(name, i, "batched", res_c[i].trace, res_b[i].trace);
             tu_mismatch();
         }
+    }
+    opg_gen_result job_c = res_c[0], job_g = res_a[0];
+    for (int i = 0; i < n; i++) {
+        if (i) opg_gen_result_clear(&res_c[i]);
+        if (i) opg_gen_result_clear(&res_a[i]);
+        opg_gen_result_clear(&res_b[i]);
     }
     struct { opg_model *m; opg_gen_result *job; const char *what; } rp[2] = {
         {mg, &job_c, "cpu job replayed on cuda"}, {mc, &job_g, "cuda job replayed on cpu"}};
@@ -824,10 +841,6 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-    if (opg_backend_cuda_devices() == 0) {
-        printf("skipped: no CUDA device\n");
-        return 77;
-    }
     /* every differing case of a run is printed, not just the first (a run
        on a GPU is rare); each test fails at its end if any differed */
     tu_keep_going = 1;
@@ -840,5 +853,12 @@ int main(void) {
 #endif
     };
 #undef T_
-    return tu_run_group_tests(tests, setup, teardown);
+    const size_t n_tests = sizeof tests / sizeof tests[0];
+    int sel = tu_select_tests(tests, n_tests); /* before the device: listing needs none */
+    if (sel >= 0) return sel;
+    if (opg_backend_cuda_devices() == 0) {
+        printf("skipped: no CUDA device\n");
+        return 77;
+    }
+    return _cmocka_run_group_tests("test_gpu_model", tests, n_tests, setup, teardown);
 }

@@ -1,6 +1,7 @@
 /* testutil.c: see testutil.h. */
 #include "testutil.h"
 
+#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,10 +52,17 @@ int tu_select_tests(const struct CMUnitTest *tests, size_t n) {
     const char *list = getenv("OPG_TEST_LIST"), *only = getenv("OPG_TEST_ONLY");
     if (list && *list && strcmp(list, "0") != 0) {
         for (size_t i = 0; i < n; i++) printf("%s\n", tests[i].name);
+        return 0;
+    }
+    if (!only || !*only) return -1;
+    size_t hits = 0;
+    for (size_t i = 0; i < n; i++) hits += fnmatch(only, tests[i].name, 0) == 0;
+    if (!hits) {
+        fprintf(stderr, "OPG_TEST_ONLY=%s names no test of this binary (OPG_TEST_LIST=1 lists them)\n", only);
         return 1;
     }
-    if (only && *only) cmocka_set_test_filter(only);
-    return 0;
+    cmocka_set_test_filter(only);
+    return -1;
 }
 
 void tu_mismatch(void) {

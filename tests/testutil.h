@@ -29,17 +29,16 @@ void tu_fill_wild(tu_rng *r, float *x, size_t n);
  * resets the count). Errors after which nothing can go on (a launch that
  * fails, a device fault) still fail at once. */
 extern int tu_keep_going;
-/* cmocka_run_group_tests, with two switches from the environment (the GPU
- * tests: bench/gpu_check.sh reruns each test of a failed binary in a process
- * of its own, so a device fault, which ends the process's CUDA context, does
- * not hide the tests after it): OPG_TEST_LIST=1 prints the tests' names, one
- * a line, and runs none; OPG_TEST_ONLY=NAME runs only the tests NAME matches
- * (cmocka's filter: * and ? are wildcards). */
-#define tu_run_group_tests(tests, setup, teardown)                                        \
-    (tu_select_tests(tests, sizeof(tests) / sizeof((tests)[0]))                           \
-         ? 0                                                                              \
-         : cmocka_run_group_tests(tests, setup, teardown))
-int tu_select_tests(const struct CMUnitTest *tests, size_t n); /* 1: listed, run none */
+/* Two switches from the environment for a test binary, to call before
+ * cmocka's runner (the GPU tests: bench/gpu_check.sh reruns each test of a
+ * binary that met a device fault in a process of its own, since the fault
+ * ends the process's CUDA context and fails every test after it):
+ * OPG_TEST_LIST=1 prints the tests' names, one a line, and returns 0 (run
+ * none); OPG_TEST_ONLY=NAME sets cmocka's filter to it (* and ? are
+ * wildcards) and returns -1 (run), or returns 1 after saying so when it
+ * matches no test (else the binary would pass having run nothing). -1 when
+ * neither is set. */
+int tu_select_tests(const struct CMUnitTest *tests, size_t n);
 /* A difference the caller found and printed itself: fails now, or counts it. */
 void tu_mismatch(void);
 int tu_check_mismatches(void **state);
