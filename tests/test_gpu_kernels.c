@@ -122,28 +122,6 @@ static void guarded_get(const guarded *g, float *host, const char *what) {
 }
 static void guarded_free(guarded *g) { dev_free(g->base); }
 
-/* Bits equal, or both NaN (the contract promises "NaN in, NaN out" only). */
-static void assert_bits_or_nan(const float *a, const float *b, size_t n, const char *what) {
-    size_t first = n, last = 0, count = 0;
-    uint64_t max_ulp = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (opg_f32_bits(a[i]) == opg_f32_bits(b[i]) || (isnan(a[i]) && isnan(b[i]))) continue;
-        if (first == n) first = i;
-        last = i;
-        count++;
-        uint64_t u = isnan(a[i]) || isnan(b[i]) ? UINT64_MAX : tu_ulp_f32(a[i], b[i]);
-        if (u > max_ulp) max_ulp = u;
-    }
-    if (count) {
-        char far[32] = "NaN against a number";
-        if (max_ulp != UINT64_MAX) snprintf(far, sizeof far, "%llu ulp", (unsigned long long)max_ulp);
-        print_error("%s: %zu of %zu values differ (first [%zu], last [%zu], most %s); first: %.9g (0x%08x) vs "
-                    "%.9g (0x%08x)\n", what, count, n, first, last, far, (double)a[first], opg_f32_bits(a[first]),
-                    (double)b[first], opg_f32_bits(b[first]));
-        tu_mismatch();
-    }
-}
-
 static int64_t big(int64_t full, int64_t quick) { return g_quick ? quick : full; }
 
 /* ---- data ------------------------------------------------------------------------ */
@@ -442,23 +420,23 @@ static void test_swiglu_add(void **state) {
             snprintf(what, sizeof what, "swiglu n=%lld%s", (long long)n, special ? " specials" : "");
             LAUNCH(opg_cuda_swiglu(g_stream, y.out, da, db, n));
             guarded_get(&y, got, what);
-            assert_bits_or_nan(want, got, (size_t)n, what);
+            tu_assert_bits_nan(want, got, (size_t)n, what);
 
             for (int64_t i = 0; i < n; i++) want[i] = a[i] + b[i];
             snprintf(what, sizeof what, "add n=%lld%s", (long long)n, special ? " specials" : "");
             LAUNCH(opg_cuda_add(g_stream, y.out, da, db, n));
             guarded_get(&y, got, what);
-            assert_bits_or_nan(want, got, (size_t)n, what);
+            tu_assert_bits_nan(want, got, (size_t)n, what);
 
             /* in place, as the model runs them: add(X, X, O), swiglu(G, G, U) */
             LAUNCH(opg_cuda_add(g_stream, da, da, db, n));
             to_host(got, da, (size_t)n * 4);
-            assert_bits_or_nan(want, got, (size_t)n, "add in place");
+            tu_assert_bits_nan(want, got, (size_t)n, "add in place");
             memcpy(a, got, (size_t)n * 4);
             opg_swiglu_ref(want, a, b, n);
             LAUNCH(opg_cuda_swiglu(g_stream, da, da, db, n));
             to_host(got, da, (size_t)n * 4);
-            assert_bits_or_nan(want, got, (size_t)n, "swiglu in place");
+            tu_assert_bits_nan(want, got, (size_t)n, "swiglu in place");
 
             guarded_free(&y);
             dev_free(da);

@@ -78,21 +78,21 @@ int tu_check_mismatches(void **state) {
     return n ? -1 : 0;
 }
 
-void tu_assert_bits_(const float *a, const float *b, size_t n, const char *what,
-                     const char *file, int line) {
+/* nan_eq: any NaN equals any NaN */
+static void compare_f32(const float *a, const float *b, size_t n, int nan_eq, const char *what, const char *file,
+                        int line) {
     size_t first = n, last = 0, count = 0;
     uint64_t max_ulp = 0;
     for (size_t i = 0; i < n; i++) {
-        if (opg_f32_bits(a[i]) != opg_f32_bits(b[i])) {
-            if (first == n) first = i;
-            last = i;
-            count++;
-            uint64_t u = isnan(a[i]) || isnan(b[i]) ? UINT64_MAX : tu_ulp_f32(a[i], b[i]);
-            if (u > max_ulp) max_ulp = u;
-        }
+        if (opg_f32_bits(a[i]) == opg_f32_bits(b[i]) || (nan_eq && isnan(a[i]) && isnan(b[i]))) continue;
+        if (first == n) first = i;
+        last = i;
+        count++;
+        uint64_t u = isnan(a[i]) || isnan(b[i]) ? UINT64_MAX : tu_ulp_f32(a[i], b[i]);
+        if (u > max_ulp) max_ulp = u;
     }
     if (count) {
-        char far[32] = "NaN against a number";
+        char far[32] = "a NaN";
         if (max_ulp != UINT64_MAX) snprintf(far, sizeof far, "%llu ulp", (unsigned long long)max_ulp);
         print_error("%s:%d: %s: %zu of %zu values differ in bits (first [%zu], last [%zu], most %s); "
                     "first: %.9g (0x%08x) vs %.9g (0x%08x)\n",
@@ -100,6 +100,14 @@ void tu_assert_bits_(const float *a, const float *b, size_t n, const char *what,
                     opg_f32_bits(a[first]), (double)b[first], opg_f32_bits(b[first]));
         tu_mismatch();
     }
+}
+
+void tu_assert_bits_(const float *a, const float *b, size_t n, const char *what, const char *file, int line) {
+    compare_f32(a, b, n, 0, what, file, line);
+}
+
+void tu_assert_bits_nan_(const float *a, const float *b, size_t n, const char *what, const char *file, int line) {
+    compare_f32(a, b, n, 1, what, file, line);
 }
 
 void tu_assert_bytes_(const void *a, const void *b, size_t n, const char *what,

@@ -49,6 +49,10 @@ int tu_check_mismatches(void **state);
 #define tu_assert_bits(a, b, n, what) tu_assert_bits_(a, b, n, what, __FILE__, __LINE__)
 void tu_assert_bits_(const float *a, const float *b, size_t n, const char *what,
                      const char *file, int line);
+/* Same, but any NaN equals any NaN (where the contract promises only "NaN
+ * in, NaN out"). */
+#define tu_assert_bits_nan(a, b, n, what) tu_assert_bits_nan_(a, b, n, what, __FILE__, __LINE__)
+void tu_assert_bits_nan_(const float *a, const float *b, size_t n, const char *what, const char *file, int line);
 /* Same for raw bytes. */
 #define tu_assert_bytes(a, b, n, what) tu_assert_bytes_(a, b, n, what, __FILE__, __LINE__)
 void tu_assert_bytes_(const void *a, const void *b, size_t n, const char *what,
