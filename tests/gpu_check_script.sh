@@ -53,7 +53,8 @@ rc=$?
 [ $rc -eq 1 ] || fail "per-run timeout: exit $rc, expected 1: $(cat "$tmp/log")"
 [ "$(rows '| FAIL | timed out after 1 s |')" -ge 2 ] || fail "per-run timeout: $(cat "$tmp/out/summary.md")"
 
-for bad in "GPU_CHECK_SAN_BUDGET=ten" "GPU_CHECK_SAN_TIMEOUT=0" "GPU_CHECK_SAN_BUDGET=99999999999999999999"; do
+for bad in "GPU_CHECK_SAN_BUDGET=ten" "GPU_CHECK_SAN_TIMEOUT=0" "GPU_CHECK_SAN_BUDGET=99999999999999999999" \
+    "GPU_CHECK_TEST_TIMEOUT=0" "GPU_CHECK_TEST_TIMEOUT=3m" "GPU_CHECK_BENCH_TIMEOUT=-5" "GPU_CHECK_BENCH_TIMEOUT=12345678"; do
     env "$bad" "$root/bench/gpu_check.sh" "$tmp/out" sanitize >"$tmp/log" 2>&1
     rc=$?
     [ $rc -eq 2 ] && grep -q "whole seconds" "$tmp/log" || fail "$bad: exit $rc: $(cat "$tmp/log")"
