@@ -336,6 +336,7 @@ static uint32_t worker_context(const worker *w, const uint8_t model[32]) {
 }
 
 static void finish_job(opg_coord *c, job *j, int state, uint8_t *frame, size_t len);
+static void store_failed(opg_coord *c, opg_status st);
 
 /* A running job goes back to the front of its queue (its worker is lost or
  * failed transiently), or fails once it has lost max_attempts workers
@@ -364,6 +365,17 @@ static void requeue_as(opg_coord *c, job *j, const char *why, int count_attempt)
         size_t len = 0;
         if (opg_frame_encode(T(ERROR), &e.base, &buf, &len) == OPG_OK) finish_job(c, j, OPG_JOB_FAILED, buf, len);
         return;
+    }
+    if (count_attempt) {
+        /* kept for a restart: a job that brought workers down stays suspect */
+        opg_job_tries t = {j->attempts, j->alone, j->lost_alone};
+        opg_status st = begin(c);
+        if (st == OPG_OK) st = opg_jobstore_set_tries(c->store, j->id, &t);
+        if (st) {
+            store_failed(c, st); /* the loop stops before the commit */
+            LOG(OPG_LOG_ERROR, "store_failed", "job=%llu error=\"%s\"", (unsigned long long)j->id,
+                opg_last_error());
+        }
     }
     metric_add(c, c->m_requeued, 1);
     LOG(OPG_LOG_WARN, "job_requeued", "job=%llu attempt=%d why=\"%s\"", (unsigned long long)j->id, j->attempts, why);
@@ -1634,15 +1646,16 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
 }
 
 /* ---- setup ---------------------------------------------------------------------------- */
-static int restore_one(void *ctx, uint64_t id, const uint8_t *req, size_t len, const char *owner,
-                       int64_t created_ms) {
+static int restore_one(void *ctx, const opg_job_pending *p) {
     opg_coord *c = ctx;
-    (void)created_ms;
-    job *j = job_new(id, req, len, NULL, owner, opg_now_ms());
+    job *j = job_new(p->id, p->request, p->request_len, NULL, p->owner, opg_now_ms());
     if (!j) {
-        LOG(OPG_LOG_ERROR, "job_unreadable", "job=%llu", (unsigned long long)id);
+        LOG(OPG_LOG_ERROR, "job_unreadable", "job=%llu", (unsigned long long)p->id);
         return 0;
     }
+    j->attempts = p->tries.attempts;
+    j->alone = p->tries.alone;
+    j->lost_alone = p->tries.lost_alone;
     HASH_ADD(hh, c->jobs, id, sizeof j->id, j);
     enqueue(c, j, 0);
     return 0;

@@ -7,11 +7,12 @@
 #include <string.h>
 
 #define JS_APPLICATION_ID 0x4f504731 /* "OPG1": marks the file as an opg job store */
-#define JS_SCHEMA_VERSION 2          /* PRAGMA user_version */
+#define JS_SCHEMA_VERSION 3          /* PRAGMA user_version */
 #define JS_BUSY_MS 5000
 
-/* Schema 2 (each change is a new user_version and an upgrade step in open;
- * schema 1 lacked jobs.owner and the jobs_del trigger).
+/* Schema 3 (each change is a new user_version and an upgrade step in open;
+ * schema 1 lacked jobs.owner and the jobs_del trigger, schema 2 the tries
+ * table).
  *  - ids are SQLite rowids without AUTOINCREMENT: a new row gets max(id) + 1,
  *    read from the table itself, so ids increase and, since the row with the
  *    highest id is never deleted (prune keeps it), are never given twice,
@@ -33,14 +34,29 @@
  *  - prune (schema 2) deletes jobs rows; the jobs_del trigger deletes the
  *    results row in the same statement. It walks results by id with a
  *    cursor, a bounded number of rows per call, so no call scans the table
- *    (finished_ms has no index: one more B-tree write per finish otherwise). */
+ *    (finished_ms has no index: one more B-tree write per finish otherwise).
+ *  - tries (schema 3): a row only for a job a worker was lost under (rare),
+ *    so the job path writes nothing more and a re-queue rewrites a few bytes,
+ *    not the job's row with its request. jobs_del deletes it with the job.
+ *  - a new file is made as schema 2 and upgraded, like an old file, so every
+ *    file holds the same definitions (the test compares them). */
 
 /* The upgrade from schema 1: one column, NULL in every existing row (SQLite
  * adds such a column without rewriting the table), and the delete trigger. */
 static const char k_upgrade_1_2[] =
     "ALTER TABLE jobs ADD COLUMN owner TEXT;"
     "CREATE TRIGGER jobs_del AFTER DELETE ON jobs BEGIN DELETE FROM results WHERE id = OLD.id; END;";
-static const char k_schema[] =
+/* The upgrade from schema 2: the tries table, and jobs_del deleting there too. */
+static const char k_upgrade_2_3[] =
+    "CREATE TABLE tries("
+    " id INTEGER PRIMARY KEY,"
+    " attempts INTEGER NOT NULL CHECK(attempts >= 0),"
+    " alone INTEGER NOT NULL CHECK(alone IN (0, 1)),"
+    " lost_alone INTEGER NOT NULL CHECK(lost_alone >= 0));"
+    "DROP TRIGGER jobs_del;"
+    "CREATE TRIGGER jobs_del AFTER DELETE ON jobs BEGIN"
+    " DELETE FROM results WHERE id = OLD.id; DELETE FROM tries WHERE id = OLD.id; END;";
+static const char k_schema_2[] =
     "CREATE TABLE jobs("
     " id INTEGER PRIMARY KEY,"
     " state INTEGER NOT NULL CHECK(state BETWEEN 1 AND 5),"
@@ -61,7 +77,7 @@ static const char k_schema[] =
  * of thousands of jobs a second). */
 enum {
     ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_INSERT, ST_FINISH, ST_EXISTS, ST_GET, ST_PENDING, ST_COUNTS,
-    ST_PRUNE_SPAN, ST_PRUNE, ST_N
+    ST_PRUNE_SPAN, ST_PRUNE, ST_SET_TRIES, ST_N
 };
 static const char *const k_sql[ST_N] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -73,10 +89,12 @@ static const char *const k_sql[ST_N] = {
     [ST_FINISH] = "INSERT OR IGNORE INTO results(id, state, finished_ms, result)"
                   " SELECT ?4, ?1, ?3, ?2 FROM jobs WHERE id = ?4",
     [ST_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
-    [ST_GET] = "SELECT j.state, j.created_ms, r.finished_ms, j.request, r.result, j.owner"
-               " FROM jobs j LEFT JOIN results r ON r.id = j.id WHERE j.id = ?1",
+    [ST_GET] = "SELECT j.state, j.created_ms, r.finished_ms, j.request, r.result, j.owner,"
+               " t.attempts, t.alone, t.lost_alone"
+               " FROM jobs j LEFT JOIN results r ON r.id = j.id LEFT JOIN tries t ON t.id = j.id WHERE j.id = ?1",
     /* same WHERE as the partial index, so the planner uses it (and its order) */
-    [ST_PENDING] = "SELECT id, request, created_ms, owner FROM jobs WHERE state IN (1, 2) ORDER BY id",
+    [ST_PENDING] = "SELECT j.id, j.request, j.created_ms, j.owner, t.attempts, t.alone, t.lost_alone"
+                   " FROM jobs j LEFT JOIN tries t ON t.id = j.id WHERE j.state IN (1, 2) ORDER BY j.id",
     [ST_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
     /* the finished jobs one prune call looks at: the next ?2 after id ?1 */
     [ST_PRUNE_SPAN] = "SELECT max(id), count(*) FROM (SELECT id FROM results WHERE id > ?1 ORDER BY id LIMIT ?2)",
@@ -84,6 +102,10 @@ static const char *const k_sql[ST_N] = {
        is max(id) + 1: deleting the last row would hand its id out again) */
     [ST_PRUNE] = "DELETE FROM jobs WHERE id IN (SELECT id FROM (SELECT id, finished_ms FROM results WHERE id > ?1"
                  " ORDER BY id LIMIT ?2) WHERE finished_ms < ?3) AND id < (SELECT max(id) FROM jobs)",
+    /* only for a job not final (FROM jobs: none for an unknown id) */
+    [ST_SET_TRIES] = "INSERT INTO tries(id, attempts, alone, lost_alone)"
+                     " SELECT ?1, ?2, ?3, ?4 FROM jobs WHERE id = ?1 AND state IN (1, 2)"
+                     " ON CONFLICT(id) DO UPDATE SET attempts = ?2, alone = ?3, lost_alone = ?4",
 };
 
 struct opg_jobstore {
@@ -172,7 +194,7 @@ static opg_status check_identity(opg_jobstore *s, int *empty, int64_t *version) 
     return OPG_OK;
 }
 
-/* Creates the schema in a new file, or upgrades a schema 1 file, in one
+/* Creates the schema in a new file, or upgrades a schema 1 or 2 file, in one
  * transaction (a crash leaves the file as it was or done, never between);
  * re-checks inside it because another process may have done it since
  * check_identity. */
@@ -183,14 +205,26 @@ static opg_status set_up_schema(opg_jobstore *s) {
     int64_t ver = 0;
     st = check_identity(s, &empty, &ver);
     if (st == OPG_OK && empty) {
-        st = exec_sql(s, k_schema, "creating the schema");
+        st = exec_sql(s, k_schema_2, "creating the schema");
+        if (st == OPG_OK) st = exec_sql(s, k_upgrade_2_3, "creating the schema");
         char ids[96]; /* the identity, written in the same transaction as the tables */
         snprintf(ids, sizeof ids, "PRAGMA application_id = %d; PRAGMA user_version = %d;", JS_APPLICATION_ID,
                  JS_SCHEMA_VERSION);
         if (st == OPG_OK) st = exec_sql(s, ids, "creating the schema");
-    } else if (st == OPG_OK && ver == 1) {
-        st = exec_sql(s, k_upgrade_1_2, "upgrading the schema from version 1");
-        if (st == OPG_OK) st = exec_sql(s, "PRAGMA user_version = 2", "upgrading the schema from version 1");
+    } else if (st == OPG_OK && ver < JS_SCHEMA_VERSION) {
+        char what[64];
+        snprintf(what, sizeof what, "upgrading the schema from version %lld", (long long)ver);
+        if (ver == 1) st = exec_sql(s, k_upgrade_1_2, what);
+        if (st == OPG_OK) st = exec_sql(s, k_upgrade_2_3, what);
+        char set_ver[48];
+        snprintf(set_ver, sizeof set_ver, "PRAGMA user_version = %d", JS_SCHEMA_VERSION);
+        if (st == OPG_OK) st = exec_sql(s, set_ver, what);
+        /* an SQL error here: the tables are not what the file's version says */
+        if (st == OPG_ERR_IO && (sqlite3_extended_errcode(s->db) & 0xff) == SQLITE_ERROR) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", opg_last_error());
+            st = opg__fail(OPG_ERR_FORMAT, "%s", msg);
+        }
     }
     if (st == OPG_OK) st = exec_sql(s, "COMMIT", "setting up the schema");
     if (st != OPG_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); /* keeps the first message */
@@ -256,7 +290,9 @@ opg_status opg_jobstore_open(const char *path, opg_jobstore **out) {
         rc = sqlite3_prepare_v3(s->db, k_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
         if (rc != SQLITE_OK) {
             /* the identity matched but the tables do not: damaged or forged */
-            st = db_fail(s, rc, "schema does not match version 2");
+            char what[48];
+            snprintf(what, sizeof what, "schema does not match version %d", JS_SCHEMA_VERSION);
+            st = db_fail(s, rc, what);
             if (st == OPG_ERR_IO) st = OPG_ERR_FORMAT;
             goto fail;
         }
@@ -404,6 +440,54 @@ static opg_status read_owner(opg_jobstore *s, sqlite3_stmt *st, int col, uint64_
     return OPG_OK;
 }
 
+/* The tries columns from col on: NULL (no tries row) is a job no worker was
+ * lost under; values the schema's checks allow but an int cannot hold are
+ * not what set_tries writes. */
+static opg_status read_tries(opg_jobstore *s, sqlite3_stmt *st, int col, uint64_t id, opg_job_tries *t) {
+    memset(t, 0, sizeof *t);
+    if (sqlite3_column_type(st, col) == SQLITE_NULL) return OPG_OK;
+    int64_t a = sqlite3_column_int64(st, col), al = sqlite3_column_int64(st, col + 1),
+            l = sqlite3_column_int64(st, col + 2);
+    if (a < 0 || a > INT32_MAX || al < 0 || al > 1 || l < 0 || l > INT32_MAX)
+        return opg__fail(OPG_ERR_FORMAT, "jobstore %s: job %llu has invalid tries", s->path,
+                         (unsigned long long)id);
+    t->attempts = (int)a;
+    t->alone = (int)al;
+    t->lost_alone = (int)l;
+    return OPG_OK;
+}
+
+opg_status opg_jobstore_set_tries(opg_jobstore *s, uint64_t job_id, const opg_job_tries *t) {
+    if (!s || !t) return opg__fail(OPG_ERR_ARG, "jobstore set_tries: NULL argument");
+    if (t->attempts < 0 || t->lost_alone < 0 || (t->alone != 0 && t->alone != 1))
+        return opg__fail(OPG_ERR_ARG, "jobstore %s: set_tries job %llu: attempts %d, alone %d, lost_alone %d "
+                         "(want counts >= 0, alone 0 or 1)", s->path, (unsigned long long)job_id, t->attempts,
+                         t->alone, t->lost_alone);
+    if (!id_ok(job_id))
+        return opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: set_tries: no job %llu", s->path,
+                         (unsigned long long)job_id);
+    sqlite3_stmt *st = s->st[ST_SET_TRIES];
+    sqlite3_bind_int64(st, 1, (int64_t)job_id);
+    sqlite3_bind_int(st, 2, t->attempts);
+    sqlite3_bind_int(st, 3, t->alone);
+    sqlite3_bind_int(st, 4, t->lost_alone);
+    opg_status ret = step_done(s, st, "set_tries");
+    if (ret != OPG_OK || sqlite3_changes(s->db) > 0) return ret;
+    /* nothing written: final, or no such job */
+    st = s->st[ST_EXISTS];
+    sqlite3_bind_int64(st, 1, (int64_t)job_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        ret = opg__fail(OPG_ERR_STATE, "jobstore %s: set_tries: job %llu is final", s->path,
+                        (unsigned long long)job_id);
+    else if (rc == SQLITE_DONE)
+        ret = opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: set_tries: no job %llu", s->path,
+                        (unsigned long long)job_id);
+    else ret = db_fail(s, rc, "set_tries: lookup");
+    sqlite3_reset(st);
+    return ret;
+}
+
 opg_status opg_jobstore_get(opg_jobstore *s, uint64_t job_id, opg_job_row *row) {
     if (row) memset(row, 0, sizeof *row);
     if (!s || !row) return opg__fail(OPG_ERR_ARG, "jobstore get: NULL argument");
@@ -424,6 +508,7 @@ opg_status opg_jobstore_get(opg_jobstore *s, uint64_t job_id, opg_job_row *row) 
                             (unsigned long long)job_id);
         if (ret == OPG_OK) ret = copy_blob(s, st, 4, &row->result, &row->result_len);
         if (ret == OPG_OK) ret = read_owner(s, st, 5, job_id, row->owner, &row->has_owner);
+        if (ret == OPG_OK) ret = read_tries(s, st, 6, job_id, &row->tries);
         if (ret != OPG_OK) opg_job_row_clear(row);
     } else if (rc == SQLITE_DONE) {
         ret = opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: get: no job %llu", s->path, (unsigned long long)job_id);
@@ -462,9 +547,12 @@ opg_status opg_jobstore_pending(opg_jobstore *s, opg_jobstore_fn fn, void *ctx) 
         if (!req) req = (const uint8_t *)""; /* zero-length request: still a valid pointer */
         char owner[OPG_JOBSTORE_MAX_OWNER + 1];
         int has_owner = 0;
+        opg_job_pending job = {.id = id, .request = req, .request_len = n, .created_ms = sqlite3_column_int64(st, 2)};
         ret = read_owner(s, st, 3, id, owner, &has_owner);
+        if (ret == OPG_OK) ret = read_tries(s, st, 4, id, &job.tries);
         if (ret != OPG_OK) break;
-        if (fn(ctx, id, req, n, has_owner ? owner : NULL, sqlite3_column_int64(st, 2))) break;
+        job.owner = has_owner ? owner : NULL;
+        if (fn(ctx, &job)) break;
     }
     sqlite3_reset(st); /* ends the read transaction */
     return ret;

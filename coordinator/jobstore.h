@@ -11,12 +11,12 @@
  * in begin/commit so one fsync covers many jobs; acknowledge the batch only
  * after commit returns OPG_OK.
  *
- * The file: application_id 0x4f504731 ("OPG1") and user_version 2 (the
+ * The file: application_id 0x4f504731 ("OPG1") and user_version 3 (the
  * schema version); open refuses any other SQLite file (not created by opg:
  * OPG_ERR_FORMAT; a schema version it does not know: OPG_ERR_UNSUPPORTED)
  * before changing it. An empty or missing file gets the schema; a schema 1
- * file (before job owners) is upgraded in place, in one transaction, its jobs
- * left without an owner.
+ * file (before job owners) or 2 (before tries) is upgraded in place, in one
+ * transaction, its jobs left without an owner (1) and without tries.
  *
  * Owners: each job may record who submitted it (the coordinator stores the
  * client's CurveZMQ public key in Z85, or "" for a connection without CURVE),
@@ -49,6 +49,16 @@ enum { OPG_JOB_QUEUED = 1, OPG_JOB_RUNNING = 2, OPG_JOB_DONE = 3, OPG_JOB_FAILED
 
 #define OPG_JOBSTORE_MAX_OWNER 63
 
+/* What the coordinator learnt of a job from the workers lost under it, kept
+ * so that a restarted coordinator still runs a suspect job alone and still
+ * fails it after its limits (docs/protocol.md, "Worker link"). All 0 for a
+ * job no worker was lost under. */
+typedef struct {
+    int attempts;   /* workers lost while running it (>= 0) */
+    int alone;      /* 1: it runs alone on a worker from now on */
+    int lost_alone; /* workers that failed while it ran alone on them (>= 0) */
+} opg_job_tries;
+
 typedef struct {
     uint64_t id;
     int state;                  /* OPG_JOB_* */
@@ -60,6 +70,7 @@ typedef struct {
     size_t result_len;
     int has_owner;              /* 0: stored without an owner (owner is "") */
     char owner[OPG_JOBSTORE_MAX_OWNER + 1];
+    opg_job_tries tries;        /* as set_tries last wrote them; all 0 if never */
 } opg_job_row;
 
 /* Opens or creates the store at path (the directory must exist). On success
@@ -102,6 +113,13 @@ opg_status opg_jobstore_insert(opg_jobstore *s, const uint8_t *request, size_t l
 opg_status opg_jobstore_finish(opg_jobstore *s, uint64_t job_id, int state, const uint8_t *result, size_t len,
                                int64_t now_ms, int *changed);
 
+/* Records a job's tries (replacing what was stored), inside a begin/commit
+ * or on its own, like any write. Only for a job not final: a final one ->
+ * OPG_ERR_STATE and nothing changes; unknown id -> OPG_ERR_NOT_FOUND; a
+ * negative count or alone other than 0/1 -> OPG_ERR_ARG. A job's tries are
+ * deleted with it (prune). */
+opg_status opg_jobstore_set_tries(opg_jobstore *s, uint64_t job_id, const opg_job_tries *t);
+
 /* Reads a job into *row (overwritten, not freed first); the caller owns the
  * blobs and releases them with opg_job_row_clear. Unknown id ->
  * OPG_ERR_NOT_FOUND, and on any error *row is zeroed. */
@@ -109,14 +127,23 @@ opg_status opg_jobstore_get(opg_jobstore *s, uint64_t job_id, opg_job_row *row);
 /* Frees the row's blobs and zeroes it. NULL is a no-op. */
 void opg_job_row_clear(opg_job_row *row);
 
+/* One job of the pending walk. request and owner (NULL: none) point into
+ * the store's row: valid only during the call. */
+typedef struct {
+    uint64_t id;
+    const uint8_t *request; /* never NULL, also when request_len is 0 */
+    size_t request_len;
+    const char *owner;
+    int64_t created_ms;
+    opg_job_tries tries;
+} opg_job_pending;
+
 /* Calls fn for every job not final (QUEUED or RUNNING) in id order: what a
  * restarted coordinator re-queues. fn returning nonzero stops the walk (still
- * OPG_OK). request and owner (NULL: none) are valid only during the call. A
- * stored owner that is not what insert writes stops the walk with
- * OPG_ERR_FORMAT. fn must not call into the
- * same handle (the walk holds its statement open). */
-typedef int (*opg_jobstore_fn)(void *ctx, uint64_t job_id, const uint8_t *request, size_t len, const char *owner,
-                               int64_t created_ms);
+ * OPG_OK). A stored owner or tries that are not what insert and set_tries
+ * write stop the walk with OPG_ERR_FORMAT. fn must not call into the same
+ * handle (the walk holds its statement open). */
+typedef int (*opg_jobstore_fn)(void *ctx, const opg_job_pending *job);
 opg_status opg_jobstore_pending(opg_jobstore *s, opg_jobstore_fn fn, void *ctx);
 
 /* Retention: deletes final jobs that finished before before_ms, with their

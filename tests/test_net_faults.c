@@ -3283,6 +3283,58 @@ static void test_alone_stale_after_dispatch(void **state) {
     stop_clean(c.p);
 }
 
+/* A job a worker failed under stays suspect across coordinator restarts
+ * (its tries are in the store): after kill -9 and a restart it still runs
+ * alone, and it still fails once max_lost_alone (2) workers failed while it
+ * ran alone on them, one before and one after a second restart. */
+static void test_alone_restart(void **state) {
+    (void)state;
+    coord c = {0};
+    alone_coord(&c, "alonerst");
+    opg_keypair kl, kw, kv;
+    opg_keypair_generate(&kl); opg_keypair_generate(&kw); opg_keypair_generate(&kv);
+    opg_client *cl = client_new(c.cep);
+    void *l = alone_worker(&c, "l", &kl, LIAR_CONTEXT, 0, 1);
+    uint64_t j = submit_ok(cl, &g_specs[0]);
+    CHECK(alone_next_job(l, 5000) == j, "j to l");
+    alone_disconnect(l); /* j runs alone from now on */
+    CHECK(wait_log(c.p, "event=job_requeued", 1, 5000), "j re-queued");
+    /* acked after the commit of the batch that re-queued j, or of a later one */
+    uint64_t f = submit_ok(cl, &g_specs[1]);
+    kill9(c.p, "a job that must run alone, queued");
+    zmq_close(l);
+    opg_client_free(cl);
+    coord_restart(&c);
+    cl = client_new(c.cep);
+    void *w = alone_worker(&c, "w", &kw, LIAR_CONTEXT, 0, 2);
+    CHECK(alone_next_job(w, 5000) == j, "j to w after the restart");
+    uint64_t got = alone_next_job(w, 1500);
+    CHECK(got == 0, "after a restart, w (2 slots) running job %llu, which must run alone, also got job %llu",
+          (unsigned long long)j, (unsigned long long)got);
+    alone_disconnect(w); /* the first worker failed while j ran alone on it */
+    CHECK(wait_log(c.p, "event=job_requeued", 1, 5000), "j re-queued by w");
+    submit_ok(cl, &g_specs[2]);
+    kill9(c.p, "after a worker failed under a job running alone");
+    zmq_close(w);
+    opg_client_free(cl);
+    coord_restart(&c);
+    cl = client_new(c.cep);
+    void *v = alone_worker(&c, "v", &kv, LIAR_CONTEXT, 0, 1);
+    CHECK(alone_next_job(v, 5000) == j, "j to v after the second restart");
+    alone_disconnect(v); /* the second: j fails */
+    opg_frame *fr = NULL;
+    opg_status st = opg_client_result(cl, j, 1, 5000, &fr);
+    const char *msg = opg_last_error();
+    CHECK(st == OPG_ERR_STATE && strstr(msg, "2 workers lost while it ran alone on them"),
+          "job %llu after two workers failed under it alone, across a restart: %s (%s)", (unsigned long long)j,
+          opg_strerror(st), msg);
+    opg_frame_free(&fr);
+    (void)f;
+    zmq_close(v);
+    opg_client_free(cl);
+    stop_clean(c.p);
+}
+
 int main(void) {
 #ifdef OPG_FAULTS_NO_DAEMONS
     printf("skipped: opg-coordinator and opg-worker are not built\n");
@@ -3319,6 +3371,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_alone_model_change, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_alone_ctx_lockin, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_alone_stale_after_dispatch, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_alone_restart, setup_test, teardown_test),
     };
     /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */
     const char *only = getenv("OPG_FAULTS_ONLY");

@@ -1,5 +1,5 @@
 /* test_net_jobstore.c: the coordinator's job store (coordinator/jobstore.h):
- * round trips, ids never reused, idempotent finish, the pending walk, counts,
+ * round trips, ids never reused, idempotent finish, the pending walk, tries, counts,
  * group commit and rollback, persistence across reopen, durability of every
  * acknowledged job when the writer is killed with SIGKILL mid-batch, refusal
  * of files that are not ours, and a throughput print (no assert). Files live
@@ -161,6 +161,16 @@ static void assert_consistent(const char *path, opg_jobstore *s) {
     assert_int_equal(sql_int(path, "SELECT count(*) FROM results r WHERE NOT EXISTS"
                                    " (SELECT 1 FROM jobs j WHERE j.id = r.id)"),
                      0);
+}
+
+/* path's tables, indexes and triggers are those a new store gets. */
+static void assert_same_schema(const char *path) {
+    const char *fresh = path_of("fresh-schema.db");
+    remove(fresh);
+    opg_jobstore_close(open_ok(fresh));
+    char a[1024], b[1024];
+    const char *q = "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_master ORDER BY name)";
+    assert_string_equal(sql_text(path, q, a, sizeof a), sql_text(fresh, q, b, sizeof b));
 }
 
 static double now_s(void) {
@@ -340,18 +350,22 @@ static void test_finish_errors(void **state) {
 
 typedef struct {
     uint64_t ids[64];
+    opg_job_tries tries[64];
     int n, stop_after;
     int bad; /* a request or created_ms that did not match its id */
 } walk;
 
-static int collect(void *ctx, uint64_t job_id, const uint8_t *request, size_t len, const char *owner,
-                   int64_t created_ms) {
+static int collect(void *ctx, const opg_job_pending *p) {
     walk *w = ctx;
     uint8_t want[REQ_LEN];
-    make_req(want, job_id); /* the tests insert seq == id */
-    if (len != REQ_LEN || memcmp(request, want, len) != 0 || created_ms != (int64_t)job_id * 10) w->bad++;
-    if (!owner_matches(job_id, owner != NULL, owner)) w->bad++;
-    if (w->n < 64) w->ids[w->n++] = job_id;
+    make_req(want, p->id); /* the tests insert seq == id */
+    if (p->request_len != REQ_LEN || memcmp(p->request, want, REQ_LEN) != 0 || p->created_ms != (int64_t)p->id * 10)
+        w->bad++;
+    if (!owner_matches(p->id, p->owner != NULL, p->owner)) w->bad++;
+    if (w->n < 64) {
+        w->tries[w->n] = p->tries;
+        w->ids[w->n++] = p->id;
+    }
     return w->stop_after && w->n >= w->stop_after;
 }
 
@@ -675,15 +689,15 @@ static void test_foreign_schema(void **state) {
     s = open_ok(newer);
     insert_ok(s, 1, 1);
     opg_jobstore_close(s);
-    sql_exec(newer, "PRAGMA user_version = 3");
-    expect_err(opg_jobstore_open(newer, &s), OPG_ERR_UNSUPPORTED, newer, "schema version 3");
+    sql_exec(newer, "PRAGMA user_version = 4");
+    expect_err(opg_jobstore_open(newer, &s), OPG_ERR_UNSUPPORTED, newer, "schema version 4");
     assert_null(s);
     sql_exec(newer, "PRAGMA user_version = -1");
     expect_err(opg_jobstore_open(newer, &s), OPG_ERR_UNSUPPORTED, newer, "schema version -1");
 
     /* right identity, tables missing: damaged or forged */
     const char *forged = path_of("forged.db");
-    sql_exec(forged, "CREATE TABLE t(x); PRAGMA application_id = 1330661169; PRAGMA user_version = 2;");
+    sql_exec(forged, "CREATE TABLE t(x); PRAGMA application_id = 1330661169; PRAGMA user_version = 3;");
     expect_err(opg_jobstore_open(forged, &s), OPG_ERR_FORMAT, forged, "no such table");
     /* schema 2's identity on schema 1's tables (no owner column) */
     const char *half = path_of("half.db");
@@ -691,7 +705,15 @@ static void test_foreign_schema(void **state) {
                    " request BLOB NOT NULL); CREATE TABLE results(id INTEGER PRIMARY KEY, state INTEGER NOT NULL,"
                    " finished_ms INTEGER NOT NULL, result BLOB);"
                    " PRAGMA application_id = 1330661169; PRAGMA user_version = 2;");
-    expect_err(opg_jobstore_open(half, &s), OPG_ERR_FORMAT, half, "owner");
+    expect_err(opg_jobstore_open(half, &s), OPG_ERR_FORMAT, half, "upgrading the schema from version 2");
+    assert_int_equal(sql_int(half, "PRAGMA user_version"), 2); /* the upgrade rolled back */
+    assert_int_equal(sql_int(half, "SELECT count(*) FROM sqlite_master WHERE name = 'tries'"), 0);
+    /* schema 3's identity on schema 2's tables (no tries table) */
+    const char *half3 = path_of("half3.db");
+    s = open_ok(half3);
+    opg_jobstore_close(s);
+    sql_exec(half3, "DROP TABLE tries");
+    expect_err(opg_jobstore_open(half3, &s), OPG_ERR_FORMAT, half3, "tries");
 }
 
 /* Schema 1 as the first coordinators wrote it (before job owners). */
@@ -737,7 +759,7 @@ static void test_upgrade_from_1(void **state) {
 
     /* opened: upgraded in place, its jobs kept, without an owner */
     opg_jobstore *s = open_ok(path);
-    assert_int_equal(sql_int(path, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_int(path, "PRAGMA user_version"), 3);
     opg_job_row r;
     ok(opg_jobstore_get(s, 1, &r));
     assert_int_equal(r.state, OPG_JOB_QUEUED);
@@ -770,14 +792,145 @@ static void test_upgrade_from_1(void **state) {
     assert_consistent(path, s);
     opg_jobstore_close(s);
 
-    /* the upgraded table is the one a new store gets, and reopening changes nothing */
-    const char *fresh = path_of("v2.db");
-    opg_jobstore_close(open_ok(fresh));
-    char a[512], b[512];
-    const char *q = "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_master ORDER BY name)";
-    assert_string_equal(sql_text(path, q, a, sizeof a), sql_text(fresh, q, b, sizeof b));
+    /* the upgraded tables are the ones a new store gets, and reopening changes nothing */
+    assert_same_schema(path);
     s = open_ok(path);
-    assert_int_equal(sql_int(path, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_int(path, "PRAGMA user_version"), 3);
+    opg_jobstore_close(s);
+}
+
+/* Schema 2 as coordinators wrote it before tries: schema 1 and its upgrade. */
+static const char k_upgrade_v1_v2[] =
+    "ALTER TABLE jobs ADD COLUMN owner TEXT;"
+    "CREATE TRIGGER jobs_del AFTER DELETE ON jobs BEGIN DELETE FROM results WHERE id = OLD.id; END;"
+    "PRAGMA user_version = 2;";
+
+static void test_upgrade_from_2(void **state) {
+    (void)state;
+    const char *path = path_of("v2old.db");
+    sql_exec(path, k_schema_v1);
+    sql_exec(path, k_upgrade_v1_v2);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO jobs(state, created_ms, request, owner)"
+                                            " VALUES (1, ?1, ?2, ?3)", -1, &st, NULL),
+                     SQLITE_OK);
+    for (uint64_t i = 1; i <= 3; i++) {
+        uint8_t r[REQ_LEN];
+        char ob[OPG_JOBSTORE_MAX_OWNER + 1];
+        const char *o = owner_of(i, ob);
+        make_req(r, i);
+        sqlite3_bind_int64(st, 1, (int64_t)i * 10);
+        sqlite3_bind_blob(st, 2, r, REQ_LEN, SQLITE_TRANSIENT);
+        if (o) sqlite3_bind_text(st, 3, o, -1, SQLITE_TRANSIENT);
+        else sqlite3_bind_null(st, 3);
+        assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO results VALUES (1, 3, 99, x'01')", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    /* upgraded in place: jobs and owners kept, no tries yet */
+    opg_jobstore *s = open_ok(path);
+    assert_int_equal(sql_int(path, "PRAGMA user_version"), 3);
+    walk w = {0};
+    ok(opg_jobstore_pending(s, collect, &w));
+    assert_int_equal(w.n, 2);
+    assert_int_equal(w.bad, 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(w.ids[i], (uint64_t)i + 2);
+        assert_int_equal(w.tries[i].attempts + w.tries[i].alone + w.tries[i].lost_alone, 0);
+    }
+    opg_job_tries t = {2, 1, 1};
+    ok(opg_jobstore_set_tries(s, 2, &t));
+    ok(opg_jobstore_finish(s, 2, OPG_JOB_FAILED, NULL, 0, 100, NULL));
+    /* the upgraded delete trigger takes a pruned job's tries too (2: final, not the highest) */
+    uint64_t cur = 0;
+    int64_t del = 0;
+    ok(opg_jobstore_prune(s, INT64_MAX, 16, &cur, &del));
+    assert_int_equal(del, 2);
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM tries"), 0);
+    assert_consistent(path, s);
+    opg_jobstore_close(s);
+    assert_same_schema(path);
+}
+
+/* Tries: written only for a job not final, read back by get and pending,
+ * kept across a reopen, gone with a rolled-back transaction and with the
+ * pruned job. */
+static void test_tries(void **state) {
+    (void)state;
+    const char *path = path_of("tries.db");
+    opg_jobstore *s = open_ok(path);
+    for (uint64_t i = 1; i <= 4; i++) assert_int_equal(insert_ok(s, i, (int64_t)i * 10), i);
+    opg_job_row r;
+    ok(opg_jobstore_get(s, 1, &r));
+    assert_int_equal(r.tries.attempts + r.tries.alone + r.tries.lost_alone, 0);
+    opg_job_row_clear(&r);
+    opg_job_tries t1 = {1, 1, 0}, t3 = {3, 0, 0};
+    ok(opg_jobstore_set_tries(s, 1, &t1));
+    t1.lost_alone = 2; /* replaced, not added */
+    t1.attempts = 4;
+    ok(opg_jobstore_set_tries(s, 1, &t1));
+    ok(opg_jobstore_set_tries(s, 3, &t3));
+    /* a rolled-back write leaves the last committed tries */
+    ok(opg_jobstore_begin(s));
+    opg_job_tries tx = {9, 0, 9};
+    ok(opg_jobstore_set_tries(s, 3, &tx));
+    ok(opg_jobstore_rollback(s));
+    /* final, unknown, bad values: refused, nothing written */
+    ok(opg_jobstore_finish(s, 2, OPG_JOB_DONE, NULL, 0, 50, NULL));
+    expect_err(opg_jobstore_set_tries(s, 2, &t3), OPG_ERR_STATE, "job 2 is final", NULL);
+    expect_err(opg_jobstore_set_tries(s, 99, &t3), OPG_ERR_NOT_FOUND, "no job 99", NULL);
+    expect_err(opg_jobstore_set_tries(s, 0, &t3), OPG_ERR_NOT_FOUND, NULL, NULL);
+    const opg_job_tries bad[] = {{-1, 0, 0}, {0, 2, 0}, {0, -1, 0}, {0, 0, -3}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        expect_err(opg_jobstore_set_tries(s, 4, &bad[i]), OPG_ERR_ARG, "set_tries job 4", NULL);
+    expect_err(opg_jobstore_set_tries(s, 4, NULL), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_set_tries(NULL, 4, &t3), OPG_ERR_ARG, NULL, NULL);
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM tries"), 2);
+    opg_jobstore_close(s);
+
+    s = open_ok(path);
+    walk w = {0};
+    ok(opg_jobstore_pending(s, collect, &w));
+    assert_int_equal(w.n, 3);
+    assert_int_equal(w.bad, 0);
+    const uint64_t want_id[] = {1, 3, 4};
+    const opg_job_tries want[] = {{4, 1, 2}, {3, 0, 0}, {0, 0, 0}};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(w.ids[i], want_id[i]);
+        assert_int_equal(w.tries[i].attempts, want[i].attempts);
+        assert_int_equal(w.tries[i].alone, want[i].alone);
+        assert_int_equal(w.tries[i].lost_alone, want[i].lost_alone);
+    }
+    ok(opg_jobstore_get(s, 1, &r));
+    assert_int_equal(r.tries.attempts, 4);
+    assert_int_equal(r.tries.alone, 1);
+    assert_int_equal(r.tries.lost_alone, 2);
+    opg_job_row_clear(&r);
+    /* a job's tries stay readable once it is final, and go when it is pruned */
+    ok(opg_jobstore_finish(s, 1, OPG_JOB_FAILED, NULL, 0, 60, NULL));
+    ok(opg_jobstore_get(s, 1, &r));
+    assert_int_equal(r.state, OPG_JOB_FAILED);
+    assert_int_equal(r.tries.attempts, 4);
+    opg_job_row_clear(&r);
+    uint64_t cur = 0;
+    int64_t del = 0;
+    ok(opg_jobstore_prune(s, INT64_MAX, 16, &cur, &del));
+    assert_int_equal(del, 2);
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM tries"), 1); /* job 3's */
+    assert_consistent(path, s);
+    opg_jobstore_close(s);
+
+    /* tries not what set_tries writes (the schema's checks bypassed): refused on read */
+    sql_exec(path, "PRAGMA ignore_check_constraints = 1; UPDATE tries SET alone = 7 WHERE id = 3");
+    s = open_ok(path);
+    expect_err(opg_jobstore_get(s, 3, &r), OPG_ERR_FORMAT, "invalid tries", NULL);
+    walk w2 = {0};
+    expect_err(opg_jobstore_pending(s, collect, &w2), OPG_ERR_FORMAT, "job 3 has invalid tries", NULL);
     opg_jobstore_close(s);
 }
 
@@ -974,6 +1127,8 @@ int main(void) {
         cmocka_unit_test(test_not_a_database),
         cmocka_unit_test(test_foreign_schema),
         cmocka_unit_test(test_upgrade_from_1),
+        cmocka_unit_test(test_upgrade_from_2),
+        cmocka_unit_test(test_tries),
         cmocka_unit_test(test_bad_owner_in_file),
         cmocka_unit_test(test_prune),
         cmocka_unit_test(test_missing_dir),
