@@ -187,6 +187,9 @@ static int peer_eq(const opg_peer *a, const opg_peer *b) {
 }
 
 static opg_status begin(opg_coord *c) {
+    /* after a failed write SQLite may have rolled the transaction back: a
+       later write would commit on its own, outside the batch */
+    if (c->store_error) return opg__fail(c->store_error, "job store: %s", c->store_msg);
     if (c->in_txn) return OPG_OK;
     opg_status st = opg_jobstore_begin(c->store);
     if (st == OPG_OK) c->in_txn = 1;
@@ -1642,6 +1645,9 @@ opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
         OPG_LT(0, OPG_LT_C_DISPATCH, 0);
         update_gauges(c);
     }
+    /* what the last dispatch wrote (a job failed or re-queued by a worker
+       it could not reach) is kept on a clean stop too */
+    if (st == OPG_OK && !(st = stop_on_store_error(c))) st = commit(c);
     return st;
 }
 

@@ -194,10 +194,29 @@ static opg_status check_identity(opg_jobstore *s, int *empty, int64_t *version) 
     return OPG_OK;
 }
 
+/* Prepares the cached statements: every table and column they name must
+ * exist, so a file whose identity matches but whose tables do not (damaged
+ * or forged) fails here with OPG_ERR_FORMAT. */
+static opg_status prepare_all(opg_jobstore *s) {
+    for (int i = 0; i < ST_N; i++) {
+        if (s->st[i]) continue;
+        int rc = sqlite3_prepare_v3(s->db, k_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
+        if (rc != SQLITE_OK) {
+            char what[48];
+            snprintf(what, sizeof what, "schema does not match version %d", JS_SCHEMA_VERSION);
+            opg_status st = db_fail(s, rc, what);
+            return st == OPG_ERR_IO ? OPG_ERR_FORMAT : st;
+        }
+    }
+    return OPG_OK;
+}
+
 /* Creates the schema in a new file, or upgrades a schema 1 or 2 file, in one
  * transaction (a crash leaves the file as it was or done, never between);
  * re-checks inside it because another process may have done it since
- * check_identity. */
+ * check_identity. The statements are prepared before the commit, so an
+ * upgrade of tables that are not what the file's version says is rolled
+ * back: the file is refused unchanged. */
 static opg_status set_up_schema(opg_jobstore *s) {
     opg_status st = exec_sql(s, "BEGIN IMMEDIATE", "setting up the schema");
     if (st != OPG_OK) return st;
@@ -226,6 +245,7 @@ static opg_status set_up_schema(opg_jobstore *s) {
             st = opg__fail(OPG_ERR_FORMAT, "%s", msg);
         }
     }
+    if (st == OPG_OK) st = prepare_all(s);
     if (st == OPG_OK) st = exec_sql(s, "COMMIT", "setting up the schema");
     if (st != OPG_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); /* keeps the first message */
     return st;
@@ -285,18 +305,7 @@ opg_status opg_jobstore_open(const char *path, opg_jobstore **out) {
     if (st != OPG_OK) goto fail;
 
     if ((empty || ver < JS_SCHEMA_VERSION) && (st = set_up_schema(s)) != OPG_OK) goto fail;
-
-    for (int i = 0; i < ST_N; i++) {
-        rc = sqlite3_prepare_v3(s->db, k_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
-        if (rc != SQLITE_OK) {
-            /* the identity matched but the tables do not: damaged or forged */
-            char what[48];
-            snprintf(what, sizeof what, "schema does not match version %d", JS_SCHEMA_VERSION);
-            st = db_fail(s, rc, what);
-            if (st == OPG_ERR_IO) st = OPG_ERR_FORMAT;
-            goto fail;
-        }
-    }
+    if ((st = prepare_all(s)) != OPG_OK) goto fail;
     *out = s;
     return OPG_OK;
 fail:
@@ -446,9 +455,11 @@ static opg_status read_owner(opg_jobstore *s, sqlite3_stmt *st, int col, uint64_
 static opg_status read_tries(opg_jobstore *s, sqlite3_stmt *st, int col, uint64_t id, opg_job_tries *t) {
     memset(t, 0, sizeof *t);
     if (sqlite3_column_type(st, col) == SQLITE_NULL) return OPG_OK;
+    int ints = 1; /* not STRICT: a text or real would pass the CHECKs and read as some int */
+    for (int i = 0; i < 3; i++) ints &= sqlite3_column_type(st, col + i) == SQLITE_INTEGER;
     int64_t a = sqlite3_column_int64(st, col), al = sqlite3_column_int64(st, col + 1),
             l = sqlite3_column_int64(st, col + 2);
-    if (a < 0 || a > INT32_MAX || al < 0 || al > 1 || l < 0 || l > INT32_MAX)
+    if (!ints || a < 0 || a > INT32_MAX || al < 0 || al > 1 || l < 0 || l > INT32_MAX)
         return opg__fail(OPG_ERR_FORMAT, "jobstore %s: job %llu has invalid tries", s->path,
                          (unsigned long long)id);
     t->attempts = (int)a;

@@ -3335,6 +3335,46 @@ static void test_alone_restart(void **state) {
     stop_clean(c.p);
 }
 
+/* The count of workers lost under a job survives restarts too: with
+ * --max-attempts 2 a job whose worker failed, then another after a
+ * kill -9 and restart, fails. */
+static void test_attempts_restart(void **state) {
+    (void)state;
+    coord c = {0};
+    c.extra[c.n_extra++] = "--max-attempts";
+    c.extra[c.n_extra++] = "2";
+    c.extra[c.n_extra++] = "--max-lost-alone";
+    c.extra[c.n_extra++] = "10";
+    alone_coord(&c, "attemptsrst");
+    opg_keypair kl, kv;
+    opg_keypair_generate(&kl); opg_keypair_generate(&kv);
+    opg_client *cl = client_new(c.cep);
+    void *l = alone_worker(&c, "l", &kl, LIAR_CONTEXT, 0, 1);
+    uint64_t j = submit_ok(cl, &g_specs[0]);
+    CHECK(alone_next_job(l, 5000) == j, "j to l");
+    alone_disconnect(l);
+    CHECK(wait_log(c.p, "event=job_requeued", 1, 5000), "j re-queued");
+    submit_ok(cl, &g_specs[1]); /* acked after the re-queue's commit */
+    kill9(c.p, "a job one worker was lost under");
+    zmq_close(l);
+    opg_client_free(cl);
+    coord_restart(&c);
+    cl = client_new(c.cep);
+    void *v = alone_worker(&c, "v", &kv, LIAR_CONTEXT, 0, 1);
+    CHECK(alone_next_job(v, 5000) == j, "j to v after the restart");
+    alone_disconnect(v);
+    opg_frame *fr = NULL;
+    opg_status st = opg_client_result(cl, j, 1, 5000, &fr);
+    const char *msg = opg_last_error();
+    CHECK(st == OPG_ERR_STATE && strstr(msg, "2 workers lost while running it"),
+          "job %llu after two workers were lost under it, across a restart (--max-attempts 2): %s (%s)",
+          (unsigned long long)j, opg_strerror(st), msg);
+    opg_frame_free(&fr);
+    zmq_close(v);
+    opg_client_free(cl);
+    stop_clean(c.p);
+}
+
 int main(void) {
 #ifdef OPG_FAULTS_NO_DAEMONS
     printf("skipped: opg-coordinator and opg-worker are not built\n");
@@ -3372,6 +3412,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_alone_ctx_lockin, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_alone_stale_after_dispatch, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_alone_restart, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_attempts_restart, setup_test, teardown_test),
     };
     /* OPG_FAULTS_ONLY=SUBSTRING: test_reference and the tests whose name holds it */
     const char *only = getenv("OPG_FAULTS_ONLY");
