@@ -1740,7 +1740,7 @@ opg_status opg_coord_new(const opg_coord_config *cfg, opg_coord **out) {
         c->verify_pool = opg_pool_new(c->cfg.verify_threads);
     register_metrics(c);
     opg_status st = opg_jobstore_open(cfg->db_path, &c->store);
-    if (st) goto fail;
+    if (st || (st = opg_jobstore_lock(c->store))) goto fail; /* one coordinator per store */
     if (!(c->zctx = zmq_ctx_new())) {
         st = opg__fail(OPG_ERR_IO, "zmq context: %s", zmq_strerror(zmq_errno()));
         goto fail;

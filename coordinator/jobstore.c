@@ -1,10 +1,14 @@
 /* jobstore.c: the coordinator's durable job store on SQLite (jobstore.h). */
 #include "jobstore.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #define JS_APPLICATION_ID 0x4f504731 /* "OPG1": marks the file as an opg job store */
 #define JS_SCHEMA_VERSION 3          /* PRAGMA user_version */
@@ -112,6 +116,7 @@ struct opg_jobstore {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st[ST_N];
+    int lock_fd; /* <path>.lock while opg_jobstore_lock holds it, else -1 */
 };
 
 static opg_status map_rc(int rc) {
@@ -257,6 +262,7 @@ opg_status opg_jobstore_open(const char *path, opg_jobstore **out) {
     if (!path || !path[0]) return opg__fail(OPG_ERR_ARG, "jobstore: empty path");
     opg_jobstore *s = calloc(1, sizeof *s);
     if (!s) return opg__fail(OPG_ERR_NOMEM, "jobstore %s: out of memory", path);
+    s->lock_fd = -1;
     s->path = strdup(path);
     if (!s->path) {
         free(s);
@@ -317,8 +323,37 @@ void opg_jobstore_close(opg_jobstore *s) {
     if (!s) return;
     for (int i = 0; i < ST_N; i++) sqlite3_finalize(s->st[i]);
     sqlite3_close(s->db); /* rolls back an open transaction; the last closer checkpoints the WAL */
+    if (s->lock_fd >= 0) close(s->lock_fd); /* releases the lock; the file stays (unlinking would race a taker) */
     free(s->path);
     free(s);
+}
+
+opg_status opg_jobstore_lock(opg_jobstore *s) {
+    if (!s) return opg__fail(OPG_ERR_ARG, "jobstore: NULL handle");
+    if (s->lock_fd >= 0) return OPG_OK;
+    char lp[4096];
+    if ((size_t)snprintf(lp, sizeof lp, "%s.lock", s->path) >= sizeof lp)
+        return opg__fail(OPG_ERR_ARG, "jobstore %s: path too long for its lock file", s->path);
+    int fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return opg__fail(OPG_ERR_IO, "jobstore %s: cannot open its lock file %s: %s", s->path, lp, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return opg__fail(OPG_ERR_STATE, "jobstore %s: in use by another process (pid %s, holding %s)", s->path,
+                             pid[0] ? pid : "unknown", lp);
+        return opg__fail(OPG_ERR_IO, "jobstore %s: cannot lock %s: %s", s->path, lp, strerror(e));
+    }
+    /* the holder's pid, for the message another process gets (not needed for the lock itself) */
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len) { /* the lock holds all the same */ }
+    s->lock_fd = fd;
+    return OPG_OK;
 }
 
 opg_status opg_jobstore_begin(opg_jobstore *s) {

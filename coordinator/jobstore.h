@@ -81,7 +81,18 @@ typedef struct {
  * store of another schema version. A store left by a crash is recovered
  * (SQLite replays or drops the WAL). */
 opg_status opg_jobstore_open(const char *path, opg_jobstore **out);
-/* Closes the store; an open transaction is rolled back. NULL is a no-op. */
+/* Takes the store for this handle alone among those that call this: an
+ * exclusive lock (flock) on the file "<path>.lock" beside it (created when
+ * missing, left in place), held until close; it holds the taker's pid as
+ * text. Held by another handle or process -> OPG_ERR_STATE, the message
+ * naming the holder's pid. The coordinator takes it, so a second
+ * coordinator on the same store refuses to start instead of running its
+ * jobs twice; readers (the sqlite3 shell, .backup) are not kept out. On a
+ * network file system flock may lock nothing. Again on a handle that holds
+ * it: OPG_OK. */
+opg_status opg_jobstore_lock(opg_jobstore *s);
+/* Closes the store (and releases its lock); an open transaction is rolled
+ * back. NULL is a no-op. */
 void opg_jobstore_close(opg_jobstore *s);
 
 /* Group commit. begin starts a write transaction and takes the write lock at

@@ -1732,6 +1732,40 @@ static void test_store_locked(void **state) {
     check_sanitizer_logs();
 }
 
+/* A second coordinator on a store another one serves refuses to start
+ * (exit 1, naming the holder), so no job runs twice; the first serves on. */
+static void test_store_in_use(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord a = {0};
+    coord_start(&a, "inuse");
+    coord b = a;
+    snprintf(b.tag, sizeof b.tag, "inuse-b");
+    b.starts = 0;
+    b.wport = free_port();
+    b.cport = free_port();
+    b.mport = free_port();
+    snprintf(b.wep, sizeof b.wep, "tcp://127.0.0.1:%d", b.wport);
+    snprintf(b.cep, sizeof b.cep, "tcp://127.0.0.1:%d", b.cport);
+    snprintf(b.maddr, sizeof b.maddr, "127.0.0.1:%d", b.mport);
+    CHECK(!coord_try_start(&b), "a second coordinator started on the store of a running one");
+    CHECK(proc_wait(b.p, 10000) && WIFEXITED(b.p->status) && WEXITSTATUS(b.p->status) == 1,
+          "the second coordinator did not exit 1");
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %d", (int)a.p->pid);
+    CHECK(log_count(b.p, "in use by another process") == 1 && log_count(b.p, pid) == 1,
+          "the second coordinator's error does not name the store in use by %s", pid);
+    proc *w = worker_start(a.wep, 1, NULL);
+    opg_client *cl = client_new(a.cep);
+    expect_result(cl, submit_ok(cl, &g_specs[3]), &g_specs[3], 1, "the first coordinator after the refusal");
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(a.p);
+    /* released when it stopped: a coordinator starts on the store again */
+    coord_restart(&a);
+    stop_clean(a.p);
+}
+
 /* A registered worker (a raw DEALER here) that lies: Tokens with a gap or
  * past max_tokens, a Result for a job it does not run, a Result longer than
  * max_tokens, a transient Error, then Disconnect. None of it may finish the
@@ -3394,6 +3428,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_pipelined_client, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_keyless_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_store_locked, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_store_in_use, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_malformed_to_worker, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_curve, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_retention, setup_test, teardown_test),

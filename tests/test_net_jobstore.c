@@ -1048,6 +1048,45 @@ static void test_prune(void **state) {
     opg_jobstore_close(s);
 }
 
+/* The store's lock: one holder at a time, another gets the holder's pid;
+ * released by close; readers are not kept out. */
+static void test_lock(void **state) {
+    (void)state;
+    const char *path = path_of("lock.db");
+    opg_jobstore *a = open_ok(path), *b = open_ok(path);
+    ok(opg_jobstore_lock(a));
+    ok(opg_jobstore_lock(a)); /* again: still held */
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
+    expect_err(opg_jobstore_lock(b), OPG_ERR_STATE, "in use by another process", pid);
+    assert_int_equal(insert_ok(b, 1, 10), 1); /* the lock keeps out lockers only */
+    /* another process too (a child: flock is per open file) */
+    pid_t child = fork();
+    if (child == 0) {
+        opg_jobstore *c = NULL;
+        if (opg_jobstore_open(path, &c) != OPG_OK) _exit(2);
+        opg_status st = opg_jobstore_lock(c);
+        _exit(st == OPG_ERR_STATE && strstr(opg_last_error(), pid) ? 0 : 1);
+    }
+    int wst = 0;
+    assert_int_equal(waitpid(child, &wst, 0), child);
+    assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    opg_jobstore_close(a);
+    ok(opg_jobstore_lock(b));
+    opg_jobstore_close(b);
+    /* a lock file that cannot be made */
+    const char *dir = path_of("lockdir");
+    assert_int_equal(mkdir(dir, 0755), 0);
+    char db[300], lockp[310];
+    snprintf(db, sizeof db, "%s/x.db", dir);
+    snprintf(lockp, sizeof lockp, "%s.lock", db);
+    assert_int_equal(mkdir(lockp, 0755), 0); /* a directory where the lock file goes */
+    opg_jobstore *d = open_ok(db);
+    expect_err(opg_jobstore_lock(d), OPG_ERR_IO, "lock file", lockp);
+    opg_jobstore_close(d);
+    expect_err(opg_jobstore_lock(NULL), OPG_ERR_ARG, NULL, NULL);
+}
+
 static void test_missing_dir(void **state) {
     (void)state;
     const char *path = path_of("no/such/dir/jobs.db");
@@ -1145,6 +1184,7 @@ int main(void) {
         cmocka_unit_test(test_tries),
         cmocka_unit_test(test_bad_owner_in_file),
         cmocka_unit_test(test_prune),
+        cmocka_unit_test(test_lock),
         cmocka_unit_test(test_missing_dir),
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_throughput),
