@@ -46,6 +46,12 @@ for bad in "none.txt:cannot open the prompt file none.txt" "empty.txt:prompt fil
     [ $rc -eq 1 ] && grep -q "${bad#*:}" err.txt || fail "-f $f: exit $rc: $(cat err.txt)"
 done
 rm -f empty.txt nul.txt big.txt prompt.txt
+if [ -w /dev/full ]; then # output that cannot be written is a failure, not exit 0
+    "$opg" run -m "$tiny/tiny-tok-long.gguf" -p abc -n 2 -t 1 --backend cpu >/dev/full 2>err.txt; rc=$?
+    [ $rc -eq 1 ] && grep -q "writing to standard output: No space left on device" err.txt \
+        || fail "stdout on /dev/full: exit $rc: $(cat err.txt)"
+    "$opg" --help >/dev/full 2>err.txt; [ $? -eq 1 ] || fail "--help on /dev/full: want exit 1"
+fi
 
 if [ ! -f "$model" ]; then
     echo "skipped: $model not present (scripts/fetch-model.sh fetches it)"

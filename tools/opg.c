@@ -363,15 +363,16 @@ out:
     return rc;
 }
 
-int main(int argc, char **argv) {
-    if (argc < 2) {
-        usage_main(stderr);
-        return 2;
-    }
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        usage_main(stdout);
-        return 0;
-    }
+/* A command's exit status, made 1 when what it printed did not reach
+ * standard output (a full disk, a closed pipe with SIGPIPE ignored): a
+ * job id or result the caller never got is a failure, not success. */
+static int output_checked(int rc) {
+    if (fflush(stdout) == 0 && !ferror(stdout)) return rc;
+    fprintf(stderr, "opg: writing to standard output: %s\n", strerror(errno));
+    return rc ? rc : 1;
+}
+
+static int run_command(int argc, char **argv) {
     if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 1, argv + 1);
 #ifdef OPG_HAVE_NETWORK
     if (strcmp(argv[1], "submit") == 0) return opg_cmd_submit(argc - 1, argv + 1);
@@ -384,4 +385,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "opg: unknown command '%s'\n", argv[1]);
     usage_main(stderr);
     return 2;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage_main(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage_main(stdout);
+        return output_checked(0);
+    }
+    return output_checked(run_command(argc, argv));
 }
