@@ -3012,6 +3012,58 @@ static void test_sigterm_drain(void **state) {
 }
 
 
+/* A second SIGTERM during a drain stops the worker at once (exit 0): its
+ * running jobs go back to the coordinator (re-queued, not failed) and
+ * another worker finishes them to the reference results. The jobs are
+ * short: when they all finished between the two signals (a drain, not a
+ * stop) it tries again, at most three times. */
+static void test_second_signal(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    static const char *const lenient[] = {"--liveness", "20", NULL};
+    coord c = {0};
+    c.extra[0] = lenient[0];
+    c.extra[1] = lenient[1];
+    c.n_extra = 2;
+    coord_start(&c, "stopnow");
+    opg_client *cl = client_new(c.cep);
+    uint64_t ids[N_LONG];
+    int given = 0;
+    for (int attempt = 0; attempt < 3 && !given; attempt++) {
+        proc *w = worker_start(c.wep, N_LONG, lenient);
+        wait_worker_ready(&c, w, 1);
+        for (int i = 0; i < N_LONG; i++) ids[i] = submit_ok(cl, &g_long[i]);
+        for (int i = 0; i < N_LONG; i++) wait_running(cl, ids[i], "before the signals");
+        double requeued = metric(&c, M_REQUEUED);
+        proc_signal(w, SIGTERM);
+        CHECK(wait_log(w, "event=draining jobs=", 1, 10000), "worker %s did not start draining", w->name);
+        proc_signal(w, SIGTERM); /* after the first was handled: two pending would merge into one */
+        char st[32];
+        CHECK(proc_wait(w, 10000), "worker %s still runs 10 s after a second SIGTERM", w->name);
+        CHECK(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0, "worker %s ended with %s", w->name,
+              proc_state(w, st, sizeof st));
+        char *t = slurp(w->log, NULL);
+        const char *g = t ? strstr(t, "event=stop_now jobs_given_back=") : NULL;
+        given = g ? atoi(g + strlen("event=stop_now jobs_given_back=")) : 0;
+        free(t);
+        if (!given) { /* every job ended before the second signal: drained */
+            CHECK(log_count(w, "why=drained") == 1, "worker %s neither drained nor stopped at once", w->name);
+            continue;
+        }
+        CHECK(log_count(w, "why=stopped_at_once") == 1, "worker %s: no stopped_at_once", w->name);
+        CHECK(metric(&c, M_REQUEUED) == requeued + given, "%g jobs re-queued, %d given back",
+              metric(&c, M_REQUEUED) - requeued, given);
+    }
+    CHECK(given >= 1, "no job was still running at the second SIGTERM in 3 tries");
+    proc *w2 = worker_start(c.wep, N_LONG, NULL);
+    for (int i = 0; i < N_LONG; i++) expect_result(cl, ids[i], &g_long[i], 1, "given back at a second SIGTERM");
+    fprintf(stderr, "test_net_faults: a second SIGTERM gave %d running jobs back\n", given);
+    opg_client_free(cl);
+    stop_clean(w2);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
 /* ---- jobs that run alone (docs/protocol.md, "Worker link", Results) ---------------
  * Raw workers (they answer nothing unless told) against the real
  * coordinator: where a job that must run alone goes, which workers are held
@@ -3441,6 +3493,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_heartbeat_periods, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_nan_job, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_second_signal, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_alone_lookahead, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_alone_stale_limit, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_alone_model_change, setup_test, teardown_test),

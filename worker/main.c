@@ -21,7 +21,7 @@
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) {
     (void)sig;
-    g_stop = 1;
+    g_stop = g_stop ? 2 : 1; /* the first drains, the second stops at once (worker.h) */
 }
 
 static int fail(const char *what, opg_status st) {
@@ -61,7 +61,8 @@ int main(int argc, char **argv) {
                              "opg-worker [OPTIONS]\n"
                              "Serves GGUF models to a coordinator: takes jobs, runs them with the\n"
                              "deterministic kernels, returns output, trace root and a signed receipt.\n"
-                             "SIGTERM/SIGINT drain: running jobs finish, then it disconnects.", &text);
+                             "SIGTERM/SIGINT drain: running jobs finish, then it disconnects; a second\n"
+                             "signal stops it at once, giving its jobs back to the coordinator.", &text);
     if (code >= 0) {
         if (code) fprintf(stderr, "opg-worker: %s\n", text ? text : opg_last_error());
         else if (text) fputs(text, stdout);

@@ -607,12 +607,21 @@ static int read_link(opg_worker *w) {
 opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
     opg_status st = connect_link(w);
     if (st) return st;
+    int forced = 0;
     while (!w->fatal) {
         int64_t now = opg_now_ms();
         if (stop && *stop && !w->draining) {
             w->draining = 1;
             send_ready(w); /* no free slots: the coordinator sends nothing new */
             LOG(OPG_LOG_INFO, "draining", "jobs=%d", w->n_jobs);
+        }
+        if (stop && *stop >= 2) { /* asked again: the jobs go back instead of finishing here */
+            forced = 1;
+            LOG(OPG_LOG_WARN, "stop_now", "jobs_given_back=%d", w->n_jobs);
+            Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
+            d.reason = "stopped at once (second stop request): jobs given back";
+            send_msg(w, T(DISCONNECT), &d.base);
+            break;
         }
         if (w->draining && w->n_jobs == 0) {
             Opg__V1__Disconnect d = OPG__V1__DISCONNECT__INIT;
@@ -688,7 +697,8 @@ opg_status opg_worker_run(opg_worker *w, volatile sig_atomic_t *stop) {
         zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
     }
     close_link(w);
-    LOG(OPG_LOG_INFO, "stopped", "why=%s", w->fatal ? "backend_failed" : w->draining ? "drained" : "error");
+    LOG(OPG_LOG_INFO, "stopped", "why=%s",
+        w->fatal ? "backend_failed" : forced ? "stopped_at_once" : w->draining ? "drained" : "error");
     if (w->fatal) return opg__fail(w->fatal, "backend failed: %s", w->fatal_msg);
     return OPG_OK;
 }

@@ -12,7 +12,8 @@
  * the worker drops its jobs (the coordinator re-queues them), closes the
  * socket, waits (back-off doubling from reconnect_ms to reconnect_max_ms) and
  * connects afresh. On stop it drains: Ready with no free slots, finishes what
- * it runs, says Disconnect, returns. */
+ * it runs, says Disconnect, returns; or, asked to stop at once, gives its
+ * jobs back. */
 #ifndef OPG_WORKER_H
 #define OPG_WORKER_H
 
@@ -57,7 +58,10 @@ typedef struct opg_worker opg_worker;
 /* Prepares tokenizers and schedulers; connects in opg_worker_run. The
  * config's pointers are borrowed for the worker's life. */
 opg_status opg_worker_new(const opg_worker_config *cfg, opg_worker **out);
-/* Runs until *stop is set (then drains and returns OPG_OK). Errors: the
+/* Runs until *stop is set: 1 drains (no new jobs, the running ones
+ * finish), then returns OPG_OK; 2 (also during a drain) stops at once: the
+ * running jobs are dropped and the Disconnect gives them back to the
+ * coordinator, which re-queues them; OPG_OK. Errors: the
  * backend failed (OPG_ERR_STATE, a device fault; or any failure of a step
  * other than OPG_ERR_NOMEM, which only fails that step's jobs back to the
  * coordinator): the worker has said Disconnect, so the coordinator re-queues
