@@ -7,6 +7,7 @@
  * to whoever waits -> dropped from memory. */
 #include "coord.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1675,8 +1676,12 @@ static opg_status bind_sock(opg_coord *c, void **sock, const char *ep, const cha
     if (st) return st;
     if (c->cfg.key && (st = opg_sock_curve_server(*sock, c->cfg.key, domain))) return st;
     opg_sock_ipv6_for(*sock, ep);
-    if (zmq_bind(*sock, ep) != 0)
-        return opg__fail(OPG_ERR_IO, "cannot bind the %s endpoint %s: %s", domain, ep, zmq_strerror(zmq_errno()));
+    if (zmq_bind(*sock, ep) != 0) {
+        int e = zmq_errno();
+        return opg__fail(OPG_ERR_IO, "cannot bind the %s endpoint %s: %s%s", domain, ep, zmq_strerror(e),
+                         e == ENODEV ? " (a bind takes an IP address, an interface name or *, not a host name:"
+                                       " e.g. tcp://127.0.0.1:PORT)" : "");
+    }
     size_t n = outn;
     if (zmq_getsockopt(*sock, ZMQ_LAST_ENDPOINT, out, &n) != 0) snprintf(out, outn, "%s", ep);
     return OPG_OK;
@@ -1714,8 +1719,12 @@ opg_status opg_coord_new(const opg_coord_config *cfg, opg_coord **out) {
     if (!cfg || !cfg->workers_endpoint || !cfg->clients_endpoint || !cfg->db_path)
         return opg__fail(OPG_ERR_ARG, "coordinator: endpoints and a store path are required");
     opg_lt_init("coord");
+    const char *eps[2] = {cfg->workers_endpoint, cfg->clients_endpoint};
+    for (int i = 0; i < 2; i++) {
+        opg_status est = opg_endpoint_check(eps[i]);
+        if (est) return est;
+    }
     if (!cfg->key) {
-        const char *eps[2] = {cfg->workers_endpoint, cfg->clients_endpoint};
         for (int i = 0; i < 2; i++)
             if (!opg_endpoint_is_local(eps[i]))
                 return opg__fail(OPG_ERR_DENIED,

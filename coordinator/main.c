@@ -81,7 +81,7 @@ int main(int argc, char **argv) {
     uint8_t(*wkeys)[32] = NULL, (*ckeys)[32] = NULL;
     size_t n_wkeys = 0, n_ckeys = 0;
     if (key_path) {
-        if ((st = opg_key_load(key_path, &key))) return fail(key_path, st);
+        if ((st = opg_key_load(key_path, &key))) return fail("--key", st);
         if (!allow_workers || !allow_clients) {
             fprintf(stderr, "opg-coordinator: with --key, --allow-workers and --allow-clients name who may connect\n");
             return 2;

@@ -51,6 +51,8 @@ static opg_status open_sock(opg_client *c) {
 opg_status opg_client_new(const char *endpoint, const opg_keypair *key, const uint8_t *server_key, opg_client **out) {
     *out = NULL;
     if (!endpoint) return opg__fail(OPG_ERR_ARG, "client: no endpoint");
+    opg_status est = opg_endpoint_check(endpoint);
+    if (est) return est;
     if (!server_key && !opg_endpoint_is_local(endpoint))
         return opg__fail(OPG_ERR_DENIED, "coordinator %s is not on this machine: CurveZMQ is required (its public key)",
                          endpoint);

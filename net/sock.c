@@ -128,6 +128,28 @@ void opg_sock_ipv6_for(void *sock, const char *ep) {
     zmq_setsockopt(sock, ZMQ_IPV6, &one, sizeof one);
 }
 
+opg_status opg_endpoint_check(const char *ep) {
+    if (!ep || !ep[0]) return opg__fail(OPG_ERR_ARG, "empty endpoint");
+    const char *forms = "tcp://HOST:PORT, ipc://PATH or inproc://NAME";
+    size_t pre = !strncmp(ep, "ipc://", 6) ? 6 : !strncmp(ep, "inproc://", 9) ? 9 : 0;
+    if (pre)
+        return ep[pre] ? OPG_OK : opg__fail(OPG_ERR_ARG, "endpoint %s: no path or name (%s)", ep, forms);
+    if (strncmp(ep, "tcp://", 6))
+        return opg__fail(OPG_ERR_ARG, "endpoint %s: not %s", ep, forms);
+    const char *h = ep + 6;
+    const char *semi = strrchr(h, ';'); /* "source;destination" */
+    if (semi) h = semi + 1;
+    const char *colon = strrchr(h, ':');
+    if (!colon || colon == h || (h[0] == '[' && colon[-1] != ']'))
+        return opg__fail(OPG_ERR_ARG, "endpoint %s: no HOST:PORT after tcp://", ep);
+    const char *port = colon + 1;
+    if (!strcmp(port, "*")) return OPG_OK; /* a bind to any free port */
+    size_t nd = strspn(port, "0123456789");
+    if (nd == 0 || port[nd] || nd > 5 || atol(port) > 65535)
+        return opg__fail(OPG_ERR_ARG, "endpoint %s: port '%s' is not a number from 0 to 65535 (or *)", ep, port);
+    return OPG_OK;
+}
+
 int opg_endpoint_is_local(const char *ep) {
     if (!ep) return 0;
     if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9)) return 1;

@@ -57,6 +57,12 @@ opg_status opg_sock_recv(void *sock, int is_router, opg_peer *peer, opg_frame **
 int64_t opg_now_ms(void);
 int64_t opg_wall_ms(void);
 
+/* OPG_OK when endpoint has a form ZeroMQ takes as meant: tcp://HOST:PORT
+ * (PORT 0-65535 or *; libzmq itself takes any number and binds a random
+ * port for one above 65535), ipc://PATH or inproc://NAME; else OPG_ERR_ARG
+ * naming what is wrong. Whether HOST resolves is left to bind/connect. */
+opg_status opg_endpoint_check(const char *endpoint);
+
 /* Non-zero when a ZeroMQ endpoint stays on this machine: ipc://, inproc://,
  * or tcp:// on 127.0.0.0/8, ::1 or localhost. Sockets on any other endpoint
  * must use CurveZMQ. */

@@ -25,6 +25,21 @@ expect() { # NAME WANT-RC PATTERN(stdout or stderr)
         || fail "$1: exit $rc (expected $2), no '$3': $(cat "$dir/$1.out" "$dir/$1.err")"
 }
 
+# endpoints ZeroMQ would take otherwise than meant (a port over 65535 binds a random one)
+run badport "$build/coordinator/opg-coordinator" --db "$dir/bad.db" --workers tcp://127.0.0.1:99999 \
+    --clients tcp://127.0.0.1:1 --metrics off
+expect badport 1 "endpoint tcp://127.0.0.1:99999: port '99999' is not a number from 0 to 65535"
+run bogus "$build/coordinator/opg-coordinator" --db "$dir/bad.db" --workers bogus --clients tcp://127.0.0.1:1 \
+    --metrics off
+expect bogus 1 "endpoint bogus: not tcp://HOST:PORT, ipc://PATH or inproc://NAME"
+run lhbind "$build/coordinator/opg-coordinator" --db "$dir/bad.db" --workers "tcp://localhost:$(free_port)" \
+    --clients "tcp://127.0.0.1:$(free_port)" --metrics off
+expect lhbind 1 "a bind takes an IP address, an interface name or \*, not a host name"
+run wbadport "$build/worker/opg-worker" -C tcp://127.0.0.1:70000 -m "$model" --backend cpu
+expect wbadport 1 "port '70000' is not a number"
+run cbadport "$opg" status 1 -C tcp://127.0.0.1:70000
+expect cbadport 1 "port '70000' is not a number"
+
 wp=$(free_port) cp=$(free_port)
 C="tcp://127.0.0.1:$cp"
 "$build/coordinator/opg-coordinator" --db "$dir/jobs.db" --workers "tcp://127.0.0.1:$wp" --clients "$C" \

@@ -840,9 +840,47 @@ static void test_endpoint_local(void **state) {
     }
 }
 
+/* Endpoints of a form ZeroMQ would take otherwise than meant (a port over
+ * 65535 binds a random one) or not at all are refused, naming the problem. */
+static void test_endpoint_check(void **state) {
+    (void)state;
+    const char *good[] = {"tcp://127.0.0.1:5555", "tcp://*:0", "tcp://127.0.0.1:*", "tcp://[::1]:65535",
+                          "tcp://eth0:1", "tcp://10.0.0.1;127.0.0.1:5555", "ipc:///tmp/x", "inproc://x",
+                          "tcp://localhost:1"};
+    struct { const char *ep, *why; } bad[] = {
+        {"tcp://127.0.0.1:99999", "port '99999' is not a number from 0 to 65535"},
+        {"tcp://127.0.0.1:655350", "port '655350'"},
+        {"tcp://127.0.0.1:-1", "port '-1'"},
+        {"tcp://127.0.0.1:", "port ''"},
+        {"tcp://127.0.0.1:80x", "port '80x'"},
+        {"tcp://127.0.0.1", "no HOST:PORT"},
+        {"tcp://:5555", "no HOST:PORT"},
+        {"tcp://[::1:5555", "no HOST:PORT"},
+        {"tcp://", "no HOST:PORT"},
+        {"bogus", "not tcp://HOST:PORT, ipc://PATH or inproc://NAME"},
+        {"udp://127.0.0.1:1", "not tcp://HOST:PORT"},
+        {"ipc://", "no path or name"},
+        {"inproc://", "no path or name"},
+        {"", "empty endpoint"},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        if (opg_endpoint_check(good[i]) != OPG_OK) print_message("refused %s: %s\n", good[i], opg_last_error());
+        assert_int_equal(opg_endpoint_check(good[i]), OPG_OK);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        opg_status st = opg_endpoint_check(bad[i].ep);
+        if (st != OPG_ERR_ARG || !strstr(opg_last_error(), bad[i].why))
+            print_message("%s: %d \"%s\", want \"%s\"\n", bad[i].ep, st, opg_last_error(), bad[i].why);
+        assert_int_equal(st, OPG_ERR_ARG);
+        assert_non_null(strstr(opg_last_error(), bad[i].why));
+    }
+    assert_int_equal(opg_endpoint_check(NULL), OPG_ERR_ARG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_endpoint_local),
+        cmocka_unit_test(test_endpoint_check),
         cmocka_unit_test(test_from_seed),
         cmocka_unit_test(test_generate),
         cmocka_unit_test(test_save_load),

@@ -182,7 +182,9 @@ int opg_cmd_submit(int argc, char **argv) {
         }
     } else {
         if ((st = opg_gguf_open(model, &g))) {
-            fprintf(stderr, "opg submit: %s: %s\n%s", model, opg_last_error(),
+            const char *msg = opg_last_error(); /* one that starts with the path gets no second one */
+            int named = strncmp(msg, model, strlen(model)) == 0 && msg[strlen(model)] == ':';
+            fprintf(stderr, "opg submit: %s%s%s\n%s", named ? "" : model, named ? "" : ": ", msg,
                     strcmp(model, OPG_DEFAULT_MODEL) == 0 ? "  (scripts/fetch-model.sh downloads the default model)\n" : "");
             goto out;
         }

@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "opts.h"
+#include "sock.h"
 #include "worker.h"
 
 #ifndef OPG_DEFAULT_MODEL
@@ -25,7 +26,11 @@ static void on_signal(int sig) {
 }
 
 static int fail(const char *what, opg_status st) {
-    fprintf(stderr, "opg-worker: %s: %s (%s)\n", what, opg_last_error(), opg_strerror(st));
+    const char *msg = opg_last_error();
+    size_t n = strlen(what);
+    /* a message that starts with "what:" (a model's path) gets no second one */
+    if (strncmp(msg, what, n) == 0 && msg[n] == ':') fprintf(stderr, "opg-worker: %s (%s)\n", msg, opg_strerror(st));
+    else fprintf(stderr, "opg-worker: %s: %s (%s)\n", what, msg, opg_strerror(st));
     return 1;
 }
 
@@ -94,7 +99,8 @@ int main(int argc, char **argv) {
     opg_log log = {opg_log_stderr_sink, stderr, (opg_log_level)level};
     opg_keypair key;
     uint8_t spk[32];
-    if (key_path && (st = opg_key_load(key_path, &key))) return fail(key_path, st);
+    if ((st = opg_endpoint_check(coordinator))) return fail("--coordinator", st); /* before loading models */
+    if (key_path && (st = opg_key_load(key_path, &key))) return fail("--key", st);
     if (server_key && (st = opg_key_parse_public(server_key, spk))) return fail("--server-key", st);
     if (server_key && !key_path) {
         fprintf(stderr, "opg-worker: --server-key needs --key (the coordinator admits workers by key)\n");

@@ -723,6 +723,8 @@ opg_status opg_worker_new(const opg_worker_config *cfg, opg_worker **out) {
     if (!cfg || !cfg->coordinator || !cfg->models || cfg->n_models < 1)
         return opg__fail(OPG_ERR_ARG, "worker: a coordinator endpoint and at least one model are required");
     opg_lt_init("worker");
+    opg_status est = opg_endpoint_check(cfg->coordinator);
+    if (est) return est;
     if (!cfg->server_key && !opg_endpoint_is_local(cfg->coordinator))
         return opg__fail(OPG_ERR_DENIED,
                          "coordinator %s is not on this machine: CurveZMQ is required (its public key)",
