@@ -350,8 +350,12 @@ static opg_status load_config(const opg_opt *opts, int n, const char *src, const
     text[len] = 0;
     const char *err_at = NULL;
     size_t nul = strlen(text);
+    /* an escaped NUL would cut a decoded string short just as silently
+       (coarse: also refuses an escaped backslash before "u0000") */
+    const char *esc = nul < len ? NULL : memmem(text, len, "\\u0000", 6);
     cJSON *doc = NULL;
     if (nul < len) err_at = text + nul;
+    else if (esc) err_at = esc;
     else doc = cJSON_ParseWithOpts(text, &err_at, 1);
     if (!doc) {
         size_t off = err_at && err_at >= text && err_at <= text + len ? (size_t)(err_at - text) : len;
@@ -366,7 +370,7 @@ static opg_status load_config(const opg_opt *opts, int n, const char *src, const
         }
         free(text);
         return opg__fail(OPG_ERR_FORMAT, "%s: %s near line %d, column %d", src,
-                         nul < len ? "NUL byte" : "invalid JSON", line, col);
+                         nul < len ? "NUL byte" : esc ? "\\u0000 (a NUL character)" : "invalid JSON", line, col);
     }
     free(text);
     if (!cJSON_IsObject(doc)) {

@@ -144,6 +144,8 @@ expect ctx1 2 "--ctx must be 0"
 for k in coord a b; do
     "$opg" keygen -o "$dir/$k.key" >"$dir/$k.pub" 2>/dev/null || fail "keygen $k"
 done
+run kns "$opg" status 1 -C "$C" --key "$dir/a.key" # a key alone would go unused: plain text
+expect kns 2 "--key needs --server-key"
 cat "$dir/a.pub" "$dir/b.pub" >"$dir/clients.allow"
 cp "$dir/a.pub" "$dir/workers.allow" # no worker: the jobs stay queued
 wp2=$(free_port) cp2=$(free_port)

@@ -1343,6 +1343,7 @@ static void test_malformed_frames(void **state) {
  * (and one that is -1 as int32), a prompt longer than the context, an
  * unknown model, another determinism contract. Each fails (or waits, for a
  * model nobody serves) with an Error, the worker survives, a good job runs. */
+/* what: a label, and (when it holds " id ") also text the error must hold */
 static void expect_job_fails(opg_client *cl, const spec *s, opg_status want, const char *what) {
     uint64_t id = submit_ok(cl, s);
     opg_frame *f = NULL;
@@ -1350,6 +1351,8 @@ static void expect_job_fails(opg_client *cl, const spec *s, opg_status want, con
     opg_frame_free(&f);
     CHECK(st == want, "%s: job %" PRIu64 ": %s (%s), expected %s", what, id, opg_strerror(st), opg_last_error(),
           opg_strerror(want));
+    CHECK(!strstr(what, " id ") || strstr(opg_last_error(), what), "job %" PRIu64 ": \"%s\" does not say \"%s\"",
+          id, opg_last_error(), what);
     expect_state(cl, id, OPG__V1__JOB_STATE__JOB_STATE_FAILED, what);
 }
 
@@ -1363,9 +1366,9 @@ static void test_bad_jobs(void **state) {
     opg_client *cl = client_new(c.cep);
     spec bad = g_specs[0];
     bad.prompt[0] = 96; /* the tiny vocabulary is 0..95 */
-    expect_job_fails(cl, &bad, OPG_ERR_ARG, "token id 96");
-    bad.prompt[0] = UINT32_MAX;
-    expect_job_fails(cl, &bad, OPG_ERR_ARG, "token id 2^32-1");
+    expect_job_fails(cl, &bad, OPG_ERR_ARG, "token id 96 outside the vocabulary [0, 96)");
+    bad.prompt[0] = UINT32_MAX; /* not -1 */
+    expect_job_fails(cl, &bad, OPG_ERR_ARG, "token 0: token id 4294967295 outside the vocabulary [0, 96)");
     /* a prompt of 2048 tokens on a 2048-token context */
     static uint32_t longp[2048];
     for (size_t i = 0; i < 2048; i++) longp[i] = 1 + (uint32_t)(i % 90);

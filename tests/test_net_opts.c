@@ -314,6 +314,8 @@ static void test_config_errors(void **state) {
     CFG_ERR("", OPG_ERR_FORMAT, "line 1, column 1", NULL);
     expect_err(opg_opts_parse_config(g_opts, N_OPTS, "{\"a\"\0}", 6), OPG_ERR_FORMAT, "NUL byte",
                "line 1, column 5");
+    /* escaped, a NUL would cut the decoded string short ("a\u0000b" read as "a") */
+    CFG_ERR("{\n \"name\": \"a\\u0000b\"}", OPG_ERR_FORMAT, "\\u0000 (a NUL character)", "line 2, column 12");
 #undef CFG_ERR
     /* every failure above left the defaults alone */
     expect_defaults();

@@ -41,14 +41,19 @@ static int job_command(const char *cmd, const char *usage, const opg_opt *opts, 
     opg_status pst = opg_opts_parse(opts, n_opts, argc, argv, &help, &pos);
     int bad_id = !pst && !help && (pos.n != 1 || parse_job_id(pos.v[0], id) != 0);
     if (pst || help || bad_id) {
-        char *text = opg_opts_help(opts, n_opts, usage);
+        /* on an error the options hold what was parsed: a help text now would
+           show those as the defaults, so only a pointer to it */
         if (!help) {
             if (pst) fprintf(stderr, "opg %s: %s\n", cmd, opg_last_error());
             else if (pos.n != 1) fprintf(stderr, "opg %s: one job id expected\n", cmd);
-            else fprintf(stderr, "opg %s: '%s' is not a job id (a number from 1)\n", cmd, pos.v[0]);
+            else fprintf(stderr, "opg %s: '%s' is not a job id (a number from 1 to %lld)\n", cmd, pos.v[0],
+                         (long long)INT64_MAX);
+            fprintf(stderr, "(opg %s --help lists the options)\n", cmd);
+        } else {
+            char *text = opg_opts_help(opts, n_opts, usage);
+            if (text) fputs(text, stdout);
+            free(text);
         }
-        if (text) fputs(text, help ? stdout : stderr);
-        free(text);
         opg_strv_clear(&pos);
         return help ? 0 : 2;
     }

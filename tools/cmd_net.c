@@ -40,6 +40,10 @@ int opg_tool_connect(const char *cmd, const opg_tool_conn *conn, opg_client **ou
         fprintf(stderr, "opg %s: --server-key needs --key (the coordinator admits clients by key)\n", cmd);
         return 2;
     }
+    if (conn->key_path && !conn->server_key) { /* it would go unused: the link would not be CurveZMQ */
+        fprintf(stderr, "opg %s: --key needs --server-key (the coordinator's public key, for CurveZMQ)\n", cmd);
+        return 2;
+    }
     if (conn->server_key &&
         (opg_key_parse_public(conn->server_key, spk) != OPG_OK || opg_key_load(conn->key_path, &key) != OPG_OK)) {
         fprintf(stderr, "opg %s: %s\n", cmd, opg_last_error());

@@ -51,9 +51,11 @@ int opg_cmd_verify(int argc, char **argv) {
     opg_status pst = opg_opts_parse(opts, n_opts, argc, argv, &help, &pos);
     if (pst || help || pos.n != 1) {
         int bad = !help;
-        char *text = opg_opts_help(opts, n_opts, usage);
-        if (bad) fprintf(stderr, "opg verify: %s\n", pst ? opg_last_error() : "one job record file expected");
-        if (text) fputs(text, bad ? stderr : stdout);
+        if (bad) /* no help text: the options now hold what was parsed, not the defaults */
+            fprintf(stderr, "opg verify: %s\n(opg verify --help lists the options)\n",
+                    pst ? opg_last_error() : "one job record file expected");
+        char *text = bad ? NULL : opg_opts_help(opts, n_opts, usage);
+        if (text) fputs(text, stdout);
         free(text);
         opg_strv_clear(&pos);
         opg_opts_free(opts, n_opts);

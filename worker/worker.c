@@ -344,6 +344,17 @@ static void on_job(opg_worker *w, const Opg__V1__Job *m) {
         metric_add(w, w->m_failed, 1);
         return;
     }
+    /* ids above INT32_MAX would turn negative as the runtime's int32 ids:
+       refused here, as sent (the runtime refuses the rest of the vocabulary's outside) */
+    for (size_t i = 0; !text && i < m->tokens->n_ids; i++)
+        if (m->tokens->ids[i] > INT32_MAX) {
+            char why[160];
+            snprintf(why, sizeof why, "prompt token %zu: token id %u outside the vocabulary [0, %lld)", i,
+                     m->tokens->ids[i], (long long)opg_model_hparams(w->models[mi].m)->n_vocab);
+            send_error(w, m->job_id, OPG_ERR_ARG, why);
+            metric_add(w, w->m_failed, 1);
+            return;
+        }
     wjob *j = calloc(1, sizeof *j);
     int32_t *ids = NULL;
     int64_t n = text ? 0 : (int64_t)m->tokens->n_ids;
