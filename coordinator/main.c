@@ -83,11 +83,20 @@ int main(int argc, char **argv) {
     if (key_path) {
         if ((st = opg_key_load(key_path, &key))) return fail("--key", st);
         if (!allow_workers || !allow_clients) {
-            fprintf(stderr, "opg-coordinator: with --key, --allow-workers and --allow-clients name who may connect\n");
+            fprintf(stderr, "opg-coordinator: with --key, both --allow-workers and --allow-clients are needed "
+                            "(files of the public keys that may connect; %s missing)\n",
+                    !allow_workers && !allow_clients ? "both" : !allow_workers ? "--allow-workers" : "--allow-clients");
             return 2;
         }
         if ((st = opg_allowlist_load(allow_workers, &wkeys, &n_wkeys))) return fail(allow_workers, st);
         if ((st = opg_allowlist_load(allow_clients, &ckeys, &n_ckeys))) return fail(allow_clients, st);
+        if (!n_wkeys || !n_ckeys) { /* a list changes only with a restart: an empty one admits nobody for good */
+            fprintf(stderr, "opg-coordinator: %s holds no key: no %s could connect\n",
+                    !n_wkeys ? allow_workers : allow_clients, !n_wkeys ? "worker" : "client");
+            free(wkeys);
+            free(ckeys);
+            return 2;
+        }
     } else if (allow_workers || allow_clients) {
         fprintf(stderr, "opg-coordinator: allow lists need --key (CurveZMQ)\n");
         return 2;

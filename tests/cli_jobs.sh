@@ -144,8 +144,25 @@ expect ctx1 2 "--ctx must be 0"
 for k in coord a b; do
     "$opg" keygen -o "$dir/$k.key" >"$dir/$k.pub" 2>/dev/null || fail "keygen $k"
 done
+# a job that fails (its prompt longer than the context): the error names the job
+head -c 3000 /dev/zero | tr '\0' a >"$dir/long.txt"
+run failsub "$opg" submit -C "$C" -m "$model" -f "$dir/long.txt" -n 4 --no-wait
+expect failsub 0 "^job="
+fid=$(sed -n 's/^job=//p' "$dir/failsub.out")
+run failres "$opg" result "$fid" -C "$C" --wait
+expect failres 1 "^opg result: job $fid: prompt too long: 3000 tokens, the context holds 256"
 run kns "$opg" status 1 -C "$C" --key "$dir/a.key" # a key alone would go unused: plain text
 expect kns 2 "--key needs --server-key"
+run rcx "$build/worker/opg-worker" -C "$C" -m "$model" --reconnect-ms 5000 --reconnect-max-ms 100
+expect rcx 2 "--reconnect-ms (5000) is above --reconnect-max-ms (100)"
+: >"$dir/empty.allow"
+run emptyallow "$build/coordinator/opg-coordinator" --db "$dir/k.db" --workers "tcp://127.0.0.1:$(free_port)" \
+    --clients "tcp://127.0.0.1:$(free_port)" --metrics off --key "$dir/coord.key" --allow-workers "$dir/empty.allow" \
+    --allow-clients "$dir/a.pub"
+expect emptyallow 2 "empty.allow holds no key: no worker could connect"
+run oneallow "$build/coordinator/opg-coordinator" --db "$dir/k.db" --workers "tcp://127.0.0.1:$(free_port)" \
+    --clients "tcp://127.0.0.1:$(free_port)" --metrics off --key "$dir/coord.key" --allow-workers "$dir/a.pub"
+expect oneallow 2 "both --allow-workers and --allow-clients are needed .*--allow-clients missing"
 cat "$dir/a.pub" "$dir/b.pub" >"$dir/clients.allow"
 cp "$dir/a.pub" "$dir/workers.allow" # no worker: the jobs stay queued
 wp2=$(free_port) cp2=$(free_port)

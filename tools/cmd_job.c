@@ -64,8 +64,14 @@ static int job_command(const char *cmd, const char *usage, const opg_opt *opts, 
 
 /* The error of a request about a job (the coordinator's messages name the
  * job: "no job 7", "job 7 was cancelled"). */
-static int job_error(const char *cmd, opg_status st) {
-    fprintf(stderr, "opg %s: %s (%s)\n", cmd, opg_last_error(), opg_strerror(st));
+static int job_error(const char *cmd, uint64_t id, opg_status st) {
+    const char *msg = opg_last_error();
+    char named[32]; /* a worker's own text ("prompt too long: ...") does not say which job */
+    snprintf(named, sizeof named, "job %llu", (unsigned long long)id);
+    const char *at = strstr(msg, named);
+    int says = at && (at[strlen(named)] < '0' || at[strlen(named)] > '9');
+    if (says) fprintf(stderr, "opg %s: %s (%s)\n", cmd, msg, opg_strerror(st));
+    else fprintf(stderr, "opg %s: %s: %s (%s)\n", cmd, named, msg, opg_strerror(st));
     return 1;
 }
 
@@ -81,7 +87,7 @@ int opg_cmd_status(int argc, char **argv) {
         int state = 0;
         uint32_t done = 0;
         opg_status st = opg_client_status(cl, id, (int)conn.timeout_ms, &state, &done);
-        if (st) rc = job_error("status", st);
+        if (st) rc = job_error("status", id, st);
         else {
             printf("job=%llu state=%s tokens=%u\n", (unsigned long long)id, state_name(state), done);
             rc = 0;
@@ -105,7 +111,7 @@ int opg_cmd_cancel(int argc, char **argv) {
     if (rc < 0) {
         int state = 0;
         opg_status st = opg_client_cancel(cl, id, (int)conn.timeout_ms, &state);
-        if (st) rc = job_error("cancel", st);
+        if (st) rc = job_error("cancel", id, st);
         else {
             printf("job=%llu state=%s\n", (unsigned long long)id, state_name(state));
             rc = 0;
@@ -181,7 +187,7 @@ int opg_cmd_result(int argc, char **argv) {
         int state = 0;
         uint32_t done = 0;
         if ((st = opg_client_status(cl, id, (int)conn.timeout_ms, &state, &done))) {
-            job_error("result", st);
+            job_error("result", id, st);
             goto out;
         }
         if (state == OPG__V1__JOB_STATE__JOB_STATE_QUEUED || state == OPG__V1__JOB_STATE__JOB_STATE_RUNNING) {
@@ -206,7 +212,7 @@ int opg_cmd_result(int argc, char **argv) {
         goto out;
     }
     if (st) {
-        job_error("result", st);
+        job_error("result", id, st);
         goto out;
     }
     const Opg__V1__Result *r = (const Opg__V1__Result *)f->msg;
@@ -228,7 +234,7 @@ int opg_cmd_result(int argc, char **argv) {
     rc = 0;
     if (save) {
         if ((st = opg_client_request(cl, id, (int)conn.timeout_ms, &req))) {
-            rc = job_error("result", st);
+            rc = job_error("result", id, st);
             goto out;
         }
         rc = opg_tool_save_record("result", save, conn.endpoint,

@@ -165,8 +165,9 @@ int opg_cmd_submit(int argc, char **argv) {
         goto out;
     text_in = prompt_buf ? prompt_buf : prompt; /* prompt itself belongs to opts */
     if (!text_in || !text_in[0] || !(temp >= 0 && temp <= 100) || !(top_p >= 0 && top_p <= 1)) {
-        fprintf(stderr, "opg submit: %s\n", !text_in || !text_in[0] ? "a prompt is required (-p TEXT or -f FILE)"
-                                                                     : "--temp must be in 0..100 and --top-p in 0..1");
+        fprintf(stderr, "opg submit: %s\n", !text_in || !text_in[0]     ? "a prompt is required (-p TEXT or -f FILE)"
+                                             : !(temp >= 0 && temp <= 100) ? "--temp must be in 0..100"
+                                                                           : "--top-p must be in 0..1");
         rc = 2;
         goto out;
     }

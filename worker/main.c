@@ -99,6 +99,11 @@ int main(int argc, char **argv) {
     opg_log log = {opg_log_stderr_sink, stderr, (opg_log_level)level};
     opg_keypair key;
     uint8_t spk[32];
+    if (reconnect > reconnect_max) {
+        fprintf(stderr, "opg-worker: --reconnect-ms (%lld) is above --reconnect-max-ms (%lld)\n", (long long)reconnect,
+                (long long)reconnect_max);
+        return 2;
+    }
     if ((st = opg_endpoint_check(coordinator))) return fail("--coordinator", st); /* before loading models */
     if (key_path && (st = opg_key_load(key_path, &key))) return fail("--key", st);
     if (server_key && (st = opg_key_parse_public(server_key, spk))) return fail("--server-key", st);
