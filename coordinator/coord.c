@@ -1355,6 +1355,12 @@ static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
         opg_sock_send_error(c->csock, p, j->id, OPG_ERR_LIMIT, msg);
         return;
     }
+    /* the same request again from the same client (it asks again after its
+       link came back, not knowing whether this coordinator still had it):
+       one is enough, and a stream's tokens are not sent twice */
+    if (stream != SUB_STATUS)
+        for (sub *o = j->subs; o; o = o->next)
+            if (o->stream == stream && peer_eq(&o->peer, p)) return;
     sub *s = calloc(1, sizeof *s);
     if (!s) {
         opg_sock_send_error(c->csock, p, j->id, OPG_ERR_NOMEM, "coordinator out of memory");

@@ -4,7 +4,14 @@
  * its answer later, during another call (a SubmitAck names only the new job:
  * it would pass for the next submit's). After a timeout the socket is
  * replaced (the Lazy Pirate pattern): the coordinator sees a new peer, and
- * whatever it still sends to the old one is dropped. */
+ * whatever it still sends to the old one is dropped.
+ *
+ * A request that waits on a job (Stream, GetResult with wait) lives in the
+ * coordinator's memory only: a coordinator restarted meanwhile restores the
+ * job but not who waited on it. So the socket is monitored, and when its
+ * link comes back after it was lost, the waiting call asks again; the
+ * coordinator keeps one such request per client and job, and a stream
+ * delivers each token position once (a restarted job streams from 0). */
 #include "client.h"
 
 #include <sodium.h>
@@ -20,17 +27,34 @@
 
 struct opg_client {
     void *zctx, *sock;
+    void *mon;                 /* PAIR: the socket's connect/disconnect events */
+    unsigned n_socks;          /* sockets made: names each monitor's endpoint */
+    int link_down;             /* a disconnect seen, no connect since */
     char *endpoint;
     opg_keypair key;           /* with has_curve: for a new socket after a timeout */
     uint8_t server_key[32];
     int has_curve;
 };
 
+static void close_sock(opg_client *c) {
+    if (c->sock) zmq_close(c->sock); /* ends its monitor too */
+    if (c->mon) zmq_close(c->mon);
+    c->sock = c->mon = NULL;
+    c->link_down = 0;
+}
+
 static opg_status open_sock(opg_client *c) {
     if (!(c->sock = zmq_socket(c->zctx, ZMQ_DEALER)))
         return opg__fail(OPG_ERR_IO, "client socket: %s", zmq_strerror(zmq_errno()));
     opg_status st = opg_sock_setup(c->sock, 0, 0, 0, 0);
     if (st) return st;
+    char mon_ep[64];
+    snprintf(mon_ep, sizeof mon_ep, "inproc://opg-client-monitor-%u", ++c->n_socks);
+    int zero = 0;
+    if (zmq_socket_monitor(c->sock, mon_ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+        !(c->mon = zmq_socket(c->zctx, ZMQ_PAIR)) || zmq_setsockopt(c->mon, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_connect(c->mon, mon_ep) != 0)
+        return opg__fail(OPG_ERR_IO, "client socket: monitor: %s", zmq_strerror(zmq_errno()));
     /* Answers go to a routing id, and a subscription outlives the connection
        until its next delivery: an unguessable id (16 random bytes; ZeroMQ
        reserves a leading zero byte) keeps another client from connecting
@@ -84,7 +108,7 @@ fail:
 
 void opg_client_free(opg_client *c) {
     if (!c) return;
-    if (c->sock) zmq_close(c->sock);
+    close_sock(c);
     if (c->zctx) zmq_ctx_term(c->zctx);
     free(c->endpoint);
     opg_keypair_wipe(&c->key);
@@ -96,12 +120,8 @@ void opg_client_free(opg_client *c) {
 static opg_status timed_out(opg_client *c, opg_status st) {
     char why[256];
     snprintf(why, sizeof why, "%s", opg_last_error());
-    zmq_close(c->sock);
-    c->sock = NULL;
-    if (open_sock(c) != OPG_OK && c->sock) { /* the next call fails with the socket's error */
-        zmq_close(c->sock);
-        c->sock = NULL;
-    }
+    close_sock(c);
+    if (open_sock(c) != OPG_OK) close_sock(c); /* the next call fails for want of a socket */
     return opg__fail(st, "%s", why);
 }
 
@@ -124,13 +144,50 @@ static uint64_t answer_job(const opg_frame *f) {
     }
 }
 
+/* Reads the monitor's events; 1 when the link came back after it was lost
+ * (a disconnect, then a connect). */
+static int link_restored(opg_client *c) {
+    int restored = 0;
+    while (c->mon) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, c->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            break;
+        }
+        uint16_t ev = 0; /* frame 1: event (16 bits) and value (32 bits); frame 2: the endpoint */
+        if (zmq_msg_size(&m) >= sizeof ev) memcpy(&ev, zmq_msg_data(&m), sizeof ev);
+        while (zmq_msg_more(&m)) {
+            zmq_msg_close(&m);
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, c->mon, 0) < 0) break;
+        }
+        zmq_msg_close(&m);
+        if (ev == ZMQ_EVENT_DISCONNECTED) c->link_down = 1;
+        else if (ev == ZMQ_EVENT_CONNECTED && c->link_down) {
+            c->link_down = 0;
+            restored = 1;
+        }
+    }
+    return restored;
+}
+
+/* A request to send again when the link comes back (Stream, GetResult with wait). */
+typedef struct {
+    opg_msg_type type;
+    const ProtobufCMessage *msg;
+} resend;
+
 /* Waits for the next message about job_id of one of the types in mask (an
- * Error always qualifies), at most timeout_ms; a timeout resets the socket. */
-static opg_status await(opg_client *c, uint64_t job_id, uint32_t mask, int timeout_ms, opg_frame **out) {
+ * Error always qualifies), at most timeout_ms; a timeout resets the socket.
+ * again (may be NULL) is sent again each time the link comes back. */
+static opg_status await(opg_client *c, uint64_t job_id, uint32_t mask, int timeout_ms, const resend *again,
+                        opg_frame **out) {
     *out = NULL;
     int64_t deadline = opg_now_ms() + timeout_ms;
     mask |= BIT(ERROR);
     for (;;) {
+        if (link_restored(c) && again) send_msg(c, again->type, again->msg);
         opg_frame *f = NULL;
         opg_status st = opg_sock_recv(c->sock, 0, NULL, &f);
         if (st == OPG_OK) {
@@ -145,8 +202,8 @@ static opg_status await(opg_client *c, uint64_t job_id, uint32_t mask, int timeo
         int64_t left = deadline - opg_now_ms();
         if (left <= 0)
             return timed_out(c, opg__fail(OPG_ERR_TIMEOUT, "no answer from the coordinator in %d ms", timeout_ms));
-        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, (long)left);
+        zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->mon, 0, ZMQ_POLLIN, 0}};
+        zmq_poll(it, c->mon ? 2 : 1, (long)left);
     }
 }
 
@@ -196,7 +253,7 @@ opg_status opg_client_status(opg_client *c, uint64_t job_id, int timeout_ms, int
     m.job_id = job_id;
     opg_status st = send_msg(c, T(STATUS), &m.base);
     opg_frame *f = NULL;
-    if (st || (st = await(c, job_id, BIT(STATUS_REPLY), timeout_ms, &f))) return st;
+    if (st || (st = await(c, job_id, BIT(STATUS_REPLY), timeout_ms, NULL, &f))) return st;
     if (f->type == T(ERROR)) return from_error(f);
     if (f->type != T(STATUS_REPLY)) return unexpected(f);
     *state = ((Opg__V1__StatusReply *)f->msg)->state;
@@ -212,7 +269,8 @@ opg_status opg_client_result(opg_client *c, uint64_t job_id, int wait, int timeo
     m.wait = wait != 0;
     opg_status st = send_msg(c, T(GET_RESULT), &m.base);
     opg_frame *f = NULL;
-    if (st || (st = await(c, job_id, BIT(RESULT), timeout_ms, &f))) return st;
+    const resend again = {T(GET_RESULT), &m.base};
+    if (st || (st = await(c, job_id, BIT(RESULT), timeout_ms, wait ? &again : NULL, &f))) return st;
     if (f->type == T(ERROR)) return from_error(f);
     if (f->type != T(RESULT)) return unexpected(f);
     *out = f;
@@ -226,12 +284,19 @@ opg_status opg_client_stream(opg_client *c, uint64_t job_id, opg_client_tokens_f
     m.job_id = job_id;
     opg_status st = send_msg(c, T(STREAM), &m.base);
     if (st) return st;
+    const resend again = {T(STREAM), &m.base};
+    uint64_t next = 0; /* tokens before it were delivered: a stream asked again starts over */
     for (;;) {
         opg_frame *f = NULL;
-        if ((st = await(c, job_id, BIT(TOKENS) | BIT(RESULT), timeout_ms, &f))) return st;
+        if ((st = await(c, job_id, BIT(TOKENS) | BIT(RESULT), timeout_ms, &again, &f))) return st;
         if (f->type == T(TOKENS)) {
             const Opg__V1__Tokens *t = (const Opg__V1__Tokens *)f->msg;
-            if (on_tokens) on_tokens(ctx, t->index, t->token_ids, t->n_token_ids);
+            uint64_t end = (uint64_t)t->index + t->n_token_ids;
+            if (end > next) {
+                uint64_t skip = next > t->index ? next - t->index : 0;
+                if (on_tokens) on_tokens(ctx, (uint32_t)(t->index + skip), t->token_ids + skip, t->n_token_ids - skip);
+                next = end;
+            }
             opg_frame_free(&f);
             continue;
         }
@@ -248,7 +313,7 @@ opg_status opg_client_request(opg_client *c, uint64_t job_id, int timeout_ms, op
     m.job_id = job_id;
     opg_status st = send_msg(c, T(GET_REQUEST), &m.base);
     opg_frame *f = NULL;
-    if (st || (st = await(c, job_id, BIT(JOB_REQUEST), timeout_ms, &f))) return st;
+    if (st || (st = await(c, job_id, BIT(JOB_REQUEST), timeout_ms, NULL, &f))) return st;
     if (f->type == T(ERROR)) return from_error(f);
     if (f->type != T(JOB_REQUEST)) return unexpected(f);
     *out = f;
@@ -260,7 +325,7 @@ opg_status opg_client_cancel(opg_client *c, uint64_t job_id, int timeout_ms, int
     m.job_id = job_id;
     opg_status st = send_msg(c, T(CANCEL), &m.base);
     opg_frame *f = NULL;
-    if (st || (st = await(c, job_id, BIT(STATUS_REPLY), timeout_ms, &f))) return st;
+    if (st || (st = await(c, job_id, BIT(STATUS_REPLY), timeout_ms, NULL, &f))) return st;
     if (f->type == T(ERROR)) return from_error(f);
     if (f->type != T(STATUS_REPLY)) return unexpected(f);
     *state = ((Opg__V1__StatusReply *)f->msg)->state;

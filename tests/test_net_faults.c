@@ -73,6 +73,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -755,6 +756,7 @@ static int setup_group(void **state) {
     snprintf(g_model_cfg, sizeof g_model_cfg, "%s/model.json", g_dir);
     if (write_text(g_model_cfg, json)) return -1;
     if (!(g_zctx = zmq_ctx_new())) return -1;
+    zmq_ctx_set(g_zctx, ZMQ_MAX_SOCKETS, 4096); /* test_pipelined_client: 1024 clients wait on one job */
     for (int i = 0; i < N_SPECS; i++) spec_random(&g_specs[i], 8, i < 12 ? 32 : 96);
     for (int i = 0; i < N_LONG; i++) spec_random(&g_long[i], 400, 600);
     return 0;
@@ -1641,8 +1643,10 @@ static void test_pipelined_client(void **state) {
     }
     sleep_ms(100);
     CHECK(metric(&c, "opg_model_queues") == 0, "%g model queues left, expected 0", metric(&c, "opg_model_queues"));
-    /* at most 1024 requests wait on one job: the 1025th is refused at once;
-       the others get the job's final frame */
+    /* one client waits on a job once: the same wait (or stream) asked again
+       adds nothing (a client asks again when its link comes back); at most
+       1024 clients wait on one job: the 1025th is refused at once; the
+       others get the job's final frame */
     uint64_t wid = 0;
     one_batch(&c, s, &OK, 1, &ACK, 1, &wid, "a job to wait on");
     Opg__V1__GetResult gw = OPG__V1__GET_RESULT__INIT;
@@ -1650,21 +1654,53 @@ static void test_pipelined_client(void **state) {
     gw.wait = 1;
     size_t ng2;
     uint8_t *g2 = encode(T(GET_RESULT), &gw.base, &ng2);
-    for (int i = 0; i < 1025; i++) raw_send(s, g2, ng2, NULL, 0);
+    for (int i = 0; i < 5; i++) raw_send(s, g2, ng2, NULL, 0); /* one client, five times */
+    enum { N_WAITERS = 1024 };
+    static void *waiter[N_WAITERS];
+    for (int i = 0; i < N_WAITERS; i++) {
+        waiter[i] = raw_dealer(c.cep);
+        raw_send(waiter[i], g2, ng2, NULL, 0);
+    }
     free(g2);
+    /* the first client's status: answered after its waits, so all are in; the last waiter's ask too */
+    size_t nst;
+    uint8_t *stq = encode_id(T(STATUS), wid, &nst);
+    raw_send(s, stq, nst, NULL, 0);
     uint64_t aid = 0;
-    int code = 0, type = next_answer(s, &aid, &code, "the 1025th wait");
-    CHECK(type == T(ERROR) && code == OPG_ERR_LIMIT, "the 1025th wait on a job: %s (code %d)",
-          opg_frame_type_name(type), code);
+    int code = 0, type = next_answer(s, &aid, &code, "status after the waits");
+    CHECK(type == T(STATUS_REPLY), "status after the waits: %s", opg_frame_type_name(type));
+    int refused = -1;
+    for (int i = 0; i < N_WAITERS; i++) {
+        raw_send(waiter[i], stq, nst, NULL, 0); /* answered after its own wait's answer, if any */
+        type = next_answer(waiter[i], &aid, &code, "a waiter's status");
+        if (type == T(ERROR)) {
+            CHECK(code == OPG_ERR_LIMIT && refused < 0, "waiter %d: Error code %d (refused before: %d)", i, code,
+                  refused);
+            refused = i;
+            type = next_answer(waiter[i], &aid, &code, "a refused waiter's status");
+        }
+        CHECK(type == T(STATUS_REPLY), "waiter %d: %s", i, opg_frame_type_name(type));
+    }
+    free(stq);
+    CHECK(refused >= 0, "1025 clients wait on one job, none was refused");
     cn = encode_id(T(CANCEL), wid, &nc);
     raw_send(s, cn, nc, NULL, 0);
     free(cn);
     int finals = 0, replies = 0;
-    for (int i = 0; i < 1025; i++) {
-        type = next_answer(s, &aid, &code, "the waits' answers");
+    for (int i = 0; i < 2; i++) { /* its one wait's final frame and the Cancel's StatusReply */
+        type = next_answer(s, &aid, &code, "the first client's answers");
         finals += type == T(ERROR) && code == OPG_ERR_DENIED; /* "job N was cancelled" */
         replies += type == T(STATUS_REPLY);
     }
+    for (int i = 0; i < N_WAITERS; i++) {
+        if (i == refused) continue;
+        type = next_answer(waiter[i], &aid, &code, "a waiter's final frame");
+        finals += type == T(ERROR) && code == OPG_ERR_DENIED;
+    }
+    opg_frame *extra = raw_recv(s, 300);
+    CHECK(!extra, "the first client got a second final frame for its five waits (%s)",
+          opg_frame_type_name(extra ? extra->type : 0));
+    for (int i = 0; i < N_WAITERS; i++) zmq_close(waiter[i]);
     CHECK(finals == 1024 && replies == 1, "%d final frames and %d StatusReply for 1024 waits and a Cancel", finals,
           replies);
     free(ok);
@@ -3067,6 +3103,100 @@ static void test_second_signal(void **state) {
     check_sanitizer_logs();
 }
 
+/* ---- a waiting client across a coordinator restart ------------------------------------ */
+typedef struct {
+    opg_client *cl;
+    uint64_t id;
+    const spec *s;
+    opg_status st;
+    char err[256];
+    uint32_t toks[1024];
+    uint32_t n;
+    int bad_index;              /* a token delivered twice or out of order */
+    _Atomic uint32_t n_seen;
+    opg_frame *res;
+} stream_arg;
+static void stream_tok(void *ctx, uint32_t index, const uint32_t *t, size_t n) {
+    stream_arg *a = ctx;
+    if (index != a->n) a->bad_index++;
+    for (size_t i = 0; i < n && a->n < 1024; i++) a->toks[a->n++] = t[i];
+    atomic_store(&a->n_seen, a->n);
+}
+static void *stream_main(void *p) {
+    stream_arg *a = p;
+    a->st = opg_client_stream(a->cl, a->id, stream_tok, a, 30000, &a->res);
+    snprintf(a->err, sizeof a->err, "%s", a->st ? opg_last_error() : "");
+    return NULL;
+}
+static void *result_main(void *p) { /* GetResult with wait, into the same fields */
+    stream_arg *a = p;
+    a->st = opg_client_result(a->cl, a->id, 1, 30000, &a->res);
+    snprintf(a->err, sizeof a->err, "%s", a->st ? opg_last_error() : "");
+    return NULL;
+}
+static void stream_check(stream_arg *a, const char *what) {
+    CHECK(a->st == OPG_OK, "%s: job %" PRIu64 ": the stream ended with %s (%s)", what, a->id, opg_strerror(a->st),
+          a->err);
+    char why[160];
+    CHECK(result_matches((const Opg__V1__Result *)a->res->msg, a->id, a->s, why, sizeof why), "%s: %s", what, why);
+    CHECK(a->bad_index == 0, "%s: %d token frames out of place (a position delivered twice?)", what, a->bad_index);
+    CHECK(a->n == 0 || (a->n == a->s->n_ref && !memcmp(a->toks, a->s->ref, a->n * sizeof *a->toks)),
+          "%s: %u tokens streamed, the reference has %zu (or they differ)", what, a->n, a->s->n_ref);
+    opg_frame_free(&a->res);
+}
+
+/* A client waiting on a job (Stream, GetResult with wait) while the
+ * coordinator is killed and restarted asks again when its link comes back:
+ * it gets the restored job's tokens, each position once, and its result.
+ * First with the job queued (no worker) at the kill, then with it
+ * streaming (the restored job starts over: positions already delivered are
+ * not delivered again). */
+static void test_wait_across_restart(void **state) {
+    (void)state;
+    CHECK(g_have_refs, "no reference results (test_reference failed)");
+    coord c = {0};
+    coord_start(&c, "waitrst");
+    opg_client *cl = client_new(c.cep);
+    stream_arg a = {.cl = client_new(c.cep), .s = &g_long[0]};
+    a.id = submit_ok(cl, a.s);
+    stream_arg r = {.cl = client_new(c.cep), .s = &g_specs[5]};
+    r.id = submit_ok(cl, r.s);
+    pthread_t th, th2;
+    CHECK(pthread_create(&th, NULL, stream_main, &a) == 0, "pthread_create");
+    CHECK(pthread_create(&th2, NULL, result_main, &r) == 0, "pthread_create");
+    /* both asks have reached the coordinator when a later Status is answered: each
+       client's requests arrive in order, and these on different links, so wait a little too */
+    expect_state(cl, r.id, OPG__V1__JOB_STATE__JOB_STATE_QUEUED, "no worker yet");
+    sleep_ms(200);
+    kill9(c.p, "clients waiting on queued jobs");
+    coord_restart(&c);
+    proc *w = worker_start(c.wep, 2, NULL);
+    pthread_join(th, NULL);
+    pthread_join(th2, NULL);
+    stream_check(&a, "a stream, queued at the kill");
+    stream_check(&r, "GetResult with wait, queued at the kill");
+
+    /* streaming at the kill */
+    stream_arg b = {.cl = a.cl, .s = &g_long[1]};
+    b.id = submit_ok(cl, b.s);
+    CHECK(pthread_create(&th, NULL, stream_main, &b) == 0, "pthread_create");
+    for (int t = 0; t < 10000 && atomic_load(&b.n_seen) == 0; t++) sleep_ms(1);
+    uint32_t before = atomic_load(&b.n_seen);
+    CHECK(before > 0, "no token streamed in 10 s");
+    kill9(c.p, "a client streaming a running job");
+    coord_restart(&c);
+    pthread_join(th, NULL);
+    stream_check(&b, "streaming at the kill");
+    fprintf(stderr, "test_net_faults: a stream across a restart: %u of %zu tokens before the kill\n", before,
+            b.s->n_ref);
+    opg_client_free(a.cl);
+    opg_client_free(r.cl);
+    opg_client_free(cl);
+    stop_clean(w);
+    stop_clean(c.p);
+    check_sanitizer_logs();
+}
+
 /* ---- jobs that run alone (docs/protocol.md, "Worker link", Results) ---------------
  * Raw workers (they answer nothing unless told) against the real
  * coordinator: where a job that must run alone goes, which workers are held
@@ -3497,6 +3627,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_nan_job, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_drain, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_second_signal, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_wait_across_restart, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_alone_lookahead, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_alone_stale_limit, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_alone_model_change, setup_test, teardown_test),
