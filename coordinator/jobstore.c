@@ -410,6 +410,24 @@ static int is_final(int state) {
 /* SQLite rowids are int64 and ours start at 1: anything else cannot exist. */
 static int id_ok(uint64_t id) { return id >= 1 && id <= (uint64_t)INT64_MAX; }
 
+/* OPG_OK when job_id has a row, OPG_ERR_NOT_FOUND ("what: no job N") when
+ * not, or the lookup's error. */
+static opg_status job_exists(opg_jobstore *s, uint64_t job_id, const char *what) {
+    sqlite3_stmt *st = s->st[ST_EXISTS];
+    sqlite3_bind_int64(st, 1, (int64_t)job_id);
+    int rc = sqlite3_step(st);
+    opg_status ret = OPG_OK;
+    if (rc == SQLITE_DONE)
+        ret = opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: %s: no job %llu", s->path, what, (unsigned long long)job_id);
+    else if (rc != SQLITE_ROW) {
+        char w[64];
+        snprintf(w, sizeof w, "%s: lookup", what);
+        ret = db_fail(s, rc, w);
+    }
+    sqlite3_reset(st);
+    return ret;
+}
+
 opg_status opg_jobstore_finish(opg_jobstore *s, uint64_t job_id, int state, const uint8_t *result, size_t len,
                                int64_t now_ms, int *changed) {
     if (changed) *changed = 0;
@@ -437,17 +455,7 @@ opg_status opg_jobstore_finish(opg_jobstore *s, uint64_t job_id, int state, cons
         if (changed) *changed = 1;
         return OPG_OK;
     }
-    /* nothing updated: already final, or no such job */
-    st = s->st[ST_EXISTS];
-    sqlite3_bind_int64(st, 1, (int64_t)job_id);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) ret = OPG_OK;
-    else if (rc == SQLITE_DONE)
-        ret = opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: finish: no job %llu", s->path,
-                        (unsigned long long)job_id);
-    else ret = db_fail(s, rc, "finish: lookup");
-    sqlite3_reset(st);
-    return ret;
+    return job_exists(s, job_id, "finish"); /* nothing updated: already final (OPG_OK), or no such job */
 }
 
 /* Copies a blob column; a non-NULL zero-length blob comes back as a 1-byte
@@ -520,17 +528,9 @@ opg_status opg_jobstore_set_tries(opg_jobstore *s, uint64_t job_id, const opg_jo
     opg_status ret = step_done(s, st, "set_tries");
     if (ret != OPG_OK || sqlite3_changes(s->db) > 0) return ret;
     /* nothing written: final, or no such job */
-    st = s->st[ST_EXISTS];
-    sqlite3_bind_int64(st, 1, (int64_t)job_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
+    if ((ret = job_exists(s, job_id, "set_tries")) == OPG_OK)
         ret = opg__fail(OPG_ERR_STATE, "jobstore %s: set_tries: job %llu is final", s->path,
                         (unsigned long long)job_id);
-    else if (rc == SQLITE_DONE)
-        ret = opg__fail(OPG_ERR_NOT_FOUND, "jobstore %s: set_tries: no job %llu", s->path,
-                        (unsigned long long)job_id);
-    else ret = db_fail(s, rc, "set_tries: lookup");
-    sqlite3_reset(st);
     return ret;
 }
 
