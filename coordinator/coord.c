@@ -1346,6 +1346,19 @@ static void on_request_lookup(opg_coord *c, const opg_peer *p, uint64_t id) {
 }
 
 static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
+    /* the same request again from the same client (it asks again after its
+       link came back, not knowing whether this coordinator still had it):
+       one is enough. A stream's tokens are sent again from 0 (some may have
+       gone into the lost connection; the client keeps each index once) */
+    if (stream != SUB_STATUS)
+        for (sub *o = j->subs; o; o = o->next)
+            if (o->stream == stream && peer_eq(&o->peer, p)) {
+                if (stream == SUB_STREAM && j->n_toks && !j->final_state) {
+                    send_tokens(c, p, j->id, j->toks, 0, j->n_toks);
+                    o->sent = j->n_toks;
+                }
+                return;
+            }
     /* each costs memory and a send when the job ends; a Cancel's answer only
        waits for this batch's commit, so it is always taken */
     if (stream != SUB_STATUS && j->n_subs >= MAX_SUBS_PER_JOB) {
@@ -1355,12 +1368,6 @@ static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
         opg_sock_send_error(c->csock, p, j->id, OPG_ERR_LIMIT, msg);
         return;
     }
-    /* the same request again from the same client (it asks again after its
-       link came back, not knowing whether this coordinator still had it):
-       one is enough, and a stream's tokens are not sent twice */
-    if (stream != SUB_STATUS)
-        for (sub *o = j->subs; o; o = o->next)
-            if (o->stream == stream && peer_eq(&o->peer, p)) return;
     sub *s = calloc(1, sizeof *s);
     if (!s) {
         opg_sock_send_error(c->csock, p, j->id, OPG_ERR_NOMEM, "coordinator out of memory");
@@ -1754,8 +1761,8 @@ opg_status opg_coord_new(const opg_coord_config *cfg, opg_coord **out) {
     if (c->cfg.receipts != OPG_RECEIPTS_FIELDS && c->cfg.verify_threads > 1)
         c->verify_pool = opg_pool_new(c->cfg.verify_threads);
     register_metrics(c);
-    opg_status st = opg_jobstore_open(cfg->db_path, &c->store);
-    if (st || (st = opg_jobstore_lock(c->store))) goto fail; /* one coordinator per store */
+    opg_status st = opg_jobstore_open_exclusive(cfg->db_path, &c->store); /* one coordinator per store */
+    if (st) goto fail;
     if (!(c->zctx = zmq_ctx_new())) {
         st = opg__fail(OPG_ERR_IO, "zmq context: %s", zmq_strerror(zmq_errno()));
         goto fail;

@@ -256,7 +256,9 @@ static opg_status set_up_schema(opg_jobstore *s) {
     return st;
 }
 
-opg_status opg_jobstore_open(const char *path, opg_jobstore **out) {
+static opg_status take_lock(opg_jobstore *s);
+
+static opg_status open_store(const char *path, int exclusive, opg_jobstore **out) {
     if (!out) return opg__fail(OPG_ERR_ARG, "jobstore: out is NULL");
     *out = NULL;
     if (!path || !path[0]) return opg__fail(OPG_ERR_ARG, "jobstore: empty path");
@@ -269,6 +271,8 @@ opg_status opg_jobstore_open(const char *path, opg_jobstore **out) {
         return opg__fail(OPG_ERR_NOMEM, "jobstore %s: out of memory", path);
     }
     opg_status st;
+    /* before the file is opened: an upgrade must not rewrite a store another coordinator serves */
+    if (exclusive && (st = take_lock(s))) goto fail;
     /* NOMUTEX: one thread at a time per handle (jobstore.h), no lock per call */
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -328,9 +332,11 @@ void opg_jobstore_close(opg_jobstore *s) {
     free(s);
 }
 
-opg_status opg_jobstore_lock(opg_jobstore *s) {
-    if (!s) return opg__fail(OPG_ERR_ARG, "jobstore: NULL handle");
-    if (s->lock_fd >= 0) return OPG_OK;
+opg_status opg_jobstore_open(const char *path, opg_jobstore **out) { return open_store(path, 0, out); }
+
+opg_status opg_jobstore_open_exclusive(const char *path, opg_jobstore **out) { return open_store(path, 1, out); }
+
+static opg_status take_lock(opg_jobstore *s) {
     char lp[4096];
     if ((size_t)snprintf(lp, sizeof lp, "%s.lock", s->path) >= sizeof lp)
         return opg__fail(OPG_ERR_ARG, "jobstore %s: path too long for its lock file", s->path);

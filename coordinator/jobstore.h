@@ -81,16 +81,17 @@ typedef struct {
  * store of another schema version. A store left by a crash is recovered
  * (SQLite replays or drops the WAL). */
 opg_status opg_jobstore_open(const char *path, opg_jobstore **out);
-/* Takes the store for this handle alone among those that call this: an
- * exclusive lock (flock) on the file "<path>.lock" beside it (created when
- * missing, left in place), held until close; it holds the taker's pid as
- * text. Held by another handle or process -> OPG_ERR_STATE, the message
- * naming the holder's pid. The coordinator takes it, so a second
+/* opg_jobstore_open for this handle alone among those opened this way: it
+ * first takes an exclusive lock (flock) on the file "<path>.lock" beside the
+ * store (created when missing, left in place; it holds the taker's pid as
+ * text), held until close, and only then opens (and may upgrade) the
+ * store. Held by another handle or process -> OPG_ERR_STATE, the message
+ * naming the holder's pid, and the store untouched; the lock file cannot be
+ * made -> OPG_ERR_IO. The coordinator opens its store this way, so a second
  * coordinator on the same store refuses to start instead of running its
- * jobs twice; readers (the sqlite3 shell, .backup) are not kept out. On a
- * network file system flock may lock nothing. Again on a handle that holds
- * it: OPG_OK. */
-opg_status opg_jobstore_lock(opg_jobstore *s);
+ * jobs twice; plain opens (the tests, the sqlite3 shell, .backup) are not
+ * kept out. On a network file system flock may lock nothing. */
+opg_status opg_jobstore_open_exclusive(const char *path, opg_jobstore **out);
 /* Closes the store (and releases its lock); an open transaction is rolled
  * back. NULL is a no-op. */
 void opg_jobstore_close(opg_jobstore *s);

@@ -125,9 +125,15 @@ static opg_status timed_out(opg_client *c, opg_status st) {
     return opg__fail(st, "%s", why);
 }
 
-/* Sends msg; OPG_ERR_IO when a failed reset left no socket. */
+static int link_restored(opg_client *c);
+
+/* Sends msg; OPG_ERR_IO when a failed reset left no socket. The monitor's
+ * events so far are read first: they are about the link before this
+ * request, and unread they would pile up (libzmq's I/O thread blocks when
+ * the monitor's queue is full, and every socket of the client with it). */
 static opg_status send_msg(opg_client *c, opg_msg_type type, const ProtobufCMessage *msg) {
     if (!c->sock) return opg__fail(OPG_ERR_IO, "client: no socket (it could not be reopened after a timeout)");
+    (void)link_restored(c);
     return opg_sock_send(c->sock, NULL, type, msg);
 }
 
@@ -234,8 +240,10 @@ opg_status opg_client_submit(opg_client *c, const Opg__V1__SubmitJob *job, int t
         if (left <= 0)
             return timed_out(c, opg__fail(OPG_ERR_TIMEOUT, "no answer from the coordinator in %d ms", timeout_ms));
         opg_status ws = OPG_OK;
-        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, left) <= 0) continue;
+        zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->mon, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(it, c->mon ? 2 : 1, left) <= 0) continue;
+        (void)link_restored(c); /* read, so they cannot pile up; a submit is not sent twice */
+        if (!(it[0].revents & ZMQ_POLLIN)) continue;
         ws = opg_sock_recv(c->sock, 0, NULL, &f);
         if (ws) continue;
         if (f->type == T(SUBMIT_ACK)) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1048,32 +1049,50 @@ static void test_prune(void **state) {
     opg_jobstore_close(s);
 }
 
-/* The store's lock: one holder at a time, another gets the holder's pid;
- * released by close; readers are not kept out. */
+/* The store's lock: one exclusive holder at a time, another gets the
+ * holder's pid and leaves the store untouched (no upgrade); released by
+ * close; plain opens are not kept out. */
 static void test_lock(void **state) {
     (void)state;
     const char *path = path_of("lock.db");
-    opg_jobstore *a = open_ok(path), *b = open_ok(path);
-    ok(opg_jobstore_lock(a));
-    ok(opg_jobstore_lock(a)); /* again: still held */
+    opg_jobstore *a = NULL, *b = (opg_jobstore *)1;
+    ok(opg_jobstore_open_exclusive(path, &a));
     char pid[32];
     snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
-    expect_err(opg_jobstore_lock(b), OPG_ERR_STATE, "in use by another process", pid);
-    assert_int_equal(insert_ok(b, 1, 10), 1); /* the lock keeps out lockers only */
-    /* another process too (a child: flock is per open file) */
+    expect_err(opg_jobstore_open_exclusive(path, &b), OPG_ERR_STATE, "in use by another process", pid);
+    assert_null(b);
+    b = open_ok(path); /* the lock keeps out exclusive opens only */
+    assert_int_equal(insert_ok(b, 1, 10), 1);
+    opg_jobstore_close(b);
+    /* another process too (a child: flock is per open file); it opens nothing else */
     pid_t child = fork();
     if (child == 0) {
         opg_jobstore *c = NULL;
-        if (opg_jobstore_open(path, &c) != OPG_OK) _exit(2);
-        opg_status st = opg_jobstore_lock(c);
+        opg_status st = opg_jobstore_open_exclusive(path, &c);
         _exit(st == OPG_ERR_STATE && strstr(opg_last_error(), pid) ? 0 : 1);
     }
     int wst = 0;
     assert_int_equal(waitpid(child, &wst, 0), child);
     assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
     opg_jobstore_close(a);
-    ok(opg_jobstore_lock(b));
+    ok(opg_jobstore_open_exclusive(path, &b));
     opg_jobstore_close(b);
+
+    /* refused before the store is opened: a schema 2 file stays schema 2 */
+    const char *old = path_of("lock2.db");
+    sql_exec(old, k_schema_v1);
+    sql_exec(old, k_upgrade_v1_v2);
+    char lk[300];
+    snprintf(lk, sizeof lk, "%s.lock", old);
+    int fd = open(lk, O_RDWR | O_CREAT, 0644);
+    assert_true(fd >= 0 && flock(fd, LOCK_EX) == 0);
+    expect_err(opg_jobstore_open_exclusive(old, &b), OPG_ERR_STATE, "in use by another process", NULL);
+    assert_int_equal(sql_int(old, "PRAGMA user_version"), 2);
+    close(fd);
+    ok(opg_jobstore_open_exclusive(old, &b));
+    assert_int_equal(sql_int(old, "PRAGMA user_version"), 3);
+    opg_jobstore_close(b);
+
     /* a lock file that cannot be made */
     const char *dir = path_of("lockdir");
     assert_int_equal(mkdir(dir, 0755), 0);
@@ -1081,10 +1100,8 @@ static void test_lock(void **state) {
     snprintf(db, sizeof db, "%s/x.db", dir);
     snprintf(lockp, sizeof lockp, "%s.lock", db);
     assert_int_equal(mkdir(lockp, 0755), 0); /* a directory where the lock file goes */
-    opg_jobstore *d = open_ok(db);
-    expect_err(opg_jobstore_lock(d), OPG_ERR_IO, "lock file", lockp);
-    opg_jobstore_close(d);
-    expect_err(opg_jobstore_lock(NULL), OPG_ERR_ARG, NULL, NULL);
+    expect_err(opg_jobstore_open_exclusive(db, &b), OPG_ERR_IO, "lock file", lockp);
+    expect_err(opg_jobstore_open_exclusive(NULL, &b), OPG_ERR_ARG, NULL, NULL);
 }
 
 static void test_missing_dir(void **state) {
