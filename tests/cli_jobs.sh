@@ -153,6 +153,11 @@ run failres "$opg" result "$fid" -C "$C" --wait
 expect failres 1 "^opg result: job $fid: prompt too long: 3000 tokens, the context holds 256"
 run kns "$opg" status 1 -C "$C" --key "$dir/a.key" # a key alone would go unused: plain text
 expect kns 2 "--key needs --server-key"
+run twice "$build/worker/opg-worker" -C "$C" -m "$model" -m "$(dirname "$model")/./$(basename "$model")" \
+    --backend cpu --metrics off
+expect twice 2 "is the same model as -m $model (id "
+run longname "$build/worker/opg-worker" -C "$C" -m "$model" --name "$(printf '%065d' 0)"
+expect longname 2 "--name is 65 bytes, at most 64"
 run rcx "$build/worker/opg-worker" -C "$C" -m "$model" --reconnect-ms 5000 --reconnect-max-ms 100
 expect rcx 2 "--reconnect-ms (5000) is above --reconnect-max-ms (100)"
 : >"$dir/empty.allow"

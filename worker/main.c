@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "opts.h"
+#include "frame.h"
 #include "sock.h"
 #include "worker.h"
 
@@ -104,6 +105,10 @@ int main(int argc, char **argv) {
                 (long long)reconnect_max);
         return 2;
     }
+    if (name && strlen(name) > OPG_PROTO_MAX_NAME) { /* Ready.name's limit: refused, not cut short */
+        fprintf(stderr, "opg-worker: --name is %zu bytes, at most %u\n", strlen(name), OPG_PROTO_MAX_NAME);
+        return 2;
+    }
     if ((st = opg_endpoint_check(coordinator))) return fail("--coordinator", st); /* before loading models */
     if (key_path && (st = opg_key_load(key_path, &key))) return fail("--key", st);
     if (server_key && (st = opg_key_parse_public(server_key, spk))) return fail("--server-key", st);
@@ -136,6 +141,16 @@ int main(int argc, char **argv) {
         char hex[65];
         opg_model_id(ms[i], id);
         for (int k = 0; k < 32; k++) snprintf(hex + 2 * k, 3, "%02x", id[k]);
+        for (int k = 0; k < i; k++) { /* the same bytes twice: one model, its memory twice */
+            uint8_t other[32];
+            opg_model_id(ms[k], other);
+            if (memcmp(id, other, 32) == 0) {
+                fprintf(stderr, "opg-worker: -m %s is the same model as -m %s (id %s): give each model once\n",
+                        models.v[i], models.v[k], hex);
+                rc = 2;
+                goto out;
+            }
+        }
         opg_log_emit(&log, OPG_LOG_INFO, "model_loaded", "path=%s id=%s backend=%s", models.v[i], hex, be->ops->name);
     }
     if (g_stop) { /* stopped while loading */
