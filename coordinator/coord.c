@@ -139,6 +139,10 @@ typedef struct ack {
 struct opg_coord {
     opg_coord_config cfg;
     void *zctx, *wsock, *csock;
+    void *mon[2];              /* with CURVE: PAIRs with the handshake failures of wsock, csock */
+    int64_t mon_second;        /* handshake_failed lines: at most 10 a second ... */
+    int mon_lines;
+    int64_t mon_dropped;       /* ... the others counted into the next line */
     opg_zap *zap;
     opg_jobstore *store;
     char wep[256], cep[256];
@@ -1625,18 +1629,23 @@ static void update_gauges(opg_coord *c) {
     metric_set(c, c->m_slots, (double)slots);
 }
 
+static void read_monitors(opg_coord *c);
+
 opg_status opg_coord_run(opg_coord *c, volatile sig_atomic_t *stop) {
-    zmq_pollitem_t items[2] = {{c->wsock, 0, ZMQ_POLLIN, 0}, {c->csock, 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[4] = {{c->wsock, 0, ZMQ_POLLIN, 0}, {c->csock, 0, ZMQ_POLLIN, 0},
+                               {c->mon[0], 0, ZMQ_POLLIN, 0}, {c->mon[1], 0, ZMQ_POLLIN, 0}};
+    int n_items = c->mon[0] && c->mon[1] ? 4 : 2;
     opg_status st = OPG_OK;
     while (!stop || !*stop) {
         int64_t now = opg_now_ms();
         int64_t wake = c->next_hb; /* the next heartbeat, or the next prune step when sooner */
         if (c->cfg.retention_ms > 0 && c->next_prune < wake) wake = c->next_prune;
         long timeout = wake > now && !c->dispatch_dirty ? (long)(wake - now) : 0;
-        if (zmq_poll(items, 2, timeout) < 0 && zmq_errno() != EINTR) {
+        if (zmq_poll(items, n_items, timeout) < 0 && zmq_errno() != EINTR) {
             st = opg__fail(OPG_ERR_IO, "poll: %s", zmq_strerror(zmq_errno()));
             break;
         }
+        if (n_items == 4 && (items[2].revents | items[3].revents)) read_monitors(c);
         /* Both sockets in turn, each until it has nothing waiting. A
          * non-blocking receive that finds a message costs no system call;
          * asking ZMQ_EVENTS first cost a poll(2) per message and socket. */
@@ -1698,6 +1707,63 @@ static opg_status bind_sock(opg_coord *c, void **sock, const char *ep, const cha
     size_t n = outn;
     if (zmq_getsockopt(*sock, ZMQ_LAST_ENDPOINT, out, &n) != 0) snprintf(out, outn, "%s", ep);
     return OPG_OK;
+}
+
+/* With CURVE, a peer that does not speak it (or expects another server key)
+ * fails the handshake before ZAP sees a key: the socket's monitor reports
+ * it (libzmq names no peer address there, only the endpoint). */
+static opg_status monitor_handshakes(opg_coord *c, void *sock, int i, const char *domain) {
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://opg-coordinator-monitor-%s", domain);
+    int zero = 0;
+    /* not ..._AUTH: a key ZAP refused, logged as zap_refuse with the key */
+    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0 ||
+        !(c->mon[i] = zmq_socket(c->zctx, ZMQ_PAIR)) || zmq_setsockopt(c->mon[i], ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_connect(c->mon[i], ep) != 0)
+        return opg__fail(OPG_ERR_IO, "monitor of the %s socket: %s", domain, zmq_strerror(zmq_errno()));
+    return OPG_OK;
+}
+
+/* Logs the handshake failures the monitors hold (event=handshake_failed). */
+static void read_monitors(opg_coord *c) {
+    static const char *const domains[2] = {"workers", "clients"};
+    for (int i = 0; i < 2; i++) {
+        while (c->mon[i]) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, c->mon[i], ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&m);
+                break;
+            }
+            uint16_t ev = 0; /* frame 1: event (16 bits), value (32 bits); frame 2: the endpoint */
+            uint32_t val = 0;
+            if (zmq_msg_size(&m) >= 6) {
+                memcpy(&ev, zmq_msg_data(&m), 2);
+                memcpy(&val, (const char *)zmq_msg_data(&m) + 2, 4);
+            }
+            while (zmq_msg_more(&m)) {
+                zmq_msg_close(&m);
+                zmq_msg_init(&m);
+                if (zmq_msg_recv(&m, c->mon[i], 0) < 0) break;
+            }
+            zmq_msg_close(&m);
+            int64_t sec = opg_now_ms() / 1000;
+            if (sec != c->mon_second) {
+                c->mon_second = sec;
+                c->mon_lines = 0;
+            }
+            if (++c->mon_lines > 10) {
+                c->mon_dropped++;
+                continue;
+            }
+            const char *why = ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol" : "no_detail";
+            LOG(OPG_LOG_WARN, "handshake_failed",
+                "domain=%s why=%s code=0x%x not_logged_before=%lld hint=\"a peer without CURVE, one with another "
+                "server key, or one that left mid-handshake\"",
+                domains[i], why, (unsigned)val, (long long)c->mon_dropped);
+            c->mon_dropped = 0;
+        }
+    }
 }
 
 static void register_metrics(opg_coord *c) {
@@ -1777,6 +1843,9 @@ opg_status opg_coord_new(const opg_coord_config *cfg, opg_coord **out) {
     }
     if ((st = bind_sock(c, &c->wsock, cfg->workers_endpoint, "workers", c->wep, sizeof c->wep))) goto fail;
     if ((st = bind_sock(c, &c->csock, cfg->clients_endpoint, "clients", c->cep, sizeof c->cep))) goto fail;
+    if (cfg->key && ((st = monitor_handshakes(c, c->wsock, 0, "workers")) ||
+                     (st = monitor_handshakes(c, c->csock, 1, "clients"))))
+        goto fail;
     if ((st = opg_jobstore_pending(c->store, restore_one, c))) goto fail;
     if (c->n_queued)
         LOG(OPG_LOG_INFO, "jobs_restored", "queued=%lld", (long long)c->n_queued);
@@ -1821,6 +1890,8 @@ void opg_coord_free(opg_coord *c) {
     }
     if (c->wsock) zmq_close(c->wsock);
     if (c->csock) zmq_close(c->csock);
+    for (int i = 0; i < 2; i++)
+        if (c->mon[i]) zmq_close(c->mon[i]);
     opg_zap_stop(c->zap);
     if (c->zctx) zmq_ctx_term(c->zctx);
     if (c->in_txn) opg_jobstore_rollback(c->store);

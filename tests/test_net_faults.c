@@ -2433,7 +2433,15 @@ static void test_curve(void **state) {
     /* clients: an unknown key, no CURVE, and the right key for another server */
     expect_refused(c.cep, &stranger.kp, ck.kp.curve_pk, "unknown client key");
     expect_refused(c.cep, NULL, NULL, "plain client");
+    /* refused before ZAP sees a key: logged from the socket's monitor (a
+       ZAP refusal is zap_refuse alone) */
+    CHECK(wait_log(c.p, "event=handshake_failed domain=clients ", 1, 5000), "a client without CURVE was not logged");
+    CHECK(log_count(c.p, "event=handshake_failed domain=workers ") == 0, "a refused worker key logged as a failed "
+          "handshake");
+    int failed = log_count(c.p, "event=handshake_failed domain=clients ");
     expect_refused(c.cep, &cli.kp, wk.kp.curve_pk, "client expecting another server key");
+    CHECK(wait_log(c.p, "event=handshake_failed domain=clients ", failed + 1, 5000),
+          "a client expecting another server key was not logged");
     /* a client key on the workers endpoint and a worker key on the clients one */
     expect_refused(c.wep, &cli.kp, ck.kp.curve_pk, "client key on the workers endpoint");
     expect_refused(c.cep, &wk.kp, ck.kp.curve_pk, "worker key on the clients endpoint");
