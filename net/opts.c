@@ -492,7 +492,13 @@ static opg_status scan_args(const opg_opt *opts, int n, int argc, char **argv, i
             }
         } else {
             snprintf(it.flag, sizeof it.flag, "%.70s", a);
-            it.o = a[2] == 0 ? find_short(opts, n, a[1]) : NULL;
+            it.o = find_short(opts, n, a[1]);
+            if (it.o && a[2] && it.o->type != OPG_OPT_BOOL) {
+                snprintf(it.flag, sizeof it.flag, "-%c", a[1]); /* -n8: the value attached, as getopt takes it */
+                eq = a + 1; /* it.val = eq + 1 below */
+            } else if (a[2]) {
+                it.o = NULL;
+            }
             if (!it.o) {
                 FAIL_ONCE(opg__fail(OPG_ERR_ARG, "unknown flag %s", it.flag));
                 continue;

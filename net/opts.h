@@ -57,7 +57,7 @@ typedef struct {
 } opg_opt;
 
 /* Parses argv[1..argc-1]:
- *   --name value, --name=value, -x value        (STR, INT, DOUBLE, STRS)
+ *   --name value, --name=value, -x value, -xvalue (STR, INT, DOUBLE, STRS)
  *   --name, --no-name, --name=true|false|1|0    (BOOL; -x sets it)
  *   --config FILE / --config=FILE               a JSON object of option names (always understood)
  *   --help, -h                                  *help = 1, OPG_OK, nothing applied (only when help

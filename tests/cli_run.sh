@@ -36,6 +36,8 @@ rp=$("$opg" run -m "$tiny/tiny-tok-long.gguf" -p abc -n 4 -t 1 -q --backend cpu 
 rf=$("$opg" run -m "$tiny/tiny-tok-long.gguf" -f prompt.txt -n 4 -t 1 -q --backend cpu 2>err.txt | sed -n 's/^trace_root=//p')
 rs=$("$opg" run -m "$tiny/tiny-tok-long.gguf" -f - -n 4 -t 1 -q --backend cpu <prompt.txt 2>err.txt | sed -n 's/^trace_root=//p')
 [ -n "$rp" ] && [ "$rp" = "$rf" ] && [ "$rp" = "$rs" ] || fail "-f: roots -p $rp, -f FILE $rf, -f - $rs"
+r0=$("$opg" run -m "$tiny/tiny-tok-long.gguf" -p abc -n 4 -t 0 -q --backend cpu 2>err.txt | sed -n 's/^trace_root=//p')
+[ "$r0" = "$rp" ] || fail "-t 0 (all cores): root $r0, -t 1 gave $rp: $(cat err.txt)"
 "$opg" run -p x -f prompt.txt >/dev/null 2>err.txt; [ $? -eq 2 ] || fail "-p and -f: want exit 2"
 grep -q "give the prompt once" err.txt || fail "-p and -f: message: $(cat err.txt)"
 for bad in "none.txt:cannot open the prompt file none.txt" "empty.txt:prompt file empty.txt: empty" \

@@ -147,6 +147,9 @@ static void test_flags_every_type(void **state) {
     assert_string_equal(g_listen, "second");
     assert_int_equal(g_threads, 64);
     assert_true(g_ratio == -1e-3);
+    expect_ok(PARSE("-t8", "-lattached")); /* a short option's value attached, as getopt takes it */
+    assert_int_equal(g_threads, 8);
+    assert_string_equal(g_listen, "attached");
     expect_ok(PARSE("--name", "", "--listen-workers=a=b"));
     assert_string_equal(g_name, "");
     assert_string_equal(g_listen, "a=b");
@@ -331,7 +334,8 @@ static void test_flag_errors(void **state) {
     expect_err(PARSE("--bogus"), OPG_ERR_ARG, "unknown flag --bogus", NULL);
     expect_err(PARSE("--bogus=1"), OPG_ERR_ARG, "unknown flag --bogus", NULL);
     expect_err(PARSE("-x"), OPG_ERR_ARG, "unknown flag -x", NULL);
-    expect_err(PARSE("-tv"), OPG_ERR_ARG, "unknown flag -tv", NULL);
+    expect_err(PARSE("-tv"), OPG_ERR_ARG, "-t: \"v\" is not an integer", NULL); /* -t with the value v attached */
+    expect_err(PARSE("-vt"), OPG_ERR_ARG, "unknown flag -vt", NULL); /* no clusters of booleans */
     expect_err(PARSE("--threads", "abc"), OPG_ERR_ARG, "--threads", "\"abc\" is not an integer");
     expect_err(PARSE("--threads", "4x"), OPG_ERR_ARG, "--threads", "not an integer");
     expect_err(PARSE("--threads", " 4"), OPG_ERR_ARG, "--threads", "not an integer");

@@ -174,7 +174,7 @@ static int cmd_run(int argc, char **argv) {
         case 'T': if (parse_f(optarg, "--temp", 0, 100, &temp)) return 2; break;
         case 'K': if (parse_i64(optarg, "--top-k", 0, 1 << 24, &top_k)) return 2; break;
         case 'P': if (parse_f(optarg, "--top-p", 0, 1, &top_p)) return 2; break;
-        case 't': if (parse_i64(optarg, "--threads", 1, 1024, &threads)) return 2; break;
+        case 't': if (parse_i64(optarg, "--threads", 0, 1024, &threads)) return 2; break; /* 0: all, as the worker's */
         case 'c': if (parse_i64(optarg, "--ctx", 1, 1 << 24, &n_ctx)) return 2; break;
         case 'B': if (parse_i64(optarg, "--batch-with", 0, N_NEIGHBOURS, &batch_with)) return 2; break;
         case 'V': verify = 1; break;
