@@ -140,9 +140,8 @@ struct opg_coord {
     opg_coord_config cfg;
     void *zctx, *wsock, *csock;
     void *mon[2];              /* with CURVE: PAIRs with the handshake failures of wsock, csock */
-    int64_t mon_second;        /* handshake_failed lines: at most 10 a second ... */
-    int mon_lines;
-    int64_t mon_dropped;       /* ... the others counted into the next line */
+    int64_t mon_logged_ms[2];  /* handshake_failed: one line per socket per 10 s at most ... */
+    int64_t mon_unlogged[2];   /* ... the failures since counted into the next one */
     opg_zap *zap;
     opg_jobstore *store;
     char wep[256], cep[256];
@@ -1747,21 +1746,20 @@ static void read_monitors(opg_coord *c) {
                 if (zmq_msg_recv(&m, c->mon[i], 0) < 0) break;
             }
             zmq_msg_close(&m);
-            int64_t sec = opg_now_ms() / 1000;
-            if (sec != c->mon_second) {
-                c->mon_second = sec;
-                c->mon_lines = 0;
-            }
-            if (++c->mon_lines > 10) {
-                c->mon_dropped++;
+            /* a misconfigured peer retries every 100 ms (libzmq's reconnect), a
+               health check every few seconds: a line per 10 s says enough */
+            int64_t now = opg_now_ms();
+            if (c->mon_logged_ms[i] && now - c->mon_logged_ms[i] < 10000) {
+                c->mon_unlogged[i]++;
                 continue;
             }
+            c->mon_logged_ms[i] = now;
             const char *why = ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol" : "no_detail";
             LOG(OPG_LOG_WARN, "handshake_failed",
-                "domain=%s why=%s code=0x%x not_logged_before=%lld hint=\"a peer without CURVE, one with another "
-                "server key, or one that left mid-handshake\"",
-                domains[i], why, (unsigned)val, (long long)c->mon_dropped);
-            c->mon_dropped = 0;
+                "domain=%s why=%s code=0x%x more_since_last=%lld hint=\"a peer without CURVE, one with another "
+                "server key, or a connection closed mid-handshake (a TCP health check, a port scan)\"",
+                domains[i], why, (unsigned)val, (long long)c->mon_unlogged[i]);
+            c->mon_unlogged[i] = 0;
         }
     }
 }

@@ -493,6 +493,15 @@ static opg_status scan_args(const opg_opt *opts, int n, int argc, char **argv, i
         } else {
             snprintf(it.flag, sizeof it.flag, "%.70s", a);
             it.o = find_short(opts, n, a[1]);
+            size_t word = strcspn(a + 1, "=");
+            int long_one = 0; /* -name=x meant --name=x, not -n ame=x */
+            for (int k = 0; it.o && a[2] && k < n && !long_one; k++)
+                if (strlen(opts[k].name) == word && !strncmp(opts[k].name, a + 1, word)) {
+                    FAIL_ONCE(opg__fail(OPG_ERR_ARG, "unknown flag %.70s (a long option takes two dashes: --%s)", a,
+                                        opts[k].name));
+                    long_one = 1;
+                }
+            if (long_one) continue;
             if (it.o && a[2] && it.o->type != OPG_OPT_BOOL) {
                 snprintf(it.flag, sizeof it.flag, "-%c", a[1]); /* -n8: the value attached, as getopt takes it */
                 eq = a + 1; /* it.val = eq + 1 below */

@@ -336,6 +336,11 @@ static void test_flag_errors(void **state) {
     expect_err(PARSE("-x"), OPG_ERR_ARG, "unknown flag -x", NULL);
     expect_err(PARSE("-tv"), OPG_ERR_ARG, "-t: \"v\" is not an integer", NULL); /* -t with the value v attached */
     expect_err(PARSE("-vt"), OPG_ERR_ARG, "unknown flag -vt", NULL); /* no clusters of booleans */
+    expect_err(PARSE("-x5"), OPG_ERR_ARG, "unknown flag -x5", NULL);
+    /* a long name after one dash is not -t with "hreads=4" attached */
+    expect_err(PARSE("-threads=4"), OPG_ERR_ARG, "unknown flag -threads=4 (a long option takes two dashes: --threads)",
+               NULL);
+    expect_err(PARSE("-threads", "4"), OPG_ERR_ARG, "two dashes: --threads", NULL);
     expect_err(PARSE("--threads", "abc"), OPG_ERR_ARG, "--threads", "\"abc\" is not an integer");
     expect_err(PARSE("--threads", "4x"), OPG_ERR_ARG, "--threads", "not an integer");
     expect_err(PARSE("--threads", " 4"), OPG_ERR_ARG, "--threads", "not an integer");

@@ -67,7 +67,7 @@ static void usage_run(FILE *f) {
             "      --temp T         temperature, 0 = greedy (default 0)\n"
             "      --top-k K        top-k cut, 0 = off (default 40)\n"
             "      --top-p P        nucleus cut, 1 = off (default 0.95)\n"
-            "  -t, --threads T      CPU threads (default: all)\n"
+            "  -t, --threads T      CPU threads (default, or 0: all)\n"
             "      --backend B      auto, cpu, cuda or cuda:N (default: $OPG_BACKEND or auto:\n"
             "                       the GPU when usable, else the cpu with a notice)\n"
             "  -c, --ctx N          context per sequence (default: prompt + max tokens, at\n"
