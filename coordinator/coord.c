@@ -1727,25 +1727,9 @@ static opg_status monitor_handshakes(opg_coord *c, void *sock, int i, const char
 static void read_monitors(opg_coord *c) {
     static const char *const domains[2] = {"workers", "clients"};
     for (int i = 0; i < 2; i++) {
-        while (c->mon[i]) {
-            zmq_msg_t m;
-            zmq_msg_init(&m);
-            if (zmq_msg_recv(&m, c->mon[i], ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&m);
-                break;
-            }
-            uint16_t ev = 0; /* frame 1: event (16 bits), value (32 bits); frame 2: the endpoint */
-            uint32_t val = 0;
-            if (zmq_msg_size(&m) >= 6) {
-                memcpy(&ev, zmq_msg_data(&m), 2);
-                memcpy(&val, (const char *)zmq_msg_data(&m) + 2, 4);
-            }
-            while (zmq_msg_more(&m)) {
-                zmq_msg_close(&m);
-                zmq_msg_init(&m);
-                if (zmq_msg_recv(&m, c->mon[i], 0) < 0) break;
-            }
-            zmq_msg_close(&m);
+        uint16_t ev;
+        uint32_t val;
+        while (opg_sock_monitor_event(c->mon[i], &ev, &val)) {
             /* a misconfigured peer retries every 100 ms (libzmq's reconnect), a
                health check every few seconds: a line per 10 s says enough */
             int64_t now = opg_now_ms();

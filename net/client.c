@@ -154,21 +154,9 @@ static uint64_t answer_job(const opg_frame *f) {
  * (a disconnect, then a connect). */
 static int link_restored(opg_client *c) {
     int restored = 0;
-    while (c->mon) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, c->mon, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&m);
-            break;
-        }
-        uint16_t ev = 0; /* frame 1: event (16 bits) and value (32 bits); frame 2: the endpoint */
-        if (zmq_msg_size(&m) >= sizeof ev) memcpy(&ev, zmq_msg_data(&m), sizeof ev);
-        while (zmq_msg_more(&m)) {
-            zmq_msg_close(&m);
-            zmq_msg_init(&m);
-            if (zmq_msg_recv(&m, c->mon, 0) < 0) break;
-        }
-        zmq_msg_close(&m);
+    uint16_t ev;
+    uint32_t val;
+    while (opg_sock_monitor_event(c->mon, &ev, &val)) {
         if (ev == ZMQ_EVENT_DISCONNECTED) c->link_down = 1;
         else if (ev == ZMQ_EVENT_CONNECTED && c->link_down) {
             c->link_down = 0;

@@ -128,6 +128,28 @@ void opg_sock_ipv6_for(void *sock, const char *ep) {
     zmq_setsockopt(sock, ZMQ_IPV6, &one, sizeof one);
 }
 
+int opg_sock_monitor_event(void *mon, uint16_t *event, uint32_t *value) {
+    *event = 0;
+    *value = 0;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (!mon || zmq_msg_recv(&m, mon, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return 0;
+    }
+    if (zmq_msg_size(&m) >= 6) { /* frame 1: event (16 bits), value (32 bits); frame 2: the endpoint */
+        memcpy(event, zmq_msg_data(&m), 2);
+        memcpy(value, (const char *)zmq_msg_data(&m) + 2, 4);
+    }
+    while (zmq_msg_more(&m)) {
+        zmq_msg_close(&m);
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, mon, 0) < 0) break;
+    }
+    zmq_msg_close(&m);
+    return 1;
+}
+
 opg_status opg_endpoint_check(const char *ep) {
     if (!ep || !ep[0]) return opg__fail(OPG_ERR_ARG, "empty endpoint");
     const char *forms = "tcp://HOST:PORT, ipc://PATH or inproc://NAME";

@@ -57,6 +57,11 @@ opg_status opg_sock_recv(void *sock, int is_router, opg_peer *peer, opg_frame **
 int64_t opg_now_ms(void);
 int64_t opg_wall_ms(void);
 
+/* Reads one event from a socket monitor's PAIR (zmq_socket_monitor), both
+ * its frames, without waiting: 1 with *event (ZMQ_EVENT_*) and *value set,
+ * 0 when none waits. */
+int opg_sock_monitor_event(void *mon, uint16_t *event, uint32_t *value);
+
 /* OPG_OK when endpoint has a form ZeroMQ takes as meant: tcp://HOST:PORT
  * (PORT 0-65535 or *; libzmq itself takes any number and binds a random
  * port for one above 65535), ipc://PATH or inproc://NAME; else OPG_ERR_ARG
