@@ -116,7 +116,7 @@ struct opg_jobstore {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st[ST_N];
-    int lock_fd; /* <path>.lock while opg_jobstore_lock holds it, else -1 */
+    int lock_fd; /* <path>.lock, held from opg_jobstore_open_exclusive to close; else -1 */
 };
 
 static opg_status map_rc(int rc) {
