@@ -164,10 +164,6 @@ opg_status opg_jobrecord_parse(const char *text, size_t len, opg_jobrecord **out
     }
     if (st == OPG_OK) st = frame_of(seen[3], "request", T(SUBMIT_JOB), &r->request);
     if (st == OPG_OK) st = frame_of(seen[4], "result", T(RESULT), &r->result);
-    if (st == OPG_OK && ((const Opg__V1__Result *)r->result->msg)->job_id != r->job_id)
-        st = FAIL("job record: the result is of job %llu, the record of job %llu",
-                  (unsigned long long)((const Opg__V1__Result *)r->result->msg)->job_id,
-                  (unsigned long long)r->job_id);
     cJSON_Delete(o);
     if (st != OPG_OK) {
         opg_jobrecord_free(r);

@@ -18,8 +18,8 @@
  *
  * Errors (runtime/status.h) with opg_last_error(): OPG_ERR_FORMAT for a
  * malformed record (not JSON, a key missing or of the wrong type, bad
- * base64, a frame that does not decode or is not of its type, job ids that
- * disagree), OPG_ERR_LIMIT for a record over 64 MiB, OPG_ERR_NOT_FOUND for
+ * base64, a frame that does not decode or is not of its type),
+ * OPG_ERR_LIMIT for a record over 64 MiB, OPG_ERR_NOT_FOUND for
  * no such file, OPG_ERR_IO for other file errors (no regular file, e.g. a
  * FIFO; save never overwrites: an existing path is OPG_ERR_STATE),
  * OPG_ERR_NOMEM. */
@@ -52,7 +52,9 @@ opg_status opg_jobrecord_format(const char *coordinator, const Opg__V1__SubmitJo
 opg_status opg_jobrecord_save(const char *path, const char *text);
 
 /* Parses a record (text[0..len), need not be NUL-terminated). On success
- * *out is the record (caller frees with opg_jobrecord_free); else NULL. */
+ * *out is the record (caller frees with opg_jobrecord_free); else NULL.
+ * A well-formed record whose job_id is not its result's parses: that is a
+ * record that does not hold (opg verify says so), not one it cannot read. */
 opg_status opg_jobrecord_parse(const char *text, size_t len, opg_jobrecord **out);
 
 /* Reads and parses the record file at path. */

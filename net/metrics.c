@@ -604,9 +604,14 @@ opg_status opg_metrics_serve(opg_metrics *m, const char *addr, opg_metrics_http 
     h->m = m;
     h->port = bound;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | (af == AF_INET6 ? MHD_USE_IPv6 : 0);
+    /* Idle connections are dropped after OPG_METRICS_IDLE_S; until then a
+     * full server leaves new ones in the backlog, so a health check waits.
+     * One address may hold at most half the connections (more are closed
+     * at once): a peer that opens many cannot shut out the others. */
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned)10, MHD_OPTION_END);
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)OPG_METRICS_MAX_CONN,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(OPG_METRICS_MAX_CONN / 2),
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)OPG_METRICS_IDLE_S, MHD_OPTION_END);
     if (!h->d) {
         /* Whether libmicrohttpd already closed a socket handed to a start
          * that failed is not specified; leaking one descriptor on this rare

@@ -79,12 +79,16 @@ extern const int opg_metrics_n_latency_bounds;
 
 typedef struct opg_metrics_http opg_metrics_http;
 
+#define OPG_METRICS_MAX_CONN 256 /* open HTTP connections; half of them per peer address */
+#define OPG_METRICS_IDLE_S 10    /* an idle connection is closed after this many seconds */
+
 /* Serves m on addr "HOST:PORT" ("127.0.0.1:9100", "[::1]:9100", "*:9100" or
  * ":9100" for every address; port 0 picks a free one) with libmicrohttpd on
  * its own internal thread:
  *   GET /metrics  200, Content-Type: text/plain; version=0.0.4; charset=utf-8
  *   GET /healthz  200, "ok"
  *   other paths 404; other methods than GET and HEAD 405 (Allow: GET, HEAD).
+ * At most OPG_METRICS_MAX_CONN connections, half of them from one address.
  * m must outlive the server. Errors: OPG_ERR_ARG (addr malformed or host not
  * found), OPG_ERR_IO (socket/bind/listen failed: the message has the
  * reason), OPG_ERR_NOMEM. *out: stop with opg_metrics_http_stop. */

@@ -155,7 +155,10 @@ run kns "$opg" status 1 -C "$C" --key "$dir/a.key" # a key alone would go unused
 expect kns 2 "--key needs --server-key"
 run twice "$build/worker/opg-worker" -C "$C" -m "$model" -m "$(dirname "$model")/./$(basename "$model")" \
     --backend cpu --metrics off
-expect twice 2 "is the same model as -m $model (id "
+expect twice 2 "and -m $model are the same file: give each model once"
+cp "$model" "$dir/copy.gguf" # the same bytes in another file: found once loaded
+run twocopies "$build/worker/opg-worker" -C "$C" -m "$model" -m "$dir/copy.gguf" --backend cpu --metrics off
+expect twocopies 2 "-m $dir/copy.gguf is the same model as -m $model (id "
 run longname "$build/worker/opg-worker" -C "$C" -m "$model" --name "$(printf '%065d' 0)"
 expect longname 2 "--name is 65 bytes, at most 64"
 run rcx "$build/worker/opg-worker" -C "$C" -m "$model" --reconnect-ms 5000 --reconnect-max-ms 100

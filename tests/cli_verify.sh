@@ -3,7 +3,7 @@
 # opg-worker on 127.0.0.1 (free ports) serve a tiny model with a tokenizer;
 # `opg submit --save` writes the record; `opg verify` finds it VALID (exit 0)
 # and finds each tampering INVALID (exit 3) naming the check: the receipt's
-# signature, the prompt, the trace root; and records a cheating worker
+# signature, the prompt, the trace root, the record's job id; and records a cheating worker
 # signs itself (tests/forge_record.c: trace root recomputed, fresh key) with
 # its output cut short, a stop it never sends, an inflated prompt count or
 # ids outside the vocabulary. A model other than the job's is an error
@@ -74,6 +74,8 @@ tamper max_tokens 'i = req.rfind(b"\x28\x04"); req[i + 1] = 5' "receipt params"
 tamper stop "i = res.find(bytes.fromhex('$root')) + 32; assert res[i] == 0x28; res[i + 1] = 4 if res[i + 1] != 4 else 2" \
     "receipt stop"
 grep -q "^trace root" "$dir/verify.out" && fail "a record already INVALID was re-executed: $(cat "$dir/verify.out")"
+# the record's own job id (a copy of the Result's) edited: the record contradicts itself
+tamper jobid 'r["job_id"] += 1' "record job"
 # the request's contract version (field 9 of SubmitJob: 0x48 0x01, its last field here) edited
 tamper contract 'i = req.rfind(b"\x48\x01"); req[i + 1] = 2' "receipt params"
 # a record of another contract (request and receipt agree): not this opg's to check, no fault of the worker's

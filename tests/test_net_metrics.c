@@ -368,6 +368,47 @@ static void *update_loop(void *arg) {
     return NULL;
 }
 
+/* Connections held open and idle, more than one address may keep, do not
+ * keep /healthz from another address waiting for them to time out. */
+static void test_idle_connections(void **state) {
+    (void)state;
+    opg_metrics *m = new_registry();
+    opg_metrics_http *h = NULL;
+    assert_int_equal(opg_metrics_serve(m, "127.0.0.1:0", &h), OPG_OK);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opg_metrics_http_port(h))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    enum { n_idle = OPG_METRICS_MAX_CONN + 8 };
+    int idle[n_idle];
+    for (int i = 0; i < n_idle; i++) {
+        idle[i] = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(idle[i] >= 0);
+        assert_int_equal(connect(idle[i], (struct sockaddr *)&sa, sizeof sa), 0);
+    }
+    /* from 127.0.0.2 (loopback too), with a wait well below the idle timeout */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
+    struct timeval tv = {.tv_sec = OPG_METRICS_IDLE_S / 2};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char *req = "GET /healthz HTTP/1.0\r\n\r\n";
+    assert_int_equal(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
+    char buf[256];
+    ssize_t k = recv(fd, buf, sizeof buf - 1, 0);
+    if (k <= 0) {
+        print_error("/healthz with %d idle connections open: no answer in %d s\n", n_idle, OPG_METRICS_IDLE_S / 2);
+        fail();
+    }
+    buf[k] = 0;
+    expect_status(buf, 200);
+    close(fd);
+    for (int i = 0; i < n_idle; i++) close(idle[i]);
+    opg_metrics_http_stop(h);
+    opg_metrics_free(m);
+}
+
 static void test_concurrent(void **state) {
     (void)state;
     opg_metrics *m = new_registry();
@@ -423,6 +464,7 @@ int main(void) {
         cmocka_unit_test(test_render_numbers),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_http),
+        cmocka_unit_test(test_idle_connections),
         cmocka_unit_test(test_concurrent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -80,6 +80,11 @@ int opg_cmd_verify(int argc, char **argv) {
     const Opg__V1__Result *res = (const Opg__V1__Result *)rec->result->msg;
     printf("job            %llu (%s), %zu output tokens\n", (unsigned long long)rec->job_id,
            rec->coordinator[0] ? rec->coordinator : "coordinator not recorded", res->n_output_tokens);
+    if (rec->job_id != res->job_id) { /* the record's own copy of the id was changed, or the result swapped */
+        snprintf(line, sizeof line, "the result is of job %llu, the record of job %llu",
+                 (unsigned long long)res->job_id, (unsigned long long)rec->job_id);
+        valid &= report("record job", 0, line);
+    }
 
     /* 1. the receipt: signed by its key, naming this request and result */
     st = opg_receipt_verify(res->receipt.data, res->receipt.len, &rcpt);

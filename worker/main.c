@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -117,6 +118,17 @@ int main(int argc, char **argv) {
         return 2;
     }
 
+    for (int i = 0; i < models.n; i++) { /* one file named twice: refused before either is loaded */
+        struct stat si, sk;
+        if (stat(models.v[i], &si)) continue; /* the load names what is wrong with it */
+        for (int k = 0; k < i; k++)
+            if (stat(models.v[k], &sk) == 0 && si.st_dev == sk.st_dev && si.st_ino == sk.st_ino) {
+                fprintf(stderr, "opg-worker: -m %s and -m %s are the same file: give each model once\n", models.v[i],
+                        models.v[k]);
+                return 2;
+            }
+    }
+
     int rc = 1;
     opg_backend *be = NULL;
     opg_model **ms = calloc((size_t)models.n, sizeof *ms);
@@ -141,7 +153,7 @@ int main(int argc, char **argv) {
         char hex[65];
         opg_model_id(ms[i], id);
         for (int k = 0; k < 32; k++) snprintf(hex + 2 * k, 3, "%02x", id[k]);
-        for (int k = 0; k < i; k++) { /* the same bytes twice: one model, its memory twice */
+        for (int k = 0; k < i; k++) { /* the same bytes in two files: one model, its memory twice */
             uint8_t other[32];
             opg_model_id(ms[k], other);
             if (memcmp(id, other, 32) == 0) {
