@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -337,8 +338,11 @@ opg_status opg_jobstore_open(const char *path, opg_jobstore **out) { return open
 opg_status opg_jobstore_open_exclusive(const char *path, opg_jobstore **out) { return open_store(path, 1, out); }
 
 static opg_status take_lock(opg_jobstore *s) {
-    char lp[4096];
-    if ((size_t)snprintf(lp, sizeof lp, "%s.lock", s->path) >= sizeof lp)
+    /* beside the file a link names, so each of its names takes one lock (a
+       directory's links and "." lead to one lock file by themselves) */
+    char canon[PATH_MAX], lp[PATH_MAX + 8];
+    if (!realpath(s->path, canon)) snprintf(canon, sizeof canon, "%s", s->path); /* not made yet */
+    if ((size_t)snprintf(lp, sizeof lp, "%s.lock", canon) >= sizeof lp)
         return opg__fail(OPG_ERR_ARG, "jobstore %s: path too long for its lock file", s->path);
     int fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return opg__fail(OPG_ERR_IO, "jobstore %s: cannot open its lock file %s: %s", s->path, lp, strerror(errno));

@@ -83,7 +83,7 @@ typedef struct {
 opg_status opg_jobstore_open(const char *path, opg_jobstore **out);
 /* opg_jobstore_open for this handle alone among those opened this way: it
  * first takes an exclusive lock (flock) on the file "<path>.lock" beside the
- * store (created when missing, left in place; it holds the taker's pid as
+ * store (beside the file a symbolic link names; created when missing, left in place; it holds the taker's pid as
  * text), held until close, and only then opens (and may upgrade) the
  * store. Held by another handle or process -> OPG_ERR_STATE, the message
  * naming the holder's pid, and the store untouched; the lock file cannot be

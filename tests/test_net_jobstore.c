@@ -1093,6 +1093,35 @@ static void test_lock(void **state) {
     assert_int_equal(sql_int(old, "PRAGMA user_version"), 3);
     opg_jobstore_close(b);
 
+    /* every name of one store takes one lock: a link to the file, a link
+       to its directory (the file there not made yet), "." and ".." */
+    char real[256], link[256], sub[320], alias[320], odd[320];
+    snprintf(real, sizeof real, "%s", path_of("lockreal"));
+    snprintf(link, sizeof link, "%s", path_of("locklink"));
+    assert_int_equal(mkdir(real, 0755), 0);
+    assert_int_equal(symlink(real, link), 0);
+    snprintf(sub, sizeof sub, "%s/a.db", real);
+    ok(opg_jobstore_open_exclusive(sub, &a));
+    snprintf(alias, sizeof alias, "%s/a.db", link);
+    expect_err(opg_jobstore_open_exclusive(alias, &b), OPG_ERR_STATE, "in use by another process", NULL);
+    snprintf(alias, sizeof alias, "%s/./../lockreal/a.db", real);
+    expect_err(opg_jobstore_open_exclusive(alias, &b), OPG_ERR_STATE, "in use by another process", NULL);
+    snprintf(odd, sizeof odd, "%s/b.db", link); /* b.db is not there yet */
+    ok(opg_jobstore_open_exclusive(odd, &b));
+    snprintf(alias, sizeof alias, "%s/b.db", real);
+    expect_err(opg_jobstore_open_exclusive(alias, &b), OPG_ERR_STATE, "in use by another process", NULL);
+    opg_jobstore_close(b);
+    snprintf(odd, sizeof odd, "%s/alias.db", real); /* a link to the store file itself */
+    assert_int_equal(symlink(sub, odd), 0);
+    expect_err(opg_jobstore_open_exclusive(odd, &b), OPG_ERR_STATE, "in use by another process", NULL);
+    opg_jobstore_close(a);
+    snprintf(alias, sizeof alias, "%s/c.db.lock", real); /* held, its store not made yet: */
+    fd = open(alias, O_RDWR | O_CREAT, 0644);
+    assert_true(fd >= 0 && flock(fd, LOCK_EX) == 0);
+    snprintf(odd, sizeof odd, "%s/c.db", link);
+    expect_err(opg_jobstore_open_exclusive(odd, &b), OPG_ERR_STATE, "in use by another process", NULL);
+    close(fd);
+
     /* a lock file that cannot be made */
     const char *dir = path_of("lockdir");
     assert_int_equal(mkdir(dir, 0755), 0);
