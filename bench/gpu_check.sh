@@ -40,7 +40,7 @@
 #                     bench/gpu_carry.sh --model-parts made (part-K-of-N) once all N
 #                     are there, and checks the SHA-256 of scripts/fetch-model.sh
 #                     (GPU_CHECK_MODEL_SHA overrides it); calls may bring one part each
-# Exit status: 0 when every row is ok, 1 otherwise, 2 for bad usage.
+# Exit status: 0 when no row is FAIL (note rows allowed), 1 otherwise, 2 for bad usage.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

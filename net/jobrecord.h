@@ -19,7 +19,8 @@
  * Errors (runtime/status.h) with opg_last_error(): OPG_ERR_FORMAT for a
  * malformed record (not JSON, a key missing or of the wrong type, bad
  * base64, a frame that does not decode or is not of its type),
- * OPG_ERR_LIMIT for a record over 64 MiB, OPG_ERR_NOT_FOUND for
+ * OPG_ERR_UNSUPPORTED for another format version (a numeric
+ * "opg_job_record" other than 1), OPG_ERR_LIMIT for a record over 64 MiB, OPG_ERR_NOT_FOUND for
  * no such file, OPG_ERR_IO for other file errors (no regular file, e.g. a
  * FIFO; save never overwrites: an existing path is OPG_ERR_STATE),
  * OPG_ERR_NOMEM. */

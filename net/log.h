@@ -1,7 +1,7 @@
 /* log.h: structured log lines (logfmt: `key=value` pairs) for the daemons.
  *
  * Library code builds a line and hands it to the sink its caller installed;
- * it never prints. A line is "level=info event=job_done job=12 ms=3.1":
+ * it never prints. A line is "level=warn event=worker_lost worker=w1 jobs=3 why=\"heartbeat timeout\"":
  * event is a fixed snake_case name, the rest comes from a printf format whose
  * string values go through opg_log_q (quoted when needed). The daemons'
  * sink (opg_log_stderr_sink) prefixes an RFC 3339 UTC timestamp. */

@@ -6,10 +6,10 @@
  * so the main loop can call them tens of thousands of times a second while
  * the HTTP thread renders. Output is the text exposition format 0.0.4:
  *
- *   # HELP opg_jobs_total Jobs by final state.
- *   # TYPE opg_jobs_total counter
- *   opg_jobs_total{state="done"} 12
- *   opg_jobs_total{state="failed"} 1
+ *   # HELP opg_jobs_finished_total Jobs finished, by final state.
+ *   # TYPE opg_jobs_finished_total counter
+ *   opg_jobs_finished_total{state="done"} 12
+ *   opg_jobs_finished_total{state="failed"} 1
  *
  * Families (and the series inside a family) appear in registration order. */
 #ifndef OPG_METRICS_H

@@ -197,9 +197,18 @@ int opg_cmd_result(int argc, char **argv) {
         }
     }
     if (stream) {
-        /* text as it comes, with the file's tokenizer: whether it is the job's
-           model is known only from the receipt, at the end */
+        /* text as it comes, with the file's tokenizer when the job's request
+           names that model (the owner may ask for it); a job whose request
+           cannot be had is checked by its receipt, at the end */
         if (!quiet) so.tok = tok = open_tokenizer(path, model != NULL, file_id);
+        if (tok && opg_client_request(cl, id, (int)conn.timeout_ms, &req) == OPG_OK) {
+            const Opg__V1__SubmitJob *sj = ((const Opg__V1__JobRequest *)req->msg)->request;
+            if (memcmp(sj->model_id.data, file_id, 32) != 0) {
+                if (model) fprintf(stderr, "opg result: %s is not the job's model: printing token ids\n", model);
+                opg_tokenizer_free(tok);
+                so.tok = tok = NULL;
+            }
+        }
         st = opg_client_stream(cl, id, opg_tool_print_tokens, &so, (int)conn.timeout_ms, &f);
         if (!st && !quiet) putchar('\n');
     } else {
@@ -233,7 +242,7 @@ int opg_cmd_result(int argc, char **argv) {
     opg_tool_print_summary(id, r);
     rc = 0;
     if (save) {
-        if ((st = opg_client_request(cl, id, (int)conn.timeout_ms, &req))) {
+        if (!req && (st = opg_client_request(cl, id, (int)conn.timeout_ms, &req))) {
             rc = job_error("result", id, st);
             goto out;
         }

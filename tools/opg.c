@@ -78,7 +78,10 @@ static void usage_run(FILE *f) {
             "      --verify         re-execute the job by teacher-forced prefill and compare\n"
             "                       its trace root (what a validator does)\n"
             "  -q, --quiet          no streamed text, only the summary\n"
-            "  -h, --help           this help\n",
+            "  -h, --help           this help\n"
+            "\n"
+            "Exit 0 done; 3 --verify found another trace root; 1 an error (no model, a\n"
+            "prompt that does not fit, logits all NaN); 2 usage.\n",
             OPG_DEFAULT_MODEL, N_NEIGHBOURS);
 }
 
