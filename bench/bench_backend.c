@@ -576,17 +576,14 @@ int bench_backend_main(const bench_backend_opts *o) {
     e.o = o;
     e.device = -1;
     const char *notice = NULL;
-    opg_status st = opg_backend_new_auto(o->backend, o->threads, &e.be, &notice);
     /* a name opg_backend_new_auto does not know is bad usage ("cuda:7" on a
      * one-GPU machine is not: that device just does not exist) */
-    int known = strcmp(o->backend, "cpu") == 0 || strcmp(o->backend, "cuda") == 0 ||
-                strcmp(o->backend, "auto") == 0 ||
-                (strncmp(o->backend, "cuda:", 5) == 0 && o->backend[5] >= '0' && o->backend[5] <= '9');
-    if (st == OPG_ERR_ARG && !known) {
+    if (!opg_backend_name_ok(o->backend)) {
         fprintf(stderr, "opg-bench: --backend must be auto, cpu, cuda or cuda:N, got '%s'\n",
                 o->backend);
         return 2;
     }
+    opg_status st = opg_backend_new_auto(o->backend, o->threads, &e.be, &notice);
     if (st) {
         fprintf(stderr, "opg-bench: %s\n", opg_last_error());
         return st == OPG_ERR_UNSUPPORTED ? 3 : 1;

@@ -57,6 +57,7 @@ typedef struct job {
     int text_prompt;
     int parked;                /* in its queue's parked list: no registered worker can take it */
     uint32_t sent_ctx;         /* the context its worker named when the job was sent to it */
+    uint32_t sent_min;         /* the Job.min_tokens it was sent with */
     uint64_t max_price;
     int has_owner;             /* 0: stored before owners existed, any client may see it */
     char owner[OPG_JOBSTORE_MAX_OWNER + 1]; /* the submitting client's User-Id ("" without CURVE) */
@@ -538,6 +539,23 @@ static void deliver_finished(opg_coord *c) {
 }
 
 /* ---- dispatch ---------------------------------------------------------------------- */
+static int can_take(const worker *w, const job *j, uint32_t *ctx);
+
+/* Job.min_tokens for j on w: the tokens already streamed (a rerun must
+ * give the client all of them again), and the whole job when its prompt is
+ * text of a length not known here and another worker has a larger context:
+ * w then runs it only if it holds it all, else says how long the prompt is
+ * (Error.prompt_tokens), and the job goes where it fits (pick_worker). */
+static uint32_t min_tokens_for(const opg_coord *c, const worker *w, const job *j) {
+    uint32_t ctx_w = worker_context(w, j->model), ctx;
+    if (j->text_prompt && !j->prompt_len) {
+        const worker *o;
+        DL_FOREACH(c->workers, o)
+            if (can_take(o, j, &ctx) && ctx > ctx_w) return j->max_tokens;
+    }
+    return j->n_toks;
+}
+
 static int send_job(opg_coord *c, worker *w, job *j) {
     Opg__V1__SubmitJob *sj = opg__v1__submit_job__unpack(NULL, j->req_len, j->req);
     if (!sj) return -1;
@@ -556,6 +574,7 @@ static int send_job(opg_coord *c, worker *w, job *j) {
     m.client_id = sj->client_id;
     m.contract_version = sj->contract_version;
     m.chat = sj->chat;
+    m.min_tokens = j->sent_min = min_tokens_for(c, w, j);
     opg_status st = opg_sock_send(c->wsock, &w->peer, T(JOB), &m.base);
     opg__v1__submit_job__free_unpacked(sj, NULL);
     return st == OPG_OK ? 0 : -1;
@@ -573,10 +592,13 @@ static int better_worker(const job *j, const worker *a, uint32_t ctx_a, const wo
 }
 
 /* Whether w may run j at all: it serves j's model (*ctx: its context), is
- * not draining and its price is within the job's max_price. */
+ * not draining, its price is within the job's max_price, and its context
+ * holds the tokens the job has streamed already (a rerun on a smaller one
+ * would stop before them: the client has seen more than its Result). */
 static int can_take(const worker *w, const job *j, uint32_t *ctx) {
     *ctx = worker_context(w, j->model);
     if (!*ctx || !w->slots) return 0;
+    if (j->n_toks && *ctx < job_need(j->prompt_len, j->n_toks)) return 0;
     return !(j->max_price && w->price && w->price > j->max_price / (j->max_tokens ? j->max_tokens : 1));
 }
 
@@ -981,8 +1003,13 @@ static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
         return;
     }
     char why[512];
+    /* the tokens streamed so far (perhaps by a worker lost since) are what
+       clients have seen: a Result must begin with them */
+    int streamed_ok = r->n_output_tokens >= j->n_toks &&
+                      (!j->n_toks || !memcmp(r->output_tokens, j->toks, (size_t)j->n_toks * sizeof *j->toks));
     if (r->n_output_tokens > j->max_tokens) snprintf(why, sizeof why, "more tokens than max_tokens");
-    if (r->n_output_tokens > j->max_tokens || !receipt_holds(w, j, r, why, sizeof why)) {
+    else if (!streamed_ok) snprintf(why, sizeof why, "not the %u tokens streamed before", j->n_toks);
+    if (r->n_output_tokens > j->max_tokens || !streamed_ok || !receipt_holds(w, j, r, why, sizeof why)) {
         char q[600];
         LOG(OPG_LOG_WARN, "result_refused", "job=%llu why=%s", (unsigned long long)j->id, opg_log_q(q, sizeof q, why));
         requeue(c, j, "invalid result");
@@ -1088,7 +1115,8 @@ static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
            is their number: then the worker is passed over from now on
            (pick_worker), so the job cannot come back to it, and a re-queue
            costs no attempt */
-        if (j->sent_ctx > e->prompt_tokens || (!j->text_prompt && e->prompt_tokens != j->prompt_len)) {
+        if (job_need(e->prompt_tokens, j->sent_min) <= j->sent_ctx ||
+            (!j->text_prompt && e->prompt_tokens != j->prompt_len)) {
             requeue(c, j, "a worker refused a prompt its context holds");
             return;
         }
@@ -1096,12 +1124,18 @@ static void on_worker_error(opg_coord *c, worker *w, const Opg__V1__Error *e) {
             j->prompt_len = e->prompt_tokens;
             j->need = job_need(j->prompt_len, j->max_tokens);
         }
+        /* refused for the output asked for (Job.min_tokens), not the prompt:
+           with the prompt's length known the job goes where it fits best,
+           back to this worker when none is larger */
+        int held_elsewhere = e->prompt_tokens < j->sent_ctx;
         worker *o;
         uint32_t ctx;
-        int held_elsewhere = 0;
         DL_FOREACH(c->workers, o) held_elsewhere |= can_take(o, j, &ctx) && ctx > j->prompt_len;
         if (held_elsewhere) { /* not the worker's fault: no attempt counted */
-            requeue_as(c, j, "prompt longer than the worker's context", 0);
+            requeue_as(c, j,
+                       e->prompt_tokens >= j->sent_ctx ? "prompt longer than the worker's context"
+                                                       : "the output asked for does not fit the worker's context",
+                       0);
             return;
         }
     }

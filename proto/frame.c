@@ -171,6 +171,8 @@ static opg_status check_job(const ProtobufCMessage *m) {
     TRY(opg_proto_check_max_tokens(j->max_tokens, "Job"));
     TRY(check_bytes_max(&j->client_id, OPG_PROTO_MAX_CLIENT_ID, "Job", "client_id"));
     if (j->contract_version < 1) return FAIL("Job.contract_version: missing (0)");
+    if (j->min_tokens > j->max_tokens)
+        return FAIL("Job.min_tokens: %u, above max_tokens %u", j->min_tokens, j->max_tokens);
     return OPG_OK;
 }
 

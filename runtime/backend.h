@@ -134,6 +134,11 @@ int opg_backend_cuda_devices(void);
  * unknown name. Caller owns *out: opg_backend_free. */
 opg_status opg_backend_new_auto(const char *name, int n_threads, opg_backend **out,
                                 const char **notice);
+/* Whether opg_backend_new_auto knows name ("auto" or NULL, "cpu", "cuda",
+ * "cuda:N" with N <= 1024), whether or not that device exists here: a name
+ * it does not know is the user's mistake (usage), a device that is missing
+ * is not. */
+int opg_backend_name_ok(const char *name);
 /* Frees any backend; NULL is a no-op. */
 void opg_backend_free(opg_backend *be);
 /* be's device name ("" when it has none, as on the cpu). */

@@ -19,6 +19,10 @@ static int cuda_device_of(const char *name) {
     return (int)d;
 }
 
+int opg_backend_name_ok(const char *name) {
+    return !name || strcmp(name, "auto") == 0 || strcmp(name, "cpu") == 0 || cuda_device_of(name) >= 0;
+}
+
 opg_status opg_backend_new_auto(const char *name, int n_threads, opg_backend **out,
                                 const char **notice) {
     static _Thread_local char msg[600];

@@ -160,6 +160,8 @@ expect twice 2 "and -m $model are the same file: give each model once"
 cp "$model" "$dir/copy.gguf" # the same bytes in another file: found once loaded
 run twocopies "$build/worker/opg-worker" -C "$C" -m "$model" -m "$dir/copy.gguf" --backend cpu --metrics off
 expect twocopies 2 "-m $dir/copy.gguf is the same model as -m $model (id "
+run badbe "$build/worker/opg-worker" -C "$C" -m "$model" --backend cuda:x
+expect badbe 2 "--backend must be auto, cpu, cuda or cuda:N, got 'cuda:x'"
 run longname "$build/worker/opg-worker" -C "$C" -m "$model" --name "$(printf '%065d' 0)"
 expect longname 2 "--name is 65 bytes, at most 64"
 run rcx "$build/worker/opg-worker" -C "$C" -m "$model" --reconnect-ms 5000 --reconnect-max-ms 100

@@ -115,6 +115,10 @@ forged foreign "token ids" - - - 500,1 # ids outside the vocabulary of 96
 # a model other than the job's
 verify "$rec" "$tiny/tiny-tok-over.gguf"; rc=$?
 [ $rc -eq 1 ] && grep -q "give that model with -m" "$dir/verify.out" || fail "another model: exit $rc: $(cat "$dir/verify.out")"
+# a backend no opg knows: usage (a known one missing here is an error, 1)
+"$opg" verify "$rec" -m "$model" --backend bogus >"$dir/verify.out" 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -q "backend must be auto, cpu, cuda or cuda:N" "$dir/verify.out" \
+    || fail "--backend bogus: exit $rc: $(cat "$dir/verify.out")"
 # not a record
 echo '{"opg_job_record": 1}' >"$dir/bad.json"
 verify "$dir/bad.json"; rc=$?

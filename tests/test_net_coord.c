@@ -962,6 +962,102 @@ static void test_text_prompt_off_loop(void **state) {
     net_stop(&n);
 }
 
+/* An in-process worker of the tok-long model with its own model, backend
+ * and metrics: context n_ctx (0: the model's), this price. */
+typedef struct {
+    plain_worker pw;
+    pthread_t t;
+    opg_backend *be;
+    opg_model *m;
+    opg_metrics *met;
+} ctx_worker;
+
+static void ctx_worker_start(ctx_worker *cw, net *n, const char *name, int64_t n_ctx, uint64_t price) {
+    memset(cw, 0, sizeof *cw);
+    must(opg_backend_cpu_new(1, &cw->be), "backend");
+    must(opg_model_load(tiny_file("tok-long"), cw->be, NULL, NULL, &cw->m), tiny_file("tok-long"));
+    must(opg_metrics_new(&cw->met), "metrics");
+    opg_worker_config wc = {0};
+    wc.coordinator = opg_coord_workers_endpoint(n->coord);
+    wc.name = name;
+    wc.models = &cw->m;
+    wc.n_models = 1;
+    wc.slots = 4;
+    wc.n_ctx = n_ctx;
+    wc.price_per_token = price;
+    wc.heartbeat_ms = g_heartbeat_ms;
+    wc.metrics = cw->met;
+    must(opg_worker_new(&wc, &cw->pw.w), "opg_worker_new");
+    assert_int_equal(pthread_create(&cw->t, NULL, plain_worker_main, &cw->pw), 0);
+}
+
+static void ctx_worker_stop(ctx_worker *cw) {
+    cw->pw.stop = 1;
+    pthread_join(cw->t, NULL);
+    opg_worker_free(cw->pw.w);
+    opg_metrics_free(cw->met);
+    opg_model_free(cw->m);
+    opg_backend_free(cw->be);
+}
+
+/* A text prompt's length is not known to the coordinator (it does not
+ * tokenize). Sent to the cheaper worker, whose context holds the prompt but
+ * not its 8 output tokens, while a worker of a larger context is registered,
+ * the job asks for all of its output (Job.min_tokens): the cheap worker says
+ * how long the prompt is instead of running it, and the job runs on the
+ * large one (before, it ran on the cheap one and stopped early with
+ * "context"). Once the large one is gone, the same job runs on the small
+ * context, as far as it holds. */
+static void test_text_prompt_context(void **state) {
+    (void)state;
+    net n;
+    net_start(&n, 0, 0);
+    opg_client *c = client(&n);
+    const char *text = "abcabcxyzqabc";
+    int32_t *ids = NULL;
+    int64_t nids = 0;
+    ctx_worker big, small;
+    ctx_worker_start(&big, &n, "big", 0, 5);
+    opg_tokenizer *tok = NULL;
+    must(opg_tokenizer_from_gguf(opg_model_gguf(big.m), &tok), "tokenizer");
+    must(opg_chat_encode_prompt(tok, opg_model_gguf(big.m), text, 0, &ids, &nids), "encode");
+    assert_true(nids >= 2);
+    ctx_worker_start(&small, &n, "small", nids + 3, 1); /* the prompt + 4 of the 8 tokens */
+    for (int i = 0; i < 500 && metric(&n, "opg_workers") != 2.0; i++) usleep(10000);
+    assert_true(metric(&n, "opg_workers") == 2.0);
+    uint8_t mid[32];
+    opg_model_id(big.m, mid);
+    uint64_t a = submit_text(c, mid, text);
+    opg_frame *f = NULL;
+    must(opg_client_result(c, a, 1, TIMEOUT, &f), "the text job");
+    const Opg__V1__Result *r = (const Opg__V1__Result *)f->msg;
+    assert_int_equal(r->usage->prompt_tokens, nids);
+    if (r->stop_reason == OPG__V1__STOP_REASON__STOP_REASON_CONTEXT) {
+        print_error("the text job stopped at a full context after %zu tokens: it ran on the small worker\n",
+                    r->n_output_tokens);
+        fail();
+    }
+    opg_frame_free(&f);
+    wait_metric(big.met, "opg_worker_jobs_total{result=\"done\"}", 1.0);
+    assert_true(metric_of(small.met, "opg_worker_jobs_total{result=\"done\"}") == 0.0);
+    assert_true(metric_of(small.met, "opg_worker_jobs_total{result=\"refused\"}") == 1.0); /* it was asked first */
+
+    ctx_worker_stop(&big);
+    for (int i = 0; i < 500 && metric(&n, "opg_workers") != 1.0; i++) usleep(10000);
+    uint64_t b = submit_text(c, mid, text);
+    must(opg_client_result(c, b, 1, TIMEOUT, &f), "the text job on the small context alone");
+    r = (const Opg__V1__Result *)f->msg;
+    assert_true(r->n_output_tokens >= 1 && r->n_output_tokens <= 4);
+    if (r->n_output_tokens == 4) assert_int_equal(r->stop_reason, OPG__V1__STOP_REASON__STOP_REASON_CONTEXT);
+    opg_frame_free(&f);
+    wait_metric(small.met, "opg_worker_jobs_total{result=\"done\"}", 1.0);
+    ctx_worker_stop(&small);
+    free(ids);
+    opg_tokenizer_free(tok);
+    opg_client_free(c);
+    net_stop(&n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_result_receipt),
@@ -970,6 +1066,7 @@ int main(void) {
         cmocka_unit_test(test_ipv6_loopback),
         cmocka_unit_test(test_poison_job),
         cmocka_unit_test(test_text_prompt_off_loop),
+        cmocka_unit_test(test_text_prompt_context),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -165,6 +165,7 @@ static void make_samples(void) {
     s_job.max_tokens = 256;
     s_job.client_id = bin(g_id_b, 20);
     s_job.contract_version = 1;
+    s_job.min_tokens = 200;
 
     s_tokens.job_id = 77;
     s_tokens.index = 3;
@@ -593,6 +594,8 @@ static void test_field_checks(void **state) {
     bad_field(T(JOB), &j, "Job.tokens: empty");
     j = s_job, j.contract_version = 0;
     bad_field(T(JOB), &j, "Job.contract_version");
+    j = s_job, j.min_tokens = j.max_tokens + 1;
+    bad_field(T(JOB), &j, "Job.min_tokens");
     j = s_job, j.client_id = bin(g_receipt, 65);
     bad_field(T(JOB), &j, "Job.client_id: 65 bytes");
     Opg__V1__SamplingParams sp = g_samp;

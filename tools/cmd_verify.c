@@ -49,11 +49,13 @@ int opg_cmd_verify(int argc, char **argv) {
     int help = 0;
     opg_strv pos = {0};
     opg_status pst = opg_opts_parse(opts, n_opts, argc, argv, &help, &pos);
-    if (pst || help || pos.n != 1) {
+    if (pst || help || pos.n != 1 || !opg_backend_name_ok(backend)) {
         int bad = !help;
         if (bad) /* no help text: the options now hold what was parsed, not the defaults */
             fprintf(stderr, "opg verify: %s\n(opg verify --help lists the options)\n",
-                    pst ? opg_last_error() : "one job record file expected");
+                    pst          ? opg_last_error()
+                    : pos.n != 1 ? "one job record file expected"
+                                 : "--backend must be auto, cpu, cuda or cuda:N");
         char *text = bad ? NULL : opg_opts_help(opts, n_opts, usage);
         if (text) fputs(text, stdout);
         free(text);

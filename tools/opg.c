@@ -192,9 +192,7 @@ static int cmd_run(int argc, char **argv) {
         usage_run(stderr);
         return 2;
     }
-    if (strcmp(backend, "auto") && strcmp(backend, "cpu") && strcmp(backend, "cuda") &&
-        !(strncmp(backend, "cuda:", 5) == 0 && backend[5] && strlen(backend) <= 9 &&
-          strspn(backend + 5, "0123456789") == strlen(backend + 5))) {
+    if (!opg_backend_name_ok(backend)) {
         fprintf(stderr, "opg run: --backend must be auto, cpu, cuda or cuda:N, got '%s'\n",
                 backend);
         return 2;

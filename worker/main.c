@@ -111,6 +111,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     if ((st = opg_endpoint_check(coordinator))) return fail("--coordinator", st); /* before loading models */
+    if (!opg_backend_name_ok(backend)) {
+        fprintf(stderr, "opg-worker: --backend must be auto, cpu, cuda or cuda:N, got '%s'\n", backend);
+        return 2;
+    }
     if (key_path && (st = opg_key_load(key_path, &key))) return fail("--key", st);
     if (server_key && (st = opg_key_parse_public(server_key, spk))) return fail("--server-key", st);
     if (server_key && !key_path) {

@@ -38,6 +38,7 @@ typedef struct wjob {
     uint32_t n_prompt;
     Opg__V1__SamplingParams sampling; /* for the receipt: what it ran with */
     uint32_t max_tokens;
+    uint32_t min_tokens;  /* Job.min_tokens: refused unless the context holds the prompt and these */
     uint32_t *pending;         /* tokens not yet sent in a Tokens frame */
     uint32_t n_pending, cap_pending, sent;
     int64_t last_flush;
@@ -64,7 +65,7 @@ struct opg_worker {
     int n_deferred, cap_deferred;
     int backoff_ms;
     char name[OPG_PROTO_MAX_NAME + 1];
-    int m_done, m_failed, m_cancelled, m_tokens, m_running, m_reconnects, m_step;
+    int m_done, m_failed, m_cancelled, m_refused, m_tokens, m_running, m_reconnects, m_step;
     opg_status fatal;          /* the backend failed (fail_worker): run stops with it */
     char fatal_msg[512];
 };
@@ -275,8 +276,17 @@ static int model_index(opg_worker *w, const ProtobufCBinaryData *id) {
 static void start_job(opg_worker *w, wjob *j, int32_t *ids, int64_t n) {
     wmodel *wm = &w->models[j->model];
     opg_status st = OPG_OK;
-    j->prompt = malloc((size_t)(n ? n : 1) * sizeof *j->prompt);
-    if (!j->prompt) st = opg__fail(OPG_ERR_NOMEM, "worker out of memory");
+    int64_t n_ctx = opg_sched_n_ctx(wm->sched);
+    int64_t need = n + (j->min_tokens > 2 ? j->min_tokens : 2) - 1; /* the coordinator's job_need */
+    /* the context holds the prompt but not the output the coordinator asked
+       for (another worker may hold it all, or it has streamed them already) */
+    int short_ctx = n >= n_ctx || (j->min_tokens && need > n_ctx);
+    if (short_ctx && n < n_ctx)
+        st = opg__fail(OPG_ERR_LIMIT, "the prompt (%lld tokens) and %u output tokens need %lld cache positions, "
+                                      "the context holds %lld",
+                       (long long)n, j->min_tokens, (long long)need, (long long)n_ctx);
+    j->prompt = st ? NULL : malloc((size_t)(n ? n : 1) * sizeof *j->prompt);
+    if (!st && !j->prompt) st = opg__fail(OPG_ERR_NOMEM, "worker out of memory");
     if (st == OPG_OK) {
         opg_gen_request q = {0};
         q.prompt = ids;
@@ -290,9 +300,10 @@ static void start_job(opg_worker *w, wjob *j, int32_t *ids, int64_t n) {
         q.n_stop = wm->n_stop;
         st = opg_sched_add(wm->sched, &q, j->id);
     }
-    if (st == OPG_ERR_LIMIT && n >= opg_sched_n_ctx(wm->sched)) {
-        /* the prompt does not fit this worker's context: the coordinator
-           learns its length and may find a worker whose context holds it */
+    if (st == OPG_ERR_LIMIT && short_ctx) {
+        /* the prompt (or the output asked for) does not fit this worker's
+           context: the coordinator learns the prompt's length and may find a
+           worker whose context holds it */
         Opg__V1__Error e = OPG__V1__ERROR__INIT;
         char msg[OPG_PROTO_MAX_SHORT_STRING + 1];
         snprintf(msg, sizeof msg, "%s", opg_last_error());
@@ -301,7 +312,7 @@ static void start_job(opg_worker *w, wjob *j, int32_t *ids, int64_t n) {
         e.message = msg;
         e.prompt_tokens = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
         send_msg(w, T(ERROR), &e.base);
-        metric_add(w, w->m_failed, 1);
+        metric_add(w, w->m_refused, 1);
     } else if (st == OPG_ERR_STATE) { /* the KV cache's allocation met a broken backend */
         fail_worker(w, st, opg_last_error());
     } else if (st) {
@@ -381,6 +392,7 @@ static void on_job(opg_worker *w, const Opg__V1__Job *m) {
         j->sampling.seed = m->sampling->seed;
     }
     j->max_tokens = m->max_tokens;
+    j->min_tokens = m->min_tokens;
     j->tokenizing = text;
     HASH_ADD(hh, w->jobs, id, sizeof j->id, j);
     w->n_jobs++;
@@ -722,6 +734,7 @@ static void register_metrics(opg_worker *w) {
     w->m_done = opg_metrics_counter(m, "opg_worker_jobs_total", "result=\"done\"", "Jobs ended, by result.");
     w->m_failed = opg_metrics_counter(m, "opg_worker_jobs_total", "result=\"failed\"", "Jobs ended, by result.");
     w->m_cancelled = opg_metrics_counter(m, "opg_worker_jobs_total", "result=\"dropped\"", "Jobs ended, by result.");
+    w->m_refused = opg_metrics_counter(m, "opg_worker_jobs_total", "result=\"refused\"", "Jobs ended, by result.");
     w->m_tokens = opg_metrics_counter(m, "opg_worker_tokens_total", NULL, "Output tokens generated.");
     w->m_running = opg_metrics_gauge(m, "opg_worker_jobs_running", NULL, "Jobs taken: in the batch or being tokenized.");
     w->m_reconnects = opg_metrics_counter(m, "opg_worker_reconnects_total", NULL, "Coordinator links reset.");
