@@ -101,6 +101,7 @@ typedef struct worker {
     uint32_t slots;
     uint64_t price;
     uint8_t key[32];           /* Ready.worker_key: signs its receipts (required) */
+    int takes_min;             /* Ready.takes_min_tokens: it may be sent Job.min_tokens */
     uint64_t *jobs;            /* ids of the jobs it runs */
     uint32_t n_jobs, cap_jobs;
     int64_t last_seen;
@@ -541,19 +542,18 @@ static void deliver_finished(opg_coord *c) {
 /* ---- dispatch ---------------------------------------------------------------------- */
 static int can_take(const worker *w, const job *j, uint32_t *ctx);
 
-/* Job.min_tokens for j on w: the tokens already streamed (a rerun must
- * give the client all of them again), and the whole job when its prompt is
- * text of a length not known here and another worker has a larger context:
- * w then runs it only if it holds it all, else says how long the prompt is
- * (Error.prompt_tokens), and the job goes where it fits (pick_worker). */
+/* Job.min_tokens for j on w: the whole job when its prompt is text of a
+ * length not known here and another worker has a larger context (w then
+ * runs it only if it holds it all, else says how long the prompt is:
+ * Error.prompt_tokens, and the job goes where it fits, pick_worker); else 0.
+ * Never to a worker that did not say it takes the field. */
 static uint32_t min_tokens_for(const opg_coord *c, const worker *w, const job *j) {
     uint32_t ctx_w = worker_context(w, j->model), ctx;
-    if (j->text_prompt && !j->prompt_len) {
-        const worker *o;
-        DL_FOREACH(c->workers, o)
-            if (can_take(o, j, &ctx) && ctx > ctx_w) return j->max_tokens;
-    }
-    return j->n_toks;
+    if (!w->takes_min || !j->text_prompt || j->prompt_len) return 0;
+    const worker *o;
+    DL_FOREACH(c->workers, o)
+        if (can_take(o, j, &ctx) && ctx > ctx_w) return j->max_tokens;
+    return 0;
 }
 
 static int send_job(opg_coord *c, worker *w, job *j) {
@@ -592,13 +592,10 @@ static int better_worker(const job *j, const worker *a, uint32_t ctx_a, const wo
 }
 
 /* Whether w may run j at all: it serves j's model (*ctx: its context), is
- * not draining, its price is within the job's max_price, and its context
- * holds the tokens the job has streamed already (a rerun on a smaller one
- * would stop before them: the client has seen more than its Result). */
+ * not draining and its price is within the job's max_price. */
 static int can_take(const worker *w, const job *j, uint32_t *ctx) {
     *ctx = worker_context(w, j->model);
     if (!*ctx || !w->slots) return 0;
-    if (j->n_toks && *ctx < job_need(j->prompt_len, j->n_toks)) return 0;
     return !(j->max_price && w->price && w->price > j->max_price / (j->max_tokens ? j->max_tokens : 1));
 }
 
@@ -880,6 +877,7 @@ static void on_ready(opg_coord *c, const opg_peer *p, const Opg__V1__Ready *r) {
     w->backend = r->backend;
     w->slots = r->free_slots;
     w->price = r->price_per_token;
+    w->takes_min = r->takes_min_tokens;
     memcpy(w->key, r->worker_key.data, 32);
     snprintf(w->name, sizeof w->name, "%s", r->name && r->name[0] ? r->name : "-");
     w->last_seen = opg_now_ms();
@@ -1003,17 +1001,24 @@ static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
         return;
     }
     char why[512];
-    /* the tokens streamed so far (perhaps by a worker lost since) are what
-       clients have seen: a Result must begin with them */
-    int streamed_ok = r->n_output_tokens >= j->n_toks &&
-                      (!j->n_toks || !memcmp(r->output_tokens, j->toks, (size_t)j->n_toks * sizeof *j->toks));
     if (r->n_output_tokens > j->max_tokens) snprintf(why, sizeof why, "more tokens than max_tokens");
-    else if (!streamed_ok) snprintf(why, sizeof why, "not the %u tokens streamed before", j->n_toks);
-    if (r->n_output_tokens > j->max_tokens || !streamed_ok || !receipt_holds(w, j, r, why, sizeof why)) {
+    if (r->n_output_tokens > j->max_tokens || !receipt_holds(w, j, r, why, sizeof why)) {
         char q[600];
         LOG(OPG_LOG_WARN, "result_refused", "job=%llu why=%s", (unsigned long long)j->id, opg_log_q(q, sizeof q, why));
         requeue(c, j, "invalid result");
         return;
+    }
+    /* tokens streamed by a worker lost since (the job ran again) that this
+       Result does not begin with: a rerun on a smaller context, or one of
+       the two workers is wrong. Which one only a validator can tell; the
+       Result, signed, is the job's answer, and clients compare (opg submit
+       says so) */
+    uint32_t same = 0;
+    while (same < j->n_toks && same < r->n_output_tokens && r->output_tokens[same] == j->toks[same]) same++;
+    if (same < j->n_toks) {
+        char name[80];
+        LOG(OPG_LOG_WARN, "stream_contradicted", "job=%llu worker=%s streamed=%u tokens=%zu from=%u",
+            (unsigned long long)j->id, opg_log_q(name, sizeof name, w->name), j->n_toks, r->n_output_tokens, same);
     }
     OPG_LT(j->id, OPG_LT_C_RESULT, 0);
     uint8_t *buf = NULL;

@@ -337,11 +337,35 @@ opg_status opg_jobstore_open(const char *path, opg_jobstore **out) { return open
 
 opg_status opg_jobstore_open_exclusive(const char *path, opg_jobstore **out) { return open_store(path, 1, out); }
 
+/* The file path names once symbolic links are followed, also when that
+ * file is not there yet (a link to a store SQLite will create): dst holds
+ * PATH_MAX bytes. A directory's links and "." need no resolving here (they
+ * lead to the same lock file by themselves); a file's link does. As given
+ * when it cannot be resolved (the open then says what is wrong). */
+static void store_file_of(const char *path, char *dst) {
+    char cur[PATH_MAX], target[PATH_MAX];
+    snprintf(cur, sizeof cur, "%s", path);
+    for (int hops = 0; hops < 40; hops++) { /* 40: the kernel's own limit on links followed */
+        if (realpath(cur, dst)) return;
+        ssize_t n = readlink(cur, target, sizeof target - 1);
+        if (n < 0) break; /* not a link: a file not made yet, at cur */
+        target[n] = 0;
+        const char *slash = strrchr(cur, '/');
+        if (target[0] == '/' || !slash) {
+            snprintf(cur, sizeof cur, "%s", target);
+        } else { /* relative to the link's directory */
+            char next[PATH_MAX];
+            if ((size_t)snprintf(next, sizeof next, "%.*s/%s", (int)(slash - cur), cur, target) >= sizeof next) break;
+            snprintf(cur, sizeof cur, "%s", next);
+        }
+    }
+    snprintf(dst, PATH_MAX, "%s", cur);
+}
+
 static opg_status take_lock(opg_jobstore *s) {
-    /* beside the file a link names, so each of its names takes one lock (a
-       directory's links and "." lead to one lock file by themselves) */
+    /* beside the file, so each of its names takes one lock */
     char canon[PATH_MAX], lp[PATH_MAX + 8];
-    if (!realpath(s->path, canon)) snprintf(canon, sizeof canon, "%s", s->path); /* not made yet */
+    store_file_of(s->path, canon);
     if ((size_t)snprintf(lp, sizeof lp, "%s.lock", canon) >= sizeof lp)
         return opg__fail(OPG_ERR_ARG, "jobstore %s: path too long for its lock file", s->path);
     int fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

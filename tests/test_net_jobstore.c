@@ -1115,6 +1115,12 @@ static void test_lock(void **state) {
     assert_int_equal(symlink(sub, odd), 0);
     expect_err(opg_jobstore_open_exclusive(odd, &b), OPG_ERR_STATE, "in use by another process", NULL);
     opg_jobstore_close(a);
+    snprintf(odd, sizeof odd, "%s/d-link.db", real); /* a link to a store not made yet */
+    assert_int_equal(symlink("d.db", odd), 0);
+    ok(opg_jobstore_open_exclusive(odd, &a));
+    snprintf(alias, sizeof alias, "%s/d.db", real);
+    expect_err(opg_jobstore_open_exclusive(alias, &b), OPG_ERR_STATE, "in use by another process", NULL);
+    opg_jobstore_close(a);
     snprintf(alias, sizeof alias, "%s/c.db.lock", real); /* held, its store not made yet: */
     fd = open(alias, O_RDWR | O_CREAT, 0644);
     assert_true(fd >= 0 && flock(fd, LOCK_EX) == 0);

@@ -170,6 +170,7 @@ int opg_cmd_result(int argc, char **argv) {
     opg_client *cl = NULL;
     opg_frame *f = NULL, *req = NULL;
     opg_tokenizer *tok = NULL;
+    opg_tool_stream so = {NULL, 0, NULL, 0, 0};
     int rc = job_command("result",
                          "opg result JOB [options]\n"
                          "Prints a finished job's output and its summary line (trace root, receipt size);\n"
@@ -182,7 +183,7 @@ int opg_cmd_result(int argc, char **argv) {
     opg_status st;
     const char *path = model ? model : opg_tool_default_model();
     uint8_t file_id[32];
-    opg_tool_stream so = {NULL, quiet};
+    so.quiet = quiet;
     if (!wait && !stream) { /* "not finished" is a state, not an error: ask first */
         int state = 0;
         uint32_t done = 0;
@@ -225,6 +226,7 @@ int opg_cmd_result(int argc, char **argv) {
         goto out;
     }
     const Opg__V1__Result *r = (const Opg__V1__Result *)f->msg;
+    if (stream) opg_tool_stream_check(&so, r);
     if (stream && tok && !is_jobs_model(r, file_id))
         fprintf(stderr, "opg result: the text above was read with %s's tokenizer, which is not the job's model: "
                         "-m THE_JOBS_MODEL reads it right\n", path);
@@ -250,6 +252,7 @@ int opg_cmd_result(int argc, char **argv) {
                                   ((const Opg__V1__JobRequest *)req->msg)->request, r);
     }
 out:
+    opg_tool_stream_clear(&so);
     opg_frame_free(&req);
     opg_frame_free(&f);
     opg_tokenizer_free(tok);

@@ -100,6 +100,19 @@ void opg_tool_print_summary(uint64_t job, const Opg__V1__Result *r) {
 void opg_tool_print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t n) {
     opg_tool_stream *so = ctx;
     if (so->quiet) return;
+    if (so->n_seen + n > so->cap_seen) { /* kept for opg_tool_stream_check; without memory it checks less */
+        size_t cap = so->cap_seen ? 2 * so->cap_seen : 256;
+        while (cap < so->n_seen + n) cap *= 2;
+        uint32_t *p = realloc(so->seen, cap * sizeof *p);
+        if (p) {
+            so->seen = p;
+            so->cap_seen = cap;
+        }
+    }
+    if (so->n_seen + n <= so->cap_seen) {
+        memcpy(so->seen + so->n_seen, t, n * sizeof *t);
+        so->n_seen += n;
+    }
     for (size_t i = 0; i < n; i++) {
         if (!so->tok) {
             printf("%s%u", index + i ? " " : "", t[i]);
@@ -108,6 +121,26 @@ void opg_tool_print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t 
         opg_tool_write_piece(so->tok, (int32_t)t[i], stdout);
     }
     fflush(stdout);
+}
+
+int opg_tool_stream_check(opg_tool_stream *so, const Opg__V1__Result *r) {
+    size_t same = 0;
+    while (same < so->n_seen && same < r->n_output_tokens && so->seen[same] == r->output_tokens[same]) same++;
+    if (so->quiet || same == so->n_seen) return 0;
+    fprintf(stderr, "opg: the job ran again after its worker was lost, and its result differs from the tokens "
+                    "streamed above from token %zu on (%zu streamed, %zu in the result); the result:\n",
+            same, so->n_seen, r->n_output_tokens);
+    opg_tool_stream again = {so->tok, 0, NULL, 0, 0};
+    opg_tool_print_tokens(&again, 0, r->output_tokens, r->n_output_tokens);
+    opg_tool_stream_clear(&again);
+    putchar('\n');
+    return 1;
+}
+
+void opg_tool_stream_clear(opg_tool_stream *so) {
+    free(so->seen);
+    so->seen = NULL;
+    so->n_seen = so->cap_seen = 0;
 }
 
 int opg_cmd_submit(int argc, char **argv) {
@@ -227,13 +260,17 @@ int opg_cmd_submit(int argc, char **argv) {
         rc = 0;
         goto out;
     }
-    opg_tool_stream so = {tok, quiet};
-    if ((st = opg_client_stream(cl, job, opg_tool_print_tokens, &so, (int)conn.timeout_ms, &res))) {
+    opg_tool_stream so = {tok, quiet, NULL, 0, 0};
+    st = opg_client_stream(cl, job, opg_tool_print_tokens, &so, (int)conn.timeout_ms, &res);
+    if (st) {
+        opg_tool_stream_clear(&so);
         fprintf(stderr, "\nopg submit: job %llu: %s (%s)\n", (unsigned long long)job, opg_last_error(), opg_strerror(st));
         goto out;
     }
     if (!quiet) putchar('\n');
     const Opg__V1__Result *r = (const Opg__V1__Result *)res->msg;
+    opg_tool_stream_check(&so, r);
+    opg_tool_stream_clear(&so);
     opg_tool_print_summary(job, r);
     rc = save ? opg_tool_save_record("submit", save, conn.endpoint, &sj, r) : 0;
 out:

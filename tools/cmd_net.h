@@ -37,12 +37,23 @@ typedef struct {
 int opg_tool_connect(const char *cmd, const opg_tool_conn *conn, opg_client **out);
 
 /* Prints streamed tokens to stdout (opg_client_tokens_fn): their text with
- * tok, their ids without; nothing when quiet. ctx: an opg_tool_stream. */
+ * tok, their ids without; nothing when quiet. ctx: an opg_tool_stream,
+ * zero-initialized but for tok and quiet; it keeps the ids it printed (free
+ * with opg_tool_stream_clear). */
 typedef struct {
     const opg_tokenizer *tok;
     int quiet;
+    uint32_t *seen; /* ids printed, in order */
+    size_t n_seen, cap_seen;
 } opg_tool_stream;
 void opg_tool_print_tokens(void *ctx, uint32_t index, const uint32_t *tokens, size_t n);
+
+/* After a stream ended with r: when r's tokens do not begin with those
+ * printed (the job ran again after its worker was lost, on a smaller
+ * context or on a worker that disagrees), says so on stderr and prints r's
+ * output on a line of its own (the job's answer is r). 1 when it did. */
+int opg_tool_stream_check(opg_tool_stream *so, const Opg__V1__Result *r);
+void opg_tool_stream_clear(opg_tool_stream *so);
 
 /* --save FILE, checked before anything runs (a record that cannot be
  * written would be lost after the job): FILE must not exist and its folder

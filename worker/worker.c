@@ -120,6 +120,7 @@ static void send_ready(opg_worker *w) {
     r.models = ids;
     r.n_model_contexts = (size_t)w->cfg.n_models;
     r.model_contexts = ctx;
+    r.takes_min_tokens = 1;
     opg_backend *be = opg_model_backend(w->models[0].m);
     r.backend = strcmp(be->ops->name, "cuda") == 0 ? OPG__V1__BACKEND__BACKEND_CUDA : OPG__V1__BACKEND__BACKEND_CPU;
     r.gpu_name = (char *)opg_backend_device(be);
