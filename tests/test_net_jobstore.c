@@ -1107,10 +1107,11 @@ static void test_lock(void **state) {
     snprintf(alias, sizeof alias, "%s/./../lockreal/a.db", real);
     expect_err(opg_jobstore_open_exclusive(alias, &b), OPG_ERR_STATE, "in use by another process", NULL);
     snprintf(odd, sizeof odd, "%s/b.db", link); /* b.db is not there yet */
-    ok(opg_jobstore_open_exclusive(odd, &b));
+    opg_jobstore *held = NULL;
+    ok(opg_jobstore_open_exclusive(odd, &held));
     snprintf(alias, sizeof alias, "%s/b.db", real);
     expect_err(opg_jobstore_open_exclusive(alias, &b), OPG_ERR_STATE, "in use by another process", NULL);
-    opg_jobstore_close(b);
+    opg_jobstore_close(held);
     snprintf(odd, sizeof odd, "%s/alias.db", real); /* a link to the store file itself */
     assert_int_equal(symlink(sub, odd), 0);
     expect_err(opg_jobstore_open_exclusive(odd, &b), OPG_ERR_STATE, "in use by another process", NULL);
