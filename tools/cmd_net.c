@@ -127,6 +127,7 @@ int opg_tool_stream_check(opg_tool_stream *so, const Opg__V1__Result *r) {
     size_t same = 0;
     while (same < so->n_seen && same < r->n_output_tokens && so->seen[same] == r->output_tokens[same]) same++;
     if (so->quiet || same == so->n_seen) return 0;
+    fflush(stdout); /* the stream's last line before the notice, also when both go to one file */
     fprintf(stderr, "opg: the job ran again after its worker was lost, and its result differs from the tokens "
                     "streamed above from token %zu on (%zu streamed, %zu in the result); the result:\n",
             same, so->n_seen, r->n_output_tokens);
