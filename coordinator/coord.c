@@ -39,6 +39,8 @@ typedef struct sub {
     int stream;        /* SUB_STREAM: tokens then the final frame; SUB_RESULT: the final
                           frame (GetResult with wait); SUB_STATUS: a StatusReply (Cancel) */
     uint32_t sent;     /* tokens already sent to a stream */
+    int lagging;       /* a Tokens frame to it was dropped (its queue was full): it gets no more
+                          until the job's end (the rest, then the Result) or its next Stream */
     struct sub *prev, *next; /* utlist DL: appended in O(1) */
 } sub;
 
@@ -122,6 +124,7 @@ typedef struct {
     size_t receipt_len;
     int ok;                    /* set by the check */
     char why[160];
+    int64_t contra_from;       /* stream_contradicted's first position, or -1 */
 } pending_result;
 
 /* A client answer that waits for the batch's commit, sent in arrival order:
@@ -916,8 +919,9 @@ static void on_tokens(opg_coord *c, worker *w, const Opg__V1__Tokens *t) {
     j->n_toks = end;
     sub *s, *tmp;
     DL_FOREACH_SAFE(j->subs, s, tmp) {
-        if (s->stream != SUB_STREAM) continue;
-        if (send_tokens(c, &s->peer, j->id, j->toks, s->sent, end) == OPG_ERR_NOT_FOUND) {
+        if (s->stream != SUB_STREAM || s->lagging) continue;
+        opg_status st = send_tokens(c, &s->peer, j->id, j->toks, s->sent, end);
+        if (st == OPG_ERR_NOT_FOUND) {
             /* its connection is gone: whoever connects next with the same
                routing id (another client, maybe) must not get the rest */
             DL_DELETE(j->subs, s);
@@ -925,7 +929,10 @@ static void on_tokens(opg_coord *c, worker *w, const Opg__V1__Tokens *t) {
             free(s);
             continue;
         }
-        s->sent = end;
+        /* dropped (its queue full): no gap in what it gets, and no growing
+           frame tried again at every step for a client that does not read */
+        if (st == OPG_OK) s->sent = end;
+        else s->lagging = 1;
     }
 }
 
@@ -992,6 +999,16 @@ static int receipt_holds(const worker *w, const job *j, const Opg__V1__Result *r
     return !bad;
 }
 
+/* An accepted Result of j (n_out tokens) that does not begin with the tokens
+ * streamed: from, the first position that differs (or the Result's length
+ * when it is a shorter prefix of them); -1: none. */
+static void log_contradicted(opg_coord *c, const job *j, const worker *w, int64_t from) {
+    if (from < 0) return;
+    char name[80];
+    LOG(OPG_LOG_WARN, "stream_contradicted", "job=%llu worker=%s streamed=%u tokens=%u from=%lld",
+        (unsigned long long)j->id, opg_log_q(name, sizeof name, w->name), j->n_toks, j->n_out, (long long)from);
+}
+
 static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
     job *j = worker_job(c, w, r->job_id);
     if (!j) {
@@ -1008,24 +1025,21 @@ static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
         requeue(c, j, "invalid result");
         return;
     }
-    /* tokens streamed by a worker lost since (the job ran again) that this
-       Result does not begin with: a rerun on a smaller context, or one of
-       the two workers is wrong. Which one only a validator can tell; the
-       Result, signed, is the job's answer, and clients compare (opg submit
-       says so) */
+    /* tokens streamed (by a worker lost since, or this one) that this
+       Result does not begin with: a rerun on a smaller context, or a worker
+       that is wrong. Which one only a validator can tell; the Result,
+       signed, is the job's answer (logged once accepted), and clients
+       compare (opg submit says so) */
     uint32_t same = 0;
     while (same < j->n_toks && same < r->n_output_tokens && r->output_tokens[same] == j->toks[same]) same++;
-    if (same < j->n_toks) {
-        char name[80];
-        LOG(OPG_LOG_WARN, "stream_contradicted", "job=%llu worker=%s streamed=%u tokens=%zu from=%u",
-            (unsigned long long)j->id, opg_log_q(name, sizeof name, w->name), j->n_toks, r->n_output_tokens, same);
-    }
+    int64_t contra_from = same < j->n_toks ? (int64_t)same : -1;
     OPG_LT(j->id, OPG_LT_C_RESULT, 0);
     uint8_t *buf = NULL;
     size_t len = 0;
     if (opg_frame_encode(T(RESULT), &r->base, &buf, &len)) return;
     if (c->cfg.receipts == OPG_RECEIPTS_FIELDS) {
         j->n_out = (uint32_t)r->n_output_tokens;
+        log_contradicted(c, j, w, contra_from);
         finish_job(c, j, OPG_JOB_DONE, buf, len);
         return;
     }
@@ -1052,6 +1066,7 @@ static void on_result(opg_coord *c, worker *w, const Opg__V1__Result *r) {
     p->peer = w->peer;
     p->job_id = j->id;
     p->n_out = (uint32_t)r->n_output_tokens;
+    p->contra_from = contra_from;
     p->frame = buf;
     p->frame_len = len;
     j->result_pending = 1;
@@ -1091,6 +1106,7 @@ static void settle_results(opg_coord *c) {
             requeue(c, j, "invalid result");
         } else {
             j->n_out = p->n_out;
+            log_contradicted(c, j, w, p->contra_from);
             finish_job(c, j, OPG_JOB_DONE, p->frame, p->frame_len);
         }
         free(p->receipt);
@@ -1395,9 +1411,10 @@ static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
     if (stream != SUB_STATUS)
         for (sub *o = j->subs; o; o = o->next)
             if (o->stream == stream && peer_eq(&o->peer, p)) {
-                if (stream == SUB_STREAM && j->n_toks && !j->final_state) {
-                    send_tokens(c, p, j->id, j->toks, 0, j->n_toks);
-                    o->sent = j->n_toks;
+                if (stream == SUB_STREAM && !j->final_state) { /* from 0 again */
+                    o->sent = 0;
+                    o->lagging = send_tokens(c, p, j->id, j->toks, 0, j->n_toks) != OPG_OK;
+                    if (!o->lagging) o->sent = j->n_toks;
                 }
                 return;
             }
@@ -1418,8 +1435,8 @@ static void add_sub(opg_coord *c, job *j, const opg_peer *p, int stream) {
     s->peer = *p;
     s->stream = stream;
     if (stream == SUB_STREAM && j->n_toks && !j->final_state) {
-        send_tokens(c, p, j->id, j->toks, 0, j->n_toks);
-        s->sent = j->n_toks;
+        s->lagging = send_tokens(c, p, j->id, j->toks, 0, j->n_toks) != OPG_OK;
+        if (!s->lagging) s->sent = j->n_toks;
     }
     DL_APPEND(j->subs, s); /* delivered in the order asked */
     j->n_subs++;

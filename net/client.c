@@ -288,7 +288,11 @@ opg_status opg_client_stream(opg_client *c, uint64_t job_id, opg_client_tokens_f
         if (f->type == T(TOKENS)) {
             const Opg__V1__Tokens *t = (const Opg__V1__Tokens *)f->msg;
             uint64_t end = (uint64_t)t->index + t->n_token_ids;
-            if (end > next) {
+            /* after a gap (a frame the coordinator dropped, or a later one
+               before the answer to a Stream asked again): nothing, so the
+               tokens delivered stay the output's first ones; the gap comes
+               again from the coordinator (from 0, or at the end) */
+            if (t->index <= next && end > next) {
                 uint64_t skip = next > t->index ? next - t->index : 0;
                 if (on_tokens) on_tokens(ctx, (uint32_t)(t->index + skip), t->token_ids + skip, t->n_token_ids - skip);
                 next = end;

@@ -32,7 +32,8 @@ opg_status opg_client_status(opg_client *c, uint64_t job_id, int timeout_ms, int
  * returns the Error's code. */
 opg_status opg_client_result(opg_client *c, uint64_t job_id, int wait, int timeout_ms, opg_frame **out);
 /* Streams the job: on_tokens for every new piece (index = position of the
- * first token in the output), then the Result as opg_client_result. timeout_ms bounds the
+ * first token in the output; pieces come in order, each position once, with
+ * no gap), then the Result as opg_client_result. timeout_ms bounds the
  * silence between two messages. */
 typedef void (*opg_client_tokens_fn)(void *ctx, uint32_t index, const uint32_t *tokens, size_t n);
 opg_status opg_client_stream(opg_client *c, uint64_t job_id, opg_client_tokens_fn on_tokens, void *ctx,

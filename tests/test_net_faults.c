@@ -41,6 +41,7 @@
  *      worker is no one to wait for;
  *   test_context_liar: a worker refusing prompts its context holds cannot
  *      keep a job going round without attempts;
+ *   test_client_stream_gap: the client delivers a stream in order, no gap;
  *   test_stream_contradicted: a Result that does not begin with the tokens
  *      streamed before its worker was lost is the answer; logged, and opg
  *      submit says so; no Job.min_tokens to a worker that does not take it;
@@ -3754,7 +3755,7 @@ static void test_stream_contradicted(void **state) {
              (unsigned long long)id);
     CHECK(log_count(c.p, needle) == 1, "no '%s' in the coordinator's log", needle);
     CHECK(log_count(c.p, "event=result_refused") == 0, "the Result was refused");
-    CHECK(log_count(sub, "differs from the tokens streamed above from token 0 on (40 streamed, 40 in the result)") == 1,
+    CHECK(log_count(sub, "differs from the tokens streamed above from token 0 on (40 streamed, 40 in the result:") == 1,
           "opg submit did not say the result differs from the stream");
     char *text = slurp(out, NULL);
     CHECK(text && strstr(text, "\n0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n") &&
@@ -3765,6 +3766,83 @@ static void test_stream_contradicted(void **state) {
     zmq_close(big2);
     zmq_close(small);
     stop_clean(c.p);
+}
+
+/* The client takes a stream's tokens in order with no gap: from a fake
+ * coordinator, a Tokens frame past the next position is not delivered (a
+ * frame the coordinator dropped, or one that overtook the answer to a Stream
+ * asked again), one overlapping what it has gives only the new part. */
+typedef struct {
+    const char *ep;
+    uint32_t got[16], idx[16];
+    size_t n, n_calls, n_result;
+    opg_status st;
+} gap_ctx;
+
+static void gap_collect(void *ctx, uint32_t index, const uint32_t *t, size_t n) {
+    gap_ctx *g = ctx;
+    if (g->n_calls < 16) g->idx[g->n_calls] = index;
+    g->n_calls++;
+    for (size_t i = 0; i < n && g->n < 16; i++) g->got[g->n++] = t[i];
+}
+
+static void *gap_client(void *arg) {
+    gap_ctx *g = arg;
+    opg_client *cl = NULL;
+    g->st = opg_client_new(g->ep, NULL, NULL, &cl);
+    opg_frame *f = NULL;
+    if (!g->st) g->st = opg_client_stream(cl, 9, gap_collect, g, 10000, &f);
+    if (!g->st) g->n_result = ((const Opg__V1__Result *)f->msg)->n_output_tokens;
+    opg_frame_free(&f);
+    opg_client_free(cl);
+    return NULL;
+}
+
+static void gap_tokens(void *r, const opg_peer *peer, uint32_t index, uint32_t *ids, size_t n) {
+    Opg__V1__Tokens t = OPG__V1__TOKENS__INIT;
+    t.job_id = 9;
+    t.index = index;
+    t.token_ids = ids;
+    t.n_token_ids = n;
+    CHECK(opg_sock_send(r, peer, T(TOKENS), &t.base) == OPG_OK, "send Tokens");
+}
+
+static void test_client_stream_gap(void **state) {
+    (void)state;
+    void *r = raw_socket(ZMQ_ROUTER);
+    char ep[64] = "";
+    for (int i = 0; i < 10 && !ep[0]; i++) {
+        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", free_port());
+        if (zmq_bind(r, ep) != 0) ep[0] = 0;
+    }
+    CHECK(ep[0], "no free port for the fake coordinator");
+    gap_ctx g = {.ep = ep};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, gap_client, &g) == 0, "thread");
+    opg_peer peer;
+    opg_frame *f = fake_expect(r, &peer, T(STREAM), 10000, "the client's Stream");
+    opg_frame_free(&f);
+    uint32_t a[] = {3, 4}, b[] = {1, 2}, c2[] = {2, 3, 4, 5}, all[] = {1, 2, 3, 4, 5};
+    gap_tokens(r, &peer, 2, a, 2);  /* past the next position (0): not delivered */
+    gap_tokens(r, &peer, 0, b, 2);  /* 0-1 */
+    gap_tokens(r, &peer, 1, c2, 4); /* 1-4: 2-4 are new */
+    static uint8_t root[32];
+    Opg__V1__Result res = OPG__V1__RESULT__INIT;
+    Opg__V1__Usage u = OPG__V1__USAGE__INIT;
+    u.completion_tokens = 5;
+    res.job_id = 9;
+    res.output_tokens = all;
+    res.n_output_tokens = 5;
+    res.usage = &u;
+    res.trace_root = (ProtobufCBinaryData){32, root};
+    res.stop_reason = OPG__V1__STOP_REASON__STOP_REASON_EOS;
+    CHECK(opg_sock_send(r, &peer, T(RESULT), &res.base) == OPG_OK, "send Result");
+    pthread_join(t, NULL);
+    CHECK(g.st == OPG_OK && g.n_result == 5, "the stream: %s (%s)", opg_strerror(g.st), g.st ? opg_last_error() : "");
+    CHECK(g.n == 5 && !memcmp(g.got, all, sizeof all) && g.n_calls == 2 && g.idx[0] == 0 && g.idx[1] == 2,
+          "tokens delivered: %zu in %zu calls (first %u at %u), expected 1-5 in 2 calls at 0 and 2", g.n, g.n_calls,
+          g.n ? g.got[0] : 0, g.n_calls ? g.idx[0] : 0);
+    zmq_close(r);
 }
 
 int main(void) {
@@ -3794,6 +3872,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_context_wait, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_context_liar, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_stream_contradicted, setup_test, teardown_test),
+        cmocka_unit_test_setup_teardown(test_client_stream_gap, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_models_fifo, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_requeue_order, setup_test, teardown_test),
         cmocka_unit_test_setup_teardown(test_long_step, setup_test, teardown_test),

@@ -170,7 +170,7 @@ int opg_cmd_result(int argc, char **argv) {
     opg_client *cl = NULL;
     opg_frame *f = NULL, *req = NULL;
     opg_tokenizer *tok = NULL;
-    opg_tool_stream so = {NULL, 0, NULL, 0, 0};
+    opg_tool_stream so = {NULL, 0, NULL, 0, 0, 0};
     int rc = job_command("result",
                          "opg result JOB [options]\n"
                          "Prints a finished job's output and its summary line (trace root, receipt size);\n"

@@ -100,16 +100,18 @@ void opg_tool_print_summary(uint64_t job, const Opg__V1__Result *r) {
 void opg_tool_print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t n) {
     opg_tool_stream *so = ctx;
     if (so->quiet) return;
-    if (so->n_seen + n > so->cap_seen) { /* kept for opg_tool_stream_check; without memory it checks less */
+    if (!so->lost && so->n_seen + n > so->cap_seen) { /* kept for opg_tool_stream_check */
         size_t cap = so->cap_seen ? 2 * so->cap_seen : 256;
         while (cap < so->n_seen + n) cap *= 2;
         uint32_t *p = realloc(so->seen, cap * sizeof *p);
         if (p) {
             so->seen = p;
             so->cap_seen = cap;
+        } else {
+            so->lost = 1; /* without memory: no check */
         }
     }
-    if (so->n_seen + n <= so->cap_seen) {
+    if (!so->lost) {
         memcpy(so->seen + so->n_seen, t, n * sizeof *t);
         so->n_seen += n;
     }
@@ -126,12 +128,13 @@ void opg_tool_print_tokens(void *ctx, uint32_t index, const uint32_t *t, size_t 
 int opg_tool_stream_check(opg_tool_stream *so, const Opg__V1__Result *r) {
     size_t same = 0;
     while (same < so->n_seen && same < r->n_output_tokens && so->seen[same] == r->output_tokens[same]) same++;
-    if (so->quiet || same == so->n_seen) return 0;
+    if (so->quiet || so->lost || same == so->n_seen) return 0;
     fflush(stdout); /* the stream's last line before the notice, also when both go to one file */
-    fprintf(stderr, "opg: the job ran again after its worker was lost, and its result differs from the tokens "
-                    "streamed above from token %zu on (%zu streamed, %zu in the result); the result:\n",
+    fprintf(stderr, "opg: the job's result differs from the tokens streamed above from token %zu on (%zu streamed, "
+                    "%zu in the result: it ran again, after its worker or the coordinator was lost, or a worker's "
+                    "stream and result disagree); the result:\n",
             same, so->n_seen, r->n_output_tokens);
-    opg_tool_stream again = {so->tok, 0, NULL, 0, 0};
+    opg_tool_stream again = {so->tok, 0, NULL, 0, 0, 0};
     opg_tool_print_tokens(&again, 0, r->output_tokens, r->n_output_tokens);
     opg_tool_stream_clear(&again);
     putchar('\n');
@@ -142,6 +145,7 @@ void opg_tool_stream_clear(opg_tool_stream *so) {
     free(so->seen);
     so->seen = NULL;
     so->n_seen = so->cap_seen = 0;
+    so->lost = 0;
 }
 
 int opg_cmd_submit(int argc, char **argv) {
@@ -261,7 +265,7 @@ int opg_cmd_submit(int argc, char **argv) {
         rc = 0;
         goto out;
     }
-    opg_tool_stream so = {tok, quiet, NULL, 0, 0};
+    opg_tool_stream so = {tok, quiet, NULL, 0, 0, 0};
     st = opg_client_stream(cl, job, opg_tool_print_tokens, &so, (int)conn.timeout_ms, &res);
     if (st) {
         opg_tool_stream_clear(&so);

@@ -45,13 +45,15 @@ typedef struct {
     int quiet;
     uint32_t *seen; /* ids printed, in order */
     size_t n_seen, cap_seen;
+    int lost;       /* out of memory for seen: no check */
 } opg_tool_stream;
 void opg_tool_print_tokens(void *ctx, uint32_t index, const uint32_t *tokens, size_t n);
 
 /* After a stream ended with r: when r's tokens do not begin with those
- * printed (the job ran again after its worker was lost, on a smaller
- * context or on a worker that disagrees), says so on stderr and prints r's
- * output on a line of its own (the job's answer is r). 1 when it did. */
+ * printed (the job ran again, after its worker or the coordinator was lost,
+ * on a smaller context, or a worker's stream and Result disagree), says so
+ * on stderr and prints r's output on a line of its own (the job's answer is
+ * r). 1 when it did. */
 int opg_tool_stream_check(opg_tool_stream *so, const Opg__V1__Result *r);
 void opg_tool_stream_clear(opg_tool_stream *so);
 
