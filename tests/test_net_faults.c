@@ -2249,17 +2249,24 @@ static void fake_job(void *r, opg_peer *peer, uint64_t id, const spec *s, const 
     CHECK(ok, "%s: %s", what, why);
 }
 
+/* A ROUTER bound to a free port on 127.0.0.1 (ep: its endpoint), to play a coordinator. */
+static void *fake_router(char ep[64]) {
+    void *r = raw_socket(ZMQ_ROUTER);
+    ep[0] = 0;
+    for (int i = 0; i < 10 && !ep[0]; i++) {
+        snprintf(ep, 64, "tcp://127.0.0.1:%d", free_port());
+        if (zmq_bind(r, ep) != 0) ep[0] = 0;
+    }
+    CHECK(ep[0], "no free port for the fake coordinator");
+    return r;
+}
+
 /* A fake coordinator (a ROUTER here) feeds a real worker bad frames. */
 static void test_malformed_to_worker(void **state) {
     (void)state;
     CHECK(g_have_refs, "no reference results (test_reference failed)");
-    void *r = raw_socket(ZMQ_ROUTER);
-    char ep[64] = "";
-    for (int i = 0; i < 10 && !ep[0]; i++) {
-        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", free_port());
-        if (zmq_bind(r, ep) != 0) ep[0] = 0;
-    }
-    CHECK(ep[0], "no free port for the fake coordinator");
+    char ep[64];
+    void *r = fake_router(ep);
     const char *slow_hb[] = {"--heartbeat-ms", "200", "--liveness", "5", NULL};
     proc *w = worker_start(ep, 2, slow_hb);
     opg_peer peer;
@@ -3809,13 +3816,8 @@ static void gap_tokens(void *r, const opg_peer *peer, uint32_t index, uint32_t *
 
 static void test_client_stream_gap(void **state) {
     (void)state;
-    void *r = raw_socket(ZMQ_ROUTER);
-    char ep[64] = "";
-    for (int i = 0; i < 10 && !ep[0]; i++) {
-        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", free_port());
-        if (zmq_bind(r, ep) != 0) ep[0] = 0;
-    }
-    CHECK(ep[0], "no free port for the fake coordinator");
+    char ep[64];
+    void *r = fake_router(ep);
     gap_ctx g = {.ep = ep};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, gap_client, &g) == 0, "thread");
